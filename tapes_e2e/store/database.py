@@ -1,0 +1,170 @@
+"""Opening the tapes SQLite file: connection settings, schema checks and write transactions.
+
+Connection settings, per connection:
+
+- ``busy_timeout`` so a writer waits for another instead of failing with "database is locked";
+- ``foreign_keys = ON``, as Go tapes runs it (a child whose parent is missing is refused);
+- ``synchronous = FULL``: a ``put`` that returned survives a power cut;
+- writes take ``BEGIN IMMEDIATE``, so two writers queue on the busy timeout rather than failing
+  when a read transaction tries to upgrade to a write lock.
+
+Journal mode: we switch the file to WAL once, when it is opened. WAL is a property of the file,
+which every SQLite connection honours, go-sqlite3's included, so a Go tapes proxy writing to the
+same file keeps working, and readers no longer block the recording path. The switch needs a moment
+with no other connection inside a transaction; if a Go process is busy with the file, we leave its
+journal mode as it is (rollback journal, Go's default) and work in that mode: correctness does
+not depend on WAL, only concurrency of readers with a writer does. WAL needs shared memory, so a
+database on a network file system should not be used by two hosts at once, in either mode.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from tapes_e2e.errors import NotATapesDatabaseError, StoreBusyError
+from tapes_e2e.store.schema import GO_DDL, REQUIRED_NODE_COLUMNS
+
+__all__ = ["BUSY_TIMEOUT_MS", "driver", "journal_mode", "missing_hashes", "open_engine", "write"]
+
+log = logging.getLogger(__name__)
+
+BUSY_TIMEOUT_MS = 30_000
+_SQLITE_HEADER = b"SQLite format 3\x00"
+_BEGIN_OPTION = "tapes_begin"
+
+
+def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+    # Manual transaction control: SQLAlchemy's "begin" event below emits BEGIN itself.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA foreign_keys = ON")
+    cursor.execute("PRAGMA synchronous = FULL")
+    cursor.close()
+
+
+def _on_begin(connection: Connection) -> None:
+    mode = connection.get_execution_options().get(_BEGIN_OPTION, "DEFERRED")
+    connection.exec_driver_sql(f"BEGIN {mode}")
+
+
+@contextmanager
+def write(engine: Engine) -> Iterator[Connection]:
+    """A transaction begun with ``BEGIN IMMEDIATE``: commits on success, rolls back on error."""
+    try:
+        with (
+            engine.connect().execution_options(**{_BEGIN_OPTION: "IMMEDIATE"}) as conn,
+            conn.begin(),
+        ):
+            yield conn
+    except OperationalError as exc:
+        if _is_busy(exc):
+            raise StoreBusyError(
+                f"the database stayed locked by another writer for {BUSY_TIMEOUT_MS // 1000} s"
+            ) from exc
+        raise
+
+
+def _is_busy(exc: OperationalError) -> bool:
+    return isinstance(exc.orig, sqlite3.OperationalError) and "locked" in str(exc.orig)
+
+
+def _check_file(path: Path) -> None:
+    try:
+        with path.open("rb") as f:
+            header = f.read(len(_SQLITE_HEADER))
+    except IsADirectoryError as exc:
+        raise NotATapesDatabaseError(f"{path} is a directory, not a database file") from exc
+    except PermissionError as exc:
+        raise NotATapesDatabaseError(f"{path} cannot be read: permission denied") from exc
+    if header and header != _SQLITE_HEADER:
+        raise NotATapesDatabaseError(f"{path} is not an SQLite database")
+
+
+def open_engine(path: Path, *, create: bool = True) -> Engine:
+    """Open (and, with ``create``, make) a tapes database that Go tapes can open too.
+
+    A new file gets Go's schema verbatim. An existing file must be SQLite; if it lacks the
+    ``nodes`` table (a fresh Go vector store, say) the missing Go objects are created, exactly as
+    ent's auto-migration would; a ``nodes`` table without the columns we need is refused.
+    """
+    if path.exists():
+        _check_file(path)
+    elif not create:
+        raise NotATapesDatabaseError(f"{path} does not exist")
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(f"sqlite+pysqlite:///{path}", pool_pre_ping=False)
+    event.listen(engine, "connect", _on_connect)
+    event.listen(engine, "begin", _on_begin)
+    try:
+        _ensure_schema(engine, path)
+        _enable_wal(engine)
+    except BaseException:
+        engine.dispose()
+        raise
+    return engine
+
+
+def _ensure_schema(engine: Engine, path: Path) -> None:
+    try:
+        with write(engine) as conn:
+            present = {name for (name,) in conn.exec_driver_sql("SELECT name FROM sqlite_master")}
+            for name, ddl in GO_DDL:
+                if name not in present:
+                    conn.exec_driver_sql(ddl)
+            columns = {row[1] for row in conn.exec_driver_sql("PRAGMA table_info(`nodes`)")}
+    except OperationalError as exc:
+        if _is_busy(exc):
+            raise
+        raise NotATapesDatabaseError(f"{path} cannot be used: {exc.orig}") from exc
+    missing = REQUIRED_NODE_COLUMNS - columns
+    if missing:
+        raise NotATapesDatabaseError(
+            f"{path} has a nodes table without the column(s) {', '.join(sorted(missing))}"
+        )
+
+
+def _enable_wal(engine: Engine) -> None:
+    # Outside any transaction: SQLite refuses to change the journal mode inside one.
+    with engine.connect() as conn:
+        try:
+            mode = driver(conn).execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        except sqlite3.OperationalError as exc:
+            log.info("keeping the current journal mode; another process holds the file: %s", exc)
+            return
+    if str(mode).lower() != "wal":
+        log.info("the database stays in journal mode %s", mode)
+
+
+def journal_mode(engine: Engine) -> str:
+    with engine.connect() as conn:
+        return str(conn.exec_driver_sql("PRAGMA journal_mode").scalar())
+
+
+def driver(conn: Connection) -> sqlite3.Connection:
+    """The sqlite3 connection under ``conn``, for the hot paths that skip SQLAlchemy's wrapping."""
+    raw = conn.connection.driver_connection
+    if not isinstance(raw, sqlite3.Connection):  # pragma: no cover - pysqlite always gives one
+        raise TypeError("not an sqlite3 connection")
+    return raw
+
+
+def missing_hashes(raw: sqlite3.Connection, hashes: Iterable[str]) -> set[str]:
+    """Which of ``hashes`` have no row in ``nodes``, asked in batches."""
+    wanted = list(dict.fromkeys(hashes))
+    present: set[str] = set()
+    for start in range(0, len(wanted), 500):
+        chunk = wanted[start : start + 500]
+        sql = f"SELECT hash FROM nodes WHERE hash IN ({', '.join('?' * len(chunk))})"
+        present.update(h for (h,) in raw.execute(sql, chunk))
+    return set(wanted) - present

@@ -1,0 +1,113 @@
+"""A node as a row of Go tapes' ``nodes`` table, and back, with Go's encodings.
+
+Writing (``EntDriver.Put``): ``bucket``/``content`` as BLOBs of v1 JSON; type, role, model,
+provider and stop_reason always written ('' when empty); agent_name and project NULL when empty;
+token and duration columns NULL unless > 0; created_at as Go's time text.
+
+Reading rebuilds the bucket from the ``bucket`` column only (the other bucket columns are
+denormalized copies for queries), usage from the integer columns, and keeps the stored hash.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from tapes_e2e import _gojson
+from tapes_e2e.errors import CorruptStoreError, InvalidNodeError
+from tapes_e2e.node import Node, Usage, bucket_from_json, go_view
+
+__all__ = ["INSERT_SQL", "SELECT_COLUMNS", "node_to_row", "row_to_node"]
+
+_USAGE_COLUMNS = (
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "cache_creation_input_tokens",
+    "cache_read_input_tokens",
+    "total_duration_ns",
+    "prompt_duration_ns",
+)
+_INSERT_COLUMNS = (
+    "hash",
+    "parent_hash",
+    "bucket",
+    "content",
+    "type",
+    "role",
+    "model",
+    "provider",
+    "agent_name",
+    "stop_reason",
+    *_USAGE_COLUMNS,
+    "project",
+    "created_at",
+)
+INSERT_SQL = (
+    f"INSERT INTO nodes ({', '.join(_INSERT_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(_INSERT_COLUMNS))}) ON CONFLICT (hash) DO NOTHING"
+)
+# What reading needs, in the order row_to_node expects.
+SELECT_COLUMNS = (
+    "hash",
+    "parent_hash",
+    "bucket",
+    "stop_reason",
+    *_USAGE_COLUMNS,
+    "project",
+    "created_at",
+)
+
+
+def node_to_row(node: Node) -> tuple[Any, ...]:
+    """The positional parameters of ``INSERT_SQL`` for ``node``, encoded as Go encodes them."""
+    bucket = node.bucket
+    stored = go_view(bucket, "stored")
+    usage = node.usage or Usage()
+    return (
+        node.hash,
+        node.parent_hash,
+        _gojson.stored_bytes(stored),
+        _gojson.stored_bytes(stored["content"]),
+        bucket.type,
+        bucket.role,
+        bucket.model,
+        bucket.provider,
+        bucket.agent_name or None,
+        node.stop_reason,
+        *((getattr(usage, name) or None) for name in _USAGE_COLUMNS),
+        node.project or None,
+        node.created_at,
+    )
+
+
+def row_to_node(row: Sequence[Any]) -> Node:
+    """A node from a row selected with ``SELECT_COLUMNS``. The stored hash is kept as is.
+
+    Raises ``CorruptStoreError`` naming the node when its bucket column cannot be read.
+    """
+    node_hash, parent_hash, bucket_json, stop_reason, *rest = row
+    usage_values, project, created_at = rest[: len(_USAGE_COLUMNS)], rest[-2], rest[-1]
+    if bucket_json is None:
+        raise CorruptStoreError(f"node {node_hash}: the bucket column is NULL")
+    try:
+        bucket = bucket_from_json(_gojson.decode(bucket_json))
+        usage = None
+        if any(v is not None for v in usage_values):
+            usage = Usage(**dict(zip(_USAGE_COLUMNS, (v or 0 for v in usage_values), strict=True)))
+    except (InvalidNodeError, _gojson.GoJSONError) as exc:
+        raise CorruptStoreError(f"node {node_hash}: stored row is unreadable: {exc}") from exc
+    return Node(
+        hash=node_hash,
+        parent_hash=parent_hash or None,
+        bucket=bucket,
+        stop_reason=stop_reason or "",
+        usage=usage,
+        project=project or "",
+        created_at=_time_text(created_at),
+    )
+
+
+def _time_text(value: object) -> str:
+    # Go accepts integer Unix seconds or milliseconds as well as text; we keep what is stored.
+    return "" if value is None else str(value)
