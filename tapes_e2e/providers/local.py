@@ -195,6 +195,24 @@ class LocalProvider:
             for row in conn.exec_driver_sql(_TOPOLOGICAL):
                 yield row_to_node(row)
 
+    def audit(self) -> Iterator[tuple[int, tuple[str, str] | None]]:
+        """Check every row: yields (rows checked, (hash, problem) or None), streaming.
+
+        A problem is a row that cannot be read, a hash that does not match the content, or a
+        parent link to a node that is not stored.
+        """
+        checked = 0
+        with self._engine.connect() as conn:
+            for row in conn.exec_driver_sql(_SELECT):
+                checked += 1
+                yield checked, _row_problem(row)
+            dangling = conn.exec_driver_sql(
+                "SELECT n.hash, n.parent_hash FROM nodes AS n WHERE n.parent_hash IS NOT NULL "
+                "AND NOT EXISTS (SELECT 1 FROM nodes AS p WHERE p.hash = n.parent_hash)"
+            )
+            for node_hash, parent in dangling:
+                yield checked, (node_hash, f"its parent {parent} is not stored")
+
     def sessions(self, limit: int = 50) -> builtins.list[SessionSummary]:
         """The ``limit`` most recent sessions, newest first, summarized in one query."""
         with self._engine.connect() as conn:
@@ -226,6 +244,38 @@ class LocalProvider:
             ).scalar_one()
         return int(nodes), int(sessions), int(roots)
 
+    def get_many(self, hashes: Iterable[str]) -> dict[str, Node]:
+        """The stored nodes among ``hashes``, by hash (absent ones are left out)."""
+        wanted = list(dict.fromkeys(hashes))
+        found: dict[str, Node] = {}
+        with self._engine.connect() as conn:
+            for start in range(0, len(wanted), 500):
+                chunk = tuple(wanted[start : start + 500])
+                sql = f"{_SELECT} WHERE hash IN ({', '.join('?' * len(chunk))})"
+                for row in conn.exec_driver_sql(sql, chunk):
+                    found[row[0]] = row_to_node(row)
+        return found
+
+    def resolve_prefix(self, prefix: str) -> str:
+        """The one stored hash starting with ``prefix`` (at least 4 hex digits)."""
+        prefix = prefix.strip().lower()
+        if not (4 <= len(prefix) <= 64) or any(c not in "0123456789abcdef" for c in prefix):
+            raise InvalidNodeError(
+                f"{prefix!r} is not a session ID",
+                hint="give a node hash, or at least its first 4 hex digits",
+            )
+        # Hashes are lowercase hex, and "g" sorts after every hex digit: an index range scan.
+        sql = "SELECT hash FROM nodes WHERE hash >= ? AND hash < ? ORDER BY hash LIMIT 2"
+        with self._engine.connect() as conn:
+            matches = [str(h) for (h,) in conn.exec_driver_sql(sql, (prefix, prefix + "g"))]
+        if not matches:
+            raise NodeNotFoundError(prefix)
+        if len(matches) > 1:
+            raise InvalidNodeError(
+                f"{prefix} matches more than one node", hint="give more digits of the hash"
+            )
+        return matches[0]
+
     def missing(self, hashes: Iterable[str]) -> set[str]:
         """Which of ``hashes`` are not stored."""
         with self._engine.connect() as conn:
@@ -256,3 +306,14 @@ def _checked_row(node: Node) -> tuple[Any, ...]:
             hint="a node's hash is computed from its bucket and parent; build it with Node.new",
         )
     return node_to_row(node)
+
+
+def _row_problem(row: Any) -> tuple[str, str] | None:
+    try:
+        node = row_to_node(row)
+    except CorruptStoreError as exc:
+        return str(row[0]), exc.message
+    recomputed = node.tapes_hash()
+    if recomputed != node.hash:
+        return node.hash, f"content does not match the hash (it hashes to {recomputed})"
+    return None

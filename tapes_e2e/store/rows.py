@@ -15,7 +15,7 @@ from typing import Any
 
 from tapes_e2e import _gojson
 from tapes_e2e.errors import CorruptStoreError, InvalidNodeError
-from tapes_e2e.node import Node, Usage, bucket_from_json, go_view
+from tapes_e2e.node import Node, Usage, bucket_from_json, go_time, go_view
 
 __all__ = ["INSERT_SQL", "SELECT_COLUMNS", "node_to_row", "row_to_node"]
 
@@ -77,7 +77,8 @@ def node_to_row(node: Node) -> tuple[Any, ...]:
         node.stop_reason,
         *((getattr(usage, name) or None) for name in _USAGE_COLUMNS),
         node.project or None,
-        node.created_at,
+        # A node that arrives without a time (an import, say) is stamped now, as Go stamps Put.
+        node.created_at or go_time(),
     )
 
 

@@ -1,0 +1,64 @@
+"""Everything the CLI prints: JSON, tables, progress bars and errors.
+
+Results go to stdout (``--json`` for machines); progress bars, notes and errors go to stderr, so
+``tapes session export > file`` stays clean. Errors read ``tapes: error: …`` then, when there is
+something to do about it, ``tapes: hint: …``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+__all__ = ["Progress", "emit_json", "error", "note", "progress", "stdout", "table"]
+
+stdout = Console(highlight=False, soft_wrap=True)
+_stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def emit_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
+
+
+def table(columns: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None = None) -> None:
+    grid = Table(title=title, show_edge=False, header_style="bold")
+    for column in columns:
+        grid.add_column(column, overflow="fold")
+    for row in rows:
+        grid.add_row(*(str(cell) for cell in row))
+    stdout.print(grid)
+
+
+def note(message: str) -> None:
+    _stderr.print(message, markup=False)
+
+
+def error(message: str, hint: str | None = None) -> None:
+    # markup=False: messages may quote user input, which must not be read as rich markup.
+    _stderr.print(f"tapes: error: {message}", markup=False)
+    if hint:
+        _stderr.print(f"tapes: hint: {hint}", markup=False)
+
+
+@contextmanager
+def progress(description: str, total: float | None) -> Iterator[Progress]:
+    """A progress bar on stderr, shown only when stderr is a terminal."""
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:,.0f}/{task.total:,.0f}"),
+        TimeRemainingColumn(),
+        console=_stderr,
+        transient=True,
+        disable=not _stderr.is_terminal,
+    )
+    with bar:
+        bar.add_task(description, total=total)
+        yield bar

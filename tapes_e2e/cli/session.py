@@ -1,0 +1,186 @@
+"""``tapes session``: list, show, export and import sessions of the local store."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Annotated
+
+import typer
+
+from tapes_e2e.cli import output
+from tapes_e2e.cli.context import Settings
+from tapes_e2e.errors import TapesError
+from tapes_e2e.node import Node
+from tapes_e2e.transfer import export_nodes, import_nodes
+
+app = typer.Typer(help="List, show, export and import recorded sessions.", no_args_is_help=True)
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+def _settings(ctx: typer.Context) -> Settings:
+    settings: Settings = ctx.obj
+    return settings
+
+
+def _preview(node: Node | None, width: int = 60) -> str:
+    if node is None:
+        return ""
+    text = " ".join(node.bucket.text().split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+@app.command("list")
+def list_sessions(
+    ctx: typer.Context,
+    limit: Annotated[int, typer.Option(min=1, help="How many sessions, newest first.")] = 50,
+    as_json: JsonFlag = False,
+) -> None:
+    """List sessions (leaf nodes and their ancestry), newest first."""
+    with _settings(ctx).store() as store:
+        sessions = store.sessions(limit)
+        roots = store.get_many([s.root_hash for s in sessions if s.root_hash])
+    if as_json:
+        output.emit_json(
+            [
+                {
+                    "session_id": s.session_id,
+                    "root_hash": s.root_hash,
+                    "nodes": s.node_count,
+                    "model": s.model,
+                    "prompt_tokens": s.prompt_tokens,
+                    "completion_tokens": s.completion_tokens,
+                    "total_tokens": s.total_tokens,
+                    "started_at": s.started_at,
+                    "last_at": s.last_at,
+                    "first_message": _preview(roots.get(s.root_hash or ""), 200),
+                }
+                for s in sessions
+            ]
+        )
+        return
+    if not sessions:
+        output.note("no sessions recorded yet")
+        return
+    rows = [
+        (
+            s.session_id[:12],
+            s.node_count,
+            s.model,
+            f"{s.total_tokens:,}",
+            s.last_at[:19],
+            _preview(roots.get(s.root_hash or "")),
+        )
+        for s in sessions
+    ]
+    output.table(("SESSION", "NODES", "MODEL", "TOKENS", "LAST", "FIRST MESSAGE"), rows)
+
+
+@app.command("show")
+def show_session(
+    ctx: typer.Context,
+    session: Annotated[str, typer.Argument(help="Session ID (leaf hash) or a unique prefix.")],
+    full: Annotated[bool, typer.Option("--full", help="Print whole messages.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Show a session from its first message to its leaf."""
+    with _settings(ctx).store() as store:
+        path = list(reversed(store.ancestry(store.resolve_prefix(session))))
+    if as_json:
+        output.emit_json([node.to_json() for node in path])
+        return
+    for index, node in enumerate(path, start=1):
+        usage = node.usage
+        tokens = f"  {usage.total_tokens:,} tokens" if usage and usage.total_tokens else ""
+        output.stdout.print(
+            f"[bold]{index:>3}. {node.bucket.role or node.bucket.type}[/bold]"
+            f"  {node.hash[:12]}  {node.bucket.model}{tokens}"
+        )
+        text = node.bucket.text() if full else _preview(node, 200)
+        output.stdout.print(text, markup=False)
+
+
+@contextmanager
+def _output_file(path: Path | None) -> Iterator[IO[bytes]]:
+    """stdout, or a temporary file renamed over ``path`` only once everything is written."""
+    if path is None or str(path) == "-":
+        yield sys.stdout.buffer
+        sys.stdout.flush()
+        return
+    target = path.resolve()
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            yield out
+            out.flush()
+            os.fsync(out.fileno())
+        Path(tmp).replace(target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@app.command("export")
+def export_sessions(
+    ctx: typer.Context,
+    session: Annotated[
+        str | None, typer.Argument(help="Export only this session (ID or prefix).")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write to this file (default stdout).")
+    ] = None,
+) -> None:
+    """Export nodes as JSON Lines, parents before children."""
+    with _settings(ctx).store() as store:
+        if session is not None:
+            nodes: Iterator[Node] = reversed(store.ancestry(store.resolve_prefix(session)))
+            total = None
+        else:
+            nodes, total = store.iter_topological(), store.counts()[0]
+        with output.progress("exporting", total) as bar, _output_file(out) as sink:
+            count = export_nodes(_ticking(nodes, bar), sink)
+    output.note(f"exported {count:,} node(s)" + (f" to {out}" if out else ""))
+
+
+def _ticking(nodes: Iterator[Node], bar: output.Progress) -> Iterator[Node]:
+    task = bar.task_ids[0]
+    for index, node in enumerate(nodes, start=1):
+        if index % 1000 == 0:
+            bar.update(task, completed=index)
+        yield node
+
+
+@app.command("import")
+def import_sessions(
+    ctx: typer.Context,
+    source: Annotated[Path, typer.Argument(help="JSON Lines file of nodes, or - for stdin.")],
+) -> None:
+    """Import nodes from JSON Lines: all of them, or (on any bad line) none."""
+    settings = _settings(ctx)
+    reading_stdin = str(source) == "-"
+    try:
+        stream = sys.stdin.buffer if reading_stdin else source.open("rb")
+    except OSError as exc:
+        raise TapesError(f"cannot read {source}: {exc.strerror}") from exc
+    total = None if reading_stdin else source.stat().st_size
+    try:
+        with settings.store(create=True) as store, output.progress("importing", total) as bar:
+            task = bar.task_ids[0]
+
+            def advance(_count: int) -> None:
+                if not reading_stdin:
+                    bar.update(task, completed=stream.tell())
+
+            result = import_nodes(store, stream, progress=advance)
+    finally:
+        if not reading_stdin:
+            stream.close()
+    output.note(
+        f"imported {result.new:,} new node(s), {result.existing:,} already present, "
+        f"into {settings.database.path}"
+    )

@@ -1,0 +1,140 @@
+"""``tapes storage``: which provider and database are used, and switching or configuring them."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import tomlkit
+import typer
+
+from tapes_e2e.cli import output
+from tapes_e2e.cli.context import Settings
+from tapes_e2e.config import PROVIDERS, Config, save_config, storage_table
+from tapes_e2e.errors import ConfigError
+
+app = typer.Typer(help="Show and change where sessions are stored.", no_args_is_help=True)
+
+
+def _settings(ctx: typer.Context) -> Settings:
+    settings: Settings = ctx.obj
+    return settings
+
+
+@app.command("status")
+def status(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show the provider, the database file (and why that one), and what it holds."""
+    settings = _settings(ctx)
+    path = settings.database.path
+    report: dict[str, Any] = {
+        "provider": settings.config.provider,
+        "config_file": str(settings.config.path),
+        "config_exists": settings.config.exists,
+        "config_dir": str(settings.dotdir.path),
+        "config_dir_reason": settings.dotdir.reason,
+        "database": str(path),
+        "database_reason": settings.database.reason,
+        "database_exists": path.exists(),
+    }
+    if path.exists():
+        with settings.store() as store:
+            nodes, sessions, roots = store.counts()
+            report |= {
+                "database_bytes": path.stat().st_size,
+                "journal_mode": store.journal_mode(),
+                "nodes": nodes,
+                "sessions": sessions,
+                "roots": roots,
+            }
+    if settings.config.provider != "local":
+        report["remote"] = settings.config.cloud.api_url
+        report["team_id"] = settings.config.cloud.team_id
+    if as_json:
+        output.emit_json(report)
+        return
+    output.stdout.print(f"Provider: {report['provider']}", markup=False)
+    output.stdout.print(
+        f"Config:   {report['config_file']} ({settings.dotdir.reason})", markup=False
+    )
+    if path.exists():
+        output.stdout.print(
+            f"Local:    {path} ({report['sessions']:,} sessions, {report['nodes']:,} nodes)",
+            markup=False,
+        )
+    else:
+        output.stdout.print(f"Local:    {path} (not created yet)", markup=False)
+    output.stdout.print(f"          chosen because: {settings.database.reason}", markup=False)
+    if "remote" in report:
+        output.stdout.print(f"Remote:   {report['remote']}", markup=False)
+
+
+def _require(config: Config, provider: str) -> None:
+    missing = config.missing_for(provider)
+    if missing:
+        raise ConfigError(
+            f"provider {provider} needs {', '.join(missing)}, which is not set",
+            hint="set it first: tapes storage configure --api-url https://… "
+            "(then log in with `tapes auth login`)",
+        )
+
+
+@app.command("set-provider")
+def set_provider(
+    ctx: typer.Context,
+    provider: Annotated[str, typer.Argument(help="local, cloud or hybrid.")],
+) -> None:
+    """Choose where sessions are stored."""
+    settings = _settings(ctx)
+    if provider not in PROVIDERS:
+        raise ConfigError(f"unknown provider {provider!r}: expected one of {', '.join(PROVIDERS)}")
+    _require(settings.config, provider)
+
+    def edit(doc: tomlkit.TOMLDocument) -> None:
+        storage_table(doc)["provider"] = provider
+
+    save_config(settings.config, edit)
+    output.note(f"provider set to {provider} in {settings.config.path}")
+
+
+@app.command("configure")
+def configure(
+    ctx: typer.Context,
+    api_url: Annotated[str | None, typer.Option(help="Sync server URL.")] = None,
+    api_key: Annotated[str | None, typer.Option(help="Team API key (tapes_…).")] = None,
+    team: Annotated[str | None, typer.Option(help="Team ID to sync to.")] = None,
+    auto_share: Annotated[
+        bool | None, typer.Option("--auto-share/--no-auto-share", help="Share new sessions.")
+    ] = None,
+    sync_interval: Annotated[
+        str | None, typer.Option(help='Background sync interval, e.g. "5m".')
+    ] = None,
+    sync_on_close: Annotated[
+        bool | None, typer.Option("--sync-on-close/--no-sync-on-close", help="Sync on exit.")
+    ] = None,
+) -> None:
+    """Set the [storage.cloud] settings. Values are checked before anything is written."""
+    settings = _settings(ctx)
+    values = {
+        "api_url": api_url,
+        "api_key": api_key,
+        "team_id": team,
+        "auto_share": auto_share,
+        "sync_interval": sync_interval,
+        "sync_on_close": sync_on_close,
+    }
+    chosen = {k: v for k, v in values.items() if v is not None}
+    if not chosen:
+        raise ConfigError(
+            "nothing to configure", hint="pass at least one option; see tapes storage configure -h"
+        )
+
+    def edit(doc: tomlkit.TOMLDocument) -> None:
+        cloud = storage_table(doc, "cloud")
+        for key, value in chosen.items():
+            cloud[key] = value
+
+    updated = save_config(settings.config, edit)
+    _require(updated, updated.provider)
+    output.note(f"updated {', '.join(sorted(chosen))} in {settings.config.path}")
