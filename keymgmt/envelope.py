@@ -1,0 +1,385 @@
+"""Node envelopes: what the server stores for each node (DESIGN §6, docs/crypto.md).
+
+* ``node_id = hex(HMAC-SHA256(vault id key, tapes hash))``; the parent is named by its node ID.
+* The body (the node as the client serialized it) is compressed with zstandard when that helps,
+  framed and zero-padded to a Padmé length (at least 256 bytes), then sealed with
+  XChaCha20-Poly1305 under the epoch key and a random 24-byte nonce.
+* The associated data binds protocol version, team, epoch, node ID, parent ID, author
+  fingerprint, record type, content mode, padded size and the digest of the clear metadata.
+* Content policy ``omit`` (metadata only): no nonce, no ciphertext. There is no AEAD tag, so the
+  author signs ``label || AD`` with Ed25519 instead; the signature is the record's only
+  authenticator and anybody with the chain (viewers included) can check it.
+
+Encrypted records carry no signature: the AEAD tag proves the record was made by a holder of the
+epoch key, and the ``author`` field is that holder's claim (see threat-model.md).
+
+:func:`open_node` is the only way from an :class:`Envelope` to an :class:`OpenedNode`, and every
+failure inside it raises the one opaque :class:`~keymgmt.errors.IntegrityError`.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Final
+
+import msgspec
+
+from keymgmt import _primitives as prim
+from keymgmt import labels
+from keymgmt._encoding import HEX64_RE, b64d, b64e, lp, u64
+from keymgmt.chain import VerifiedTeamState
+from keymgmt.errors import IntegrityError, PolicyError
+from keymgmt.identity import FINGERPRINT_RE, Identity
+from keymgmt.keyring import TeamKeys
+from keymgmt.metadata import MetadataValue, metadata_digest
+
+__all__ = [
+    "MAX_BODY_BYTES",
+    "RECORD_TYPES",
+    "Envelope",
+    "Hasher",
+    "OpenedNode",
+    "node_id",
+    "open_node",
+    "padded_length",
+    "seal_node",
+    "verify_metadata_only",
+]
+
+log = logging.getLogger("keymgmt.envelope")
+
+RECORD_TYPES: Final = frozenset({"node"})
+MAX_BODY_BYTES: Final = 32 * 1024 * 1024
+MIN_PADDED: Final = 256
+_FRAME: Final = struct.Struct(">BI")  # format (0 raw, 1 zstd), payload length
+_RAW, _ZSTD = 0, 1
+
+Hasher = Callable[[bytes], tuple[str, str | None]]
+"""Maps a decrypted body to ``(tapes_hash, parent_tapes_hash or None)``; supplied by the client."""
+
+
+def node_id(vault_id_key: bytes, tapes_hash: str) -> str:
+    """Lowercase hex HMAC-SHA256(vault id key, ASCII tapes hash): the ID the server sees."""
+    return prim.hmac_sha256(vault_id_key, tapes_hash.encode("ascii")).hex()
+
+
+def padded_length(n: int) -> int:
+    """Padmé (Nikitin et al., PURBs 2019): at most ~12% overhead, leaks O(log log n) bits."""
+    n = max(n, MIN_PADDED)
+    exponent = n.bit_length() - 1
+    mantissa_bits = exponent.bit_length()
+    mask = (1 << (exponent - mantissa_bits)) - 1
+    return (n + mask) & ~mask
+
+
+class _Wire(msgspec.Struct, forbid_unknown_fields=True):
+    version: int
+    team: str
+    epoch: int
+    node_id: str
+    parent_id: str | None
+    author: str
+    record_type: str
+    metadata: dict[str, MetadataValue]
+    padded_size: int
+    nonce: str | None
+    ciphertext: str | None
+    signature: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """One stored record, as sent to and received from the server. Unverified by itself.
+
+    ``to_dict`` gives plain JSON: IDs in lowercase hex, ``nonce``, ``ciphertext`` and
+    ``signature`` in unpadded base64url, ``None`` as ``null``.
+    """
+
+    version: int
+    team: str
+    epoch: int
+    node_id: str
+    parent_id: str | None
+    author: str
+    record_type: str
+    metadata: Mapping[str, MetadataValue]
+    padded_size: int
+    nonce: bytes | None
+    ciphertext: bytes | None = field(repr=False)
+    signature: bytes | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "version": self.version,
+            "team": self.team,
+            "epoch": self.epoch,
+            "node_id": self.node_id,
+            "parent_id": self.parent_id,
+            "author": self.author,
+            "record_type": self.record_type,
+            "metadata": dict(self.metadata),
+            "padded_size": self.padded_size,
+            "nonce": None if self.nonce is None else b64e(self.nonce),
+            "ciphertext": None if self.ciphertext is None else b64e(self.ciphertext),
+            "signature": None if self.signature is None else b64e(self.signature),
+        }
+
+    @classmethod
+    def from_dict(cls, data: object) -> Envelope:
+        """Parse the wire form; malformed input raises :class:`IntegrityError`."""
+        try:
+            w = msgspec.convert(data, _Wire)
+            return cls(
+                w.version, w.team, w.epoch, w.node_id, w.parent_id, w.author, w.record_type,
+                w.metadata, w.padded_size, _opt_b64(w.nonce), _opt_b64(w.ciphertext),
+                _opt_b64(w.signature),
+            )  # fmt: skip
+        except (msgspec.ValidationError, ValueError):
+            raise _fail("malformed envelope") from None
+
+    @property
+    def metadata_only(self) -> bool:
+        return self.ciphertext is None
+
+
+def _opt_b64(text: str | None) -> bytes | None:
+    return None if text is None else b64d(text)
+
+
+@dataclass(frozen=True, slots=True)
+class OpenedNode:
+    """A record that passed every check. ``body`` and ``tapes_hash`` are None when metadata-only."""
+
+    node_id: str
+    parent_id: str | None
+    author: str
+    epoch: int
+    record_type: str
+    metadata: Mapping[str, MetadataValue]
+    body: bytes | None = field(repr=False)
+    tapes_hash: str | None
+    parent_tapes_hash: str | None
+
+
+def _ad(env: Envelope, digest: bytes) -> bytes:
+    return b"".join(
+        (
+            labels.ENVELOPE_AD,
+            bytes([env.version & 0xFF]),
+            lp(env.team.encode()),
+            u64(env.epoch),
+            lp(env.node_id.encode()),
+            b"\x01" if env.parent_id is not None else b"\x00",
+            lp((env.parent_id or "").encode()),
+            lp(env.author.encode()),
+            lp(env.record_type.encode()),
+            b"\x00" if env.ciphertext is None else b"\x01",
+            u64(env.padded_size),
+            digest,
+        )
+    )
+
+
+def _frame(body: bytes) -> bytes:
+    compressed = prim.compress(body)
+    fmt, payload = (_ZSTD, compressed) if len(compressed) < len(body) else (_RAW, body)
+    framed = _FRAME.pack(fmt, len(payload)) + payload
+    return framed + bytes(padded_length(len(framed)) - len(framed))
+
+
+def _unframe(padded: bytes) -> bytes:
+    if len(padded) < _FRAME.size:
+        raise _fail("frame too short")
+    fmt, size = _FRAME.unpack_from(padded)
+    end = _FRAME.size + size
+    if end > len(padded) or padded_length(end) != len(padded) or any(padded[end:]):
+        raise _fail("bad padding")
+    payload = padded[_FRAME.size : end]
+    if fmt == _RAW:
+        return payload
+    if fmt != _ZSTD:
+        raise _fail("unknown body format")
+    try:
+        return prim.decompress(payload, max_size=MAX_BODY_BYTES)
+    except prim.PrimitiveError:
+        raise _fail("body does not decompress") from None
+
+
+def _check_hash(value: str) -> str:
+    if not value.isascii() or not value:
+        raise PolicyError("a tapes hash must be a non-empty ASCII string")
+    return value
+
+
+def seal_node(
+    *,
+    team: str,
+    epoch: int,
+    epoch_key: bytes | None,
+    vault_id_key: bytes,
+    tapes_hash: str,
+    parent_tapes_hash: str | None,
+    body: bytes | None,
+    metadata: Mapping[str, MetadataValue],
+    author: str,
+    record_type: str = "node",
+    signer: Identity | None = None,
+    nonce: bytes | None = None,
+) -> Envelope:
+    """Seal one node.
+
+    ``body`` is the serialized node; ``None`` means content policy ``omit`` (metadata only),
+    which needs ``signer`` (the author's :class:`~keymgmt.identity.Identity`) and no epoch key.
+    ``metadata`` comes from :func:`~keymgmt.metadata.project_metadata`. ``nonce`` is for test
+    vectors only; by default a fresh random 24-byte nonce is drawn.
+    """
+    if record_type not in RECORD_TYPES:
+        raise PolicyError(f"unknown record type {record_type!r}")
+    if not FINGERPRINT_RE.fullmatch(author) or (signer and signer.fingerprint != author):
+        raise PolicyError("author must be the signer's fingerprint")
+    if epoch < 1:
+        raise PolicyError("epochs start at 1")
+    parent = (
+        None if parent_tapes_hash is None else node_id(vault_id_key, _check_hash(parent_tapes_hash))
+    )
+    env = Envelope(
+        version=labels.PROTOCOL_VERSION, team=team, epoch=epoch,
+        node_id=node_id(vault_id_key, _check_hash(tapes_hash)), parent_id=parent, author=author,
+        record_type=record_type, metadata=dict(metadata), padded_size=0, nonce=None,
+        ciphertext=None,
+    )  # fmt: skip
+    digest = metadata_digest(env.metadata)
+    if body is None:
+        if signer is None:
+            raise PolicyError("a metadata-only record must be signed by its author")
+        signature = signer.sign(labels.ENVELOPE_METADATA_SIGNATURE + _ad(env, digest))
+        return _replace(env, signature=signature)
+    if epoch_key is None:
+        raise PolicyError("an encrypted record needs the epoch key")
+    if len(body) > MAX_BODY_BYTES:
+        raise PolicyError(f"node body exceeds {MAX_BODY_BYTES} bytes")
+    padded = _frame(body)
+    nonce = prim.random_bytes(prim.AEAD_NONCE_BYTES) if nonce is None else nonce
+    env = _replace(env, padded_size=len(padded), nonce=nonce, ciphertext=b"")
+    try:
+        ciphertext = prim.aead_encrypt(epoch_key, nonce, padded, _ad(env, digest))
+    except prim.PrimitiveError:
+        raise PolicyError("epoch key must be 32 bytes and nonce 24 bytes") from None
+    return _replace(env, ciphertext=ciphertext)
+
+
+def _replace(env: Envelope, **changes: object) -> Envelope:
+    fields = {name: getattr(env, name) for name in Envelope.__dataclass_fields__}
+    fields.update(changes)
+    return Envelope(**fields)
+
+
+def _fail(reason: str) -> IntegrityError:
+    log.debug("envelope rejected: %s", reason)
+    return IntegrityError()
+
+
+def _check_header(env: Envelope, state: VerifiedTeamState) -> None:
+    if env.version != labels.PROTOCOL_VERSION:
+        raise _fail("protocol version")
+    if env.team != state.team or env.record_type not in RECORD_TYPES:
+        raise _fail("team or record type")
+    if not HEX64_RE.fullmatch(env.node_id) or (
+        env.parent_id is not None and not HEX64_RE.fullmatch(env.parent_id)
+    ):
+        raise _fail("malformed node id")
+    if not state.was_writer(env.author, env.epoch):
+        raise _fail("author was not a reader in that epoch")
+
+
+def verify_metadata_only(
+    envelope: Envelope | Mapping[str, object], *, state: VerifiedTeamState
+) -> OpenedNode:
+    """Check a metadata-only record's signature; usable by viewers (needs no content key)."""
+    env = envelope if isinstance(envelope, Envelope) else Envelope.from_dict(envelope)
+    _check_header(env, state)
+    if env.ciphertext is not None or env.nonce is not None or env.padded_size != 0:
+        raise _fail("not a metadata-only record")
+    if env.signature is None:
+        raise _fail("unsigned metadata-only record")
+    ad = _ad(env, metadata_digest(env.metadata))
+    if not state.known_identities[env.author].verify(
+        labels.ENVELOPE_METADATA_SIGNATURE + ad, env.signature
+    ):
+        raise _fail("bad author signature")
+    return OpenedNode(
+        env.node_id, env.parent_id, env.author, env.epoch, env.record_type, env.metadata,
+        None, None, None,
+    )  # fmt: skip
+
+
+def open_node(
+    envelope: Envelope | Mapping[str, object],
+    *,
+    state: VerifiedTeamState,
+    keys: TeamKeys | None,
+    hasher: Hasher,
+) -> OpenedNode:
+    """Verify and decrypt one record; any failure raises :class:`IntegrityError`.
+
+    For an encrypted record: decrypt under the envelope's epoch key (AD checked by the tag),
+    strip padding, decompress, call ``hasher`` on the body and check that the node ID and the
+    parent ID recomputed from its result equal the envelope's. A metadata-only record is
+    checked as in :func:`verify_metadata_only`.
+    """
+    env = envelope if isinstance(envelope, Envelope) else Envelope.from_dict(envelope)
+    if env.ciphertext is None:
+        return verify_metadata_only(env, state=state)
+    _check_header(env, state)
+    if keys is None or keys.team != env.team:
+        raise _fail("no keys for this team")
+    epoch_key = keys.epoch_key(env.epoch)
+    if epoch_key is None or env.nonce is None or env.signature is not None:
+        raise _fail("no key for that epoch, or malformed record")
+    if len(env.ciphertext) != env.padded_size + prim.AEAD_TAG_BYTES:
+        raise _fail("ciphertext length does not match padded size")
+    try:
+        padded = prim.aead_decrypt(
+            epoch_key, env.nonce, env.ciphertext, _ad(env, metadata_digest(env.metadata))
+        )
+    except prim.PrimitiveError:
+        raise _fail("AEAD tag") from None
+    body = _unframe(padded)
+    tapes_hash, parent_hash = _rehash(hasher, body)
+    _check_ids(env, keys.vault_id_key, tapes_hash, parent_hash)
+    return OpenedNode(
+        env.node_id, env.parent_id, env.author, env.epoch, env.record_type, env.metadata,
+        body, tapes_hash, parent_hash,
+    )  # fmt: skip
+
+
+def _rehash(hasher: Hasher, body: bytes) -> tuple[str, str | None]:
+    try:
+        tapes_hash, parent_hash = hasher(body)
+        _check_hash(tapes_hash)
+        if parent_hash is not None:
+            _check_hash(parent_hash)
+    except Exception:  # noqa: BLE001 - any failure to parse the node is an integrity failure
+        raise _fail("body is not a valid node") from None
+    return tapes_hash, parent_hash
+
+
+def _check_ids(
+    env: Envelope, vault_id_key: bytes, tapes_hash: str, parent_hash: str | None
+) -> None:
+    if not prim.constant_time_equal(
+        node_id(vault_id_key, tapes_hash).encode(), env.node_id.encode()
+    ):
+        raise _fail("node ID does not match the body")
+    if parent_hash is None:
+        if env.parent_id is not None:
+            raise _fail("parent ID present but the body has no parent")
+        return
+    expected = node_id(vault_id_key, parent_hash)
+    if env.parent_id is None or not prim.constant_time_equal(
+        expected.encode(), env.parent_id.encode()
+    ):
+        raise _fail("parent ID does not match the body")

@@ -1,0 +1,58 @@
+"""Domain-separation labels and the protocol version.
+
+Every key derivation, signature, MAC and associated-data string in keymgmt starts with one of
+these constants, so that a value produced for one purpose can never be accepted for another
+(a keyring signature as a chain statement, an invite MAC as a share, ...). Changing any of them
+is a protocol change: bump ``PROTOCOL_VERSION`` and regenerate ``vectors/keymgmt``.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+__all__ = [
+    "CHAIN_HASH",
+    "CHAIN_SIGNATURE",
+    "ENVELOPE_AD",
+    "ENVELOPE_METADATA_SIGNATURE",
+    "FINGERPRINT",
+    "INVITE_ACCEPT",
+    "INVITE_CHECKSUM",
+    "INVITE_JOIN",
+    "KEYFILE_AD",
+    "KEYRING_SEAL",
+    "KEYRING_SIGNATURE",
+    "KEY_COMMITMENT_EPOCH",
+    "KEY_COMMITMENT_VAULT",
+    "NODE_ID",
+    "PROTOCOL_VERSION",
+    "RECOVERY_KIT_AD",
+    "SAFETY_NUMBER",
+    "SEAL_HKDF",
+    "SHARE_SIGNATURE",
+    "SHARE_TEXT_AD",
+]
+
+PROTOCOL_VERSION: Final = 1
+
+_PREFIX: Final = b"tapes-e2e/v1/"
+
+FINGERPRINT: Final = _PREFIX + b"fingerprint"
+NODE_ID: Final = _PREFIX + b"node-id"  # documentation only: node IDs are HMAC(vault key, hash)
+ENVELOPE_AD: Final = _PREFIX + b"envelope-ad"
+ENVELOPE_METADATA_SIGNATURE: Final = _PREFIX + b"envelope-metadata-only-signature"
+CHAIN_SIGNATURE: Final = _PREFIX + b"chain-statement-signature"
+CHAIN_HASH: Final = _PREFIX + b"chain-statement-hash"
+SAFETY_NUMBER: Final = _PREFIX + b"safety-number"
+KEY_COMMITMENT_EPOCH: Final = _PREFIX + b"key-commitment/epoch"
+KEY_COMMITMENT_VAULT: Final = _PREFIX + b"key-commitment/vault-id"
+KEYRING_SEAL: Final = _PREFIX + b"keyring-seal-ad"
+KEYRING_SIGNATURE: Final = _PREFIX + b"keyring-signature"
+SEAL_HKDF: Final = _PREFIX + b"x25519-seal-hkdf"
+KEYFILE_AD: Final = _PREFIX + b"keyfile-ad"
+RECOVERY_KIT_AD: Final = _PREFIX + b"recovery-kit-ad"
+INVITE_JOIN: Final = _PREFIX + b"invite/join-request-mac"
+INVITE_ACCEPT: Final = _PREFIX + b"invite/accept-proof-mac"
+INVITE_CHECKSUM: Final = _PREFIX + b"invite/checksum"
+SHARE_SIGNATURE: Final = _PREFIX + b"share-signature"
+SHARE_TEXT_AD: Final = _PREFIX + b"share-text-ad"

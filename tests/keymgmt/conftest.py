@@ -1,0 +1,108 @@
+"""Shared fixtures: deterministic randomness, identities and a verified four-role team."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pytest
+import rfc8785
+
+from keymgmt import (
+    Identity,
+    TeamKeys,
+    VerifiedTeamState,
+    add_member,
+    create_team,
+    generate_identity,
+    open_keyring,
+    seal_keyring,
+    verify_chain,
+)
+from keymgmt.chain import UnverifiedStatement, extend_chain
+
+T0 = 1_780_000_000
+
+
+class DetRng:
+    """Deterministic byte source (SHA-256 in counter mode) so tests and vectors are pinned."""
+
+    def __init__(self, seed: str) -> None:
+        self.seed = seed.encode()
+        self.counter = 0
+
+    def __call__(self, n: int) -> bytes:
+        out = b""
+        while len(out) < n:
+            out += hashlib.sha256(self.seed + self.counter.to_bytes(8, "big")).digest()
+            self.counter += 1
+        return out[:n]
+
+
+def make_body(content: str, parent: str | None) -> bytes:
+    """A stand-in for a serialized tapes node: hash = sha256(JCS(parent, content))."""
+    return json.dumps({"parent": parent, "content": content}).encode()
+
+
+def tapes_hash_of(content: str, parent: str | None) -> str:
+    return hashlib.sha256(rfc8785.dumps({"parent": parent or "", "content": content})).hexdigest()
+
+
+def hasher(body: bytes) -> tuple[str, str | None]:
+    node = json.loads(body)
+    return tapes_hash_of(node["content"], node["parent"]), node["parent"]
+
+
+@dataclass
+class Team:
+    team: str
+    owner: Identity
+    admin: Identity
+    member: Identity
+    viewer: Identity
+    outsider: Identity
+    statements: list[UnverifiedStatement]
+    state: VerifiedTeamState
+    vault_id_key: bytes
+    epoch_key: bytes
+    rng: DetRng
+
+    def keys_for(self, who: Identity) -> TeamKeys:
+        ring = seal_keyring(
+            self.state, sealer=self.owner, epoch=self.state.epoch,
+            epoch_key=self.epoch_key, vault_id_key=self.vault_id_key, rng=self.rng,
+        )  # fmt: skip
+        return TeamKeys.from_epoch_keys(open_keyring(ring.to_dict(), state=self.state, identity=who))
+
+    def append(self, statement: UnverifiedStatement) -> None:
+        self.statements.append(statement)
+        self.state = extend_chain(self.state, [statement])
+
+
+def build_team(seed: str = "team") -> Team:
+    rng = DetRng(seed)
+    owner, admin, member, viewer, outsider = (generate_identity(rng=rng) for _ in range(5))
+    vault_id_key, epoch_key = rng(32), rng(32)
+    genesis = create_team(
+        team="team-1", owner=owner, vault_id_key=vault_id_key, epoch_key=epoch_key, now=T0
+    )
+    statements = [genesis]
+    state = verify_chain(statements)
+    for i, (who, role) in enumerate(((admin, "admin"), (member, "member"), (viewer, "viewer"))):
+        st = add_member(state, signer=owner, member=who.public, role=role, now=T0 + i + 1)  # type: ignore[arg-type]
+        statements.append(st)
+        state = extend_chain(state, [st])
+    return Team("team-1", owner, admin, member, viewer, outsider, statements, state,
+                vault_id_key, epoch_key, rng)  # fmt: skip
+
+
+@pytest.fixture
+def team() -> Team:
+    return build_team()
+
+
+@pytest.fixture
+def rng() -> Callable[[int], bytes]:
+    return DetRng("fixture")
