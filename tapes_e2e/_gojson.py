@@ -83,7 +83,7 @@ def decode(data: str | bytes) -> Any:
     if b"-0" not in raw:
         try:
             return msgspec.json.decode(raw)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, UnicodeDecodeError):
             pass
     if isinstance(data, bytes):
         data = data.decode("utf-8", errors="replace")

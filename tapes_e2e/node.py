@@ -340,7 +340,9 @@ def _usage_from_json(obj: Any) -> Usage | None:
         value = obj.get(name)
         if value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, float) or not value.is_integer():
+        # Go decodes these into int fields: a JSON integer (or -0) and nothing else.
+        integral = isinstance(value, int) or (isinstance(value, float) and value == 0)
+        if isinstance(value, bool) or not integral:
             raise InvalidNodeError(f"usage.{name} must be an integer")
         counts[name] = int(value)
     return Usage(**counts)

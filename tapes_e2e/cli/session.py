@@ -73,7 +73,7 @@ def list_sessions(
             s.node_count,
             s.model,
             f"{s.total_tokens:,}",
-            s.last_at[:19],
+            s.last_at[:16],
             _preview(roots.get(s.root_hash or "")),
         )
         for s in sessions
@@ -113,7 +113,10 @@ def _output_file(path: Path | None) -> Iterator[IO[bytes]]:
         sys.stdout.flush()
         return
     target = path.resolve()
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:
+        raise TapesError(f"cannot write {path}: {exc.strerror}") from exc
     try:
         with os.fdopen(fd, "wb") as out:
             yield out

@@ -1,0 +1,279 @@
+"""The tapes CLI, end to end in-process, plus the installed console script once."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tapes_e2e.cli import main
+from tapes_e2e.node import Node
+from tapes_e2e.providers.local import LocalProvider
+from tests.conftest import chain, text_bucket
+
+
+class Run:
+    def __init__(self, code: int, out: str, err: str) -> None:
+        self.code, self.out, self.err = code, out, err
+
+
+class TapesRunner:
+    """Runs ``tapes`` in-process with its own .tapes directory and captures what it prints."""
+
+    def __init__(self, capsys: pytest.CaptureFixture[str], home: Path) -> None:
+        self.capsys, self.home = capsys, home
+
+    def __call__(self, *args: str) -> Run:
+        with pytest.raises(SystemExit) as info:
+            main(["--config-dir", str(self.home), *args])
+        captured = self.capsys.readouterr()
+        assert "Traceback" not in captured.err
+        return Run(int(info.value.code or 0), captured.out, captured.err)
+
+
+@pytest.fixture
+def tapes(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> TapesRunner:
+    return TapesRunner(capsys, tmp_path / "dot")
+
+
+def write_jsonl(path: Path, nodes: list[Node]) -> Path:
+    path.write_text("".join(json.dumps(n.to_json()) + "\n" for n in nodes), encoding="utf-8")
+    return path
+
+
+def sample(tmp_path: Path) -> tuple[Path, list[Node], list[Node]]:
+    trunk = chain(["Write a haiku", "Old pond, frog jumps", "Another", "Silence again"])
+    branch = chain(["A different last verse"], parent=trunk[2])
+    return write_jsonl(tmp_path / "nodes.jsonl", [*trunk, *branch]), trunk, branch
+
+
+def test_commands_on_a_missing_database_explain_and_create_nothing(
+    tapes: TapesRunner, tmp_path: Path
+) -> None:
+    result = tapes("session", "list")
+    assert result.code == 1
+    assert result.err.startswith("tapes: error: no database at ")
+    assert "tapes: hint:" in result.err
+    assert not (tapes.home / "tapes.sqlite").exists()
+
+
+def test_import_list_show_export_round_trip(tapes: TapesRunner, tmp_path: Path) -> None:
+    source, trunk, branch = sample(tmp_path)
+    result = tapes("session", "import", str(source))
+    assert result.code == 0, result.err
+    assert "imported 5 new node(s), 0 already present" in result.err
+
+    listed = json.loads(tapes("session", "list", "--json").out)
+    assert {s["session_id"] for s in listed} == {trunk[-1].hash, branch[-1].hash}
+    assert {s["nodes"] for s in listed} == {4}
+    assert {s["first_message"] for s in listed} == {"Write a haiku"}
+
+    shown = json.loads(tapes("session", "show", branch[-1].hash[:10], "--json").out)
+    assert [n["hash"] for n in shown] == [*(n.hash for n in trunk[:3]), branch[-1].hash]
+    assert "A different last verse" in tapes("session", "show", branch[-1].hash).out
+
+    exported = tmp_path / "out.jsonl"
+    assert tapes("session", "export", "-o", str(exported)).code == 0
+    lines = exported.read_text("utf-8").splitlines()
+    assert len(lines) == 5
+    first = json.loads(lines[0])
+    assert first["hash"] == trunk[0].hash
+    assert first["created_at"] == trunk[0].created_at
+
+    # A second store imported from the export exports the same bytes.
+    other = tmp_path / "other.sqlite"
+    assert tapes("--db", str(other), "session", "import", str(exported)).code == 0
+    again = tmp_path / "again.jsonl"
+    assert tapes("--db", str(other), "session", "export", "-o", str(again)).code == 0
+    assert again.read_bytes() == exported.read_bytes()
+
+    one = tapes("session", "export", trunk[-1].hash)
+    assert [json.loads(line)["hash"] for line in one.out.splitlines()] == [n.hash for n in trunk]
+
+
+def test_reimport_is_a_no_op(tapes: TapesRunner, tmp_path: Path) -> None:
+    source, _, _ = sample(tmp_path)
+    tapes("session", "import", str(source))
+    assert (
+        "imported 0 new node(s), 5 already present" in tapes("session", "import", str(source)).err
+    )
+
+
+def test_children_before_parents_in_a_file_import_fine(tapes: TapesRunner, tmp_path: Path) -> None:
+    nodes = chain(["a", "b", "c"])
+    source = write_jsonl(tmp_path / "reversed.jsonl", list(reversed(nodes)))
+    assert tapes("session", "import", str(source)).code == 0
+    assert json.loads(tapes("storage", "status", "--json").out)["nodes"] == 3
+
+
+@pytest.mark.parametrize(
+    ("bad_line", "message"),
+    [
+        ("{not json", "line 3: malformed JSON"),
+        ('{"hash": "' + "0" * 64 + '", "bucket": {}}', "line 3: hash 000000000000… does not match"),
+        ("[1, 2]", "line 3: a node must be a JSON object"),
+        ('{"hash": "zz"}', "line 3: hash must be 64"),
+    ],
+)
+def test_a_bad_line_imports_nothing_and_is_named(
+    tapes: TapesRunner, tmp_path: Path, bad_line: str, message: str
+) -> None:
+    good = chain(["fine", "also fine"])
+    source = tmp_path / "bad.jsonl"
+    source.write_text(
+        "".join(json.dumps(n.to_json()) + "\n" for n in good) + bad_line + "\n", encoding="utf-8"
+    )
+    result = tapes("session", "import", str(source))
+    assert result.code == 1
+    assert message in result.err
+    assert "nothing was imported" in result.err
+    with LocalProvider(tapes.home / "tapes.sqlite") as store:
+        assert store.counts() == (0, 0, 0)
+
+
+def test_a_missing_parent_imports_nothing_and_names_the_line(
+    tapes: TapesRunner, tmp_path: Path
+) -> None:
+    nodes = chain(["root", "child", "grandchild"])
+    source = write_jsonl(tmp_path / "gap.jsonl", [nodes[0], nodes[2]])
+    result = tapes("session", "import", str(source))
+    assert result.code == 1
+    assert f"line 2: parent {nodes[1].hash} is neither in the file nor in the store" in result.err
+    with LocalProvider(tapes.home / "tapes.sqlite") as store:
+        assert store.counts()[0] == 0
+
+
+def test_import_of_a_missing_file(tapes: TapesRunner, tmp_path: Path) -> None:
+    result = tapes("session", "import", str(tmp_path / "nope.jsonl"))
+    assert result.code == 1
+    assert "cannot read" in result.err
+
+
+def test_export_to_an_unwritable_place_is_a_clear_error(tapes: TapesRunner, tmp_path: Path) -> None:
+    source, _, _ = sample(tmp_path)
+    tapes("session", "import", str(source))
+    result = tapes("session", "export", "-o", str(tmp_path / "no" / "such" / "dir.jsonl"))
+    assert result.code == 1
+    assert "cannot write" in result.err
+
+
+def test_verify_reports_each_damaged_node_and_exits_non_zero(
+    tapes: TapesRunner, tmp_path: Path
+) -> None:
+    source, trunk, _ = sample(tmp_path)
+    tapes("session", "import", str(source))
+    assert tapes("verify").code == 0
+    with sqlite3.connect(tapes.home / "tapes.sqlite") as raw:
+        raw.execute(
+            "UPDATE nodes SET bucket = "
+            "CAST(REPLACE(CAST(bucket AS TEXT), 'haiku', 'HAIKU') AS BLOB) WHERE hash = ?",
+            (trunk[0].hash,),
+        )
+    result = tapes("verify", "--json")
+    assert result.code == 1
+    report = json.loads(result.out)
+    assert report["checked"] == 5
+    assert [d["hash"] for d in report["damaged"]] == [trunk[0].hash]
+    text = tapes("verify")
+    assert f"damaged {trunk[0].hash}" in text.out
+
+
+def test_storage_status_reports_file_reason_and_counts(tapes: TapesRunner, tmp_path: Path) -> None:
+    source, _, _ = sample(tmp_path)
+    tapes("session", "import", str(source))
+    report = json.loads(tapes("storage", "status", "--json").out)
+    assert report["provider"] == "local"
+    assert report["database"] == str(tapes.home / "tapes.sqlite")
+    assert report["database_reason"].startswith("tapes.sqlite in the .tapes directory")
+    assert (report["nodes"], report["sessions"], report["roots"]) == (5, 2, 1)
+    assert report["journal_mode"] == "wal"
+    text = tapes("storage", "status").out
+    assert "Provider: local" in text
+    assert "2 sessions, 5 nodes" in text
+
+
+def test_set_provider_refuses_cloud_without_settings_and_writes_nothing(tapes: TapesRunner) -> None:
+    result = tapes("storage", "set-provider", "hybrid")
+    assert result.code == 1
+    assert "needs storage.cloud.api_url" in result.err
+    assert "tapes storage configure" in result.err
+    assert not (tapes.home / "config.toml").exists()
+    assert tapes("storage", "set-provider", "s3").code == 1
+
+
+def test_configure_then_set_provider(tapes: TapesRunner) -> None:
+    assert tapes("storage", "configure", "--api-url", "http://127.0.0.1:9").code == 0
+    assert tapes("storage", "configure", "--sync-interval", "soon").code == 1
+    assert tapes("storage", "set-provider", "hybrid").code == 0
+    report = json.loads(tapes("storage", "status", "--json").out)
+    assert report["provider"] == "hybrid"
+    assert report["remote"] == "http://127.0.0.1:9"
+    assert tapes("storage", "configure").code == 1
+
+
+def test_a_file_that_is_not_sqlite_is_refused_untouched(tapes: TapesRunner, tmp_path: Path) -> None:
+    impostor = tmp_path / "notes.txt"
+    impostor.write_bytes(b"these are my notes, not a database\n")
+    result = tapes("--db", str(impostor), "session", "list")
+    assert result.code == 1
+    assert "is not an SQLite database" in result.err
+    assert impostor.read_bytes() == b"these are my notes, not a database\n"
+
+
+def test_a_bad_config_file_is_one_clear_line(tapes: TapesRunner) -> None:
+    tapes.home.mkdir()
+    (tapes.home / "config.toml").write_text('[storage]\nprovider = "s3"\n', encoding="utf-8")
+    result = tapes("storage", "status")
+    assert result.code == 1
+    assert result.err.splitlines()[0] == (
+        "tapes: error: storage.provider = 's3' is not valid: expected one of local, cloud, hybrid"
+    )
+
+
+def test_usage_errors_exit_2(tapes: TapesRunner) -> None:
+    assert tapes("no-such-command").code == 2
+    assert tapes("session", "list", "--limit", "0").code == 2
+
+
+def test_session_show_of_an_unknown_prefix(tapes: TapesRunner, tmp_path: Path) -> None:
+    source, _, _ = sample(tmp_path)
+    tapes("session", "import", str(source))
+    result = tapes("session", "show", "ffffffff")
+    assert result.code == 1
+    assert "no node ffffffff" in result.err
+
+
+def test_installed_console_script(tmp_path: Path) -> None:
+    script = shutil.which("tapes", path=str(Path(sys.executable).parent))
+    assert script is not None
+    node = Node.new(text_bucket("user", "from a subprocess"))
+    source = write_jsonl(tmp_path / "one.jsonl", [node])
+    home = str(tmp_path / "dot")
+    done = subprocess.run(
+        [script, "--config-dir", home, "session", "import", str(source)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    listed = subprocess.run(
+        [script, "--config-dir", home, "session", "list", "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert json.loads(listed.stdout)[0]["session_id"] == node.hash
+    failed = subprocess.run(
+        [script, "--config-dir", home, "session", "show", "abcd"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert failed.returncode == 1
+    assert failed.stderr.startswith("tapes: error: ")
+    assert "Traceback" not in failed.stderr
