@@ -74,7 +74,9 @@ class Team:
             self.state, sealer=self.owner, epoch=self.state.epoch,
             epoch_key=self.epoch_key, vault_id_key=self.vault_id_key, rng=self.rng,
         )  # fmt: skip
-        return TeamKeys.from_epoch_keys(open_keyring(ring.to_dict(), state=self.state, identity=who))
+        return TeamKeys.from_epoch_keys(
+            open_keyring(ring.to_dict(), state=self.state, identity=who)
+        )
 
     def append(self, statement: UnverifiedStatement) -> None:
         self.statements.append(statement)

@@ -1,0 +1,239 @@
+"""Invites: code format and typos, join request MAC, single use, expiry, key swaps on both sides."""
+
+from __future__ import annotations
+
+import json
+
+import msgspec
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from keymgmt import (
+    ChainReplayError,
+    InviteCodeError,
+    InviteExpiredError,
+    InviteUsedError,
+    InviteVerificationError,
+    accept_join,
+    add_member,
+    create_invite,
+    generate_identity,
+    make_join_request,
+    parse_invite_code,
+    verify_chain,
+    verify_join_request,
+    verify_joined,
+)
+from keymgmt._encoding import b64e
+from keymgmt.chain import chain_to_wire
+from keymgmt.invite import Invite, JoinRequest, VerifiedJoinRequest
+
+from .conftest import T0, DetRng, Team, build_team
+
+
+def invite(team: Team, **kw: object) -> Invite:
+    return create_invite(team=team.team, inviter=team.admin, now=T0 + 10, rng=DetRng("inv"), **kw)  # type: ignore[arg-type]
+
+
+def join(team: Team) -> tuple[Invite, object, VerifiedJoinRequest]:
+    inv = invite(team)
+    joiner = generate_identity(rng=DetRng("joiner"))
+    request = make_join_request(parse_invite_code(inv.code.text), identity=joiner, now=T0 + 20)
+    verified = verify_join_request(request.to_dict(), invite=inv, state=team.state, now=T0 + 30)
+    return inv, joiner, verified
+
+
+def test_code_round_trip_and_typo_tolerance(team: Team) -> None:
+    code = invite(team).code
+    text = code.text
+    assert text.startswith("TAPES-")
+    assert parse_invite_code(text) == code
+    assert parse_invite_code(f"  {text.lower().replace('-', ' ')}\n") == code
+    sloppy = text.replace("O", "0").replace("I", "1").replace("B", "8")
+    assert parse_invite_code(sloppy) == code
+    assert code.secret.hex() not in repr(code)
+
+
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        lambda t: t[:-1],
+        lambda t: t + "A",
+        lambda t: "XAPES" + t[5:],
+        lambda t: t.replace("-", "!", 2),
+        lambda t: t[:12] + ("A" if t[12] != "A" else "C") + t[13:],
+    ],
+    ids=["truncated", "extended", "prefix", "bad-chars", "one-typo"],
+)
+def test_damaged_codes_are_caught(team: Team, mangle: object) -> None:
+    with pytest.raises(InviteCodeError):
+        parse_invite_code(mangle(invite(team).code.text))  # type: ignore[operator]
+
+
+@settings(max_examples=200, deadline=None)
+@given(pos=st.integers(6, 200), char=st.sampled_from("ACDEFGHJKLMNPQRSTUVWXYZ234567"))
+def test_any_single_character_typo_is_caught(pos: int, char: str) -> None:
+    text = _CODE_TEXT
+    pos %= len(text)
+    if text[pos] == "-" or text[pos] == char:
+        return
+    typo = text[:pos] + char + text[pos + 1 :]
+    with pytest.raises(InviteCodeError):
+        parse_invite_code(typo)
+
+
+_CODE_TEXT = create_invite(team="t", inviter=generate_identity(rng=DetRng("a")), now=T0,
+                           rng=DetRng("c")).code.text  # fmt: skip
+
+
+def test_full_join_flow(team: Team) -> None:
+    inv, joiner, verified = join(team)
+    assert verified.member == joiner.public  # type: ignore[attr-defined]
+    team.append(accept_join(team.state, request=verified, signer=team.admin, now=T0 + 40))
+    state = verify_chain(chain_to_wire(team.statements))
+    assert verify_joined(state, code=inv.code, identity=joiner) == "member"  # type: ignore[arg-type]
+    assert inv.code.invite_id in state.used_invites
+
+
+def test_server_only_sees_the_invite_id(team: Team) -> None:
+    """Attack class 13: nothing sent to the server contains the secret or a code."""
+    inv, joiner, verified = join(team)
+    request = make_join_request(inv.code, identity=joiner, now=T0 + 20)  # type: ignore[arg-type]
+    statement = accept_join(team.state, request=verified, signer=team.admin, now=T0 + 40)
+    server_bound = json.dumps([inv.server_record(), request.to_dict(), statement.to_dict()])
+    secret = inv.code.secret
+    for needle in (secret.hex(), b64e(secret), inv.code.text, inv.code.text.replace("-", "")):
+        assert needle not in server_bound
+    assert secret not in server_bound.encode()
+    assert inv.code.invite_id in server_bound
+
+
+def test_join_request_with_swapped_keys_is_refused(team: Team) -> None:
+    """Attack class 1 (inviter side): the server replaces the invitee's keys."""
+    inv = invite(team)
+    joiner = generate_identity(rng=DetRng("joiner"))
+    attacker = generate_identity(rng=DetRng("attacker"))
+    request = make_join_request(inv.code, identity=joiner, now=T0 + 20).to_dict()
+    body = dict(request["body"])  # type: ignore[call-overload]
+    body["member"] = attacker.fingerprint
+    body["member_keys"] = {"x25519": attacker.public.x25519.hex(), "ed25519": attacker.public.ed25519.hex()}
+    with pytest.raises(InviteVerificationError):
+        verify_join_request({"body": body, "mac": request["mac"]}, invite=inv, state=team.state, now=T0 + 30)
+    # the attacker without the secret cannot compute a MAC of their own either
+    guessed = make_join_request(
+        parse_invite_code(create_invite(team="x", inviter=attacker, now=T0).code.text),
+        identity=attacker,
+    ).to_dict()
+    with pytest.raises(InviteVerificationError):
+        verify_join_request(guessed, invite=inv, state=team.state, now=T0 + 30)
+
+
+def test_join_request_with_inconsistent_fingerprint_or_bad_keys(team: Team) -> None:
+    inv = invite(team)
+    joiner = generate_identity(rng=DetRng("joiner"))
+    good = make_join_request(inv.code, identity=joiner, now=T0 + 20)
+    for changes in ({"member": team.member.fingerprint},
+                    {"member_keys": msgspec.structs.replace(good.body.member_keys, x25519="00" * 32)}):  # fmt: skip
+        body = msgspec.structs.replace(good.body, **changes)
+        forged = JoinRequest(body, inv.code and _mac(inv, body))
+        with pytest.raises(InviteVerificationError):
+            verify_join_request(forged, invite=inv, state=team.state, now=T0 + 30)
+
+
+def _mac(inv: Invite, body: object) -> str:
+    from keymgmt.invite import _join_mac
+
+    return _join_mac(inv.code, body)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("bad", [None, {}, {"body": {}, "mac": "x"}, {"body": {}, "mac": 3},
+                                 {"body": "x", "mac": "y", "z": 1}])  # fmt: skip
+def test_malformed_join_requests(team: Team, bad: object) -> None:
+    with pytest.raises(InviteVerificationError):
+        verify_join_request(bad, invite=invite(team), state=team.state, now=T0)  # type: ignore[arg-type]
+
+
+def test_expired_invite_is_refused(team: Team) -> None:
+    inv = invite(team, ttl=60)
+    joiner = generate_identity(rng=DetRng("joiner"))
+    request = make_join_request(inv.code, identity=joiner, now=T0 + 20)
+    with pytest.raises(InviteExpiredError):
+        verify_join_request(request, invite=inv, state=team.state, now=T0 + 10 + 61)
+
+
+def test_invite_replay_is_refused(team: Team) -> None:
+    """Invite replay: the same invite cannot admit a second identity."""
+    inv, _joiner, verified = join(team)
+    team.append(accept_join(team.state, request=verified, signer=team.admin, now=T0 + 40))
+    second = generate_identity(rng=DetRng("second"))
+    request = make_join_request(inv.code, identity=second, now=T0 + 50)
+    with pytest.raises(InviteUsedError):
+        verify_join_request(request, invite=inv, state=team.state, now=T0 + 60)
+    # even a client that skips that check cannot get a second add past chain verification
+    again = add_member(team.state, signer=team.owner, member=second.public, role="member", now=T0 + 70)
+    body = msgspec.structs.replace(again.body, invite_id=inv.code.invite_id, invite_proof="00" * 32)
+    from keymgmt.chain import _sign
+
+    with pytest.raises(ChainReplayError):
+        verify_chain([*team.statements, _sign(body, team.owner)])
+
+
+def test_invitee_detects_a_substituted_chain(team: Team) -> None:
+    """Attack class 1 (invitee side): the server adds the invitee under other keys or signer."""
+    inv, joiner, verified = join(team)
+    attacker = generate_identity(rng=DetRng("attacker"))
+    # 1. the add was signed by someone other than the inviter in the code
+    by_owner = accept_join(team.state, request=verified, signer=team.owner, now=T0 + 40)
+    state = verify_chain([*team.statements, by_owner])
+    with pytest.raises(InviteVerificationError):
+        verify_joined(state, code=inv.code, identity=joiner)  # type: ignore[arg-type]
+    # 2. a chain that never mentions the invite
+    with pytest.raises(InviteVerificationError):
+        verify_joined(team.state, code=inv.code, identity=joiner)  # type: ignore[arg-type]
+    # 3. an add of the attacker's keys carrying the invite id, without a valid proof
+    fake = add_member(team.state, signer=team.admin, member=attacker.public, role="member",
+                      now=T0 + 40, invite_id=inv.code.invite_id, invite_proof="ab" * 32)  # fmt: skip
+    state = verify_chain([*team.statements, fake])
+    with pytest.raises(InviteVerificationError):
+        verify_joined(state, code=inv.code, identity=joiner)  # type: ignore[arg-type]
+    # 4. the invitee's own keys but a forged proof
+    forged = add_member(team.state, signer=team.admin, member=joiner.public, role="member",  # type: ignore[attr-defined]
+                        now=T0 + 40, invite_id=inv.code.invite_id, invite_proof="ab" * 32)  # fmt: skip
+    state = verify_chain([*team.statements, forged])
+    with pytest.raises(InviteVerificationError, match="holder"):
+        verify_joined(state, code=inv.code, identity=joiner)  # type: ignore[arg-type]
+
+
+def test_invitee_checks_expiry_and_current_membership(team: Team) -> None:
+    inv, joiner, verified = join(team)
+    late = accept_join(team.state, request=verified, signer=team.admin, now=inv.code.expires_at + 1)
+    with pytest.raises(InviteVerificationError, match="outside"):
+        verify_joined(verify_chain([*team.statements, late]), code=inv.code, identity=joiner)  # type: ignore[arg-type]
+    team.append(accept_join(team.state, request=verified, signer=team.admin, now=T0 + 40))
+    from keymgmt import remove_member
+
+    team.append(remove_member(team.state, signer=team.owner, member=joiner.fingerprint,  # type: ignore[attr-defined]
+                              new_epoch_key=team.rng(32), now=T0 + 50))  # fmt: skip
+    with pytest.raises(InviteVerificationError, match="no longer"):
+        verify_joined(team.state, code=inv.code, identity=joiner)  # type: ignore[arg-type]
+
+
+def test_invite_for_another_team(team: Team) -> None:
+    other = build_team("other")
+    inv = invite(team)
+    request = make_join_request(inv.code, identity=other.outsider, now=T0 + 20)
+    with pytest.raises(InviteVerificationError):
+        verify_join_request(request, invite=Invite("team-x", "member", inv.code), state=team.state, now=T0 + 30)
+
+
+def test_unsupported_code_version(team: Team) -> None:
+    import base64
+
+    from keymgmt.invite import _checksum
+
+    raw = base64.b32decode(invite(team).code.text[6:].replace("-", "") + "===")
+    payload = b"\x02" + raw[1:-4]
+    text = "TAPES-" + base64.b32encode(payload + _checksum(payload)).decode().rstrip("=")
+    with pytest.raises(InviteCodeError, match="version"):
+        parse_invite_code(text)
