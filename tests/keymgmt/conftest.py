@@ -71,9 +71,13 @@ class Team:
 
     def keys_for(self, who: Identity) -> TeamKeys:
         ring = seal_keyring(
-            self.state, sealer=self.owner, epoch=self.state.epoch,
-            epoch_key=self.epoch_key, vault_id_key=self.vault_id_key, rng=self.rng,
-        )  # fmt: skip
+            self.state,
+            sealer=self.owner,
+            epoch=self.state.epoch,
+            epoch_key=self.epoch_key,
+            vault_id_key=self.vault_id_key,
+            rng=self.rng,
+        )
         return TeamKeys.from_epoch_keys(
             open_keyring(ring.to_dict(), state=self.state, identity=who)
         )
@@ -96,8 +100,19 @@ def build_team(seed: str = "team") -> Team:
         st = add_member(state, signer=owner, member=who.public, role=role, now=T0 + i + 1)  # type: ignore[arg-type]
         statements.append(st)
         state = extend_chain(state, [st])
-    return Team("team-1", owner, admin, member, viewer, outsider, statements, state,
-                vault_id_key, epoch_key, rng)  # fmt: skip
+    return Team(
+        "team-1",
+        owner,
+        admin,
+        member,
+        viewer,
+        outsider,
+        statements,
+        state,
+        vault_id_key,
+        epoch_key,
+        rng,
+    )
 
 
 @pytest.fixture

@@ -76,8 +76,15 @@ def test_valid_chain_verifies_with_roles_keys_epoch_and_policy(team: Team) -> No
 
 def test_remove_carries_new_epoch_and_rotation_in_one_statement(team: Team) -> None:
     key2 = team.rng(32)
-    team.append(remove_member(team.state, signer=team.admin, member=team.member.fingerprint,
-                              new_epoch_key=key2, now=T0 + 10))  # fmt: skip
+    team.append(
+        remove_member(
+            team.state,
+            signer=team.admin,
+            member=team.member.fingerprint,
+            new_epoch_key=key2,
+            now=T0 + 10,
+        )
+    )
     state = verify_chain(wire(team))
     assert state.epoch == 2
     assert team.member.fingerprint not in state.readers
@@ -87,8 +94,13 @@ def test_remove_carries_new_epoch_and_rotation_in_one_statement(team: Team) -> N
 
 
 def test_removal_without_new_epoch_is_refused(team: Team) -> None:
-    st = remove_member(team.state, signer=team.owner, member=team.member.fingerprint,
-                       new_epoch_key=team.rng(32), now=T0 + 10)  # fmt: skip
+    st = remove_member(
+        team.state,
+        signer=team.owner,
+        member=team.member.fingerprint,
+        new_epoch_key=team.rng(32),
+        now=T0 + 10,
+    )
     bad = resign(st, team.owner, epoch=1, epoch_key_commitment=None)
     with pytest.raises(ChainFormatError):
         verify_chain([*team.statements, bad])
@@ -97,12 +109,27 @@ def test_removal_without_new_epoch_is_refused(team: Team) -> None:
 def test_demoting_reader_to_viewer_rotates(team: Team) -> None:
     with pytest.raises(ChainFormatError):
         change_role(team.state, signer=team.owner, member=team.member.fingerprint, role="viewer")
-    team.append(change_role(team.state, signer=team.owner, member=team.member.fingerprint,
-                            role="viewer", new_epoch_key=team.rng(32), now=T0 + 10))  # fmt: skip
+    team.append(
+        change_role(
+            team.state,
+            signer=team.owner,
+            member=team.member.fingerprint,
+            role="viewer",
+            new_epoch_key=team.rng(32),
+            now=T0 + 10,
+        )
+    )
     assert team.state.epoch == 2
     assert team.member.fingerprint not in team.state.readers
-    team.append(change_role(team.state, signer=team.admin, member=team.viewer.fingerprint,
-                            role="member", now=T0 + 11))  # fmt: skip
+    team.append(
+        change_role(
+            team.state,
+            signer=team.admin,
+            member=team.viewer.fingerprint,
+            role="member",
+            now=T0 + 11,
+        )
+    )
     assert team.viewer.fingerprint in team.state.readers
     assert team.state.epoch == 2
 
@@ -133,45 +160,84 @@ def test_rotate_and_policy_change(team: Team) -> None:
 def test_unauthorized_signer_is_refused(team: Team, signer: str, action: str) -> None:
     who: Identity = getattr(team, signer)
     newcomer = generate_identity(rng=DetRng("newcomer")).public
+    calls = {
+        "add": lambda: add_member(
+            team.state, signer=who, member=newcomer, role="member", now=T0 + 9
+        ),
+        "add_admin": lambda: add_member(
+            team.state, signer=who, member=newcomer, role="admin", now=T0 + 9
+        ),
+        "remove_admin": lambda: remove_member(
+            team.state,
+            signer=who,
+            member=team.admin.fingerprint,
+            new_epoch_key=team.rng(32),
+            now=T0 + 9,
+        ),
+        "rotate": lambda: rotate(team.state, signer=who, new_epoch_key=team.rng(32), now=T0 + 9),
+        "policy": lambda: change_policy(team.state, signer=who, metadata_policy="full", now=T0 + 9),
+        "promote_owner": lambda: change_role(
+            team.state, signer=who, member=team.member.fingerprint, role="owner"
+        ),
+    }
     with pytest.raises(ChainPermissionError):
-        if action == "add":
-            add_member(team.state, signer=who, member=newcomer, role="member", now=T0 + 9)
-        elif action == "add_admin":
-            add_member(team.state, signer=who, member=newcomer, role="admin", now=T0 + 9)
-        elif action == "remove_admin":
-            remove_member(team.state, signer=who, member=team.admin.fingerprint,
-                          new_epoch_key=team.rng(32), now=T0 + 9)  # fmt: skip
-        elif action == "rotate":
-            rotate(team.state, signer=who, new_epoch_key=team.rng(32), now=T0 + 9)
-        elif action == "policy":
-            change_policy(team.state, signer=who, metadata_policy="full", now=T0 + 9)
-        else:
-            change_role(team.state, signer=who, member=team.member.fingerprint, role="owner")
+        calls[action]()
 
 
 def test_last_owner_cannot_leave_or_be_demoted(team: Team) -> None:
     with pytest.raises(ChainPermissionError, match="last owner"):
-        remove_member(team.state, signer=team.owner, member=team.owner.fingerprint,
-                      new_epoch_key=team.rng(32), now=T0 + 9)  # fmt: skip
+        remove_member(
+            team.state,
+            signer=team.owner,
+            member=team.owner.fingerprint,
+            new_epoch_key=team.rng(32),
+            now=T0 + 9,
+        )
     with pytest.raises(ChainPermissionError, match="last owner"):
-        change_role(team.state, signer=team.owner, member=team.owner.fingerprint, role="admin",
-                    now=T0 + 9)  # fmt: skip
-    team.append(change_role(team.state, signer=team.owner, member=team.admin.fingerprint,
-                            role="owner", now=T0 + 9))  # fmt: skip
-    team.append(remove_member(team.state, signer=team.admin, member=team.owner.fingerprint,
-                              new_epoch_key=team.rng(32), now=T0 + 10))  # fmt: skip
+        change_role(
+            team.state, signer=team.owner, member=team.owner.fingerprint, role="admin", now=T0 + 9
+        )
+    team.append(
+        change_role(
+            team.state, signer=team.owner, member=team.admin.fingerprint, role="owner", now=T0 + 9
+        )
+    )
+    team.append(
+        remove_member(
+            team.state,
+            signer=team.admin,
+            member=team.owner.fingerprint,
+            new_epoch_key=team.rng(32),
+            now=T0 + 10,
+        )
+    )
     assert team.state.members[team.admin.fingerprint].role == "owner"
 
 
 def test_removed_admin_can_no_longer_sign(team: Team) -> None:
-    team.append(remove_member(team.state, signer=team.owner, member=team.admin.fingerprint,
-                              new_epoch_key=team.rng(32), now=T0 + 10))  # fmt: skip
+    team.append(
+        remove_member(
+            team.state,
+            signer=team.owner,
+            member=team.admin.fingerprint,
+            new_epoch_key=team.rng(32),
+            now=T0 + 10,
+        )
+    )
     newcomer = generate_identity(rng=DetRng("x")).public
     body = StatementBody(
-        version=1, team="team-1", seqno=team.state.head.seqno + 1, prev=team.state.head.hash,
-        time=T0 + 11, signer=team.admin.fingerprint, action="add", epoch=2,
-        member=newcomer.fingerprint, member_keys=None, role="member",
-    )  # fmt: skip
+        version=1,
+        team="team-1",
+        seqno=team.state.head.seqno + 1,
+        prev=team.state.head.hash,
+        time=T0 + 11,
+        signer=team.admin.fingerprint,
+        action="add",
+        epoch=2,
+        member=newcomer.fingerprint,
+        member_keys=None,
+        role="member",
+    )
     with pytest.raises(ChainError):
         extend_chain(team.state, [_sign(body, team.admin)])
 
@@ -184,8 +250,12 @@ def test_bad_signature_is_refused(team: Team) -> None:
     # a statement signed by someone else than its declared signer
     other = resign(last, team.admin)
     with pytest.raises(ChainSignatureError):
-        verify_chain([*team.statements[:-1], UnverifiedStatement(
-            last.body, last.body_bytes, other.signature)])  # fmt: skip
+        verify_chain(
+            [
+                *team.statements[:-1],
+                UnverifiedStatement(last.body, last.body_bytes, other.signature),
+            ]
+        )
 
 
 def test_key_substitution_is_refused(team: Team) -> None:
@@ -204,8 +274,9 @@ def test_key_substitution_is_refused(team: Team) -> None:
 def test_replay_and_duplicates_are_refused(team: Team) -> None:
     with pytest.raises(ChainLinkError):  # same statement twice: wrong seqno
         verify_chain([*team.statements, team.statements[-1]])
-    dup = add_member(team.state, signer=team.owner, member=team.outsider.public, role="member",
-                     now=T0 + 9)  # fmt: skip
+    dup = add_member(
+        team.state, signer=team.owner, member=team.outsider.public, role="member", now=T0 + 9
+    )
     again = resign(dup, team.owner, seqno=dup.body.seqno + 1, prev=dup.hash)
     with pytest.raises(ChainReplayError):
         verify_chain([*team.statements, dup, again])
@@ -223,8 +294,9 @@ def test_statement_from_another_team_is_refused(team: Team) -> None:
 
 
 def test_time_going_backwards_is_refused(team: Team) -> None:
-    st = add_member(team.state, signer=team.owner, member=team.outsider.public, role="member",
-                    now=T0 + 10)  # fmt: skip
+    st = add_member(
+        team.state, signer=team.owner, member=team.outsider.public, role="member", now=T0 + 10
+    )
     with pytest.raises(ChainLinkError, match="backwards"):
         verify_chain([*team.statements, resign(st, team.owner, time=T0 - 1)])
 
@@ -235,9 +307,12 @@ def test_rollback_and_fork_against_last_verified_head(team: Team) -> None:
         verify_chain(wire(team)[:-1], last_verified_head=head)
     fork = build_team()  # same keys and genesis, different last statement
     fork.statements[-1] = add_member(
-        verify_chain(fork.statements[:-1]), signer=fork.owner, member=fork.viewer.public,
-        role="member", now=T0 + 3,
-    )  # fmt: skip
+        verify_chain(fork.statements[:-1]),
+        signer=fork.owner,
+        member=fork.viewer.public,
+        role="member",
+        now=T0 + 3,
+    )
     with pytest.raises(ChainForkError):
         verify_chain(chain_to_wire(fork.statements), last_verified_head=head)
     assert safety_number(verify_chain(fork.statements)) != safety_number(team.state)
@@ -287,16 +362,18 @@ def test_create_must_be_first_and_well_formed(team: Team) -> None:
         verify_chain([resign(genesis, team.owner, member_keys=None)])
     with pytest.raises(ChainFormatError):
         verify_chain([resign(genesis, team.owner, signer="not-a-fingerprint")])
-    second = create_team(team="team-1", owner=team.admin, vault_id_key=bytes(32),
-                         epoch_key=bytes(32), now=T0 + 5)  # fmt: skip
+    second = create_team(
+        team="team-1", owner=team.admin, vault_id_key=bytes(32), epoch_key=bytes(32), now=T0 + 5
+    )
     with pytest.raises(ChainLinkError):
         verify_chain([genesis, resign(second, team.admin, seqno=1, prev=genesis.hash)])
 
 
 def test_field_rules_per_action(team: Team) -> None:
     state = team.state
-    st = add_member(state, signer=team.owner, member=team.outsider.public, role="member",
-                    now=T0 + 9)  # fmt: skip
+    st = add_member(
+        state, signer=team.owner, member=team.outsider.public, role="member", now=T0 + 9
+    )
     for changes in (
         {"role": None},
         {"epoch": 2},
@@ -305,8 +382,13 @@ def test_field_rules_per_action(team: Team) -> None:
     ):
         with pytest.raises(ChainError):
             extend_chain(state, [resign(st, team.owner, **changes)])
-    rm = remove_member(state, signer=team.owner, member=team.member.fingerprint,
-                       new_epoch_key=team.rng(32), now=T0 + 9)  # fmt: skip
+    rm = remove_member(
+        state,
+        signer=team.owner,
+        member=team.member.fingerprint,
+        new_epoch_key=team.rng(32),
+        now=T0 + 9,
+    )
     with pytest.raises(ChainFormatError):
         extend_chain(state, [resign(rm, team.owner, member=None)])
     with pytest.raises(ChainPermissionError):
@@ -324,10 +406,10 @@ def test_safety_number_shape_and_stability(team: Team) -> None:
 
 
 def test_parse_statement_round_trips(team: Team) -> None:
-    for st in team.statements:
-        again = parse_statement(json.loads(json.dumps(st.to_dict())))
-        assert again == st
-        assert parse_statement(st) is st
+    for statement in team.statements:
+        again = parse_statement(json.loads(json.dumps(statement.to_dict())))
+        assert again == statement
+        assert parse_statement(statement) is statement
 
 
 # --- properties ---------------------------------------------------------------------------
@@ -346,16 +428,30 @@ def _random_chain(ops: list[str], seed: int) -> Team:
             who = generate_identity(rng=rng).public
             team.append(add_member(state, signer=team.owner, member=who, role="member", now=now))
         elif op == "remove" and removable:
-            team.append(remove_member(state, signer=team.admin, member=removable[0],
-                                      new_epoch_key=rng(32), now=now))  # fmt: skip
+            team.append(
+                remove_member(
+                    state, signer=team.admin, member=removable[0], new_epoch_key=rng(32), now=now
+                )
+            )
         elif op == "role" and removable:
             target = state.members[removable[-1]]
             if target.role == "viewer":
-                team.append(change_role(state, signer=team.admin, member=removable[-1],
-                                        role="member", now=now))  # fmt: skip
+                team.append(
+                    change_role(
+                        state, signer=team.admin, member=removable[-1], role="member", now=now
+                    )
+                )
             else:
-                team.append(change_role(state, signer=team.admin, member=removable[-1],
-                                        role="viewer", new_epoch_key=rng(32), now=now))  # fmt: skip
+                team.append(
+                    change_role(
+                        state,
+                        signer=team.admin,
+                        member=removable[-1],
+                        role="viewer",
+                        new_epoch_key=rng(32),
+                        now=now,
+                    )
+                )
         elif op == "policy":
             team.append(change_policy(state, signer=team.admin, metadata_policy="full", now=now))
         else:

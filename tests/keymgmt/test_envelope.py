@@ -1,4 +1,4 @@
-"""Node envelopes: round trips, node IDs, padding, metadata-only records, and fail-closed opening."""
+"""Node envelopes: round trips, node IDs, padding, metadata-only records, failing closed."""
 
 from __future__ import annotations
 
@@ -46,12 +46,17 @@ NONCE = bytes(range(24))
 
 def seal(team: Team, content: str = "hello", parent: str | None = None, **kw: Any) -> Envelope:
     args: dict[str, Any] = {
-        "team": team.team, "epoch": team.state.epoch, "epoch_key": team.epoch_key,
-        "vault_id_key": team.vault_id_key, "tapes_hash": tapes_hash_of(content, parent),
-        "parent_tapes_hash": parent, "body": make_body(content, parent),
-        "metadata": project_metadata("coarse", FIELDS), "author": team.member.fingerprint,
+        "team": team.team,
+        "epoch": team.state.epoch,
+        "epoch_key": team.epoch_key,
+        "vault_id_key": team.vault_id_key,
+        "tapes_hash": tapes_hash_of(content, parent),
+        "parent_tapes_hash": parent,
+        "body": make_body(content, parent),
+        "metadata": project_metadata("coarse", FIELDS),
+        "author": team.member.fingerprint,
         "nonce": NONCE,
-    }  # fmt: skip
+    }
     args.update(kw)
     return seal_node(**args)
 
@@ -103,9 +108,12 @@ def test_incompressible_body_is_stored_raw(team: Team) -> None:
 def test_metadata_only_record_has_no_ciphertext_and_is_signed(team: Team) -> None:
     env = seal(team, body=None, epoch_key=None, signer=team.member)
     wire = env.to_dict()
-    assert wire["ciphertext"] is None and wire["nonce"] is None and wire["signature"]
+    assert wire["ciphertext"] is None
+    assert wire["nonce"] is None
+    assert wire["signature"]
     opened = open_node(wire, state=team.state, keys=None, hasher=hasher)
-    assert opened.body is None and opened.tapes_hash is None
+    assert opened.body is None
+    assert opened.tapes_hash is None
     assert verify_metadata_only(wire, state=team.state).metadata == env.metadata
     tampered = dict(wire, metadata={**wire["metadata"], "total_tokens": 1})  # type: ignore[dict-item]
     with pytest.raises(IntegrityError):
@@ -241,8 +249,15 @@ def test_old_epoch_nodes_still_open_and_removed_member_cannot_author_new_epoch(t
     old = seal(team)
     keys = team.keys_for(team.member)
     key2 = team.rng(32)
-    team.append(remove_member(team.state, signer=team.owner, member=team.member.fingerprint,
-                              new_epoch_key=key2, now=T0 + 50))  # fmt: skip
+    team.append(
+        remove_member(
+            team.state,
+            signer=team.owner,
+            member=team.member.fingerprint,
+            new_epoch_key=key2,
+            now=T0 + 50,
+        )
+    )
     assert open_(team, old, keys).body is not None
     forged = seal(team, epoch=2, epoch_key=key2)  # claims the removed member as author
     keys.epochs[2] = key2

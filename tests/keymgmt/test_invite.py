@@ -83,8 +83,9 @@ def test_any_single_character_typo_is_caught(pos: int, char: str) -> None:
         parse_invite_code(typo)
 
 
-_CODE_TEXT = create_invite(team="t", inviter=generate_identity(rng=DetRng("a")), now=T0,
-                           rng=DetRng("c")).code.text  # fmt: skip
+_CODE_TEXT = create_invite(
+    team="t", inviter=generate_identity(rng=DetRng("a")), now=T0, rng=DetRng("c")
+).code.text
 
 
 def test_full_join_flow(team: Team) -> None:
@@ -117,9 +118,14 @@ def test_join_request_with_swapped_keys_is_refused(team: Team) -> None:
     request = make_join_request(inv.code, identity=joiner, now=T0 + 20).to_dict()
     body = dict(request["body"])  # type: ignore[call-overload]
     body["member"] = attacker.fingerprint
-    body["member_keys"] = {"x25519": attacker.public.x25519.hex(), "ed25519": attacker.public.ed25519.hex()}
+    body["member_keys"] = {
+        "x25519": attacker.public.x25519.hex(),
+        "ed25519": attacker.public.ed25519.hex(),
+    }
     with pytest.raises(InviteVerificationError):
-        verify_join_request({"body": body, "mac": request["mac"]}, invite=inv, state=team.state, now=T0 + 30)
+        verify_join_request(
+            {"body": body, "mac": request["mac"]}, invite=inv, state=team.state, now=T0 + 30
+        )
     # the attacker without the secret cannot compute a MAC of their own either
     guessed = make_join_request(
         parse_invite_code(create_invite(team="x", inviter=attacker, now=T0).code.text),
@@ -133,8 +139,10 @@ def test_join_request_with_inconsistent_fingerprint_or_bad_keys(team: Team) -> N
     inv = invite(team)
     joiner = generate_identity(rng=DetRng("joiner"))
     good = make_join_request(inv.code, identity=joiner, now=T0 + 20)
-    for changes in ({"member": team.member.fingerprint},
-                    {"member_keys": msgspec.structs.replace(good.body.member_keys, x25519="00" * 32)}):  # fmt: skip
+    for changes in (
+        {"member": team.member.fingerprint},
+        {"member_keys": msgspec.structs.replace(good.body.member_keys, x25519="00" * 32)},
+    ):
         body = msgspec.structs.replace(good.body, **changes)
         forged = JoinRequest(body, inv.code and _mac(inv, body))
         with pytest.raises(InviteVerificationError):
@@ -147,8 +155,10 @@ def _mac(inv: Invite, body: object) -> str:
     return _join_mac(inv.code, body)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("bad", [None, {}, {"body": {}, "mac": "x"}, {"body": {}, "mac": 3},
-                                 {"body": "x", "mac": "y", "z": 1}])  # fmt: skip
+@pytest.mark.parametrize(
+    "bad",
+    [None, {}, {"body": {}, "mac": "x"}, {"body": {}, "mac": 3}, {"body": "x", "mac": "y", "z": 1}],
+)
 def test_malformed_join_requests(team: Team, bad: object) -> None:
     with pytest.raises(InviteVerificationError):
         verify_join_request(bad, invite=invite(team), state=team.state, now=T0)  # type: ignore[arg-type]
@@ -171,7 +181,9 @@ def test_invite_replay_is_refused(team: Team) -> None:
     with pytest.raises(InviteUsedError):
         verify_join_request(request, invite=inv, state=team.state, now=T0 + 60)
     # even a client that skips that check cannot get a second add past chain verification
-    again = add_member(team.state, signer=team.owner, member=second.public, role="member", now=T0 + 70)
+    again = add_member(
+        team.state, signer=team.owner, member=second.public, role="member", now=T0 + 70
+    )
     body = msgspec.structs.replace(again.body, invite_id=inv.code.invite_id, invite_proof="00" * 32)
     from keymgmt.chain import _sign
 
@@ -192,14 +204,28 @@ def test_invitee_detects_a_substituted_chain(team: Team) -> None:
     with pytest.raises(InviteVerificationError):
         verify_joined(team.state, code=inv.code, identity=joiner)  # type: ignore[arg-type]
     # 3. an add of the attacker's keys carrying the invite id, without a valid proof
-    fake = add_member(team.state, signer=team.admin, member=attacker.public, role="member",
-                      now=T0 + 40, invite_id=inv.code.invite_id, invite_proof="ab" * 32)  # fmt: skip
+    fake = add_member(
+        team.state,
+        signer=team.admin,
+        member=attacker.public,
+        role="member",
+        now=T0 + 40,
+        invite_id=inv.code.invite_id,
+        invite_proof="ab" * 32,
+    )
     state = verify_chain([*team.statements, fake])
     with pytest.raises(InviteVerificationError):
         verify_joined(state, code=inv.code, identity=joiner)  # type: ignore[arg-type]
     # 4. the invitee's own keys but a forged proof
-    forged = add_member(team.state, signer=team.admin, member=joiner.public, role="member",  # type: ignore[attr-defined]
-                        now=T0 + 40, invite_id=inv.code.invite_id, invite_proof="ab" * 32)  # fmt: skip
+    forged = add_member(
+        team.state,
+        signer=team.admin,
+        member=joiner.public,
+        role="member",  # type: ignore[attr-defined]
+        now=T0 + 40,
+        invite_id=inv.code.invite_id,
+        invite_proof="ab" * 32,
+    )
     state = verify_chain([*team.statements, forged])
     with pytest.raises(InviteVerificationError, match="holder"):
         verify_joined(state, code=inv.code, identity=joiner)  # type: ignore[arg-type]
@@ -213,8 +239,15 @@ def test_invitee_checks_expiry_and_current_membership(team: Team) -> None:
     team.append(accept_join(team.state, request=verified, signer=team.admin, now=T0 + 40))
     from keymgmt import remove_member
 
-    team.append(remove_member(team.state, signer=team.owner, member=joiner.fingerprint,  # type: ignore[attr-defined]
-                              new_epoch_key=team.rng(32), now=T0 + 50))  # fmt: skip
+    team.append(
+        remove_member(
+            team.state,
+            signer=team.owner,
+            member=joiner.fingerprint,  # type: ignore[attr-defined]
+            new_epoch_key=team.rng(32),
+            now=T0 + 50,
+        )
+    )
     with pytest.raises(InviteVerificationError, match="no longer"):
         verify_joined(team.state, code=inv.code, identity=joiner)  # type: ignore[arg-type]
 
@@ -224,7 +257,9 @@ def test_invite_for_another_team(team: Team) -> None:
     inv = invite(team)
     request = make_join_request(inv.code, identity=other.outsider, now=T0 + 20)
     with pytest.raises(InviteVerificationError):
-        verify_join_request(request, invite=Invite("team-x", "member", inv.code), state=team.state, now=T0 + 30)
+        verify_join_request(
+            request, invite=Invite("team-x", "member", inv.code), state=team.state, now=T0 + 30
+        )
 
 
 def test_unsupported_code_version(team: Team) -> None:

@@ -1,4 +1,4 @@
-"""Team keyrings: sealed to exactly the chain's readers, signed by an admin, bound to commitments."""
+"""Team keyrings: sealed to exactly the chain's readers, signed by an admin, key-committed."""
 
 from __future__ import annotations
 
@@ -30,9 +30,12 @@ from .conftest import T0, DetRng, Team, build_team
 
 def ring(team: Team, **kw: Any) -> UnverifiedKeyring:
     args: dict[str, Any] = {
-        "sealer": team.owner, "epoch": team.state.epoch, "epoch_key": team.epoch_key,
-        "vault_id_key": team.vault_id_key, "rng": team.rng,
-    }  # fmt: skip
+        "sealer": team.owner,
+        "epoch": team.state.epoch,
+        "epoch_key": team.epoch_key,
+        "vault_id_key": team.vault_id_key,
+        "rng": team.rng,
+    }
     args.update(kw)
     return seal_keyring(team.state, **args)
 
@@ -63,8 +66,15 @@ def test_every_reader_opens_viewer_and_outsider_do_not(team: Team) -> None:
 
 def test_rotation_after_removal_excludes_removed_member(team: Team) -> None:
     key2 = new_key(rng=team.rng)
-    team.append(remove_member(team.state, signer=team.admin, member=team.member.fingerprint,
-                              new_epoch_key=key2, now=T0 + 10))  # fmt: skip
+    team.append(
+        remove_member(
+            team.state,
+            signer=team.admin,
+            member=team.member.fingerprint,
+            new_epoch_key=key2,
+            now=T0 + 10,
+        )
+    )
     wire = ring(team, sealer=team.admin, epoch_key=key2, epoch=2).to_dict()
     assert team.member.fingerprint not in parse_keyring(wire).body.recipients
     assert open_keyring(wire, state=team.state, identity=team.owner).epoch_key == key2
@@ -88,7 +98,8 @@ def test_seal_refuses_wrong_keys_wrong_sealer_and_future_epochs(team: Team) -> N
 def test_team_keys_collects_epochs_and_refuses_other_teams(team: Team) -> None:
     keys = team.keys_for(team.member)
     assert keys.current_epoch == 1
-    assert keys.epoch_key(1) == team.epoch_key and keys.epoch_key(2) is None
+    assert keys.epoch_key(1) == team.epoch_key
+    assert keys.epoch_key(2) is None
     with pytest.raises(PolicyError):
         keys.add(EpochKeys("team-2", 2, bytes(32), team.vault_id_key))
     with pytest.raises(PolicyError):
@@ -100,10 +111,13 @@ def test_extra_recipient_escrow_is_refused(team: Team) -> None:
     """Attack class 6: a keyring that also seals to a key not in the roster."""
     base = ring(team)
     extra = dict(base.body.recipients)
-    extra[team.outsider.fingerprint] = b64e(prim.seal_to(
-        team.outsider.public.x25519, team.vault_id_key + team.epoch_key,
-        _seal_ad(base.body, team.outsider.fingerprint),
-    ))  # fmt: skip
+    extra[team.outsider.fingerprint] = b64e(
+        prim.seal_to(
+            team.outsider.public.x25519,
+            team.vault_id_key + team.epoch_key,
+            _seal_ad(base.body, team.outsider.fingerprint),
+        )
+    )
     wire = forge(team, base, recipients=extra)
     for who in (team.owner, team.outsider):
         with pytest.raises(IntegrityError):
@@ -122,10 +136,15 @@ def test_unauthorized_sealer_and_attacker_key_are_refused(team: Team) -> None:
     base = ring(team)
     evil_key = bytes(range(32))
     recipients = {
-        fp: b64e(prim.seal_to(team.state.members[fp].public.x25519, team.vault_id_key + evil_key,
-                              _seal_ad(base.body, fp)))
+        fp: b64e(
+            prim.seal_to(
+                team.state.members[fp].public.x25519,
+                team.vault_id_key + evil_key,
+                _seal_ad(base.body, fp),
+            )
+        )
         for fp in base.body.recipients
-    }  # fmt: skip
+    }
     # signed by the rightful owner but the key mismatches the chain commitment
     with pytest.raises(IntegrityError):
         open_keyring(
@@ -157,8 +176,11 @@ def test_keyring_position_must_match_the_chain(team: Team) -> None:
 
 def test_keyring_sealed_before_a_join_does_not_include_the_new_member(team: Team) -> None:
     early = ring(team).to_dict()
-    team.append(add_member(team.state, signer=team.owner, member=team.outsider.public,
-                           role="member", now=T0 + 10))  # fmt: skip
+    team.append(
+        add_member(
+            team.state, signer=team.owner, member=team.outsider.public, role="member", now=T0 + 10
+        )
+    )
     assert open_keyring(early, state=team.state, identity=team.member).epoch == 1
     with pytest.raises(IntegrityError):
         open_keyring(early, state=team.state, identity=team.outsider)
@@ -201,8 +223,9 @@ def test_wrong_length_plaintext_in_wrap_is_refused(team: Team) -> None:
         open_keyring(
             forge(team, base, recipients=recipients), state=team.state, identity=team.member
         )
-    bad_vault = b64e(prim.seal_to(team.member.public.x25519, bytes(32) + team.epoch_key,
-                                  _seal_ad(base.body, fp)))  # fmt: skip
+    bad_vault = b64e(
+        prim.seal_to(team.member.public.x25519, bytes(32) + team.epoch_key, _seal_ad(base.body, fp))
+    )
     recipients = dict(base.body.recipients, **{fp: bad_vault})
     with pytest.raises(IntegrityError):
         open_keyring(
@@ -211,8 +234,14 @@ def test_wrong_length_plaintext_in_wrap_is_refused(team: Team) -> None:
 
 
 _TEAM = build_team("ring-flip")
-_RING = seal_keyring(_TEAM.state, sealer=_TEAM.owner, epoch=1, epoch_key=_TEAM.epoch_key,
-                     vault_id_key=_TEAM.vault_id_key, rng=DetRng("r")).to_dict()  # fmt: skip
+_RING = seal_keyring(
+    _TEAM.state,
+    sealer=_TEAM.owner,
+    epoch=1,
+    epoch_key=_TEAM.epoch_key,
+    vault_id_key=_TEAM.vault_id_key,
+    rng=DetRng("r"),
+).to_dict()
 
 
 @settings(max_examples=200, deadline=None)

@@ -17,6 +17,7 @@ from keymgmt import (
     KeyFileError,
     KeyFileExistsError,
     UnlockError,
+    _oskeyring,
     change_passphrase,
     export_recovery_kit,
     forget_in_os_keyring,
@@ -29,7 +30,6 @@ from keymgmt import (
     unlock_identity,
     write_key_file,
 )
-from keymgmt import _oskeyring
 from keymgmt.identity import Identity
 from keymgmt.keystore import KDF_CEILING, TEST_KDF
 
@@ -91,8 +91,10 @@ def test_default_parameters_round_trip(tmp_path: Path, ident: Identity) -> None:
     write_key_file(path, ident, PW)
     data = json.loads(path.read_text())["kdf"]
     assert (data["time_cost"], data["memory_kib"], data["lanes"]) == (
-        DEFAULT_KDF.time_cost, DEFAULT_KDF.memory_kib, DEFAULT_KDF.lanes,
-    )  # fmt: skip
+        DEFAULT_KDF.time_cost,
+        DEFAULT_KDF.memory_kib,
+        DEFAULT_KDF.lanes,
+    )
     assert DEFAULT_KDF.at_least(KDF_FLOOR)
     assert read_key_file(path, PW).fingerprint == ident.fingerprint
 
@@ -101,7 +103,8 @@ def test_wrong_passphrase_gives_one_clear_error_and_never_writes(key_file: Path)
     before = (key_file.read_bytes(), key_file.stat().st_mtime_ns)
     with pytest.raises(UnlockError, match="wrong passphrase") as info:
         read_key_file(key_file, "wrong", floor=TEST_KDF)
-    assert info.value.hint and "untouched" in info.value.hint
+    assert info.value.hint
+    assert "untouched" in info.value.hint
     with pytest.raises(UnlockError):
         change_passphrase(key_file, "wrong", "new", params=TEST_KDF, floor=TEST_KDF)
     assert (key_file.read_bytes(), key_file.stat().st_mtime_ns) == before
@@ -139,7 +142,9 @@ def test_garbage_and_huge_files(tmp_path: Path) -> None:
         read_key_file(tmp_path / "absent.json", PW)
 
 
-def test_tampered_file_cannot_lower_kdf_parameters(key_file: Path, tmp_path: Path, ident: Identity) -> None:
+def test_tampered_file_cannot_lower_kdf_parameters(
+    key_file: Path, tmp_path: Path, ident: Identity
+) -> None:
     """Attack class 12: parameters below the floor are refused before Argon2id runs."""
     with pytest.raises(KdfParamsError, match="below the minimum"):
         read_key_file(key_file, PW)  # test parameters against the real floor
@@ -185,7 +190,9 @@ def test_refuses_to_overwrite_and_empty_passphrase(key_file: Path, ident: Identi
     assert sorted(p.name for p in key_file.parent.iterdir()) == ["identity.json"]
 
 
-def test_write_failure_leaves_no_temp_file(tmp_path: Path, ident: Identity, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_write_failure_leaves_no_temp_file(
+    tmp_path: Path, ident: Identity, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def boom(fd: int) -> None:
         raise OSError("disk full")
 
@@ -195,7 +202,9 @@ def test_write_failure_leaves_no_temp_file(tmp_path: Path, ident: Identity, monk
     assert list((tmp_path / "d").iterdir()) == []
 
 
-def test_change_passphrase_is_atomic_and_can_raise_parameters(key_file: Path, ident: Identity) -> None:
+def test_change_passphrase_is_atomic_and_can_raise_parameters(
+    key_file: Path, ident: Identity
+) -> None:
     change_passphrase(key_file, PW, "new pw", params=KdfParams(1, 16, 1), floor=TEST_KDF)
     assert read_key_file(key_file, "new pw", floor=TEST_KDF).fingerprint == ident.fingerprint
     assert json.loads(key_file.read_text())["kdf"]["memory_kib"] == 16
@@ -216,8 +225,13 @@ def test_unlock_order_keyring_then_passphrase_then_env(key_file: Path, ident: Id
     with pytest.raises(UnlockError, match="no passphrase"):
         unlock_identity(key_file, environ={}, backend=backend, floor=TEST_KDF)
     env = {"TAPES_PASSPHRASE": PW}
-    assert unlock_identity(key_file, environ=env, backend=backend, floor=TEST_KDF).fingerprint == ident.fingerprint
-    assert unlock_identity(key_file, passphrase=PW, environ={}, use_os_keyring=False, floor=TEST_KDF)
+    assert (
+        unlock_identity(key_file, environ=env, backend=backend, floor=TEST_KDF).fingerprint
+        == ident.fingerprint
+    )
+    assert unlock_identity(
+        key_file, passphrase=PW, environ={}, use_os_keyring=False, floor=TEST_KDF
+    )
     assert remember_in_os_keyring(ident, backend=backend)
     assert unlock_identity(key_file, environ={}, backend=backend).fingerprint == ident.fingerprint
     assert forget_in_os_keyring(ident.fingerprint, backend=backend)
@@ -227,7 +241,9 @@ def test_unlock_order_keyring_then_passphrase_then_env(key_file: Path, ident: Id
 def test_os_keyring_entry_for_other_keys_is_ignored(key_file: Path, ident: Identity) -> None:
     backend = FakeBackend()
     other = generate_identity(rng=DetRng("other"))
-    backend.set_password(_oskeyring.SERVICE, ident.fingerprint, _oskeyring.b64e(other.export_secret()))
+    backend.set_password(
+        _oskeyring.SERVICE, ident.fingerprint, _oskeyring.b64e(other.export_secret())
+    )
     with pytest.raises(UnlockError, match="no passphrase"):
         unlock_identity(key_file, environ={}, backend=backend, floor=TEST_KDF)
     backend.set_password(_oskeyring.SERVICE, ident.fingerprint, _oskeyring.b64e(b"short"))
@@ -235,7 +251,9 @@ def test_os_keyring_entry_for_other_keys_is_ignored(key_file: Path, ident: Ident
         unlock_identity(key_file, environ={}, backend=backend, floor=TEST_KDF)
 
 
-def test_os_keyring_degrades_gracefully(key_file: Path, ident: Identity, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_os_keyring_degrades_gracefully(
+    key_file: Path, ident: Identity, monkeypatch: pytest.MonkeyPatch
+) -> None:
     broken = BrokenBackend()
     assert not remember_in_os_keyring(ident, backend=broken)
     assert _oskeyring.load_secret(ident.fingerprint, backend=broken) is None
@@ -248,7 +266,9 @@ def test_os_keyring_degrades_gracefully(key_file: Path, ident: Identity, monkeyp
     assert unlock_identity(key_file, passphrase=PW, floor=TEST_KDF).fingerprint == ident.fingerprint
 
 
-def test_os_keyring_default_backend_is_used_when_available(monkeypatch: pytest.MonkeyPatch, ident: Identity) -> None:
+def test_os_keyring_default_backend_is_used_when_available(
+    monkeypatch: pytest.MonkeyPatch, ident: Identity
+) -> None:
     import keyring
 
     backend = FakeBackend()
@@ -288,10 +308,12 @@ def test_damaged_recovery_kit(ident: Identity, damage: object) -> None:
 def test_key_file_cannot_be_opened_as_a_recovery_kit(key_file: Path) -> None:
     import base64
 
-    armored = "\n".join([
-        "-----BEGIN TAPES RECOVERY KIT-----",
-        base64.b64encode(key_file.read_bytes()).decode(),
-        "-----END TAPES RECOVERY KIT-----",
-    ])
+    armored = "\n".join(
+        [
+            "-----BEGIN TAPES RECOVERY KIT-----",
+            base64.b64encode(key_file.read_bytes()).decode(),
+            "-----END TAPES RECOVERY KIT-----",
+        ]
+    )
     with pytest.raises(UnlockError):
         import_recovery_kit(armored, PW, floor=TEST_KDF)

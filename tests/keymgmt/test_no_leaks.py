@@ -1,4 +1,4 @@
-"""No error message, hint, repr or log record ever contains key material, passphrases or plaintext."""
+"""No error message, hint, repr or log record contains key material, passphrases or plaintext."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ from keymgmt.keystore import TEST_KDF
 from .conftest import T0, DetRng, Team, hasher, make_body, tapes_hash_of
 
 CANARY = "CANARY-plaintext-7f3a"
-PASSPHRASE = "hunter2-passphrase-CANARY"
+PASSPHRASE = "hunter2-passphrase-CANARY"  # noqa: S105 - a canary
 
 
 def _needles(team: Team, extra: list[bytes]) -> list[str]:
@@ -53,13 +53,24 @@ def _failures(team: Team, tmp_path: Path) -> list[Callable[[], object]]:
     keys = team.keys_for(team.member)
     body = make_body(CANARY, None)
     env = seal_node(
-        team=team.team, epoch=1, epoch_key=team.epoch_key, vault_id_key=team.vault_id_key,
-        tapes_hash=tapes_hash_of(CANARY, None), parent_tapes_hash=None, body=body,
-        metadata=project_metadata("coarse", {"model": "m"}), author=team.member.fingerprint,
-    )  # fmt: skip
+        team=team.team,
+        epoch=1,
+        epoch_key=team.epoch_key,
+        vault_id_key=team.vault_id_key,
+        tapes_hash=tapes_hash_of(CANARY, None),
+        parent_tapes_hash=None,
+        body=body,
+        metadata=project_metadata("coarse", {"model": "m"}),
+        author=team.member.fingerprint,
+    )
     wire = env.to_dict()
-    ring = seal_keyring(team.state, sealer=team.owner, epoch=1, epoch_key=team.epoch_key,
-                        vault_id_key=team.vault_id_key).to_dict()  # fmt: skip
+    ring = seal_keyring(
+        team.state,
+        sealer=team.owner,
+        epoch=1,
+        epoch_key=team.epoch_key,
+        vault_id_key=team.vault_id_key,
+    ).to_dict()
     path = tmp_path / "k.json"
     write_key_file(path, team.member, PASSPHRASE, params=TEST_KDF, floor=TEST_KDF)
     kit = export_recovery_kit(team.member, PASSPHRASE, params=TEST_KDF, floor=TEST_KDF)
@@ -71,12 +82,24 @@ def _failures(team: Team, tmp_path: Path) -> list[Callable[[], object]]:
         raise ValueError(b.decode())  # a client bug that puts plaintext in its exception
 
     return [
-        lambda: open_node(dict(wire, ciphertext=wire["ciphertext"][:-2] + "AA"), state=team.state, keys=keys, hasher=hasher),  # type: ignore[operator]
+        lambda: open_node(
+            dict(wire, ciphertext=wire["ciphertext"][:-2] + "AA"),
+            state=team.state,
+            keys=keys,
+            hasher=hasher,
+        ),  # type: ignore[operator]
         lambda: open_node(wire, state=team.state, keys=keys, hasher=lying_hasher),
-        lambda: open_node(wire, state=team.state, keys=TeamKeys(team.team, team.vault_id_key, {1: bytes(32)}), hasher=hasher),
+        lambda: open_node(
+            wire,
+            state=team.state,
+            keys=TeamKeys(team.team, team.vault_id_key, {1: bytes(32)}),
+            hasher=hasher,
+        ),
         lambda: Envelope.from_dict({"bogus": CANARY}),
         lambda: open_keyring(ring, state=team.state, identity=team.viewer),
-        lambda: open_keyring(dict(ring, signature=b64e(bytes(64))), state=team.state, identity=team.member),
+        lambda: open_keyring(
+            dict(ring, signature=b64e(bytes(64))), state=team.state, identity=team.member
+        ),
         lambda: read_key_file(path, "wrong " + PASSPHRASE, floor=TEST_KDF),
         lambda: read_key_file(path, PASSPHRASE),
         lambda: import_recovery_kit(kit, "wrong", floor=TEST_KDF),
@@ -91,9 +114,13 @@ def _failures(team: Team, tmp_path: Path) -> list[Callable[[], object]]:
 def _share(team: Team, keys: TeamKeys) -> object:
     from keymgmt import create_share
 
-    return verify_share(create_share(state=team.state, keys=keys, sharer=team.member,
-                                     leaf_id="ab" * 32, title=CANARY, now=T0), state=team.state,
-                        now=T0)  # fmt: skip
+    return verify_share(
+        create_share(
+            state=team.state, keys=keys, sharer=team.member, leaf_id="ab" * 32, title=CANARY, now=T0
+        ),
+        state=team.state,
+        now=T0,
+    )
 
 
 def test_errors_and_logs_never_contain_secrets_or_plaintext(

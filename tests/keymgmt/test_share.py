@@ -13,11 +13,11 @@ from keymgmt import (
     ShareError,
     TeamKeys,
     create_share,
+    labels,
     open_share_text,
     remove_member,
     verify_share,
 )
-from keymgmt import labels
 from keymgmt._encoding import canonical_json
 from keymgmt.share import UnverifiedShare, parse_share
 
@@ -28,10 +28,15 @@ LEAF = "ab" * 32
 
 def share(team: Team, **kw: object) -> UnverifiedShare:
     args: dict[str, object] = {
-        "state": team.state, "keys": team.keys_for(team.member), "sharer": team.member,
-        "leaf_id": LEAF, "title": "Fix the flaky test", "note": "see the last answer",
-        "now": T0 + 100, "nonce": bytes(24),
-    }  # fmt: skip
+        "state": team.state,
+        "keys": team.keys_for(team.member),
+        "sharer": team.member,
+        "leaf_id": LEAF,
+        "title": "Fix the flaky test",
+        "note": "see the last answer",
+        "now": T0 + 100,
+        "nonce": bytes(24),
+    }
     args.update(kw)
     return create_share(**args)  # type: ignore[arg-type]
 
@@ -40,7 +45,11 @@ def test_round_trip(team: Team) -> None:
     wire = json.loads(json.dumps(share(team, expires_at=T0 + 1000).to_dict()))
     assert "Fix the flaky" not in json.dumps(wire)
     verified = verify_share(wire, state=team.state, now=T0 + 200)
-    assert (verified.leaf_id, verified.sharer, verified.time) == (LEAF, team.member.fingerprint, T0 + 100)
+    assert (verified.leaf_id, verified.sharer, verified.time) == (
+        LEAF,
+        team.member.fingerprint,
+        T0 + 100,
+    )
     title, note = open_share_text(verified, keys=team.keys_for(team.owner))
     assert (title, note) == ("Fix the flaky test", "see the last answer")
     assert parse_share(share(team)).body.leaf_id == LEAF
@@ -56,12 +65,16 @@ def test_forged_or_altered_shares_are_refused(team: Team) -> None:
     good = share(team)
     # admin re-signs a share claiming the member as sharer
     body_bytes = good.body_bytes
-    forged = UnverifiedShare(good.body, body_bytes, team.admin.sign(labels.SHARE_SIGNATURE + body_bytes))
+    forged = UnverifiedShare(
+        good.body, body_bytes, team.admin.sign(labels.SHARE_SIGNATURE + body_bytes)
+    )
     with pytest.raises(ShareError, match="signature"):
         verify_share(forged, state=team.state, now=T0 + 200)
     for changes in ({"leaf_id": "cd" * 32}, {"expires_at": T0 + 10**6}, {"time": T0}):
         altered_body = msgspec.structs.replace(good.body, **changes)
-        altered = UnverifiedShare(altered_body, canonical_json(msgspec.to_builtins(altered_body)), good.signature)
+        altered = UnverifiedShare(
+            altered_body, canonical_json(msgspec.to_builtins(altered_body)), good.signature
+        )
         with pytest.raises(ShareError):
             verify_share(altered, state=team.state, now=T0 + 200)
     other_team = msgspec.structs.replace(good.body, team="team-2")
@@ -74,8 +87,15 @@ def test_viewers_outsiders_and_removed_members_cannot_share(team: Team) -> None:
         with pytest.raises(PolicyError):
             share(team, sharer=who)
     good = share(team)
-    team.append(remove_member(team.state, signer=team.owner, member=team.member.fingerprint,
-                              new_epoch_key=team.rng(32), now=T0 + 150))  # fmt: skip
+    team.append(
+        remove_member(
+            team.state,
+            signer=team.owner,
+            member=team.member.fingerprint,
+            new_epoch_key=team.rng(32),
+            now=T0 + 150,
+        )
+    )
     with pytest.raises(ShareError, match="not a member"):
         verify_share(good, state=team.state, now=T0 + 200)
 
