@@ -1,25 +1,152 @@
-"""``tapes-server``: the sync server's command line.
+"""``tapes-server``: run the sync server and manage its database.
 
-The server itself (``serve``, ``db upgrade|current``) is issue 5; until it lands this command
-only reports its version, and says so rather than pretending to serve.
+- ``tapes-server serve``: migrate, then serve with uvicorn and several worker processes;
+- ``tapes-server db upgrade`` / ``db current``: Alembic migrations on either backend.
+
+Settings come from ``TAPES_SERVER_*`` variables (see server/settings.py) and are validated before
+anything starts; a bad URL, an unreachable database or a port in use is one clear line.
 """
 
 from __future__ import annotations
 
+import logging
+import socket
 import sys
 
-__all__ = ["main"]
+import typer
+import uvicorn
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+
+from server.db.engine import make_engine
+from server.db.migrate import current_revision, head_revision, upgrade
+from server.errors import SettingsError
+from server.settings import Settings
+
+__all__ = ["app", "main"]
 
 VERSION = "0.1.0"
+
+app = typer.Typer(
+    name="tapes-server",
+    help="The tapes-e2e sync server: stores client-encrypted envelopes, never content.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+class StartError(Exception):
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message, self.hint = message, hint
+
+
+def _settings() -> Settings:
+    try:
+        return Settings.from_env()
+    except SettingsError as exc:
+        raise StartError(str(exc), "fix the TAPES_SERVER_* environment variable") from exc
+
+
+def _first_line(error: BaseException | None) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+def _migrate(settings: Settings) -> str | None:
+    engine = make_engine(settings.database_url)
+    try:
+        upgrade(engine)
+        return current_revision(engine)
+    except OperationalError as exc:
+        raise StartError(
+            f"cannot reach the database: {_first_line(exc.orig)}",
+            "check TAPES_SERVER_DATABASE_URL and that the database server is running",
+        ) from exc
+    finally:
+        engine.dispose()
+
+
+def _check_port(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise StartError(
+                f"cannot listen on {host}:{port}: {exc.strerror}",
+                "choose another port with TAPES_SERVER_PORT",
+            ) from exc
+
+
+@app.command()
+def serve() -> None:
+    """Migrate the database, then serve the API."""
+    settings = _settings()
+    revision = _migrate(settings)
+    _check_port(settings.host, settings.port)
+    sys.stderr.write(
+        f"tapes-server: serving on http://{settings.host}:{settings.port} "
+        f"({settings.workers} workers, schema {revision})\n"
+    )
+    uvicorn.run(
+        "server.asgi:app",
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_level="warning",
+        access_log=False,
+    )
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply every migration."""
+    revision = _migrate(_settings())
+    sys.stdout.write(f"database at revision {revision}\n")
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Show the database's revision and the newest one."""
+    settings = _settings()
+    engine = make_engine(settings.database_url)
+    try:
+        current = current_revision(engine)
+    except OperationalError as exc:
+        raise StartError(f"cannot reach the database: {_first_line(exc.orig)}") from exc
+    finally:
+        engine.dispose()
+    sys.stdout.write(f"current {current or '(empty)'}; newest {head_revision(engine)}\n")
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    sys.stdout.write(f"tapes-server {VERSION}\n")
 
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
-    if args in (["version"], ["--version"]):
-        sys.stdout.write(f"tapes-server {VERSION}\n")
-        return
-    sys.stderr.write(
-        "tapes-server: error: the sync server is not built yet (see issue 5)\n"
-        "tapes-server: hint: `tapes-server version` is the only command so far\n"
-    )
-    sys.exit(2)
+    logging.basicConfig(level=logging.WARNING)
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args=args, prog_name="tapes-server", standalone_mode=False)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.TyperException as exc:
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()
+        sys.exit(getattr(exc, "exit_code", 2))
+    except StartError as exc:
+        sys.stderr.write(f"tapes-server: error: {exc.message}\n")
+        if exc.hint:
+            sys.stderr.write(f"tapes-server: hint: {exc.hint}\n")
+        sys.exit(1)
+    except SQLAlchemyError as exc:
+        sys.stderr.write(f"tapes-server: error: database: {type(exc).__name__}\n")
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,86 @@
+"""The audit log: append-only and hash-chained per team (membership, shares, token abuse)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from server.db.models import AuditEntry, Team
+
+__all__ = ["record", "verify_audit_chain"]
+
+
+def _entry_hash(
+    prev: str | None,
+    *,
+    action: str,
+    subject: str,
+    detail: dict[str, object],
+    actor: str | None,
+    at: datetime,
+) -> str:
+    body = json.dumps(
+        [prev, action, subject, detail, actor, at.isoformat()], sort_keys=True, default=str
+    )
+    return hashlib.sha256(body.encode("utf-8")).hexdigest()
+
+
+def record(
+    db: Session,
+    *,
+    team_id: str | None,
+    actor_id: str | None,
+    action: str,
+    subject: str,
+    detail: dict[str, object],
+    now: datetime,
+) -> None:
+    """Append one entry; the team row is locked so two writers cannot fork the hash chain."""
+    prev = None
+    team = None
+    if team_id is not None:
+        team = db.scalar(select(Team).where(Team.id == team_id).with_for_update())
+        prev = team.audit_head if team else None
+    digest = _entry_hash(
+        prev, action=action, subject=subject, detail=detail, actor=actor_id, at=now
+    )
+    db.add(
+        AuditEntry(
+            team_id=team_id,
+            actor_id=actor_id,
+            action=action,
+            subject=subject,
+            detail=detail,
+            prev_hash=prev,
+            hash=digest,
+            created_at=now,
+        )
+    )
+    if team is not None:
+        team.audit_head = digest
+
+
+def verify_audit_chain(db: Session, team_id: str) -> bool:
+    """Recompute a team's audit chain; False if any entry was altered, removed or reordered."""
+    prev = None
+    entries = db.scalars(
+        select(AuditEntry).where(AuditEntry.team_id == team_id).order_by(AuditEntry.id)
+    )
+    for entry in entries:
+        expected = _entry_hash(
+            prev,
+            action=entry.action,
+            subject=entry.subject,
+            detail=entry.detail,
+            actor=entry.actor_id,
+            at=entry.created_at,
+        )
+        if entry.prev_hash != prev or entry.hash != expected:
+            return False
+        prev = entry.hash
+    team = db.get(Team, team_id)
+    return team is None or team.audit_head == prev

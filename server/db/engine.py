@@ -1,0 +1,44 @@
+"""Engines for the embedded SQLite default and for PostgreSQL.
+
+SQLite gets the same treatment as the client's store: WAL, ``busy_timeout``, foreign keys, and
+``BEGIN IMMEDIATE`` for every transaction (the server's transactions mostly write), so several
+worker processes queue instead of failing with "database is locked". PostgreSQL runs at READ
+COMMITTED with row locks where a counter is bumped (``SELECT … FOR UPDATE`` on the vault row).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+
+__all__ = ["make_engine"]
+
+
+def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA busy_timeout = 30000")
+    cursor.execute("PRAGMA foreign_keys = ON")
+    cursor.execute("PRAGMA synchronous = FULL")
+    cursor.close()
+
+
+def _sqlite_begin(connection: Any) -> None:
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def make_engine(url: str) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        assert parsed.database is not None  # noqa: S101 - settings refuse an in-memory URL
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url)
+        event.listen(engine, "connect", _sqlite_connect)
+        event.listen(engine, "begin", _sqlite_begin)
+        with engine.connect() as conn:
+            conn.connection.driver_connection.execute("PRAGMA journal_mode = WAL")  # type: ignore[union-attr]
+        return engine
+    return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)

@@ -1,0 +1,271 @@
+"""The server's tables. Nothing here is plaintext content: node bodies are client-sealed
+envelopes, titles and notes of shares are encrypted by the client, tokens and API keys are stored
+only as hashes.
+
+The RFC's tables (users, teams, team_members, nodes, shared_sessions) adapted to end-to-end
+encryption, plus what that needs. A *vault* (a row of ``teams``) is where nodes live: each user has
+a personal vault (a team of one) and each team has one.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+__all__ = [
+    "AccessToken",
+    "ApiKey",
+    "AuditEntry",
+    "AuthChallenge",
+    "Base",
+    "ChainStatement",
+    "Invite",
+    "JoinRequest",
+    "Keyring",
+    "NodeRecord",
+    "RateEvent",
+    "RefreshToken",
+    "Share",
+    "ShareNode",
+    "Team",
+    "TeamMember",
+    "User",
+]
+
+_NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+JsonType = JSON().with_variant(JSONB(), "postgresql")
+Stamp = DateTime(timezone=True)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=_NAMING)
+
+
+class User(Base):
+    __tablename__ = "users"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    handle: Mapped[str] = mapped_column(String(40), unique=True)
+    email: Mapped[str | None] = mapped_column(String(320), unique=True)
+    github_id: Mapped[int | None] = mapped_column(BigInteger, unique=True)
+    x25519: Mapped[bytes] = mapped_column(LargeBinary(32))
+    ed25519: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    fingerprint: Mapped[str] = mapped_column(String(128), unique=True)
+    personal_vault: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(Stamp)
+
+
+class Team(Base):
+    """A vault: a user's personal one, or a team's."""
+
+    __tablename__ = "teams"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    slug: Mapped[str] = mapped_column(String(80), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))  # personal | team
+    owner_id: Mapped[str] = mapped_column(ForeignKey("users.id"))
+    tier: Mapped[str] = mapped_column(String(16), default="free")
+    head_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    node_count: Mapped[int] = mapped_column(BigInteger, default=0)
+    chain_seqno: Mapped[int] = mapped_column(Integer, default=-1)
+    chain_head: Mapped[str | None] = mapped_column(String(64))
+    audit_head: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(Stamp)
+
+
+class TeamMember(Base):
+    __tablename__ = "team_members"
+    team_id: Mapped[str] = mapped_column(
+        ForeignKey("teams.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[str] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    role: Mapped[str] = mapped_column(String(16))  # owner | admin | member | viewer
+    joined_at: Mapped[datetime] = mapped_column(Stamp)
+    removed_at: Mapped[datetime | None] = mapped_column(Stamp)
+
+
+class ChainStatement(Base):
+    """The signed team chain, stored as the clients signed it."""
+
+    __tablename__ = "chain_statements"
+    team_id: Mapped[str] = mapped_column(
+        ForeignKey("teams.id", ondelete="CASCADE"), primary_key=True
+    )
+    seqno: Mapped[int] = mapped_column(Integer, primary_key=True)
+    hash: Mapped[str] = mapped_column(String(64))
+    statement: Mapped[dict[str, str]] = mapped_column(JsonType)
+    created_at: Mapped[datetime] = mapped_column(Stamp)
+
+
+class Keyring(Base):
+    """An epoch's keys sealed to one member's X25519 key (opaque to the server)."""
+
+    __tablename__ = "keyrings"
+    team_id: Mapped[str] = mapped_column(
+        ForeignKey("teams.id", ondelete="CASCADE"), primary_key=True
+    )
+    epoch: Mapped[int] = mapped_column(Integer, primary_key=True)
+    recipient: Mapped[str] = mapped_column(String(128), primary_key=True)  # fingerprint
+    sealed: Mapped[dict[str, str]] = mapped_column(JsonType)
+    created_at: Mapped[datetime] = mapped_column(Stamp)
+
+
+class NodeRecord(Base):
+    """One node envelope. ``envelope`` is the client's sealed record, byte for byte."""
+
+    __tablename__ = "nodes"
+    vault_id: Mapped[str] = mapped_column(
+        ForeignKey("teams.id", ondelete="CASCADE"), primary_key=True
+    )
+    node_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    parent_id: Mapped[str | None] = mapped_column(String(64))
+    seq: Mapped[int] = mapped_column(BigInteger)
+    epoch: Mapped[int] = mapped_column(Integer)
+    record_type: Mapped[str] = mapped_column(String(32))
+    author: Mapped[str] = mapped_column(String(128))
+    padded_size: Mapped[int] = mapped_column(BigInteger)
+    metadata_only: Mapped[bool] = mapped_column(Boolean)
+    clear_metadata: Mapped[dict[str, object]] = mapped_column(JsonType)
+    envelope: Mapped[bytes] = mapped_column(LargeBinary)
+    uploader_id: Mapped[str] = mapped_column(ForeignKey("users.id"))
+    uploaded_at: Mapped[datetime] = mapped_column(Stamp)
+    __table_args__ = (
+        UniqueConstraint("vault_id", "seq"),
+        Index("ix_nodes_vault_parent", "vault_id", "parent_id"),
+        Index("ix_nodes_uploader", "uploader_id"),
+    )
+
+
+class Share(Base):
+    """A session shared with a team: the sharer's signed statement (title/note encrypted)."""
+
+    __tablename__ = "shared_sessions"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    team_id: Mapped[str] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"))
+    session_id: Mapped[str] = mapped_column(String(64))  # leaf node ID
+    shared_by: Mapped[str] = mapped_column(ForeignKey("users.id"))
+    statement: Mapped[dict[str, object]] = mapped_column(JsonType)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    shared_at: Mapped[datetime] = mapped_column(Stamp)
+    expires_at: Mapped[datetime | None] = mapped_column(Stamp)
+    revoked_at: Mapped[datetime | None] = mapped_column(Stamp)
+    __table_args__ = (Index("ix_shares_team_session", "team_id", "session_id"),)
+
+
+class ShareNode(Base):
+    """The ancestry of a share's leaf, materialized when it is shared (ancestry is immutable)."""
+
+    __tablename__ = "share_nodes"
+    share_id: Mapped[str] = mapped_column(
+        ForeignKey("shared_sessions.id", ondelete="CASCADE"), primary_key=True
+    )
+    node_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    __table_args__ = (Index("ix_share_nodes_node", "node_id"),)
+
+
+class Invite(Base):
+    __tablename__ = "invites"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    team_id: Mapped[str] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"))
+    created_by: Mapped[str] = mapped_column(ForeignKey("users.id"))
+    role: Mapped[str] = mapped_column(String(16))
+    expires_at: Mapped[datetime] = mapped_column(Stamp)
+    used_at: Mapped[datetime | None] = mapped_column(Stamp)
+    created_at: Mapped[datetime] = mapped_column(Stamp)
+
+
+class JoinRequest(Base):
+    __tablename__ = "join_requests"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    invite_id: Mapped[str] = mapped_column(ForeignKey("invites.id", ondelete="CASCADE"))
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"))
+    request: Mapped[dict[str, object]] = mapped_column(JsonType)
+    status: Mapped[str] = mapped_column(String(16))  # pending | approved | rejected
+    created_at: Mapped[datetime] = mapped_column(Stamp)
+
+
+class AuthChallenge(Base):
+    __tablename__ = "auth_challenges"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    nonce: Mapped[bytes] = mapped_column(LargeBinary(32))
+    expires_at: Mapped[datetime] = mapped_column(Stamp)
+    used_at: Mapped[datetime | None] = mapped_column(Stamp)
+
+
+class AccessToken(Base):
+    __tablename__ = "access_tokens"
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    family_id: Mapped[str] = mapped_column(String(36), index=True)
+    expires_at: Mapped[datetime] = mapped_column(Stamp)
+
+
+class RefreshToken(Base):
+    """Rotating refresh tokens; reusing a spent one revokes its whole family (RFC 6819)."""
+
+    __tablename__ = "refresh_tokens"
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    family_id: Mapped[str] = mapped_column(String(36), index=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    expires_at: Mapped[datetime] = mapped_column(Stamp)
+    used_at: Mapped[datetime | None] = mapped_column(Stamp)
+    revoked_at: Mapped[datetime | None] = mapped_column(Stamp)
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    team_id: Mapped[str] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"))
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    permissions: Mapped[str] = mapped_column(String(100))  # comma-separated
+    name: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(Stamp)
+    last_used_at: Mapped[datetime | None] = mapped_column(Stamp)
+    revoked_at: Mapped[datetime | None] = mapped_column(Stamp)
+
+
+class AuditEntry(Base):
+    """Append-only, hash-chained per team: each entry's hash covers the previous one."""
+
+    __tablename__ = "audit_log"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    team_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    actor_id: Mapped[str | None] = mapped_column(String(36))
+    action: Mapped[str] = mapped_column(String(64))
+    subject: Mapped[str] = mapped_column(String(200))
+    detail: Mapped[dict[str, object]] = mapped_column(JsonType)
+    prev_hash: Mapped[str | None] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(Stamp)
+
+
+class RateEvent(Base):
+    """Counters for rate limits, in the database so every worker and host shares them."""
+
+    __tablename__ = "rate_events"
+    bucket: Mapped[str] = mapped_column(String(200), primary_key=True)
+    window_start: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    count: Mapped[int] = mapped_column(Integer)

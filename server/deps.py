@@ -1,0 +1,99 @@
+"""Request-scoped dependencies: the database transaction, the clock, the caller."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from litestar import Request
+from litestar.datastructures import State
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from server.db.models import AccessToken, ApiKey
+from server.errors import Unauthorized
+from tapes_e2e.protocol import API_KEY_PREFIX
+
+__all__ = [
+    "Clock",
+    "Principal",
+    "aware",
+    "provide_db",
+    "provide_now",
+    "provide_principal",
+    "token_hash",
+]
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def provide_db(state: State) -> Iterator[Session]:
+    """One transaction per request: committed when the handler returns, rolled back on error."""
+    engine: Engine = state.engine
+    with Session(engine, expire_on_commit=False) as session, session.begin():
+        yield session
+
+
+def provide_now(state: State) -> datetime:
+    clock: Clock = state.clock
+    return clock()
+
+
+def token_hash(token: str) -> str:
+    """Tokens and API keys are high-entropy, so one SHA-256 is the right stored form."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: a user, and for an API key the one vault and the permissions it grants."""
+
+    user_id: str
+    api_key_id: str | None = None
+    key_vault: str | None = None
+    key_permissions: frozenset[str] = frozenset()
+
+    def key_allows(self, vault: str, permission: str) -> bool:
+        if self.api_key_id is None:
+            return True
+        return vault == self.key_vault and (
+            permission in self.key_permissions or "admin" in self.key_permissions
+        )
+
+
+_CREDENTIALS = "missing, expired or revoked credentials"
+
+
+def provide_principal(request: Request[object, object, State], db: Session) -> Principal:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token or len(token) > 200:
+        raise Unauthorized(_CREDENTIALS)
+    now = request.app.state.clock()
+    digest = token_hash(token)
+    if token.startswith(API_KEY_PREFIX):
+        key = db.scalar(select(ApiKey).where(ApiKey.key_hash == digest))
+        if key is None or key.revoked_at is not None:
+            raise Unauthorized(_CREDENTIALS)
+        key.last_used_at = now
+        return Principal(
+            user_id=key.user_id,
+            api_key_id=key.id,
+            key_vault=key.team_id,
+            key_permissions=frozenset(key.permissions.split(",")),
+        )
+    access = db.get(AccessToken, digest)
+    if access is None or aware(access.expires_at) <= now:
+        raise Unauthorized(_CREDENTIALS)
+    return Principal(user_id=access.user_id)
+
+
+def aware(moment: datetime) -> datetime:
+    # SQLite hands back naive datetimes for the UTC values we stored.
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

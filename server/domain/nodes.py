@@ -1,0 +1,320 @@
+"""Nodes and sync: push, pull by cursor, status, single nodes, ancestry, sessions.
+
+- ``POST /api/v1/sync/push`` (and ``POST /api/v1/nodes``, the RFC's single-node path, which takes
+  the same batch body): a bounded batch of envelopes, atomic, parents before children (or already
+  stored); an ID already stored is reported as ``existing`` and not touched. Each stored node gets
+  the vault's next sequence number, taken under a lock on the vault row.
+- ``GET /api/v1/sync/pull?vault=&after=&limit=``: what the caller may read with ``seq > after``,
+  ``limit`` at a time; ``cursor`` is the last sequence number looked at, so an up-to-date client
+  costs one small request.
+- ``GET /api/v1/sync/status``: head sequence and node count from the vault row, no scan.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+import msgspec
+from litestar import Controller, get, post
+from litestar.di import Provide
+from litestar.params import Parameter
+from sqlalchemy import and_, insert, literal, select
+from sqlalchemy.orm import Session
+
+from server import acl
+from server.db.models import NodeRecord, Team, TeamMember
+from server.deps import Principal, provide_principal
+from server.errors import BadRequest, NotFound, PayloadTooLarge
+from tapes_e2e.protocol import (
+    MAX_BATCH_BYTES,
+    EnvelopeWire,
+    NodeOut,
+    PullPage,
+    PushRequest,
+    PushResult,
+    SessionInfo,
+    SessionPage,
+    SyncStatusOut,
+)
+
+__all__ = ["NodeController", "SyncController"]
+
+MAX_PAGE = 1000
+Hex64Path = Annotated[str, Parameter(pattern=r"^[0-9a-f]{64}$")]
+VaultQuery = Annotated[str, Parameter(pattern=r"^[A-Za-z0-9_-]{1,64}$", max_length=64)]
+_NO_NODE = "no such node"
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder(EnvelopeWire).decode
+
+
+def _check_envelope(vault: str, env: EnvelopeWire) -> None:
+    if env.team != vault:
+        raise BadRequest(f"envelope {env.node_id} names vault {env.team!r}, not {vault!r}")
+    if env.ciphertext is None:
+        if env.nonce is not None or env.padded_size != 0 or env.signature is None:
+            raise BadRequest(f"envelope {env.node_id}: a metadata-only record is inconsistent")
+    elif env.nonce is None:
+        raise BadRequest(f"envelope {env.node_id}: an encrypted record needs a nonce")
+
+
+def push(db: Session, principal: Principal, data: PushRequest, now: datetime) -> PushResult:
+    team, _member = acl.require_vault(db, principal, data.vault, "push")
+    encoded = [_encode(env) for env in data.envelopes]
+    if sum(map(len, encoded)) > MAX_BATCH_BYTES:
+        raise PayloadTooLarge(f"a batch holds at most {MAX_BATCH_BYTES} bytes of envelopes")
+    ids = [env.node_id for env in data.envelopes]
+    if len(set(ids)) != len(ids):
+        raise BadRequest("a batch names the same node twice")
+    for env in data.envelopes:
+        _check_envelope(data.vault, env)
+    # Lock the vault row: sequence numbers are handed out one writer at a time.
+    team = db.scalars(select(Team).where(Team.id == team.id).with_for_update()).one()
+    wanted = set(ids) | {e.parent_id for e in data.envelopes if e.parent_id}
+    present = set(
+        db.scalars(
+            select(NodeRecord.node_id).where(
+                NodeRecord.vault_id == team.id, NodeRecord.node_id.in_(wanted)
+            )
+        )
+    )
+    stored: list[str] = []
+    existing: list[str] = []
+    rows = []
+    seq = team.head_seq
+    for env, blob in zip(data.envelopes, encoded, strict=True):
+        if env.node_id in present:
+            existing.append(env.node_id)
+            continue
+        if env.parent_id is not None and env.parent_id not in present:
+            raise BadRequest(
+                f"node {env.node_id}: its parent {env.parent_id} is not stored; "
+                "push parents before children"
+            )
+        seq += 1
+        rows.append(
+            {
+                "vault_id": team.id,
+                "node_id": env.node_id,
+                "parent_id": env.parent_id,
+                "seq": seq,
+                "epoch": env.epoch,
+                "record_type": env.record_type,
+                "author": env.author,
+                "padded_size": env.padded_size,
+                "metadata_only": env.ciphertext is None,
+                "clear_metadata": dict(env.metadata),
+                "envelope": blob,
+                "uploader_id": principal.user_id,
+                "uploaded_at": now,
+            }
+        )
+        present.add(env.node_id)
+        stored.append(env.node_id)
+    if rows:
+        db.execute(insert(NodeRecord), rows)
+        team.head_seq = seq
+        team.node_count += len(rows)
+    return PushResult(stored=stored, existing=existing, head_seq=team.head_seq)
+
+
+def _node_out(record: NodeRecord) -> NodeOut:
+    return NodeOut(
+        seq=record.seq,
+        uploaded_at=record.uploaded_at.isoformat(),
+        envelope=_decode(record.envelope),
+    )
+
+
+class SyncController(Controller):
+    path = "/api/v1/sync"
+    tags = ["sync"]
+    dependencies = {"principal": Provide(provide_principal, sync_to_thread=False)}
+
+    @post("/push", sync_to_thread=True, status_code=200)
+    def push(
+        self, data: PushRequest, db: Session, principal: Principal, now: datetime
+    ) -> PushResult:
+        """Store a batch of envelopes atomically; already-stored IDs are no-ops."""
+        return push(db, principal, data, now)
+
+    @get("/pull", sync_to_thread=True)
+    def pull(
+        self,
+        db: Session,
+        principal: Principal,
+        now: datetime,
+        vault: VaultQuery,
+        after: Annotated[int, Parameter(ge=0, le=2**62)] = 0,
+        limit: Annotated[int, Parameter(ge=1, le=MAX_PAGE)] = 500,
+    ) -> PullPage:
+        """Envelopes readable by the caller with a sequence number above ``after``."""
+        team, member = acl.require_vault(db, principal, vault, "pull")
+        records = db.scalars(
+            select(NodeRecord)
+            .where(acl.readable_clause(team, member, now), NodeRecord.seq > after)
+            .order_by(NodeRecord.seq)
+            .limit(limit + 1)
+        ).all()
+        more = len(records) > limit
+        page = records[:limit]
+        cursor = page[-1].seq if page else max(after, 0)
+        if not more and not page:
+            cursor = max(after, 0)
+        return PullPage(vault=vault, items=[_node_out(r) for r in page], cursor=cursor, more=more)
+
+    @get("/status", sync_to_thread=True)
+    def status(
+        self,
+        db: Session,
+        principal: Principal,
+        vault: VaultQuery,
+        after: Annotated[int, Parameter(ge=0, le=2**62)] = 0,
+    ) -> SyncStatusOut:
+        """Head sequence and counts, read from the vault row (no scan)."""
+        team, _member = acl.require_vault(db, principal, vault, "pull")
+        return SyncStatusOut(
+            vault=vault,
+            head_seq=team.head_seq,
+            node_count=team.node_count,
+            after=after,
+            pending_pull=max(team.head_seq - after, 0),
+        )
+
+
+def _find(db: Session, principal: Principal, node_id: str, now: datetime) -> NodeRecord:
+    """The node if any vault of the caller holds it readably; 404 otherwise."""
+    vaults = db.execute(
+        select(Team, TeamMember)
+        .join(TeamMember, TeamMember.team_id == Team.id)
+        .join(NodeRecord, NodeRecord.vault_id == Team.id)
+        .where(
+            TeamMember.user_id == principal.user_id,
+            TeamMember.removed_at.is_(None),
+            NodeRecord.node_id == node_id,
+        )
+    ).all()
+    for team, member in vaults:
+        if not principal.key_allows(team.id, "pull") or member.role not in acl.READERS:
+            continue
+        record = db.scalar(
+            select(NodeRecord).where(
+                acl.readable_clause(team, member, now), NodeRecord.node_id == node_id
+            )
+        )
+        if record is not None:
+            return record
+    raise NotFound(_NO_NODE)
+
+
+class NodeController(Controller):
+    path = "/api/v1"
+    tags = ["nodes"]
+    dependencies = {"principal": Provide(provide_principal, sync_to_thread=False)}
+
+    @post("/nodes", sync_to_thread=True, status_code=200)
+    def create_nodes(
+        self, data: PushRequest, db: Session, principal: Principal, now: datetime
+    ) -> PushResult:
+        """Create or sync nodes (the RFC's path; same body and rules as sync/push)."""
+        return push(db, principal, data, now)
+
+    @get("/nodes/{node_id:str}", sync_to_thread=True)
+    def get_node(
+        self, node_id: Hex64Path, db: Session, principal: Principal, now: datetime
+    ) -> NodeOut:
+        """One envelope by its keyed node ID."""
+        return _node_out(_find(db, principal, node_id, now))
+
+    @get("/nodes/{node_id:str}/ancestry", sync_to_thread=True)
+    def ancestry(
+        self, node_id: Hex64Path, db: Session, principal: Principal, now: datetime
+    ) -> list[NodeOut]:
+        """The node and its ancestors, node first, in one request (one recursive query)."""
+        return _ancestry(db, principal, node_id, now)
+
+    @get("/sessions", sync_to_thread=True)
+    def sessions(
+        self,
+        db: Session,
+        principal: Principal,
+        now: datetime,
+        vault: VaultQuery,
+        after: Annotated[int, Parameter(ge=0, le=2**62)] = 0,
+        limit: Annotated[int, Parameter(ge=1, le=MAX_PAGE)] = 100,
+    ) -> SessionPage:
+        """Sessions (leaf nodes) of a vault readable by the caller, paginated by sequence."""
+        team, member = acl.require_vault(db, principal, vault, "pull")
+        parent_ids = select(NodeRecord.parent_id).where(
+            NodeRecord.vault_id == team.id, NodeRecord.parent_id.is_not(None)
+        )
+        records = db.scalars(
+            select(NodeRecord)
+            .where(
+                acl.readable_clause(team, member, now),
+                NodeRecord.seq > after,
+                NodeRecord.node_id.not_in(parent_ids),
+            )
+            .order_by(NodeRecord.seq)
+            .limit(limit + 1)
+        ).all()
+        more = len(records) > limit
+        page = records[:limit]
+        return SessionPage(
+            items=[
+                SessionInfo(
+                    session_id=r.node_id,
+                    vault=r.vault_id,
+                    seq=r.seq,
+                    uploaded_at=r.uploaded_at.isoformat(),
+                    metadata=dict(r.clear_metadata),
+                )
+                for r in page
+            ],
+            cursor=page[-1].seq if page else after,
+            more=more,
+        )
+
+    @get("/sessions/{session_id:str}", sync_to_thread=True)
+    def session(
+        self, session_id: Hex64Path, db: Session, principal: Principal, now: datetime
+    ) -> list[NodeOut]:
+        """A session: its leaf and every ancestor (same as the node's ancestry)."""
+        return _ancestry(db, principal, session_id, now)
+
+
+MAX_DEPTH = 1_000_000
+
+
+def _ancestry(db: Session, principal: Principal, node_id: str, now: datetime) -> list[NodeOut]:
+    first = _find(db, principal, node_id, now)
+    team = db.get(Team, first.vault_id)
+    found = acl.membership(db, principal.user_id, first.vault_id)
+    if team is None or found is None:  # pragma: no cover - _find checked both
+        raise NotFound(_NO_NODE)
+    vault = first.vault_id
+    anc = (
+        select(NodeRecord.node_id, NodeRecord.parent_id, literal(0).label("depth"))
+        .where(NodeRecord.vault_id == vault, NodeRecord.node_id == node_id)
+        .cte("anc", recursive=True)
+    )
+    anc = anc.union_all(
+        select(NodeRecord.node_id, NodeRecord.parent_id, (anc.c.depth + 1).label("depth"))
+        .join(anc, and_(NodeRecord.vault_id == vault, NodeRecord.node_id == anc.c.parent_id))
+        .where(anc.c.depth < MAX_DEPTH)
+    )
+    # Only what the caller may read: a path through nodes no longer shared is cut there.
+    records = db.scalars(
+        select(NodeRecord)
+        .join(anc, and_(NodeRecord.vault_id == vault, NodeRecord.node_id == anc.c.node_id))
+        .where(acl.readable_clause(team, found[1], now))
+        .order_by(anc.c.depth)
+    ).all()
+    path: list[NodeOut] = []
+    expected: str | None = node_id
+    for record in records:
+        if record.node_id != expected:
+            break
+        path.append(_node_out(record))
+        expected = record.parent_id
+    return path

@@ -1,0 +1,81 @@
+"""Server errors. Each becomes an RFC 9457 problem+json response through one handler table.
+
+::
+
+    ServerError
+    ├── SettingsError          bad configuration at start (never an HTTP response)
+    └── ApiError               an HTTP 4xx with a message written for the client's user
+        ├── BadRequest (400)   malformed or inconsistent input
+        ├── Unauthorized (401) no, expired or revoked credentials
+        ├── Forbidden (403)    authenticated but not allowed; never says whether a thing exists
+        ├── NotFound (404)     absent, or not yours: the same answer for both
+        ├── Conflict (409)     a compare-and-swap lost (chain head moved)
+        ├── PayloadTooLarge (413)
+        ├── PlanLimit (402)    the team's plan refuses it
+        └── TooManyRequests (429)
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ApiError",
+    "BadRequest",
+    "Conflict",
+    "Forbidden",
+    "NotFound",
+    "PayloadTooLarge",
+    "PlanLimit",
+    "ServerError",
+    "SettingsError",
+    "TooManyRequests",
+    "Unauthorized",
+]
+
+
+class ServerError(Exception):
+    pass
+
+
+class SettingsError(ServerError):
+    pass
+
+
+class ApiError(ServerError):
+    status = 400
+    title = "Bad Request"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class BadRequest(ApiError):
+    pass
+
+
+class Unauthorized(ApiError):
+    status, title = 401, "Unauthorized"
+
+
+class Forbidden(ApiError):
+    status, title = 403, "Forbidden"
+
+
+class NotFound(ApiError):
+    status, title = 404, "Not Found"
+
+
+class Conflict(ApiError):
+    status, title = 409, "Conflict"
+
+
+class PayloadTooLarge(ApiError):
+    status, title = 413, "Payload Too Large"
+
+
+class PlanLimit(ApiError):
+    status, title = 402, "Plan Limit Reached"
+
+
+class TooManyRequests(ApiError):
+    status, title = 429, "Too Many Requests"

@@ -1,0 +1,210 @@
+"""The sync protocol's wire schemas, shared by the client and the server.
+
+Every request and response body of the API is one of these msgspec Structs. Unknown fields are
+refused (``forbid_unknown_fields``), strings that carry IDs, hex or base64 are checked by pattern
+and length, and lists are bounded, so a malformed body is a 4xx before any handler logic runs.
+The server's OpenAPI schema is generated from these types and is the contract.
+
+Binary values travel as unpadded base64url; node IDs as 64 lowercase hex digits.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta
+
+__all__ = [
+    "API_KEY_PREFIX",
+    "MAX_BATCH_BYTES",
+    "MAX_BATCH_NODES",
+    "ApiKeyCreate",
+    "ApiKeyCreated",
+    "ApiKeyInfo",
+    "Challenge",
+    "EnvelopeWire",
+    "LoginRequest",
+    "NodeOut",
+    "PublicKeys",
+    "PullPage",
+    "PushRequest",
+    "PushResult",
+    "RefreshRequest",
+    "SessionInfo",
+    "SessionPage",
+    "SyncStatusOut",
+    "TokenPair",
+    "UserOut",
+    "VaultOut",
+]
+
+API_KEY_PREFIX = "tapes_"
+MAX_BATCH_NODES = 2000
+MAX_BATCH_BYTES = 16 * 1024 * 1024
+
+Hex64 = Annotated[str, Meta(pattern=r"^[0-9a-f]{64}$")]
+B64 = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]*$", max_length=48 * 1024 * 1024)]
+Key32 = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{43}$")]  # 32 bytes, unpadded base64url
+Sig64 = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{86}$")]  # 64 bytes, unpadded base64url
+Handle = Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9_.-]{1,38}$")]
+VaultId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+Fingerprint = Annotated[str, Meta(pattern=r"^[A-Z2-7]{4}(-[A-Z2-7]{4}){7}$")]
+Permission = Literal["push", "pull", "read-usage", "admin"]
+
+
+class _Strict(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    pass
+
+
+# --- auth -----------------------------------------------------------------------------------
+
+
+class PublicKeys(_Strict, frozen=True):
+    """A user's public identity: X25519 (encryption) and Ed25519 (signing) keys."""
+
+    x25519: Hex64
+    ed25519: Hex64
+
+
+class Challenge(_Strict, frozen=True):
+    """A single-use login nonce; sign it with the identity key to log in."""
+
+    challenge_id: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{22,64}$")]
+    nonce: Key32
+    audience: str
+    expires_at: str
+
+
+class LoginRequest(_Strict, frozen=True):
+    """Proof of possession of the signing key. ``handle`` registers a new account."""
+
+    challenge_id: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{22,64}$")]
+    keys: PublicKeys
+    signature: Sig64
+    handle: Handle | None = None
+
+
+class TokenPair(_Strict, frozen=True):
+    access_token: str
+    refresh_token: str
+    expires_in: int
+    user_id: str
+    fingerprint: str
+    personal_vault: str
+
+
+class RefreshRequest(_Strict, frozen=True):
+    refresh_token: Annotated[str, Meta(min_length=20, max_length=200)]
+
+
+class UserOut(_Strict, frozen=True):
+    user_id: str
+    handle: str
+    fingerprint: str
+    keys: PublicKeys
+
+
+class ApiKeyCreate(_Strict, frozen=True):
+    vault: VaultId
+    permissions: Annotated[list[Permission], Meta(min_length=1, max_length=4)]
+    name: Annotated[str, Meta(max_length=100)] = ""
+
+
+class ApiKeyInfo(_Strict, frozen=True):
+    key_id: str
+    vault: str
+    permissions: list[str]
+    name: str
+    created_at: str
+    last_used_at: str | None
+    revoked: bool
+
+
+class ApiKeyCreated(_Strict, frozen=True):
+    """The key itself is shown this once; the server keeps only its hash."""
+
+    api_key: str
+    info: ApiKeyInfo
+
+
+# --- vaults and nodes ------------------------------------------------------------------------
+
+
+class VaultOut(_Strict, frozen=True):
+    vault_id: str
+    name: str
+    kind: Literal["personal", "team"]
+    role: str
+    tier: str
+    head_seq: int
+    node_count: int
+
+
+MetadataValue = str | int | None
+
+
+class EnvelopeWire(_Strict, frozen=True):
+    """One node envelope as ``keymgmt.Envelope.to_dict`` writes it. Opaque to the server
+    except for the routing fields it must index (IDs, epoch, sizes, clear metadata)."""
+
+    version: Annotated[int, Meta(ge=1, le=255)]
+    team: VaultId
+    epoch: Annotated[int, Meta(ge=0, le=2**31)]
+    node_id: Hex64
+    parent_id: Hex64 | None
+    author: Fingerprint
+    record_type: Annotated[str, Meta(pattern=r"^[a-z_]{1,32}$")]
+    metadata: Annotated[
+        dict[Annotated[str, Meta(max_length=64)], MetadataValue], Meta(max_length=32)
+    ]
+    padded_size: Annotated[int, Meta(ge=0, le=64 * 1024 * 1024)]
+    nonce: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{32}$")] | None
+    ciphertext: B64 | None
+    signature: Sig64 | None
+
+
+class PushRequest(_Strict, frozen=True):
+    vault: VaultId
+    envelopes: Annotated[list[EnvelopeWire], Meta(min_length=1, max_length=MAX_BATCH_NODES)]
+
+
+class PushResult(_Strict, frozen=True):
+    stored: list[str]
+    existing: list[str]
+    head_seq: int
+
+
+class NodeOut(_Strict, frozen=True):
+    seq: int
+    uploaded_at: str
+    envelope: EnvelopeWire
+
+
+class PullPage(_Strict, frozen=True):
+    vault: str
+    items: list[NodeOut]
+    cursor: int
+    more: bool
+
+
+class SyncStatusOut(_Strict, frozen=True):
+    vault: str
+    head_seq: int
+    node_count: int
+    after: int
+    pending_pull: int
+
+
+class SessionInfo(_Strict, frozen=True):
+    session_id: str
+    vault: str
+    seq: int
+    uploaded_at: str
+    metadata: dict[str, Any]
+
+
+class SessionPage(_Strict, frozen=True):
+    items: list[SessionInfo]
+    cursor: int
+    more: bool
