@@ -73,7 +73,7 @@ SIGNATURE_BYTES: Final = 64
 SEAL_OVERHEAD: Final = KEY_BYTES + AEAD_NONCE_BYTES + AEAD_TAG_BYTES
 
 _NACL_ERRORS = (nacl.exceptions.CryptoError, ValueError, TypeError)
-_ZSTD_LEVEL: Final = 3
+_ZSTD_LEVEL: Final = 1
 # zstandard contexts must not be shared between threads (the sync worker runs in its own).
 _local = threading.local()
 # A clamped scalar used only to test whether a point has small order (the product is then 0).
@@ -228,7 +228,7 @@ def _zstd() -> tuple[zstandard.ZstdCompressor, zstandard.ZstdDecompressor]:
 
 
 def compress(data: bytes) -> bytes:
-    """zstandard level 3, with the content size in the frame header."""
+    """zstandard level 1 (small nodes gain little from higher levels); size in the header."""
     return _zstd()[0].compress(data)
 
 

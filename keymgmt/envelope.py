@@ -19,6 +19,7 @@ failure inside it raises the one opaque :class:`~keymgmt.errors.IntegrityError`.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import struct
 from collections.abc import Callable, Mapping
@@ -245,41 +246,42 @@ def seal_node(
     parent = (
         None if parent_tapes_hash is None else node_id(vault_id_key, _check_hash(parent_tapes_hash))
     )
-    env = Envelope(
-        version=labels.PROTOCOL_VERSION, team=team, epoch=epoch,
-        node_id=node_id(vault_id_key, _check_hash(tapes_hash)), parent_id=parent, author=author,
-        record_type=record_type, metadata=dict(metadata), padded_size=0, nonce=None,
-        ciphertext=None,
-    )  # fmt: skip
-    digest = metadata_digest(env.metadata)
+    header = (labels.PROTOCOL_VERSION, team, epoch, node_id(vault_id_key, _check_hash(tapes_hash)),
+              parent, author, record_type, dict(metadata))  # fmt: skip
+    try:
+        digest = metadata_digest(header[-1])
+    except ValueError:
+        raise PolicyError("metadata values must be strings or integers below 2**53") from None
     if body is None:
         if signer is None:
             raise PolicyError("a metadata-only record must be signed by its author")
+        env = Envelope(*header, 0, None, None)
         signature = signer.sign(labels.ENVELOPE_METADATA_SIGNATURE + _ad(env, digest))
-        return _replace(env, signature=signature)
+        return dataclasses.replace(env, signature=signature)
     if epoch_key is None:
         raise PolicyError("an encrypted record needs the epoch key")
     if len(body) > MAX_BODY_BYTES:
         raise PolicyError(f"node body exceeds {MAX_BODY_BYTES} bytes")
     padded = _frame(body)
     nonce = prim.random_bytes(prim.AEAD_NONCE_BYTES) if nonce is None else nonce
-    env = _replace(env, padded_size=len(padded), nonce=nonce, ciphertext=b"")
+    env = Envelope(*header, len(padded), nonce, b"")
     try:
         ciphertext = prim.aead_encrypt(epoch_key, nonce, padded, _ad(env, digest))
     except prim.PrimitiveError:
         raise PolicyError("epoch key must be 32 bytes and nonce 24 bytes") from None
-    return _replace(env, ciphertext=ciphertext)
-
-
-def _replace(env: Envelope, **changes: object) -> Envelope:
-    fields = {name: getattr(env, name) for name in Envelope.__dataclass_fields__}
-    fields.update(changes)
-    return Envelope(**fields)
+    return dataclasses.replace(env, ciphertext=ciphertext)
 
 
 def _fail(reason: str) -> IntegrityError:
     log.debug("envelope rejected: %s", reason)
     return IntegrityError()
+
+
+def _digest(env: Envelope) -> bytes:
+    try:
+        return metadata_digest(env.metadata)
+    except ValueError:  # outside RFC 8785's domain (huge integers, lone surrogates)
+        raise _fail("metadata cannot be canonicalized") from None
 
 
 def _check_header(env: Envelope, state: VerifiedTeamState) -> None:
@@ -305,7 +307,7 @@ def verify_metadata_only(
         raise _fail("not a metadata-only record")
     if env.signature is None:
         raise _fail("unsigned metadata-only record")
-    ad = _ad(env, metadata_digest(env.metadata))
+    ad = _ad(env, _digest(env))
     if not state.known_identities[env.author].verify(
         labels.ENVELOPE_METADATA_SIGNATURE + ad, env.signature
     ):
@@ -342,9 +344,7 @@ def open_node(
     if len(env.ciphertext) != env.padded_size + prim.AEAD_TAG_BYTES:
         raise _fail("ciphertext length does not match padded size")
     try:
-        padded = prim.aead_decrypt(
-            epoch_key, env.nonce, env.ciphertext, _ad(env, metadata_digest(env.metadata))
-        )
+        padded = prim.aead_decrypt(epoch_key, env.nonce, env.ciphertext, _ad(env, _digest(env)))
     except prim.PrimitiveError:
         raise _fail("AEAD tag") from None
     body = _unframe(padded)

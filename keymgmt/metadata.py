@@ -47,13 +47,21 @@ _FULL_ONLY_INT: Final = ("total_duration_ns", "prompt_duration_ns")
 COARSE_FIELDS: Final = frozenset((*_STR_FIELDS, *_TOKEN_FIELDS, "created_at"))
 FULL_FIELDS: Final = COARSE_FIELDS | {"project", *_FULL_ONLY_INT}
 MAX_STR: Final = 512
-MAX_INT: Final = 2**63 - 1
+MAX_INT: Final = 2**53 - 1  # RFC 8785 numbers are IEEE doubles
 
 
 def _text(name: str, value: object) -> str:
-    if not isinstance(value, str) or len(value) > MAX_STR:
+    if not isinstance(value, str) or len(value) > MAX_STR or not _encodable(value):
         raise PolicyError(f"metadata field {name} must be a string of at most {MAX_STR} characters")
     return value
+
+
+def _encodable(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates
+        return False
+    return True
 
 
 def _count(name: str, value: object) -> int:

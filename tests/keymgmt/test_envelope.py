@@ -327,3 +327,21 @@ def test_any_bit_flip_in_metadata_only_signature_fails(bit: int) -> None:
     tampered = dict(_META_ONLY, signature=_flip_b64(_META_ONLY["signature"], bit))  # type: ignore[arg-type]
     with pytest.raises(IntegrityError):
         open_node(tampered, state=_TEAM.state, keys=None, hasher=hasher)
+
+
+@pytest.mark.parametrize("value", [2**60, "\ud800"])
+def test_metadata_outside_rfc8785_domain_fails_closed(team: Team, value: object) -> None:
+    wire = seal(team).to_dict()
+    tampered = dict(wire, metadata={**wire["metadata"], "total_tokens": value})  # type: ignore[dict-item]
+    with pytest.raises(IntegrityError):
+        open_(team, tampered)
+    with pytest.raises(IntegrityError):
+        verify_metadata_only(
+            dict(
+                seal(team, body=None, epoch_key=None, signer=team.member).to_dict(),
+                metadata={"x": value},
+            ),
+            state=team.state,
+        )
+    with pytest.raises(PolicyError):
+        seal(team, metadata={"total_tokens": value})

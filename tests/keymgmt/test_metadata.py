@@ -100,3 +100,11 @@ def test_digest_is_sha256_of_rfc8785() -> None:
     md = project_metadata("full", ALL)
     assert metadata_digest(md) == hashlib.sha256(rfc8785.dumps(md)).digest()
     assert metadata_digest({"b": 1, "a": 2}) == metadata_digest({"a": 2, "b": 1})
+
+
+def test_values_stay_inside_the_rfc8785_domain() -> None:
+    with pytest.raises(PolicyError):
+        project_metadata("coarse", {"total_tokens": 2**53})
+    with pytest.raises(PolicyError):
+        project_metadata("coarse", {"model": "\ud800"})
+    assert project_metadata("coarse", {"total_tokens": 2**53 - 1}) == {"total_tokens": 2**53 - 1}
