@@ -28,27 +28,24 @@ from server.deps import provide_db, provide_now, utc_now
 from server.domain.auth import ApiKeyController, AuthController
 from server.domain.nodes import NodeController, SyncController
 from server.domain.vaults import VaultController
-from server.errors import ApiError
+from server.errors import ApiError, problem
 from server.settings import Settings
 
 __all__ = ["create_app"]
 
 log = logging.getLogger("tapes.server")
-PROBLEM = "application/problem+json"
 
 
 def _problem(status: int, title: str, detail: str) -> Response[dict[str, object]]:
-    return Response(
-        {"type": "about:blank", "title": title, "status": status, "detail": detail},
-        status_code=status,
-        media_type=PROBLEM,
-    )
+    error = ApiError(detail)
+    error.status, error.title = status, title
+    return problem(error)
 
 
 def _api_error(
     _request: Request[object, object, State], exc: ApiError
 ) -> Response[dict[str, object]]:
-    return _problem(exc.status, exc.title, exc.detail)
+    return problem(exc)
 
 
 def _validation(

@@ -17,7 +17,11 @@
 
 from __future__ import annotations
 
+from litestar import Response
+
 __all__ = [
+    "PROBLEM_JSON",
+    "problem",
     "ApiError",
     "BadRequest",
     "Conflict",
@@ -79,3 +83,17 @@ class PlanLimit(ApiError):
 
 class TooManyRequests(ApiError):
     status, title = 429, "Too Many Requests"
+
+
+PROBLEM_JSON = "application/problem+json"
+
+
+def problem(error: ApiError) -> Response[dict[str, object]]:
+    """The problem+json response for ``error`` (RFC 9457)."""
+    body: dict[str, object] = {
+        "type": "about:blank",
+        "title": error.title,
+        "status": error.status,
+        "detail": error.detail,
+    }
+    return Response(body, status_code=error.status, media_type=PROBLEM_JSON)

@@ -17,7 +17,7 @@ import secrets
 import uuid
 from datetime import datetime, timedelta
 
-from litestar import Controller, Request, delete, get, post
+from litestar import Controller, Request, Response, delete, get, post
 from litestar.datastructures import State
 from litestar.di import Provide
 from sqlalchemy import delete as sql_delete
@@ -38,7 +38,7 @@ from server.db.models import (
     User,
 )
 from server.deps import Principal, aware, provide_principal, token_hash
-from server.errors import BadRequest, Conflict, NotFound, Unauthorized
+from server.errors import BadRequest, Conflict, NotFound, Unauthorized, problem
 from server.settings import Settings
 from tapes_e2e.protocol import (
     API_KEY_PREFIX,
@@ -200,7 +200,7 @@ class AuthController(Controller):
     def refresh(
         self, request: Request[object, object, State], data: RefreshRequest, db: Session,
         now: datetime,
-    ) -> TokenPair:  # fmt: skip
+    ) -> TokenPair | Response[dict[str, object]]:  # fmt: skip
         """Rotate the refresh token. Reusing a spent one revokes its whole family."""
         settings: Settings = request.app.state.settings
         ratelimit.hit(db, f"auth:{_client(request)}", limit=settings.auth_rate_per_minute, now=now)
@@ -217,11 +217,9 @@ class AuthController(Controller):
                 db, team_id=None, actor_id=token.user_id, action="refresh_token_reuse",
                 subject=token.family_id, detail={"client": _client(request)}, now=now,
             )  # fmt: skip
-            # The revocation must stick although this request fails: commit it now.
-            db.commit()
-            db.begin()
-            raise Unauthorized(
-                "this refresh token was already used; every session of it is revoked"
+            # Answered, not raised: the revocation must be committed although the request fails.
+            return problem(
+                Unauthorized("this refresh token was already used; every session of it is revoked")
             )
         token.used_at = now
         user = db.get(User, token.user_id)

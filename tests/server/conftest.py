@@ -1,0 +1,169 @@
+"""Server fixtures: the real Litestar app on a fresh, migrated database, and logged-in users.
+
+``server_app`` runs in-process through Litestar's TestClient (an ``httpx.Client``). The same
+tests run against PostgreSQL when ``TAPES_TEST_DATABASE_URL`` names one (tests/server/pg.py
+starts a throwaway cluster for that).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import itertools
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from litestar.testing import TestClient
+
+import keymgmt
+from keymgmt.login import sign_login
+from server.app import create_app
+from server.db.engine import make_engine
+from server.db.migrate import upgrade
+from server.settings import Settings
+
+AUDIENCE = "http://testserver.local"
+
+
+class Clock:
+    """A clock the tests move by hand."""
+
+    def __init__(self) -> None:
+        self.now = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def client(tmp_path: Path, clock: Clock) -> Iterator[TestClient[Any]]:
+    url = f"sqlite+pysqlite:///{tmp_path / 'server.sqlite'}"
+    settings = Settings(database_url=url, auth_rate_per_minute=1000)
+    engine = make_engine(url)
+    upgrade(engine)
+    app = create_app(settings, engine=engine, clock=clock, audience=AUDIENCE)
+    with TestClient(app, base_url=AUDIENCE) as test_client:
+        yield test_client
+    engine.dispose()
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+_handles = itertools.count()
+
+
+class User:
+    """A person with an identity, logged in to the server through the real endpoints."""
+
+    def __init__(self, client: TestClient[Any], handle: str | None = None) -> None:
+        self.client = client
+        self.identity = keymgmt.generate_identity()
+        self.handle = handle or f"user{next(_handles)}"
+        tokens = self.login(register=True)
+        self.access, self.refresh = tokens["access_token"], tokens["refresh_token"]
+        self.vault = tokens["personal_vault"]
+        self.user_id = tokens["user_id"]
+
+    @property
+    def keys(self) -> dict[str, str]:
+        return {
+            "x25519": self.identity.public.x25519.hex(),
+            "ed25519": self.identity.public.ed25519.hex(),
+        }
+
+    def login(self, *, register: bool = False) -> dict[str, Any]:
+        challenge = self.client.post("/auth/challenge").json()
+        signature = sign_login(
+            self.identity,
+            server=challenge["audience"],
+            challenge_id=challenge["challenge_id"],
+            nonce=unb64(challenge["nonce"]),
+        )
+        body: dict[str, Any] = {
+            "challenge_id": challenge["challenge_id"],
+            "keys": self.keys,
+            "signature": b64(signature),
+        }
+        if register:
+            body["handle"] = self.handle
+        response = self.client.post("/auth/login", json=body)
+        assert response.status_code == 200, response.text
+        result: dict[str, Any] = response.json()
+        return result
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.access}"}
+
+    def get(self, path: str, **kwargs: Any) -> Any:
+        return self.client.get(path, headers=self.headers, **kwargs)
+
+    def post(self, path: str, body: Any) -> Any:
+        return self.client.post(path, json=body, headers=self.headers)
+
+    def delete(self, path: str) -> Any:
+        return self.client.delete(path, headers=self.headers)
+
+
+class Vault:
+    """Keys for sealing envelopes into one vault, as a client holds them."""
+
+    def __init__(self, vault_id: str, author: keymgmt.Identity) -> None:
+        self.vault_id = vault_id
+        self.author = author
+        self.vault_key = keymgmt.new_key()
+        self.epoch_key = keymgmt.new_key()
+
+    def seal(self, text: str, parent_hash: str | None = None, *, size: int = 0) -> tuple[str, dict[str, Any]]:
+        """A fake tapes node (the server never looks inside) sealed as an envelope."""
+        body = (text + "x" * size).encode("utf-8")
+        tapes_hash = hashlib.sha256(b"%s|%s" % ((parent_hash or "").encode(), body)).hexdigest()
+        envelope = keymgmt.seal_node(
+            team=self.vault_id,
+            epoch=1,
+            epoch_key=self.epoch_key,
+            vault_id_key=self.vault_key,
+            tapes_hash=tapes_hash,
+            parent_tapes_hash=parent_hash,
+            body=body,
+            metadata=keymgmt.project_metadata(
+                "coarse", {"model": "m", "role": "user", "total_tokens": 7}
+            ),
+            author=self.author.fingerprint,
+        )
+        return tapes_hash, envelope.to_dict()
+
+    def chain(self, count: int, *, size: int = 0) -> list[dict[str, Any]]:
+        parent: str | None = None
+        out = []
+        for index in range(count):
+            parent, env = self.seal(f"turn {index}", parent, size=size)
+            out.append(env)
+        return out
+
+
+@pytest.fixture
+def alice(client: TestClient[Any]) -> User:
+    return User(client, "alice")
+
+
+@pytest.fixture
+def bob(client: TestClient[Any]) -> User:
+    return User(client, "bob")

@@ -1,0 +1,156 @@
+"""Login by signature, registration, refresh rotation with reuse detection, API keys."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar.testing import TestClient
+
+import keymgmt
+from keymgmt.login import sign_login
+from tests.server.conftest import Clock, User, Vault, b64, unb64
+
+
+def test_register_login_and_me(alice: User) -> None:
+    me = alice.get("/auth/me").json()
+    assert me["handle"] == "alice"
+    assert me["fingerprint"] == alice.identity.fingerprint
+    assert me["keys"] == alice.keys
+    again = alice.login()
+    assert again["user_id"] == alice.user_id
+    vaults = alice.get("/api/v1/teams").json()
+    assert [(v["vault_id"], v["kind"], v["role"]) for v in vaults] == [
+        (alice.vault, "personal", "owner")
+    ]
+
+
+def _attempt(client: TestClient[Any], identity: keymgmt.Identity, **change: Any) -> Any:
+    challenge = client.post("/auth/challenge").json()
+    signature = sign_login(
+        identity,
+        server=change.pop("audience", challenge["audience"]),
+        challenge_id=challenge["challenge_id"],
+        nonce=unb64(challenge["nonce"]),
+    )
+    body = {
+        "challenge_id": challenge["challenge_id"],
+        "keys": {
+            "x25519": identity.public.x25519.hex(),
+            "ed25519": identity.public.ed25519.hex(),
+        },
+        "signature": b64(signature),
+    } | change
+    return client.post("/auth/login", json=body), challenge
+
+
+def test_login_failures_look_the_same(client: TestClient[Any], alice: User) -> None:
+    stranger = keymgmt.generate_identity()
+    unknown, _ = _attempt(client, stranger)  # no such account, no handle
+    wrong_audience, _ = _attempt(client, alice.identity, audience="http://evil.example")
+    forged, _ = _attempt(client, alice.identity, signature=b64(bytes(64)))
+    bodies = [r.json() for r in (unknown, wrong_audience, forged)]
+    assert [r.status_code for r in (unknown, wrong_audience, forged)] == [401, 401, 401]
+    assert len({b["detail"] for b in bodies}) == 1
+
+
+def test_a_challenge_is_single_use_and_expires(client: TestClient[Any], alice: User, clock: Clock) -> None:
+    response, challenge = _attempt(client, alice.identity)
+    assert response.status_code == 200
+    replay = client.post(
+        "/auth/login",
+        json={
+            "challenge_id": challenge["challenge_id"],
+            "keys": alice.keys,
+            "signature": b64(
+                sign_login(
+                    alice.identity,
+                    server=challenge["audience"],
+                    challenge_id=challenge["challenge_id"],
+                    nonce=unb64(challenge["nonce"]),
+                )
+            ),
+        },
+    )
+    assert replay.status_code == 401
+    challenge = client.post("/auth/challenge").json()
+    clock.advance(seconds=61)
+    late = client.post(
+        "/auth/login",
+        json={
+            "challenge_id": challenge["challenge_id"],
+            "keys": alice.keys,
+            "signature": b64(
+                sign_login(
+                    alice.identity,
+                    server=challenge["audience"],
+                    challenge_id=challenge["challenge_id"],
+                    nonce=unb64(challenge["nonce"]),
+                )
+            ),
+        },
+    )
+    assert late.status_code == 401
+
+
+def test_a_taken_handle_is_refused(client: TestClient[Any], alice: User) -> None:
+    response, _ = _attempt(client, keymgmt.generate_identity(), handle="alice")
+    assert response.status_code == 409
+
+
+def test_access_tokens_expire(alice: User, clock: Clock) -> None:
+    clock.advance(seconds=901)
+    assert alice.get("/auth/me").status_code == 401
+
+
+def test_refresh_rotates_and_reuse_revokes_the_family(client: TestClient[Any], alice: User) -> None:
+    first = client.post("/auth/token/refresh", json={"refresh_token": alice.refresh})
+    assert first.status_code == 200
+    rotated = first.json()
+    assert rotated["refresh_token"] != alice.refresh
+    new_headers = {"Authorization": f"Bearer {rotated['access_token']}"}
+    assert client.get("/auth/me", headers=new_headers).status_code == 200
+    # A thief replays the old refresh token: the whole family dies, the thief gets nothing.
+    reuse = client.post("/auth/token/refresh", json={"refresh_token": alice.refresh})
+    assert reuse.status_code == 401
+    assert "already used" in reuse.json()["detail"]
+    assert client.get("/auth/me", headers=new_headers).status_code == 401
+    after = client.post("/auth/token/refresh", json={"refresh_token": rotated["refresh_token"]})
+    assert after.status_code == 401
+
+
+def test_api_keys_are_scoped_shown_once_and_revocable(client: TestClient[Any], alice: User, bob: User) -> None:
+    created = alice.post("/api/v1/api-keys/", {"vault": alice.vault, "permissions": ["pull"]})
+    assert created.status_code == 201
+    secret = created.json()["api_key"]
+    assert secret.startswith("tapes_")
+    listed = alice.get("/api/v1/api-keys/").json()
+    assert [k["key_id"] for k in listed] == [created.json()["info"]["key_id"]]
+    assert secret not in str(listed)
+    headers = {"Authorization": f"Bearer {secret}"}
+    pull = client.get(f"/api/v1/sync/pull?vault={alice.vault}", headers=headers)
+    assert pull.status_code == 200
+    env = Vault(alice.vault, alice.identity).chain(1)
+    push = client.post("/api/v1/sync/push", json={"vault": alice.vault, "envelopes": env}, headers=headers)
+    assert push.status_code == 404  # the key has no push permission
+    assert client.post("/api/v1/api-keys/", json={"vault": alice.vault, "permissions": ["pull"]}, headers=headers).status_code == 401
+    # bob cannot make a key for alice's vault, nor revoke hers
+    assert bob.post("/api/v1/api-keys/", {"vault": alice.vault, "permissions": ["pull"]}).status_code == 404
+    key_id = created.json()["info"]["key_id"]
+    assert bob.delete(f"/api/v1/api-keys/{key_id}").status_code == 404
+    assert alice.delete(f"/api/v1/api-keys/{key_id}").status_code == 204
+    assert client.get(f"/api/v1/sync/pull?vault={alice.vault}", headers=headers).status_code == 401
+
+
+def test_auth_endpoints_are_rate_limited(tmp_path: Any) -> None:
+    from server.app import create_app
+    from server.db.engine import make_engine
+    from server.db.migrate import upgrade
+    from server.settings import Settings
+
+    url = f"sqlite+pysqlite:///{tmp_path / 'rl.sqlite'}"
+    engine = make_engine(url)
+    upgrade(engine)
+    app = create_app(Settings(database_url=url, auth_rate_per_minute=3), engine=engine)
+    with TestClient(app) as client:
+        codes = [client.post("/auth/challenge").status_code for _ in range(5)]
+    assert codes == [200, 200, 200, 429, 429]
