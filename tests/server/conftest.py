@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import itertools
+import os
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,6 +25,7 @@ from server.app import create_app
 from server.db.engine import make_engine
 from server.db.migrate import upgrade
 from server.settings import Settings
+from tests.server.pg import PostgresCluster, postgres_unavailable, running_cluster
 
 AUDIENCE = "http://testserver.local"
 
@@ -46,9 +48,30 @@ def clock() -> Clock:
     return Clock()
 
 
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PostgresCluster]:
+    reason = postgres_unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    with running_cluster() as cluster:
+        yield cluster
+
+
+_databases = itertools.count()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Every server test runs on SQLite and on a real PostgreSQL 15."""
+    if request.param == "sqlite":
+        return f"sqlite+pysqlite:///{tmp_path / 'server.sqlite'}"
+    cluster: PostgresCluster = request.getfixturevalue("pg_cluster")
+    return cluster.create_database(f"tapes_test_{os.getpid()}_{next(_databases)}")
+
+
 @pytest.fixture
-def client(tmp_path: Path, clock: Clock) -> Iterator[TestClient[Any]]:
-    url = f"sqlite+pysqlite:///{tmp_path / 'server.sqlite'}"
+def client(database_url: str, clock: Clock) -> Iterator[TestClient[Any]]:
+    url = database_url
     settings = Settings(database_url=url, auth_rate_per_minute=1000)
     engine = make_engine(url)
     upgrade(engine)
@@ -131,7 +154,9 @@ class Vault:
         self.vault_key = keymgmt.new_key()
         self.epoch_key = keymgmt.new_key()
 
-    def seal(self, text: str, parent_hash: str | None = None, *, size: int = 0) -> tuple[str, dict[str, Any]]:
+    def seal(
+        self, text: str, parent_hash: str | None = None, *, size: int = 0
+    ) -> tuple[str, dict[str, Any]]:
         """A fake tapes node (the server never looks inside) sealed as an envelope."""
         body = (text + "x" * size).encode("utf-8")
         tapes_hash = hashlib.sha256(b"%s|%s" % ((parent_hash or "").encode(), body)).hexdigest()

@@ -53,7 +53,9 @@ def test_login_failures_look_the_same(client: TestClient[Any], alice: User) -> N
     assert len({b["detail"] for b in bodies}) == 1
 
 
-def test_a_challenge_is_single_use_and_expires(client: TestClient[Any], alice: User, clock: Clock) -> None:
+def test_a_challenge_is_single_use_and_expires(
+    client: TestClient[Any], alice: User, clock: Clock
+) -> None:
     response, challenge = _attempt(client, alice.identity)
     assert response.status_code == 200
     replay = client.post(
@@ -118,7 +120,9 @@ def test_refresh_rotates_and_reuse_revokes_the_family(client: TestClient[Any], a
     assert after.status_code == 401
 
 
-def test_api_keys_are_scoped_shown_once_and_revocable(client: TestClient[Any], alice: User, bob: User) -> None:
+def test_api_keys_are_scoped_shown_once_and_revocable(
+    client: TestClient[Any], alice: User, bob: User
+) -> None:
     created = alice.post("/api/v1/api-keys/", {"vault": alice.vault, "permissions": ["pull"]})
     assert created.status_code == 201
     secret = created.json()["api_key"]
@@ -130,11 +134,23 @@ def test_api_keys_are_scoped_shown_once_and_revocable(client: TestClient[Any], a
     pull = client.get(f"/api/v1/sync/pull?vault={alice.vault}", headers=headers)
     assert pull.status_code == 200
     env = Vault(alice.vault, alice.identity).chain(1)
-    push = client.post("/api/v1/sync/push", json={"vault": alice.vault, "envelopes": env}, headers=headers)
+    push = client.post(
+        "/api/v1/sync/push", json={"vault": alice.vault, "envelopes": env}, headers=headers
+    )
     assert push.status_code == 404  # the key has no push permission
-    assert client.post("/api/v1/api-keys/", json={"vault": alice.vault, "permissions": ["pull"]}, headers=headers).status_code == 401
+    assert (
+        client.post(
+            "/api/v1/api-keys/",
+            json={"vault": alice.vault, "permissions": ["pull"]},
+            headers=headers,
+        ).status_code
+        == 401
+    )
     # bob cannot make a key for alice's vault, nor revoke hers
-    assert bob.post("/api/v1/api-keys/", {"vault": alice.vault, "permissions": ["pull"]}).status_code == 404
+    assert (
+        bob.post("/api/v1/api-keys/", {"vault": alice.vault, "permissions": ["pull"]}).status_code
+        == 404
+    )
     key_id = created.json()["info"]["key_id"]
     assert bob.delete(f"/api/v1/api-keys/{key_id}").status_code == 404
     assert alice.delete(f"/api/v1/api-keys/{key_id}").status_code == 204

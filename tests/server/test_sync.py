@@ -35,7 +35,11 @@ def test_push_pull_round_trip_is_byte_exact(alice: User) -> None:
     assert (idle["items"], idle["cursor"], idle["more"]) == ([], 5, False)
     status = alice.get(f"/api/v1/sync/status?vault={alice.vault}&after=2").json()
     assert status == {
-        "vault": alice.vault, "head_seq": 5, "node_count": 5, "after": 2, "pending_pull": 3
+        "vault": alice.vault,
+        "head_seq": 5,
+        "node_count": 5,
+        "after": 2,
+        "pending_pull": 3,
     }
 
 
@@ -76,7 +80,9 @@ def test_get_node_ancestry_and_sessions(alice: User) -> None:
     assert node["envelope"] == trunk[2]
     path = alice.get(f"/api/v1/nodes/{branch['node_id']}/ancestry").json()
     assert [n["envelope"]["node_id"] for n in path] == [
-        branch["node_id"], trunk[1]["node_id"], trunk[0]["node_id"]
+        branch["node_id"],
+        trunk[1]["node_id"],
+        trunk[0]["node_id"],
     ]
     sessions = alice.get(f"/api/v1/sessions?vault={alice.vault}").json()
     assert {s["session_id"] for s in sessions["items"]} == {trunk[3]["node_id"], branch["node_id"]}
