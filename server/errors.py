@@ -21,7 +21,6 @@ from litestar import Response
 
 __all__ = [
     "PROBLEM_JSON",
-    "problem",
     "ApiError",
     "BadRequest",
     "Conflict",
@@ -33,6 +32,7 @@ __all__ = [
     "SettingsError",
     "TooManyRequests",
     "Unauthorized",
+    "problem",
 ]
 
 
