@@ -29,6 +29,11 @@ from server.domain.auth import ApiKeyController, AuthController
 from server.domain.nodes import NodeController, SyncController
 from server.domain.vaults import VaultController
 from server.errors import ApiError, problem
+
+try:  # team, chain, invite and sharing endpoints (server/domain/teams.py, shares.py)
+    from server.domain.registry_teams import TEAM_CONTROLLERS
+except ImportError:  # pragma: no cover - present once the teams work lands
+    TEAM_CONTROLLERS = []
 from server.settings import Settings
 
 __all__ = ["create_app"]
@@ -105,6 +110,7 @@ def create_app(
             VaultController,
             SyncController,
             NodeController,
+            *TEAM_CONTROLLERS,
         ],
         dependencies={
             "db": Provide(provide_db),
