@@ -93,6 +93,7 @@ from keymgmt.keystore import (
     write_key_file,
 )
 from keymgmt.labels import PROTOCOL_VERSION
+from keymgmt.login import sign_login, verify_login
 from keymgmt.metadata import metadata_digest, project_metadata
 from keymgmt.share import (
     UnverifiedShare,
@@ -182,10 +183,12 @@ __all__ = [
     "safety_number",
     "seal_keyring",
     "seal_node",
+    "sign_login",
     "unlock_identity",
     "verify_chain",
     "verify_join_request",
     "verify_joined",
+    "verify_login",
     "verify_metadata_only",
     "verify_share",
     "write_key_file",

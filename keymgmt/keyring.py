@@ -103,6 +103,20 @@ class TeamKeys:
     def current_epoch(self) -> int:
         return max(self.epochs)
 
+    def sealing_key(self, state: VerifiedTeamState) -> tuple[int, bytes]:
+        """The epoch and key new content must use: the chain's current epoch, never an older one.
+
+        A server that withholds the newest keyring cannot make the client fall back to an old
+        epoch (which a removed member may still hold): this raises instead.
+        """
+        key = self.epochs.get(state.epoch)
+        if state.team != self.team or key is None:
+            raise PolicyError(
+                f"no key for the team's current epoch {state.epoch}; refusing to encrypt",
+                hint="fetch the newest keyring from the server (an admin must seal it to you)",
+            )
+        return state.epoch, key
+
     @classmethod
     def from_epoch_keys(cls, keys: EpochKeys) -> TeamKeys:
         team_keys = cls(keys.team, keys.vault_id_key)

@@ -24,6 +24,7 @@ __all__ = [
     "KEYRING_SIGNATURE",
     "KEY_COMMITMENT_EPOCH",
     "KEY_COMMITMENT_VAULT",
+    "LOGIN_CHALLENGE",
     "NODE_ID",
     "PROTOCOL_VERSION",
     "RECOVERY_KIT_AD",
@@ -56,3 +57,4 @@ INVITE_ACCEPT: Final = _PREFIX + b"invite/accept-proof-mac"
 INVITE_CHECKSUM: Final = _PREFIX + b"invite/checksum"
 SHARE_SIGNATURE: Final = _PREFIX + b"share-signature"
 SHARE_TEXT_AD: Final = _PREFIX + b"share-text-ad"
+LOGIN_CHALLENGE: Final = _PREFIX + b"login-challenge"

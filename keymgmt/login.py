@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from typing import Final
 
+from keymgmt import labels
 from keymgmt._encoding import lp
 from keymgmt.identity import Identity, PublicIdentity
 
 __all__ = ["LOGIN_LABEL", "login_message", "sign_login", "verify_login"]
 
-# Kept here, beside its only use, until labels.py is next revised.
-LOGIN_LABEL: Final = b"tapes-e2e/v1/login-challenge"
+LOGIN_LABEL: Final = labels.LOGIN_CHALLENGE
 
 
 def login_message(*, server: str, challenge_id: str, nonce: bytes, fingerprint: str) -> bytes:
@@ -44,8 +44,14 @@ def sign_login(identity: Identity, *, server: str, challenge_id: str, nonce: byt
 def verify_login(
     public: PublicIdentity, *, server: str, challenge_id: str, nonce: bytes, signature: bytes
 ) -> bool:
-    """Whether ``signature`` answers the challenge for ``public`` at ``server``."""
-    message = login_message(
-        server=server, challenge_id=challenge_id, nonce=nonce, fingerprint=public.fingerprint
-    )
+    """Whether ``signature`` answers the challenge for ``public`` at ``server``.
+
+    Never raises on malformed input (a non-ASCII challenge ID, a short signature): False.
+    """
+    try:
+        message = login_message(
+            server=server, challenge_id=challenge_id, nonce=nonce, fingerprint=public.fingerprint
+        )
+    except UnicodeEncodeError:
+        return False
     return public.verify(message, signature)

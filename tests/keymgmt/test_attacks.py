@@ -26,6 +26,7 @@ from keymgmt import (
     Envelope,
     IntegrityError,
     KdfParamsError,
+    PolicyError,
     TeamKeys,
     add_member,
     generate_identity,
@@ -36,6 +37,7 @@ from keymgmt import (
     project_metadata,
     read_key_file,
     remove_member,
+    rotate,
     safety_number,
     seal_keyring,
     seal_node,
@@ -224,6 +226,15 @@ def test_attack_05_rotation_cannot_be_omitted_after_removal(team: Team) -> None:
     assert sum(opens(team, env, removed_keys) for env in new_nodes) == 0
     owner_keys = TeamKeys.from_epoch_keys(open_keyring(ring, state=team.state, identity=team.owner))
     assert all(opens(team, env, owner_keys) for env in new_nodes)
+
+
+def test_attack_05_client_never_falls_back_to_an_old_epoch(team: Team) -> None:
+    """DESIGN §4: the server withholds the new keyring; the client refuses to encrypt."""
+    keys = team.keys_for(team.member)
+    assert keys.sealing_key(team.state) == (1, team.epoch_key)
+    team.append(rotate(team.state, signer=team.owner, new_epoch_key=new_key(), now=T0 + 10))
+    with pytest.raises(PolicyError, match="current epoch 2"):
+        keys.sealing_key(team.state)
 
 
 # 6 -------------------------------------------------------------------------------------------
