@@ -12,14 +12,17 @@ from __future__ import annotations
 import logging
 import socket
 import sys
+from datetime import UTC, datetime
 
 import typer
 import uvicorn
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from server.db.engine import make_engine
 from server.db.migrate import current_revision, head_revision, upgrade
 from server.errors import SettingsError
+from server.plans import apply_retention
 from server.settings import Settings
 
 __all__ = ["app", "main"]
@@ -120,6 +123,19 @@ def db_current() -> None:
     finally:
         engine.dispose()
     sys.stdout.write(f"current {current or '(empty)'}; newest {head_revision(engine)}\n")
+
+
+@app.command()
+def retention() -> None:
+    """Delete envelopes older than each vault's plan keeps (run it daily, e.g. from cron)."""
+    settings = _settings()
+    engine = make_engine(settings.database_url)
+    try:
+        with Session(engine) as db, db.begin():
+            deleted = apply_retention(db, datetime.now(UTC))
+    finally:
+        engine.dispose()
+    sys.stdout.write(f"retention: deleted {deleted} expired envelope(s)\n")
 
 
 @app.command()

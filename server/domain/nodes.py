@@ -22,7 +22,7 @@ from litestar.params import Parameter
 from sqlalchemy import and_, insert, literal, select
 from sqlalchemy.orm import Session
 
-from server import acl
+from server import acl, plans
 from server.db.models import NodeRecord, Team, TeamMember
 from server.deps import Principal, provide_principal
 from server.errors import BadRequest, NotFound, PayloadTooLarge
@@ -78,6 +78,8 @@ def push(db: Session, principal: Principal, data: PushRequest, now: datetime) ->
             )
         )
     )
+    new_roots = sum(1 for e in data.envelopes if e.parent_id is None and e.node_id not in present)
+    plans.check_new_sessions(db, team, new_roots, now)
     stored: list[str] = []
     existing: list[str] = []
     rows = []

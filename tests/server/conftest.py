@@ -131,6 +131,10 @@ class User:
         result: dict[str, Any] = response.json()
         return result
 
+    def relogin(self) -> None:
+        """Log in again (after the test clock moved past the access token's life)."""
+        self.access = self.login()["access_token"]
+
     @property
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.access}"}

@@ -1,0 +1,57 @@
+"""Plan limits and retention."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar.testing import TestClient
+from sqlalchemy.orm import Session
+
+from server.plans import apply_retention
+from tests.server.conftest import Clock, User, Vault
+
+
+def test_free_plan_allows_100_new_sessions_a_month(alice: User, clock: Clock) -> None:
+    keys = Vault(alice.vault, alice.identity)
+    roots = [keys.seal(f"session {i}")[1] for i in range(100)]
+    assert (
+        alice.post("/api/v1/sync/push", {"vault": alice.vault, "envelopes": roots}).status_code
+        == 200
+    )
+    _, one_more = keys.seal("session 101")
+    refused = alice.post("/api/v1/sync/push", {"vault": alice.vault, "envelopes": [one_more]})
+    assert refused.status_code == 402
+    assert "100 new sessions a month" in refused.json()["detail"]
+    # continuing an existing session is not a new session
+    parent_hash, _ = keys.seal("session 0")
+    _, child = keys.seal("a reply", parent_hash)
+    assert (
+        alice.post("/api/v1/sync/push", {"vault": alice.vault, "envelopes": [child]}).status_code
+        == 200
+    )
+    # next month the count starts again
+    clock.advance(days=31)
+    alice.relogin()
+    assert (
+        alice.post("/api/v1/sync/push", {"vault": alice.vault, "envelopes": [one_more]}).status_code
+        == 200
+    )
+
+
+def test_retention_deletes_what_the_free_plan_no_longer_keeps(
+    alice: User, clock: Clock, client: TestClient[Any]
+) -> None:
+    keys = Vault(alice.vault, alice.identity)
+    old = keys.chain(3)
+    alice.post("/api/v1/sync/push", {"vault": alice.vault, "envelopes": old})
+    clock.advance(days=20)
+    alice.relogin()
+    _, fresh = keys.seal("recent session")
+    alice.post("/api/v1/sync/push", {"vault": alice.vault, "envelopes": [fresh]})
+    clock.advance(days=11)  # the first three are now 31 days old, the last one 11
+    with Session(client.app.state.engine) as db, db.begin():
+        assert apply_retention(db, clock()) == 3
+    alice.relogin()
+    page = alice.get(f"/api/v1/sync/pull?vault={alice.vault}").json()
+    assert [i["envelope"]["node_id"] for i in page["items"]] == [fresh["node_id"]]
+    assert alice.get(f"/api/v1/sync/status?vault={alice.vault}").json()["node_count"] == 1
