@@ -272,3 +272,41 @@ def test_unsupported_code_version(team: Team) -> None:
     text = "TAPES-" + base64.b32encode(payload + _checksum(payload)).decode().rstrip("=")
     with pytest.raises(InviteCodeError, match="version"):
         parse_invite_code(text)
+
+
+_FLIP_TEAM = build_team("invite-flip")
+_FLIP_INVITE = create_invite(
+    team=_FLIP_TEAM.team, inviter=_FLIP_TEAM.admin, now=T0, rng=DetRng("flip-invite")
+)
+_FLIP_REQUEST = make_join_request(
+    _FLIP_INVITE.code, identity=generate_identity(rng=DetRng("flip-joiner")), now=T0 + 1
+).to_dict()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    field=st.sampled_from(["invite_id", "member", "x25519", "ed25519", "mac"]),
+    bit=st.integers(0, 10**6),
+)
+def test_any_bit_flip_in_a_join_request_fails_closed(field: str, bit: int) -> None:
+    request = json.loads(json.dumps(_FLIP_REQUEST))
+    holder = request if field == "mac" else request["body"]
+    if field in ("x25519", "ed25519"):
+        holder = holder["member_keys"]
+    raw = bytearray(holder[field].encode())
+    raw[(bit // 8) % len(raw)] ^= 1 << (bit % 8)
+    holder[field] = raw.decode("latin-1")
+    with pytest.raises((InviteVerificationError, InviteUsedError)):
+        verify_join_request(request, invite=_FLIP_INVITE, state=_FLIP_TEAM.state, now=T0 + 2)
+
+
+@settings(max_examples=200, deadline=None)
+@given(bit=st.integers(0, 53 * 8 - 1))
+def test_any_bit_flip_in_the_code_bytes_is_caught(bit: int) -> None:
+    import base64
+
+    raw = bytearray(base64.b32decode(_CODE_TEXT[6:].replace("-", "") + "==="))
+    raw[bit // 8] ^= 1 << (bit % 8)
+    text = "TAPES-" + base64.b32encode(bytes(raw)).decode().rstrip("=")
+    with pytest.raises(InviteCodeError):
+        parse_invite_code(text)
