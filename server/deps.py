@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import anyio.to_thread
 from litestar import Request
 from litestar.datastructures import State
 from sqlalchemy import Engine, select
@@ -33,11 +34,24 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def provide_db(state: State) -> Iterator[Session]:
-    """One transaction per request: committed when the handler returns, rolled back on error."""
+async def provide_db(state: State) -> AsyncIterator[Session]:
+    """One transaction per request: committed when the handler returns, rolled back on error.
+
+    The commit runs before the response is sent (Litestar closes dependencies first), so a client
+    never sees a success that was not stored; commit, rollback and close run in a worker thread
+    so that the event loop never waits on the database.
+    """
     engine: Engine = state.engine
-    with Session(engine, expire_on_commit=False) as session, session.begin():
+    session = Session(engine, expire_on_commit=False)
+    try:
         yield session
+    except BaseException:
+        await anyio.to_thread.run_sync(session.rollback)
+        raise
+    else:
+        await anyio.to_thread.run_sync(session.commit)
+    finally:
+        await anyio.to_thread.run_sync(session.close)
 
 
 def provide_now(state: State) -> datetime:
