@@ -28,7 +28,11 @@ __all__ = [
 ]
 
 HEX64_RE: Final = re.compile(r"[0-9a-f]{64}")
-_B64_RE: Final = re.compile(r"[A-Za-z0-9_-]*")
+_FROM_URLSAFE: Final = bytes.maketrans(b"-_", b"+/")
+_B64_VALUE: Final = {
+    c: i for i, c in enumerate("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+}
+_UNUSED_BITS: Final = (0, 0, 0b1111, 0b11)  # by len % 4: bits of the last character left over
 
 Clock = Callable[[], int]
 
@@ -45,13 +49,15 @@ def b64e(data: bytes) -> str:
 
 def b64d(text: object) -> bytes:
     """Strict inverse of :func:`b64e`; raises ``ValueError`` on anything else."""
-    if not isinstance(text, str) or not _B64_RE.fullmatch(text) or len(text) % 4 == 1:
+    if not isinstance(text, str) or "+" in text or "/" in text or "=" in text:
         raise ValueError("not unpadded base64url")
     try:
-        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except binascii.Error as exc:  # pragma: no cover - the regex already excludes bad input
-        raise ValueError("not unpadded base64url") from exc
-    if b64e(raw) != text:  # non-canonical trailing bits
+        standard = text.encode("ascii").translate(_FROM_URLSAFE) + b"=" * (-len(text) % 4)
+        raw = binascii.a2b_base64(standard, strict_mode=True)
+    except (binascii.Error, UnicodeEncodeError):
+        raise ValueError("not unpadded base64url") from None
+    unused = _UNUSED_BITS[len(text) % 4]
+    if unused and _B64_VALUE[text[-1]] & unused:  # non-canonical trailing bits
         raise ValueError("not canonical base64url")
     return raw
 
