@@ -515,3 +515,26 @@ def test_any_bit_flip_in_a_statement_is_refused(data: st.DataObject) -> None:
 
 
 _BITFLIP_TEAM = build_team("bitflip")
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_any_fork_at_or_below_the_verified_head_is_refused(data: st.DataObject) -> None:
+    """A validly signed alternative history that diverges at or before the head is refused."""
+    team = _random_chain(["add", "rotate", "add", "policy"], 9)
+    head = team.state.head
+    n = len(team.statements)
+    at = data.draw(st.integers(1, n - 1))
+    prefix = team.statements[:at]
+    alt = add_member(
+        verify_chain(prefix),
+        signer=team.owner,
+        member=generate_identity(rng=DetRng(f"fork-{at}")).public,
+        role="viewer",
+        now=T0 + 10_000,
+    )
+    seen = ChainHead(at, team.statements[at].hash)  # the client had verified up to ``at``
+    with pytest.raises(ChainForkError):
+        verify_chain([*prefix, alt], last_verified_head=seen)
+    with pytest.raises((ChainForkError, ChainRollbackError)):
+        verify_chain([*prefix, alt], last_verified_head=head)
