@@ -41,6 +41,7 @@ from keymgmt import (
     write_key_file,
 )
 from keymgmt import _primitives as prim
+from keymgmt.chain import MetadataPolicy
 from keymgmt.envelope import _frame, _unframe
 
 _VOCAB_RNG = random.Random(2026)
@@ -76,7 +77,7 @@ def node_body(i: int, size: int = 2048) -> bytes:
     return json.dumps(node).encode()[:size]
 
 
-def best_of(fn: Callable[[], None], *, repeat: int, number: int) -> float:
+def best_of(fn: Callable[[], object], *, repeat: int, number: int) -> float:
     """Seconds per call, best of ``repeat`` runs of ``number`` calls."""
     times = []
     for _ in range(repeat):
@@ -152,7 +153,7 @@ def bench_envelope(number: int) -> None:
     kw = {"repeat": 5, "number": number}
     t_raw = best_of(raw_aead, **kw)
     t_full = best_of(seal_open, **kw)
-    t_seal = best_of(seal, **kw)  # type: ignore[arg-type]
+    t_seal = best_of(seal, **kw)
     t_open = best_of(open_wire, **kw)
     t_zstd = best_of(compression, **kw)
     t_frame = best_of(frame, **kw)
@@ -194,9 +195,8 @@ def bench_chain(n: int) -> None:
         elif i % 2:
             st = rotate(state, signer=owner, new_epoch_key=prim.random_bytes(32), now=1 + i)
         else:
-            st = change_policy(
-                state, signer=owner, metadata_policy=("full", "coarse")[i % 4 // 2], now=1 + i
-            )  # type: ignore[arg-type]
+            policy: MetadataPolicy = "full" if i % 4 < 2 else "coarse"
+            st = change_policy(state, signer=owner, metadata_policy=policy, now=1 + i)
         statements.append(st)
         state = extend_chain(state, [st])
     wire = [s.to_dict() for s in statements]

@@ -43,7 +43,7 @@ from keymgmt import (
     write_key_file,
 )
 from keymgmt._encoding import b64d, b64e, canonical_json
-from keymgmt.chain import UnverifiedStatement, _sign
+from keymgmt.chain import Role, UnverifiedStatement, _sign
 from keymgmt.keystore import TEST_KDF
 
 OUT = Path(__file__).resolve().parents[1] / "vectors" / "keymgmt"
@@ -115,7 +115,8 @@ class World:
             )
         ]
         self.state = verify_chain(self.statements)
-        for i, role in enumerate(("admin", "member", "viewer")):
+        roles: tuple[Role, ...] = ("admin", "member", "viewer")
+        for i, role in enumerate(roles):
             self.append(
                 add_member(
                     self.state,
@@ -124,7 +125,7 @@ class World:
                     role=role,
                     now=T0 + 1 + i,
                 )
-            )  # type: ignore[arg-type]
+            )
 
     def append(self, st: UnverifiedStatement) -> None:
         self.statements.append(st)

@@ -10,6 +10,7 @@ import ast
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +95,7 @@ def test_attack_01_public_key_substitution(team: Team) -> None:
         open_keyring(ring, state=team.state, identity=attacker)
     # substituting the key inside the chain breaks the owner's signature
     add = team.statements[2]
+    assert add.body.member_keys is not None
     keys = msgspec.structs.replace(add.body.member_keys, x25519=attacker.public.x25519.hex())
     body = msgspec.structs.replace(add.body, member_keys=keys)
     swapped = UnverifiedStatement(
@@ -413,7 +415,7 @@ def test_attack_14_uniform_error_for_malformed_wraps_and_envelopes(team: Team) -
         vault_id_key=team.vault_id_key,
     ).to_dict()
     wire = seal(team, "node").to_dict()
-    attempts = [
+    attempts: list[Callable[[], object]] = [
         lambda: open_keyring(ring, state=team.state, identity=team.viewer),
         lambda: open_keyring(
             {"body": "{}", "signature": ""}, state=team.state, identity=team.member
@@ -428,7 +430,7 @@ def test_attack_14_uniform_error_for_malformed_wraps_and_envelopes(team: Team) -
         ),
         lambda: open_node({"version": 1}, state=team.state, keys=keys, hasher=hasher),
     ]
-    messages = set()
+    messages: set[tuple[type, str, str | None]] = set()
     for attempt in attempts:
         with pytest.raises(IntegrityError) as info:
             attempt()
@@ -494,14 +496,14 @@ def test_attack_17_metadata_only_mode_sends_only_the_allowlist(team: Team, polic
         "content": canary,
         "bucket": canary,
     }
-    env = seal(
+    env: dict[str, Any] = seal(
         team,
         canary,
         body=None,
         epoch_key=None,
         signer=team.member,
-        metadata=project_metadata(policy, fields),
-    ).to_dict()  # type: ignore[arg-type]
+        metadata=project_metadata(policy, fields),  # type: ignore[arg-type]
+    ).to_dict()
     assert set(env) == ENVELOPE_FIELDS
     assert env["ciphertext"] is None
     assert env["nonce"] is None
@@ -511,7 +513,7 @@ def test_attack_17_metadata_only_mode_sends_only_the_allowlist(team: Team, polic
         "coarse": {"model", "total_tokens", "created_at"},
         "full": {"model", "total_tokens", "created_at", "project"},
     }[policy]
-    assert set(env["metadata"]) == expected  # type: ignore[arg-type]
+    assert set(env["metadata"]) == expected
     assert canary not in json.dumps(env)
     assert tapes_hash_of(canary, None) not in json.dumps(env)
 

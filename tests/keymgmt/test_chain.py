@@ -262,6 +262,7 @@ def test_key_substitution_is_refused(team: Team) -> None:
     """The server swaps the member's keys in the add statement (class 1)."""
     last = team.statements[2]
     attacker = generate_identity(rng=DetRng("attacker")).public
+    assert last.body.member_keys is not None
     keys = msgspec.structs.replace(last.body.member_keys, x25519=attacker.x25519.hex())
     swapped = resign(last, team.owner, member_keys=keys)
     with pytest.raises(ChainKeyError):

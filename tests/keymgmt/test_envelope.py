@@ -153,8 +153,8 @@ def test_oversized_body_is_refused(team: Team, monkeypatch: pytest.MonkeyPatch) 
 
 
 def _mutations(team: Team) -> dict[str, Any]:
-    env = seal(team, "original", tapes_hash_of("root", None)).to_dict()
-    other = seal(team, "another").to_dict()
+    env: dict[str, Any] = seal(team, "original", tapes_hash_of("root", None)).to_dict()
+    other: dict[str, Any] = seal(team, "another").to_dict()
     return {
         "version": dict(env, version=2),
         "team": dict(env, team="team-2"),
@@ -269,8 +269,8 @@ def test_old_epoch_nodes_still_open_and_removed_member_cannot_author_new_epoch(t
 
 _TEAM = build_team("flip")
 _KEYS = _TEAM.keys_for(_TEAM.member)
-_ENV = seal(_TEAM, "bit flip target " * 50, tapes_hash_of("root", None)).to_dict()
-_META_ONLY = seal(_TEAM, body=None, epoch_key=None, signer=_TEAM.member).to_dict()
+_ENV: dict[str, Any] = seal(_TEAM, "bit flip target " * 50, tapes_hash_of("root", None)).to_dict()
+_META_ONLY: dict[str, Any] = seal(_TEAM, body=None, epoch_key=None, signer=_TEAM.member).to_dict()
 
 
 def _flip_b64(value: str, bit: int) -> str:
@@ -288,7 +288,7 @@ def _flip_text(value: str, bit: int) -> str:
 @settings(max_examples=300, deadline=None)
 @given(field=st.sampled_from(["ciphertext", "nonce"]), bit=st.integers(0, 10**6))
 def test_any_bit_flip_in_ciphertext_or_nonce_fails(field: str, bit: int) -> None:
-    tampered = dict(_ENV, **{field: _flip_b64(_ENV[field], bit)})  # type: ignore[arg-type]
+    tampered = dict(_ENV, **{field: _flip_b64(_ENV[field], bit)})
     with pytest.raises(IntegrityError):
         open_node(tampered, state=_TEAM.state, keys=_KEYS, hasher=hasher)
 
@@ -304,11 +304,11 @@ def test_any_bit_flip_in_an_ad_field_fails(field: str, bit: int, meta_only: bool
     if field == "model":
         tampered = dict(
             env, metadata={**env["metadata"], "model": _flip_text(env["metadata"]["model"], bit)}
-        )  # type: ignore[dict-item]
+        )
     elif env[field] is None:
         tampered = dict(env, **{field: "ab" * 32})
     else:
-        tampered = dict(env, **{field: _flip_text(env[field], bit)})  # type: ignore[arg-type]
+        tampered = dict(env, **{field: _flip_text(env[field], bit)})
     with pytest.raises(IntegrityError):
         open_node(tampered, state=_TEAM.state, keys=_KEYS, hasher=hasher)
 
@@ -316,7 +316,7 @@ def test_any_bit_flip_in_an_ad_field_fails(field: str, bit: int, meta_only: bool
 @settings(max_examples=200, deadline=None)
 @given(field=st.sampled_from(["epoch", "padded_size", "version"]), delta=st.integers(1, 2**20))
 def test_any_change_to_an_integer_ad_field_fails(field: str, delta: int) -> None:
-    tampered = dict(_ENV, **{field: _ENV[field] + delta})  # type: ignore[operator]
+    tampered = dict(_ENV, **{field: _ENV[field] + delta})
     with pytest.raises(IntegrityError):
         open_node(tampered, state=_TEAM.state, keys=_KEYS, hasher=hasher)
 
@@ -324,7 +324,7 @@ def test_any_change_to_an_integer_ad_field_fails(field: str, delta: int) -> None
 @settings(max_examples=200, deadline=None)
 @given(bit=st.integers(0, 511))
 def test_any_bit_flip_in_metadata_only_signature_fails(bit: int) -> None:
-    tampered = dict(_META_ONLY, signature=_flip_b64(_META_ONLY["signature"], bit))  # type: ignore[arg-type]
+    tampered = dict(_META_ONLY, signature=_flip_b64(_META_ONLY["signature"], bit))
     with pytest.raises(IntegrityError):
         open_node(tampered, state=_TEAM.state, keys=None, hasher=hasher)
 

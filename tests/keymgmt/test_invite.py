@@ -27,6 +27,7 @@ from keymgmt import (
 )
 from keymgmt._encoding import b64e
 from keymgmt.chain import chain_to_wire
+from keymgmt.identity import Identity
 from keymgmt.invite import Invite, JoinRequest, VerifiedJoinRequest
 
 from .conftest import T0, DetRng, Team, build_team
@@ -36,7 +37,7 @@ def invite(team: Team, **kw: object) -> Invite:
     return create_invite(team=team.team, inviter=team.admin, now=T0 + 10, rng=DetRng("inv"), **kw)  # type: ignore[arg-type]
 
 
-def join(team: Team) -> tuple[Invite, object, VerifiedJoinRequest]:
+def join(team: Team) -> tuple[Invite, Identity, VerifiedJoinRequest]:
     inv = invite(team)
     joiner = generate_identity(rng=DetRng("joiner"))
     request = make_join_request(parse_invite_code(inv.code.text), identity=joiner, now=T0 + 20)
@@ -90,17 +91,17 @@ _CODE_TEXT = create_invite(
 
 def test_full_join_flow(team: Team) -> None:
     inv, joiner, verified = join(team)
-    assert verified.member == joiner.public  # type: ignore[attr-defined]
+    assert verified.member == joiner.public
     team.append(accept_join(team.state, request=verified, signer=team.admin, now=T0 + 40))
     state = verify_chain(chain_to_wire(team.statements))
-    assert verify_joined(state, code=inv.code, identity=joiner) == "member"  # type: ignore[arg-type]
+    assert verify_joined(state, code=inv.code, identity=joiner) == "member"
     assert inv.code.invite_id in state.used_invites
 
 
 def test_server_only_sees_the_invite_id(team: Team) -> None:
     """Attack class 13: nothing sent to the server contains the secret or a code."""
     inv, joiner, verified = join(team)
-    request = make_join_request(inv.code, identity=joiner, now=T0 + 20)  # type: ignore[arg-type]
+    request = make_join_request(inv.code, identity=joiner, now=T0 + 20)
     statement = accept_join(team.state, request=verified, signer=team.admin, now=T0 + 40)
     server_bound = json.dumps([inv.server_record(), request.to_dict(), statement.to_dict()])
     secret = inv.code.secret
@@ -144,7 +145,7 @@ def test_join_request_with_inconsistent_fingerprint_or_bad_keys(team: Team) -> N
         {"member_keys": msgspec.structs.replace(good.body.member_keys, x25519="00" * 32)},
     ):
         body = msgspec.structs.replace(good.body, **changes)
-        forged = JoinRequest(body, inv.code and _mac(inv, body))
+        forged = JoinRequest(body, _mac(inv, body))
         with pytest.raises(InviteVerificationError):
             verify_join_request(forged, invite=inv, state=team.state, now=T0 + 30)
 
@@ -199,10 +200,10 @@ def test_invitee_detects_a_substituted_chain(team: Team) -> None:
     by_owner = accept_join(team.state, request=verified, signer=team.owner, now=T0 + 40)
     state = verify_chain([*team.statements, by_owner])
     with pytest.raises(InviteVerificationError):
-        verify_joined(state, code=inv.code, identity=joiner)  # type: ignore[arg-type]
+        verify_joined(state, code=inv.code, identity=joiner)
     # 2. a chain that never mentions the invite
     with pytest.raises(InviteVerificationError):
-        verify_joined(team.state, code=inv.code, identity=joiner)  # type: ignore[arg-type]
+        verify_joined(team.state, code=inv.code, identity=joiner)
     # 3. an add of the attacker's keys carrying the invite id, without a valid proof
     fake = add_member(
         team.state,
@@ -215,27 +216,27 @@ def test_invitee_detects_a_substituted_chain(team: Team) -> None:
     )
     state = verify_chain([*team.statements, fake])
     with pytest.raises(InviteVerificationError):
-        verify_joined(state, code=inv.code, identity=joiner)  # type: ignore[arg-type]
+        verify_joined(state, code=inv.code, identity=joiner)
     # 4. the invitee's own keys but a forged proof
     forged = add_member(
         team.state,
         signer=team.admin,
         member=joiner.public,
-        role="member",  # type: ignore[attr-defined]
+        role="member",
         now=T0 + 40,
         invite_id=inv.code.invite_id,
         invite_proof="ab" * 32,
     )
     state = verify_chain([*team.statements, forged])
     with pytest.raises(InviteVerificationError, match="holder"):
-        verify_joined(state, code=inv.code, identity=joiner)  # type: ignore[arg-type]
+        verify_joined(state, code=inv.code, identity=joiner)
 
 
 def test_invitee_checks_expiry_and_current_membership(team: Team) -> None:
     inv, joiner, verified = join(team)
     late = accept_join(team.state, request=verified, signer=team.admin, now=inv.code.expires_at + 1)
     with pytest.raises(InviteVerificationError, match="outside"):
-        verify_joined(verify_chain([*team.statements, late]), code=inv.code, identity=joiner)  # type: ignore[arg-type]
+        verify_joined(verify_chain([*team.statements, late]), code=inv.code, identity=joiner)
     team.append(accept_join(team.state, request=verified, signer=team.admin, now=T0 + 40))
     from keymgmt import remove_member
 
@@ -243,13 +244,13 @@ def test_invitee_checks_expiry_and_current_membership(team: Team) -> None:
         remove_member(
             team.state,
             signer=team.owner,
-            member=joiner.fingerprint,  # type: ignore[attr-defined]
+            member=joiner.fingerprint,
             new_epoch_key=team.rng(32),
             now=T0 + 50,
         )
     )
     with pytest.raises(InviteVerificationError, match="no longer"):
-        verify_joined(team.state, code=inv.code, identity=joiner)  # type: ignore[arg-type]
+        verify_joined(team.state, code=inv.code, identity=joiner)
 
 
 def test_invite_for_another_team(team: Team) -> None:

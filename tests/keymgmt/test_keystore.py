@@ -30,6 +30,7 @@ from keymgmt import (
     unlock_identity,
     write_key_file,
 )
+from keymgmt._encoding import b64e
 from keymgmt.identity import Identity
 from keymgmt.keystore import KDF_CEILING, TEST_KDF
 
@@ -241,12 +242,10 @@ def test_unlock_order_keyring_then_passphrase_then_env(key_file: Path, ident: Id
 def test_os_keyring_entry_for_other_keys_is_ignored(key_file: Path, ident: Identity) -> None:
     backend = FakeBackend()
     other = generate_identity(rng=DetRng("other"))
-    backend.set_password(
-        _oskeyring.SERVICE, ident.fingerprint, _oskeyring.b64e(other.export_secret())
-    )
+    backend.set_password(_oskeyring.SERVICE, ident.fingerprint, b64e(other.export_secret()))
     with pytest.raises(UnlockError, match="no passphrase"):
         unlock_identity(key_file, environ={}, backend=backend, floor=TEST_KDF)
-    backend.set_password(_oskeyring.SERVICE, ident.fingerprint, _oskeyring.b64e(b"short"))
+    backend.set_password(_oskeyring.SERVICE, ident.fingerprint, b64e(b"short"))
     with pytest.raises(UnlockError, match="no passphrase"):
         unlock_identity(key_file, environ={}, backend=backend, floor=TEST_KDF)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,6 +13,7 @@ from keymgmt import (
     Envelope,
     KeymgmtError,
     TeamKeys,
+    VerifiedShare,
     create_invite,
     export_recovery_kit,
     import_recovery_kit,
@@ -63,7 +65,7 @@ def _failures(team: Team, tmp_path: Path) -> list[Callable[[], object]]:
         metadata=project_metadata("coarse", {"model": "m"}),
         author=team.member.fingerprint,
     )
-    wire = env.to_dict()
+    wire: dict[str, Any] = env.to_dict()
     ring = seal_keyring(
         team.state,
         sealer=team.owner,
@@ -87,7 +89,7 @@ def _failures(team: Team, tmp_path: Path) -> list[Callable[[], object]]:
             state=team.state,
             keys=keys,
             hasher=hasher,
-        ),  # type: ignore[operator]
+        ),
         lambda: open_node(wire, state=team.state, keys=keys, hasher=lying_hasher),
         lambda: open_node(
             wire,
@@ -111,7 +113,7 @@ def _failures(team: Team, tmp_path: Path) -> list[Callable[[], object]]:
     ]
 
 
-def _share(team: Team, keys: TeamKeys) -> object:
+def _share(team: Team, keys: TeamKeys) -> VerifiedShare:
     from keymgmt import create_share
 
     return verify_share(

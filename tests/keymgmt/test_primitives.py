@@ -43,7 +43,7 @@ def test_decompress_refuses_a_lying_content_size(monkeypatch: pytest.MonkeyPatch
     class Params:
         content_size = 50
 
-    monkeypatch.setattr(prim.zstandard, "get_frame_parameters", lambda data: Params())
+    monkeypatch.setattr("keymgmt._primitives.zstandard.get_frame_parameters", lambda data: Params())
     with pytest.raises(prim.PrimitiveError):
         prim.decompress(frame, max_size=1000)
 
