@@ -85,6 +85,7 @@ ContentPolicy = Literal["encrypted", "omit"]
 
 READER_ROLES: Final = frozenset({"owner", "admin", "member"})
 _MANAGER_ROLES: Final = frozenset({"owner", "admin"})
+_ROSTER_ACTIONS: Final = frozenset({"create", "add", "remove", "change_role"})
 MAX_TEAM_LEN: Final = 128
 
 
@@ -327,7 +328,7 @@ class _Folder:
             raise ChainSignatureError(f"statement {body.seqno}: bad signature")
         _ACTIONS[body.action](self, body)
         self.last_time = body.time
-        self._checkpoint(st.hash)
+        self._checkpoint(st.hash, roster_changed=body.action in _ROSTER_ACTIONS)
         self.statements.append(st)
 
     def _check_position(self, body: StatementBody) -> None:
@@ -356,16 +357,18 @@ class _Folder:
             raise ChainPermissionError(f"statement {body.seqno}: signer is not a member")
         return member.public
 
-    def _checkpoint(self, digest: str) -> None:
-        readers = frozenset(fp for fp, m in self.members.items() if m.role in READER_ROLES)
-        managers = frozenset(fp for fp, m in self.members.items() if m.role in _MANAGER_ROLES)
+    def _checkpoint(self, digest: str, *, roster_changed: bool) -> None:
         prev = self.checkpoints[-1] if self.checkpoints else None
-        if prev is not None and prev.readers == readers:
-            readers = prev.readers  # share the frozenset: long chains stay small
-        if prev is not None and prev.managers == managers:
-            managers = prev.managers
+        if prev is None or roster_changed:
+            members = self.members.items()
+            readers = frozenset(fp for fp, m in members if m.role in READER_ROLES)
+            managers = frozenset(fp for fp, m in members if m.role in _MANAGER_ROLES)
+        else:  # rotations and policy changes keep the roster: share the sets
+            readers, managers = prev.readers, prev.managers
         self.checkpoints.append(Checkpoint(digest, self.epoch, readers, managers))
-        self.writers.setdefault(self.epoch, set()).update(readers)
+        writers = self.writers.setdefault(self.epoch, set())
+        if roster_changed or not writers:
+            writers.update(readers)
 
     def role_of(self, fingerprint: str, seqno: int) -> Role:
         member = self.members.get(fingerprint)
