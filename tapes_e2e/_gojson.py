@@ -41,6 +41,7 @@ _SAFE_INTEGER = 2**53
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 # encoding/json v1 escapes these inside strings (HTML safety, JavaScript line terminators). They
 # can only occur inside JSON strings, so replacing them in the encoded text is exact.
+_V1_ESCAPED_BYTES = re.compile(rb"[<>&]|\xe2\x80[\xa8\xa9]")  # the characters below, in UTF-8
 _V1_ESCAPES = (
     ("<", "\\u003c"),
     (">", "\\u003e"),
@@ -214,8 +215,13 @@ def _v1_numbers(value: Any) -> Any:
 
 
 def stored_bytes(value: Any) -> bytes:
-    """Encode a plain JSON value exactly as Go's ``encoding/json`` v1 writes it to SQLite."""
-    text = msgspec.json.encode(_v1_numbers(value), order="sorted").decode("utf-8")
+    """Encode a plain JSON value exactly as Go's ``encoding/json`` v1 writes it to SQLite.
+
+    ``msgspec.Raw`` values (already encoded this way) are inserted as they are.
+    """
+    encoded = msgspec.json.encode(_v1_numbers(value), order="sorted")
+    if _V1_ESCAPED_BYTES.search(encoded) is None:
+        return encoded
     for raw, escaped in _V1_ESCAPES:
-        text = text.replace(raw, escaped)
-    return text.encode("utf-8")
+        encoded = encoded.replace(raw.encode("utf-8"), escaped.encode("ascii"))
+    return encoded

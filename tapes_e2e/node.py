@@ -19,7 +19,9 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
+
+import msgspec
 
 from tapes_e2e import _gojson
 from tapes_e2e._gojson import GoJSONError
@@ -30,12 +32,15 @@ __all__ = [
     "ContentBlock",
     "Node",
     "Usage",
+    "bucket_from_bytes",
     "bucket_from_json",
     "go_time",
     "go_view",
+    "node_from_bytes",
     "node_from_json",
 ]
 
+_T = TypeVar("_T")
 _HASH_RE = re.compile(r"[0-9a-f]{64}")
 
 # ContentBlock string fields after `type`, in Go's declaration order; v1 and v2 both omit them
@@ -229,7 +234,8 @@ class Node:
 def _check_str(what: str, value: object) -> None:
     if not isinstance(value, str):
         raise InvalidNodeError(f"{what} must be a string, not {type(value).__name__}")
-    if _gojson.has_lone_surrogate(value):
+    # ASCII text (almost every field) cannot hold a surrogate: skip the scan.
+    if not value.isascii() and _gojson.has_lone_surrogate(value):
         raise InvalidNodeError(f"{what} holds a lone surrogate, which is not valid UTF-8")
 
 
@@ -288,6 +294,148 @@ def is_hash(value: str) -> bool:
 
 
 # --- decoding ---------------------------------------------------------------------------------
+#
+# Two paths. The fast one decodes JSON bytes straight into typed msgspec structs (types checked
+# in C; msgspec refuses lone surrogates and non-JSON constants) and builds the frozen model
+# without re-running the per-field checks those types already guarantee. Anything the fast path
+# refuses — and text holding "-0", whose sign msgspec drops — takes the generic path, which
+# applies Go's lenient repairs and names the offending field.
+
+
+class _WireBlock(msgspec.Struct):
+    type: str | None = None
+    text: str | None = None
+    image_url: str | None = None
+    image_base64: str | None = None
+    media_type: str | None = None
+    tool_use_id: str | None = None
+    tool_name: str | None = None
+    tool_input: dict[str, Any] | None = None
+    tool_result_id: str | None = None
+    tool_output: str | None = None
+    is_error: bool | None = None
+
+
+class _WireBucket(msgspec.Struct):
+    type: str | None = None
+    role: str | None = None
+    content: list[_WireBlock] | None = None
+    model: str | None = None
+    provider: str | None = None
+    agent_name: str | None = None
+
+
+class _WireUsage(msgspec.Struct):
+    prompt_tokens: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)] = 0
+    completion_tokens: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)] = 0
+    total_tokens: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)] = 0
+    cache_creation_input_tokens: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)] = 0
+    cache_read_input_tokens: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)] = 0
+    total_duration_ns: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)] = 0
+    prompt_duration_ns: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)] = 0
+
+
+class _WireNode(msgspec.Struct):
+    hash: str
+    bucket: _WireBucket
+    parent_hash: str | None = None
+    stop_reason: str | None = None
+    usage: _WireUsage | None = None
+    project: str | None = None
+    created_at: str | None = None
+
+
+_bucket_decoder = msgspec.json.Decoder(_WireBucket)
+_node_decoder = msgspec.json.Decoder(_WireNode)
+
+
+def _trusted(cls: type[_T], **values: Any) -> _T:
+    """Build a frozen model instance whose fields are already known valid (fast path only)."""
+    obj = object.__new__(cls)
+    for name, value in values.items():
+        object.__setattr__(obj, name, value)
+    return obj
+
+
+def _block_from_wire(wire: _WireBlock) -> ContentBlock:
+    tool_input = wire.tool_input
+    if tool_input is not None:
+        try:
+            tool_input = _gojson.freeze(_gojson.to_go_value(tool_input))
+        except GoJSONError as exc:
+            raise InvalidNodeError(f"content block tool_input: {exc}") from exc
+    return _trusted(
+        ContentBlock,
+        type=wire.type or "",
+        text=wire.text or "",
+        image_url=wire.image_url or "",
+        image_base64=wire.image_base64 or "",
+        media_type=wire.media_type or "",
+        tool_use_id=wire.tool_use_id or "",
+        tool_name=wire.tool_name or "",
+        tool_input=tool_input,
+        tool_result_id=wire.tool_result_id or "",
+        tool_output=wire.tool_output or "",
+        is_error=bool(wire.is_error),
+    )
+
+
+def _bucket_from_wire(wire: _WireBucket) -> Bucket:
+    content = None
+    if wire.content is not None:
+        content = tuple(_block_from_wire(block) for block in wire.content)
+    return _trusted(
+        Bucket,
+        type=wire.type or "",
+        role=wire.role or "",
+        content=content,
+        model=wire.model or "",
+        provider=wire.provider or "",
+        agent_name=wire.agent_name or "",
+    )
+
+
+def bucket_from_bytes(data: bytes) -> Bucket:
+    """A Bucket from JSON bytes (a stored ``nodes.bucket`` column, say), as Go would read it."""
+    if b"-0" not in data:
+        try:
+            return _bucket_from_wire(_bucket_decoder.decode(data))
+        except (msgspec.DecodeError, UnicodeDecodeError):
+            pass
+    try:
+        return bucket_from_json(_gojson.decode(data))
+    except GoJSONError as exc:
+        raise InvalidNodeError(str(exc)) from exc
+
+
+def node_from_bytes(data: bytes) -> Node:
+    """A Node from one line of Go's node JSON; its hash must match its content."""
+    if b"-0" not in data:
+        try:
+            wire = _node_decoder.decode(data)
+        except (msgspec.DecodeError, UnicodeDecodeError):
+            pass
+        else:
+            usage = (
+                None
+                if wire.usage is None
+                else _trusted(Usage, **msgspec.structs.asdict(wire.usage))
+            )
+            return _checked(
+                Node(
+                    hash=wire.hash,
+                    parent_hash=wire.parent_hash or None,
+                    bucket=_bucket_from_wire(wire.bucket),
+                    stop_reason=wire.stop_reason or "",
+                    usage=usage,
+                    project=wire.project or "",
+                    created_at=wire.created_at or "",
+                )
+            )
+    try:
+        return node_from_json(_gojson.decode(data))
+    except GoJSONError as exc:
+        raise InvalidNodeError(str(exc)) from exc
 
 
 def _string(obj: Mapping[str, Any], key: str, what: str) -> str:
@@ -373,10 +521,17 @@ def node_from_json(obj: Any, *, check_hash: bool = True) -> Node:
         project=_string(obj, "project", "node"),
         created_at=created_at or "",
     )
-    if check_hash and not node.verify():
+    return _checked(node) if check_hash else node
+
+
+def _checked(node: Node) -> Node:
+    if not is_hash(node.hash):
+        raise InvalidNodeError("hash must be 64 lowercase hex digits")
+    recomputed = node.tapes_hash()
+    if recomputed != node.hash:
         raise InvalidNodeError(
-            f"hash {node_hash[:12]}… does not match the node's content (expected "
-            f"{node.tapes_hash()[:12]}…)"
+            f"hash {node.hash[:12]}… does not match the node's content (expected "
+            f"{recomputed[:12]}…)"
         )
     return node
 

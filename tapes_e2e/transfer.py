@@ -15,9 +15,8 @@ from typing import IO
 
 import msgspec
 
-from tapes_e2e import _gojson
 from tapes_e2e.errors import ImportFormatError, InvalidNodeError
-from tapes_e2e.node import Node, node_from_json
+from tapes_e2e.node import Node, node_from_bytes
 from tapes_e2e.providers.local import LocalProvider
 from tapes_e2e.store.database import driver, missing_hashes, write
 from tapes_e2e.store.rows import INSERT_SQL, node_to_row
@@ -53,8 +52,8 @@ def _parse(lines: Iterable[bytes]) -> Iterator[tuple[int, Node]]:
         if not line.strip():
             continue
         try:
-            yield number, node_from_json(_gojson.decode(line))
-        except (InvalidNodeError, _gojson.GoJSONError) as exc:
+            yield number, node_from_bytes(line)
+        except InvalidNodeError as exc:
             raise ImportFormatError(number, str(exc)) from exc
 
 

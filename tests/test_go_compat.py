@@ -603,13 +603,6 @@ def test_nodes_table_missing_a_column_is_refused(tmp_path: Path) -> None:
     assert _file_state(path) == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "bug: open_engine commits Go's missing facets table and node_* indexes before it checks "
-        "the nodes columns, so a refused database is left modified"
-    ),
-)
 def test_nodes_table_missing_an_unindexed_column_is_refused_untouched(tmp_path: Path) -> None:
     # stop_reason has no Go index, so creating Go's missing indexes would succeed before the
     # column check: the file must still be left as it was.

@@ -210,3 +210,35 @@ def test_go_time_layout() -> None:
     assert go_time(1_764_115_076_726_195_728).endswith(":56.726195728" + go_time(0)[-6:])
     assert "." not in go_time(1_764_115_076_000_000_000)[:-6]
     assert go_time(1_764_115_076_100_000_000)[19:21] == ".1"
+
+
+@given(buckets, parents)
+def test_fast_and_generic_decoding_agree(bucket: Bucket, parent: str | None) -> None:
+    from tapes_e2e.node import bucket_from_bytes, node_from_bytes
+
+    stored = _gojson.stored_bytes(go_view(bucket, "stored"))
+    fast = bucket_from_bytes(stored)
+    generic = bucket_from_json(_gojson.decode(stored))
+    assert fast == generic
+    assert compute_hash(fast, parent) == compute_hash(bucket, parent)
+    node = Node.new(bucket, parent, usage=Usage(total_tokens=3), project="p")
+    line = json.dumps(node.to_json()).encode("utf-8")
+    assert node_from_bytes(line) == node_from_json(_gojson.decode(line))
+
+
+def test_generic_path_takes_what_the_fast_path_refuses() -> None:
+    from tapes_e2e.node import bucket_from_bytes
+
+    # a lone surrogate escape and a -0 both need Go's repairs
+    lone = bucket_from_bytes(b'{"content":[{"type":"text","text":"a\\ud800b"}]}')
+    assert lone.content is not None
+    assert lone.content[0].text == "a\ufffdb"
+    zero = bucket_from_bytes(b'{"content":[{"type":"t","tool_input":{"z":-0}}]}')
+    assert zero.content is not None
+    assert str(zero.content[0].tool_input["z"]) == "-0.0"  # type: ignore[index]
+    with pytest.raises(InvalidNodeError, match=r"bucket\.role must be a string"):
+        bucket_from_bytes(b'{"role": 5}')
+    with pytest.raises(InvalidNodeError, match="usage.total_tokens must be an integer"):
+        from tapes_e2e.node import node_from_bytes
+
+        node_from_bytes(b'{"hash":"' + b"0" * 64 + b'","bucket":{},"usage":{"total_tokens":-1}}')

@@ -8,21 +8,29 @@ from __future__ import annotations
 
 import builtins
 import sqlite3
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Engine
 
 from tapes_e2e.errors import (
     CorruptStoreError,
     InvalidNodeError,
     MissingParentError,
     NodeNotFoundError,
+    StoreBusyError,
 )
 from tapes_e2e.node import Node
-from tapes_e2e.store.database import driver, journal_mode, missing_hashes, open_engine, write
+from tapes_e2e.store.database import (
+    BUSY_TIMEOUT_MS,
+    driver,
+    journal_mode,
+    missing_hashes,
+    open_engine,
+)
 from tapes_e2e.store.rows import INSERT_SQL, SELECT_COLUMNS, node_to_row, row_to_node
 
 __all__ = ["LocalProvider", "SessionSummary"]
@@ -111,6 +119,10 @@ class LocalProvider:
     def __init__(self, path: Path, *, create: bool = True) -> None:
         self.path = path
         self._engine: Engine = open_engine(path, create=create)
+        # The recording path: one pooled connection kept for writes, used under a lock, so a
+        # put is BEGIN IMMEDIATE / INSERT / COMMIT with nothing else around it.
+        self._writer = self._engine.raw_connection()
+        self._write_lock = threading.Lock()
 
     # --- Provider --------------------------------------------------------------------------
 
@@ -123,11 +135,20 @@ class LocalProvider:
         Either all are stored or, on any error, none.
         """
         rows = [_checked_row(node) for node in nodes]
-        with write(self._engine) as conn:
-            return self._insert(conn, rows)
+        with self._write_lock:
+            raw = self._writer.driver_connection
+            assert isinstance(raw, sqlite3.Connection)  # noqa: S101 - pysqlite always
+            _begin_immediate(raw)
+            try:
+                inserted = self._insert(raw, rows)
+            except BaseException:
+                raw.execute("ROLLBACK")
+                raise
+            raw.execute("COMMIT")
+            return inserted
 
-    def _insert(self, conn: Connection, rows: list[tuple[Any, ...]]) -> int:
-        raw = driver(conn)
+    @staticmethod
+    def _insert(raw: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> int:
         inserted = 0
         for row in rows:
             try:
@@ -185,6 +206,9 @@ class LocalProvider:
         return self._select(f"{_SELECT} ORDER BY created_at")
 
     def close(self) -> None:
+        with self._write_lock:
+            if self._writer.dbapi_connection is not None:
+                self._writer.close()
         self._engine.dispose()
 
     # --- beyond the Provider contract ------------------------------------------------------
@@ -317,3 +341,14 @@ def _row_problem(row: Any) -> tuple[str, str] | None:
     if recomputed != node.hash:
         return node.hash, f"content does not match the hash (it hashes to {recomputed})"
     return None
+
+
+def _begin_immediate(raw: sqlite3.Connection) -> None:
+    try:
+        raw.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        if "locked" in str(exc):
+            raise StoreBusyError(
+                f"the database stayed locked by another writer for {BUSY_TIMEOUT_MS // 1000} s"
+            ) from exc
+        raise

@@ -13,9 +13,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import msgspec
+
 from tapes_e2e import _gojson
 from tapes_e2e.errors import CorruptStoreError, InvalidNodeError
-from tapes_e2e.node import Node, Usage, bucket_from_json, go_time, go_view
+from tapes_e2e.node import Node, Usage, bucket_from_bytes, go_time, go_view
 
 __all__ = ["INSERT_SQL", "SELECT_COLUMNS", "node_to_row", "row_to_node"]
 
@@ -64,11 +66,14 @@ def node_to_row(node: Node) -> tuple[Any, ...]:
     bucket = node.bucket
     stored = go_view(bucket, "stored")
     usage = node.usage or Usage()
+    # The content array is most of the bytes: encode it once and splice it into the bucket.
+    content = _gojson.stored_bytes(stored["content"])
+    stored["content"] = msgspec.Raw(content)
     return (
         node.hash,
         node.parent_hash,
         _gojson.stored_bytes(stored),
-        _gojson.stored_bytes(stored["content"]),
+        content,
         bucket.type,
         bucket.role,
         bucket.model,
@@ -92,11 +97,12 @@ def row_to_node(row: Sequence[Any]) -> Node:
     if bucket_json is None:
         raise CorruptStoreError(f"node {node_hash}: the bucket column is NULL")
     try:
-        bucket = bucket_from_json(_gojson.decode(bucket_json))
+        raw = bucket_json if isinstance(bucket_json, bytes) else str(bucket_json).encode("utf-8")
+        bucket = bucket_from_bytes(raw)
         usage = None
         if any(v is not None for v in usage_values):
             usage = Usage(**dict(zip(_USAGE_COLUMNS, (v or 0 for v in usage_values), strict=True)))
-    except (InvalidNodeError, _gojson.GoJSONError) as exc:
+    except InvalidNodeError as exc:
         raise CorruptStoreError(f"node {node_hash}: stored row is unreadable: {exc}") from exc
     return Node(
         hash=node_hash,
