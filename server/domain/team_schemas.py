@@ -1,0 +1,255 @@
+"""Wire schemas of the team, chain, keyring, invite, share and audit endpoints.
+
+Same rules as :mod:`tapes_e2e.protocol` (where these will move): frozen msgspec Structs that
+refuse unknown fields, with IDs, hex and base64 checked by pattern and every list and string
+bounded, so a malformed body is a 400 before any handler logic runs.
+
+Signed objects (chain statements, keyrings, shares) travel exactly as keymgmt's ``to_dict()``
+writes them: ``{"body": "<canonical JSON>", "signature": "<base64url>"}``. The server stores and
+returns them verbatim; clients verify them again themselves.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta
+
+__all__ = [
+    "AuditEntryOut",
+    "AuditPage",
+    "ChainAppend",
+    "ChainHeadOut",
+    "ChainPage",
+    "InviteCreate",
+    "InviteOut",
+    "JoinRequestBodyWire",
+    "JoinRequestOut",
+    "JoinRequestWire",
+    "JoinResult",
+    "KeyringOut",
+    "KeyringUpload",
+    "KeyringUploaded",
+    "MemberAdd",
+    "MemberKeysWire",
+    "ShareCreate",
+    "ShareOut",
+    "SharePage",
+    "SignedWire",
+    "TeamCreate",
+    "TeamCreated",
+]
+
+MAX_CHAIN_APPEND = 32
+MAX_SIGNED_BODY = 4 * 1024 * 1024  # a keyring for a large enterprise team
+
+Hex64 = Annotated[str, Meta(pattern=r"^[0-9a-f]{64}$")]
+Sig64 = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{86}$")]  # 64 bytes, unpadded base64url
+Fingerprint = Annotated[str, Meta(pattern=r"^[A-Z2-7]{4}(-[A-Z2-7]{4}){7}$")]
+TeamId = Annotated[str, Meta(pattern=r"^t_[A-Za-z0-9_-]{8,60}$")]
+VaultId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+Slug = Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9-]{1,78}$")]
+InviteId = Annotated[str, Meta(pattern=r"^[0-9a-f]{16}$")]
+Seqno = Annotated[int, Meta(ge=0, le=2**31 - 1)]
+InviteRole = Literal["admin", "member", "viewer"]
+UtcTime = Annotated[datetime, Meta(tz=True)]
+
+
+class _Strict(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    pass
+
+
+class SignedWire(_Strict, frozen=True):
+    """A signed keymgmt object: canonical JSON body, carried verbatim, and its Ed25519 signature."""
+
+    body: Annotated[str, Meta(min_length=2, max_length=MAX_SIGNED_BODY)]
+    signature: Sig64
+
+
+# --- teams and the chain ---------------------------------------------------------------------
+
+
+class TeamCreate(_Strict, frozen=True):
+    """A new team: the client picks the id and signs the genesis statement (``create_team``)
+    and the owner's keyring for epoch 1; the server generates nothing secret."""
+
+    team_id: TeamId
+    name: Annotated[str, Meta(min_length=1, max_length=200)]
+    slug: Slug
+    statement: SignedWire
+    keyring: SignedWire
+
+
+class ChainHeadOut(_Strict, frozen=True):
+    seqno: int
+    hash: str
+
+
+class TeamCreated(_Strict, frozen=True):
+    team_id: str
+    name: str
+    slug: str
+    tier: str
+    head: ChainHeadOut
+
+
+class ChainPage(_Strict, frozen=True):
+    """Statements with ``seqno > after``, in chain order, and the stored head."""
+
+    team_id: str
+    after: int
+    head: ChainHeadOut
+    statements: list[SignedWire]
+
+
+class ChainAppend(_Strict, frozen=True):
+    """Statements to append, signed by the caller; refused (409) unless the stored head is
+    still ``expected_head_seqno``."""
+
+    expected_head_seqno: Seqno
+    statements: Annotated[list[SignedWire], Meta(min_length=1, max_length=MAX_CHAIN_APPEND)]
+
+
+class MemberAdd(_Strict, frozen=True):
+    """``POST …/members``: one signed ``add`` statement (``keymgmt.add_member``/``accept_join``)."""
+
+    expected_head_seqno: Seqno
+    statement: SignedWire
+
+
+# --- keyrings --------------------------------------------------------------------------------
+
+
+class KeyringUpload(_Strict, frozen=True):
+    """One epoch's keyring as ``keymgmt.seal_keyring(...).to_dict()`` writes it."""
+
+    keyring: SignedWire
+
+
+class KeyringUploaded(_Strict, frozen=True):
+    epoch: int
+    recipients: list[str]
+
+
+class KeyringOut(_Strict, frozen=True):
+    """A keyring the caller is a recipient of (the whole signed keyring, as uploaded)."""
+
+    epoch: int
+    keyring: SignedWire
+    created_at: str
+
+
+# --- invites and join requests ---------------------------------------------------------------
+
+
+class InviteCreate(_Strict, frozen=True):
+    """``keymgmt.Invite.server_record()``: never the secret (a ``secret`` field is refused)."""
+
+    invite_id: InviteId
+    inviter: Fingerprint
+    role: InviteRole
+    expires_at: Annotated[int, Meta(ge=0, le=2**32 - 1)]  # Unix seconds, as in the code
+    team: VaultId | None = None
+
+
+class InviteOut(_Strict, frozen=True):
+    invite_id: str
+    team_id: str
+    role: str
+    expires_at: str
+    used: bool
+
+
+class MemberKeysWire(_Strict, frozen=True):
+    x25519: Hex64
+    ed25519: Hex64
+
+
+class JoinRequestBodyWire(_Strict, frozen=True):
+    version: Annotated[int, Meta(ge=1, le=255)]
+    invite_id: InviteId
+    member: Fingerprint
+    member_keys: MemberKeysWire
+    time: Annotated[int, Meta(ge=0, le=2**63 - 1)]
+
+
+class JoinRequestWire(_Strict, frozen=True):
+    """``keymgmt.make_join_request(...).to_dict()``: the keys, MACed with the invite secret."""
+
+    body: JoinRequestBodyWire
+    mac: Hex64
+
+
+class JoinResult(_Strict, frozen=True):
+    request_id: str
+    team_id: str
+    invite_id: str
+    status: str
+
+
+class JoinRequestOut(_Strict, frozen=True):
+    request_id: str
+    invite_id: str
+    role: str
+    user_id: str
+    fingerprint: str
+    status: str
+    created_at: str
+    request: JoinRequestWire
+
+
+# --- shares ----------------------------------------------------------------------------------
+
+
+class ShareCreate(_Strict, frozen=True):
+    """Share the session ending at the path's node with ``team``: the signed statement from
+    ``keymgmt.create_share`` and, optionally, a server-enforced expiry that must agree with the
+    signed one when both are given."""
+
+    team: VaultId
+    statement: SignedWire
+    expires_at: UtcTime | None = None
+
+
+class ShareOut(_Strict, frozen=True):
+    share_id: str
+    team_id: str
+    session_id: str
+    shared_by: str
+    sharer: str
+    seq: int
+    shared_at: str
+    expires_at: str | None
+    statement: SignedWire
+
+
+class SharePage(_Strict, frozen=True):
+    items: list[ShareOut]
+    cursor: int
+    more: bool
+
+
+# --- audit -----------------------------------------------------------------------------------
+
+
+class AuditEntryOut(_Strict, frozen=True):
+    id: int
+    action: str
+    subject: str
+    actor_id: str | None
+    detail: dict[str, object]
+    prev_hash: str | None
+    hash: str
+    created_at: str
+
+
+class AuditPage(_Strict, frozen=True):
+    """Entries with ``id > after``; ``chain_ok`` covers the team's whole audit chain."""
+
+    team_id: str
+    chain_ok: bool
+    entries: list[AuditEntryOut]
+    cursor: int
+    more: bool
