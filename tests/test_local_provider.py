@@ -106,16 +106,18 @@ def test_ancestry_of_a_10000_deep_session_is_one_query(store: LocalProvider) -> 
     store.put_many(nodes)
     statements: list[str] = []
 
-    def count(conn, cursor, statement, *args):  # type: ignore[no-untyped-def]
-        statements.append(statement)
+    def trace(dbapi_connection, _record):  # type: ignore[no-untyped-def]
+        dbapi_connection.set_trace_callback(statements.append)
 
-    event.listen(store.engine, "before_cursor_execute", count)
+    # Every statement SQLite runs on a fresh read connection is traced, whatever issued it.
+    store.engine.pool.dispose()
+    event.listen(store.engine, "connect", trace)
     path = store.ancestry(nodes[-1].hash)
-    event.remove(store.engine, "before_cursor_execute", count)
+    event.remove(store.engine, "connect", trace)
     assert len(path) == 10_000
     assert path[0].hash == nodes[-1].hash
     assert path[-1].hash == nodes[0].hash
-    queries = [s for s in statements if not s.startswith(("BEGIN", "COMMIT", "ROLLBACK"))]
+    queries = [s for s in statements if not s.startswith(("BEGIN", "COMMIT", "ROLLBACK", "PRAGMA"))]
     assert len(queries) == 1
     assert "RECURSIVE" in queries[0]
     assert store.depth(nodes[-1].hash) == 9_999
@@ -177,3 +179,26 @@ def test_open_without_create_refuses_a_missing_file(tmp_path: Path) -> None:
     with pytest.raises(NotATapesDatabaseError, match="does not exist"):
         LocalProvider(tmp_path / "absent.sqlite", create=False)
     assert not (tmp_path / "absent.sqlite").exists()
+
+
+def test_stored_buckets_decode_lazily_and_compare_equal(store: LocalProvider) -> None:
+    from tapes_e2e.store.rows import StoredBucket
+
+    nodes = chain(["one", "two"])
+    store.put_many(nodes)
+    path = store.ancestry(nodes[-1].hash)
+    assert isinstance(path[0].bucket, StoredBucket)
+    assert path[0].bucket == nodes[-1].bucket
+    assert nodes[-1].bucket == path[0].bucket
+    assert path[0] == nodes[-1]
+    assert path[1].bucket.text() == "one"
+
+
+def test_a_damaged_bucket_is_reported_when_first_read(store: LocalProvider) -> None:
+    nodes = chain(["fine", "damaged"])
+    store.put_many(nodes)
+    with sqlite3.connect(store.path) as raw:
+        raw.execute("UPDATE nodes SET bucket = X'7B7B' WHERE hash = ?", (nodes[1].hash,))
+    node = store.get(nodes[1].hash)
+    with pytest.raises(CorruptStoreError, match=f"node {nodes[1].hash}: stored bucket"):
+        _ = node.bucket.role

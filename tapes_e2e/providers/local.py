@@ -177,7 +177,8 @@ class LocalProvider:
         path: list[Node] = []
         seen: set[str] = set()
         with self._engine.connect() as conn:
-            for row in conn.exec_driver_sql(_ANCESTRY, (node_hash,)):
+            # Plain sqlite3 rows: thousands of them, and SQLAlchemy's Row adds nothing here.
+            for row in driver(conn).execute(_ANCESTRY, (node_hash,)):
                 if row[0] in seen:
                     raise CorruptStoreError(f"the parent links of node {node_hash} form a loop")
                 seen.add(row[0])
@@ -334,7 +335,7 @@ def _checked_row(node: Node) -> tuple[Any, ...]:
 
 def _row_problem(row: Any) -> tuple[str, str] | None:
     try:
-        node = row_to_node(row)
+        node = row_to_node(row, eager=True)
     except CorruptStoreError as exc:
         return str(row[0]), exc.message
     recomputed = node.tapes_hash()

@@ -11,15 +11,16 @@ denormalized copies for queries), usage from the integer columns, and keeps the 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import fields
 from typing import Any
 
 import msgspec
 
 from tapes_e2e import _gojson
 from tapes_e2e.errors import CorruptStoreError, InvalidNodeError
-from tapes_e2e.node import Node, Usage, bucket_from_bytes, go_time, go_view
+from tapes_e2e.node import Bucket, Node, Usage, bucket_from_bytes, go_time, go_view
 
-__all__ = ["INSERT_SQL", "SELECT_COLUMNS", "node_to_row", "row_to_node"]
+__all__ = ["INSERT_SQL", "SELECT_COLUMNS", "StoredBucket", "node_to_row", "row_to_node"]
 
 _USAGE_COLUMNS = (
     "prompt_tokens",
@@ -87,10 +88,56 @@ def node_to_row(node: Node) -> tuple[Any, ...]:
     )
 
 
-def row_to_node(row: Sequence[Any]) -> Node:
+_BUCKET_FIELDS = frozenset(f.name for f in fields(Bucket))
+
+
+class StoredBucket(Bucket):
+    """A Bucket read from the database, decoded the first time one of its fields is read.
+
+    Reading a long session's ancestry builds thousands of nodes of which a caller often looks at
+    a few; the JSON of each is decoded only when used. A stored bucket that cannot be decoded
+    raises ``CorruptStoreError`` naming the node at that moment. It compares equal to the eager
+    ``Bucket`` with the same fields.
+    """
+
+    __slots__ = ("_node_hash", "_raw")
+
+    @classmethod
+    def lazy(cls, raw: bytes, node_hash: str) -> StoredBucket:
+        bucket = object.__new__(cls)
+        object.__setattr__(bucket, "_raw", raw)
+        object.__setattr__(bucket, "_node_hash", node_hash)
+        return bucket
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached while a field is still unset, that is before the first decode.
+        if name not in _BUCKET_FIELDS:
+            raise AttributeError(name)
+        raw = object.__getattribute__(self, "_raw")
+        try:
+            decoded = bucket_from_bytes(raw)
+        except InvalidNodeError as exc:
+            node_hash = object.__getattribute__(self, "_node_hash")
+            raise CorruptStoreError(
+                f"node {node_hash}: stored bucket is unreadable: {exc}"
+            ) from exc
+        for field_name in _BUCKET_FIELDS:
+            object.__setattr__(self, field_name, getattr(decoded, field_name))
+        return object.__getattribute__(self, name)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Bucket):
+            return NotImplemented
+        return all(getattr(self, f) == getattr(other, f) for f in _BUCKET_FIELDS)
+
+    __hash__ = Bucket.__hash__
+
+
+def row_to_node(row: Sequence[Any], *, eager: bool = False) -> Node:
     """A node from a row selected with ``SELECT_COLUMNS``. The stored hash is kept as is.
 
-    Raises ``CorruptStoreError`` naming the node when its bucket column cannot be read.
+    The bucket is decoded when first read (``StoredBucket``), or at once with ``eager``. Raises
+    ``CorruptStoreError`` naming the node when its row cannot be read.
     """
     node_hash, parent_hash, bucket_json, stop_reason, *rest = row
     usage_values, project, created_at = rest[: len(_USAGE_COLUMNS)], rest[-2], rest[-1]
@@ -98,10 +145,10 @@ def row_to_node(row: Sequence[Any]) -> Node:
         raise CorruptStoreError(f"node {node_hash}: the bucket column is NULL")
     try:
         raw = bucket_json if isinstance(bucket_json, bytes) else str(bucket_json).encode("utf-8")
-        bucket = bucket_from_bytes(raw)
+        bucket = bucket_from_bytes(raw) if eager else StoredBucket.lazy(raw, node_hash)
         usage = None
         if any(v is not None for v in usage_values):
-            usage = Usage(**dict(zip(_USAGE_COLUMNS, (v or 0 for v in usage_values), strict=True)))
+            usage = Usage(*(v or 0 for v in usage_values))
     except InvalidNodeError as exc:
         raise CorruptStoreError(f"node {node_hash}: stored row is unreadable: {exc}") from exc
     return Node(
