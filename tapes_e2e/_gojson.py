@@ -213,12 +213,13 @@ def _v1_numbers(value: Any) -> Any:
     return value
 
 
-def stored_bytes(value: Any) -> bytes:
+def stored_bytes(value: Any, *, floats: bool = True) -> bytes:
     """Encode a plain JSON value exactly as Go's ``encoding/json`` v1 writes it to SQLite.
 
-    ``msgspec.Raw`` values (already encoded this way) are inserted as they are.
+    ``msgspec.Raw`` values (already encoded this way) are inserted as they are. ``floats=False``
+    promises that ``value`` holds no float, which skips the walk that rewrites them.
     """
-    encoded = msgspec.json.encode(_v1_numbers(value), order="sorted")
+    encoded = msgspec.json.encode(_v1_numbers(value) if floats else value, order="sorted")
     # A substring test per character is a fast scan in C; most texts need no escape at all.
     for raw, escaped in _V1_ESCAPES_BYTES:
         if raw in encoded:

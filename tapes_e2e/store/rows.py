@@ -68,12 +68,14 @@ def node_to_row(node: Node) -> tuple[Any, ...]:
     stored = go_view(bucket, "stored")
     usage = node.usage or Usage()
     # The content array is most of the bytes: encode it once and splice it into the bucket.
-    content = _gojson.stored_bytes(stored["content"])
+    # Floats can only sit in tool_input; without any, the number walk is skipped.
+    floats = any(block.tool_input for block in bucket.content or ())
+    content = _gojson.stored_bytes(stored["content"], floats=floats)
     stored["content"] = msgspec.Raw(content)
     return (
         node.hash,
         node.parent_hash,
-        _gojson.stored_bytes(stored),
+        _gojson.stored_bytes(stored, floats=False),
         content,
         bucket.type,
         bucket.role,
