@@ -227,7 +227,7 @@ def test_fast_and_generic_decoding_agree(bucket: Bucket, parent: str | None) -> 
 
 
 def test_generic_path_takes_what_the_fast_path_refuses() -> None:
-    from tapes_e2e.node import bucket_from_bytes
+    from tapes_e2e.node import bucket_from_bytes, node_from_bytes
 
     # a lone surrogate escape and a -0 both need Go's repairs
     lone = bucket_from_bytes(b'{"content":[{"type":"text","text":"a\\ud800b"}]}')
@@ -238,7 +238,6 @@ def test_generic_path_takes_what_the_fast_path_refuses() -> None:
     assert str(zero.content[0].tool_input["z"]) == "-0.0"  # type: ignore[index]
     with pytest.raises(InvalidNodeError, match=r"bucket\.role must be a string"):
         bucket_from_bytes(b'{"role": 5}')
-    with pytest.raises(InvalidNodeError, match="usage.total_tokens must be an integer"):
-        from tapes_e2e.node import node_from_bytes
-
-        node_from_bytes(b'{"hash":"' + b"0" * 64 + b'","bucket":{},"usage":{"total_tokens":-1}}')
+    line = b'{"hash":"' + b"0" * 64 + b'","bucket":{},"usage":{"total_tokens":-1}}'
+    with pytest.raises(InvalidNodeError, match=r"usage\.total_tokens must be an integer"):
+        node_from_bytes(line)
