@@ -1,4 +1,4 @@
-"""threat-model.md: every attack class has a row and every cited keymgmt test exists."""
+"""threat-model.md: every attack class has a row and every cited test exists."""
 
 from __future__ import annotations
 
@@ -20,9 +20,9 @@ def test_every_attack_class_has_a_row_with_a_control_type() -> None:
         assert extra in DOC
 
 
-def test_every_cited_keymgmt_test_exists() -> None:
-    cited = set(re.findall(r"(tests/keymgmt/test_\w+\.py)::(\w+)", DOC))
-    assert len(cited) > 40
+def test_every_cited_test_exists() -> None:
+    cited = set(re.findall(r"(tests/[\w/]*test_\w+\.py)::(\w+)", DOC))
+    assert len(cited) > 50
     for path, name in cited:
         tree = ast.parse((ROOT / path).read_text())
         names = {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
