@@ -33,7 +33,7 @@ from server import acl, audit
 from server.db.models import NodeRecord, Share, ShareNode, Team, TeamMember, User
 from server.deps import Principal, aware, provide_principal
 from server.domain.team_schemas import ShareCreate, ShareOut, SharePage, SignedWire
-from server.domain.teams import MANAGERS, verified_state
+from server.domain.teams import MANAGERS, lock_team, verified_state
 from server.errors import BadRequest, Conflict, Forbidden, NotFound
 
 __all__ = ["ShareController", "SharedController", "record_shared_read"]
@@ -59,6 +59,7 @@ def record_shared_read(
     team = db.get(Team, record.vault_id)
     if team is None or team.kind != "team":
         return
+    lock_team(db, team.id)
     audit.record(
         db, team_id=team.id, actor_id=principal.user_id, action="shared_session_read",
         subject=record.node_id, detail={"api_key": principal.api_key_id}, now=now,
@@ -85,7 +86,10 @@ def _out(share: Share, sharer: str) -> ShareOut:
 
 def _expiry(data: ShareCreate, signed: int | None, now: datetime) -> datetime | None:
     """The server-enforced expiry: the signed one, or the body's; both must agree if given."""
-    from_statement = datetime.fromtimestamp(signed, UTC) if signed is not None else None
+    try:
+        from_statement = datetime.fromtimestamp(signed, UTC) if signed is not None else None
+    except (OverflowError, OSError, ValueError):
+        raise BadRequest("the signed share's expires_at is not a valid time") from None
     given = data.expires_at.astimezone(UTC) if data.expires_at is not None else None
     if given is not None and from_statement is not None and given != from_statement:
         raise BadRequest("expires_at differs from the expiry in the signed share")
@@ -140,7 +144,7 @@ def share_session(
     sharer = db.get(User, principal.user_id)
     if sharer is None:  # pragma: no cover - a principal always has a user
         raise NotFound(_NO_NODE)
-    team = db.scalars(select(Team).where(Team.id == team.id).with_for_update()).one()
+    team = lock_team(db, team.id)
     state = verified_state(db, team)
     try:
         verified = verify_share(
@@ -180,10 +184,9 @@ def unshare_session(
     db: Session, principal: Principal, session_id: str, team_id: str, now: datetime
 ) -> None:
     _team, member = acl.require_vault(db, principal, team_id, "push")
+    lock_team(db, team_id)  # before the share rows, in the order every writer takes them
     shares = db.scalars(
-        select(Share)
-        .where(Share.team_id == team_id, Share.session_id == session_id, _live(now))
-        .with_for_update()
+        select(Share).where(Share.team_id == team_id, Share.session_id == session_id, _live(now))
     ).all()
     if not shares:
         raise NotFound(_NO_SHARE)

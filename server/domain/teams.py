@@ -101,6 +101,7 @@ __all__ = [
     "TeamController",
     "append_statements",
     "create_team",
+    "lock_team",
     "verified_state",
 ]
 
@@ -155,9 +156,19 @@ def _caller(db: Session, principal: Principal) -> User:
     return user
 
 
-def _lock(db: Session, team_id: str) -> Team:
-    """The team row under ``SELECT … FOR UPDATE``: chain, sequence and audit writers queue."""
-    return db.scalars(select(Team).where(Team.id == team_id).with_for_update()).one()
+def lock_team(db: Session, team_id: str) -> Team:
+    """The team row under ``SELECT … FOR UPDATE``: chain, sequence and audit writers queue.
+
+    ``populate_existing``: the ACL check loaded the row earlier in this session, and without it
+    SQLAlchemy would hand back those attributes as read *before* the lock was granted, so a
+    writer that waited for the lock would compare and bump a stale head.
+    """
+    return db.scalars(
+        select(Team)
+        .where(Team.id == team_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).one()
 
 
 # --- the chain -------------------------------------------------------------------------------
@@ -333,7 +344,7 @@ def append_statements(
             raise BadRequest(f"this endpoint takes one '{action}' statement")
         if member is not None and st.body.member != member.fingerprint:
             raise BadRequest("the statement names another member than the path")
-    team = _lock(db, team_id)
+    team = lock_team(db, team_id)
     if team.chain_seqno != expected_head_seqno:
         raise Conflict(
             f"the team chain moved: its head is {team.chain_seqno}, not {expected_head_seqno}; "
@@ -604,7 +615,7 @@ class TeamController(Controller):
     ) -> KeyringUploaded:  # fmt: skip
         """Store an epoch's keyring for each of its recipients (owners and admins)."""
         _team_manager(db, principal, team_id)
-        team = _lock(db, team_id)
+        team = lock_team(db, team_id)
         keyring = _check_keyring(
             data.keyring, verified_state(db, team), _caller(db, principal).fingerprint
         )
@@ -641,7 +652,8 @@ class TeamController(Controller):
         now: datetime,
     ) -> InviteOut:  # fmt: skip
         """Record an invite (id, role, expiry). The secret stays with the inviter's client."""
-        team, member = _team_manager(db, principal, team_id)
+        _team, member = _team_manager(db, principal, team_id)
+        team = lock_team(db, team_id)
         caller = _caller(db, principal)
         if data.team is not None and data.team != team.id:
             raise BadRequest("the invite names another team")
@@ -749,6 +761,7 @@ class InviteController(Controller):
             raise BadRequest("the join request must carry your own registered keys")
         if acl.membership(db, user.id, invite.team_id) is not None:
             raise Conflict("you are already a member of this team")
+        lock_team(db, invite.team_id)
         mine = select(JoinRequest.id).where(
             JoinRequest.invite_id == invite.id, JoinRequest.user_id == user.id
         )
