@@ -4,6 +4,8 @@ membership rows, keyrings, invites and join requests, the audit log, and uniform
 from __future__ import annotations
 
 import secrets
+import threading
+import time
 from typing import Any
 
 import pytest
@@ -791,3 +793,76 @@ def test_outsiders_get_the_same_answer_as_for_nothing(
     assert answers[0] == answers[1]
     assert answers[0][0] == 404
     assert answers[0][1]["detail"] == "no such vault"
+
+
+def test_outsiders_cannot_remove_members_or_unshare(
+    alice: User, bob: User, mallory: User, clock: Clock
+) -> None:
+    kit = TeamKit(alice, clock)
+    assert kit.add(bob).status_code == 200
+    wire = kit.remove_statement(bob).to_dict()
+    query = f"expected_head_seqno=1&statement_body={wire['body']}&signature={wire['signature']}"
+    answers = [
+        mallory.delete(f"/api/v1/teams/{team}/members/{bob.user_id}?{query}")
+        for team in (kit.team_id, new_team_id())
+    ]
+    answers += [
+        mallory.delete(f"/api/v1/sessions/{'a' * 64}/share?team={team}")
+        for team in (kit.team_id, new_team_id())
+    ]
+    assert {(r.status_code, r.json()["detail"]) for r in answers} == {(404, "no such vault")}
+    assert member_rows(bob.client, kit.team_id)[bob.user_id] == ("member", False)
+
+
+def test_a_writer_that_waited_for_the_lock_sees_the_moved_head(
+    alice: User, bob: User, carol: User, clock: Clock, client: TestClient[Any]
+) -> None:
+    """Two appends against one head at the same moment: the one that waits gets 409, never
+    a statement built on a head it read before the lock (PostgreSQL row lock; SQLite's
+    ``BEGIN IMMEDIATE``)."""
+    from server.deps import Principal
+    from server.domain.team_schemas import SignedWire
+    from server.domain.teams import append_statements, lock_team
+    from server.errors import ApiError
+
+    kit = TeamKit(alice, clock)
+    head = kit.state
+    first = keymgmt.add_member(
+        head, signer=alice.identity, member=bob.identity.public, role="member", now=kit.ts()
+    )
+    second = keymgmt.add_member(
+        head, signer=alice.identity, member=carol.identity.public, role="member", now=kit.ts()
+    )
+    engine = client.app.state.engine
+    outcome: list[object] = []
+
+    def racer() -> None:
+        with Session(engine) as db, db.begin():
+            # the row as a handler holds it from its ACL check, read before the lock (on
+            # PostgreSQL; SQLite's BEGIN IMMEDIATE already waits here)
+            held = db.get(Team, kit.team_id)
+            try:
+                append_statements(
+                    db, Principal(user_id=alice.user_id), kit.team_id, 0,
+                    [SignedWire(**second.to_dict())], clock(),
+                )  # fmt: skip
+                outcome.append("appended")
+            except ApiError as exc:
+                outcome.append((exc.status, exc.detail))
+            assert held is not None  # alive until here
+
+    with Session(engine) as db, db.begin():
+        lock_team(db, kit.team_id)
+        thread = threading.Thread(target=racer)
+        thread.start()
+        time.sleep(0.5)  # the racer has read the team and now waits for the lock
+        append_statements(
+            db, Principal(user_id=alice.user_id), kit.team_id, 0,
+            [SignedWire(**first.to_dict())], clock(),
+        )  # fmt: skip
+    thread.join(timeout=30)
+    assert outcome == [
+        (409, "the team chain moved: its head is 1, not 0; fetch it, verify it and sign again")
+    ]
+    assert chain_length(client, kit.team_id) == 2
+    assert carol.user_id not in member_rows(client, kit.team_id)
