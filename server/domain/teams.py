@@ -107,6 +107,7 @@ __all__ = [
 
 MANAGERS = frozenset({"owner", "admin"})
 MAX_INVITE_TTL = timedelta(days=30)
+MAX_CLOCK_SKEW = timedelta(minutes=10)
 MAX_PAGE = 1000
 _NO_VAULT = "no such vault"  # the same words as server.acl, whatever the reason
 _NO_INVITE = "no such invite"
@@ -174,11 +175,18 @@ def lock_team(db: Session, team_id: str) -> Team:
 # --- the chain -------------------------------------------------------------------------------
 
 
-def _parse(wire: SignedWire) -> UnverifiedStatement:
+def _parse(wire: SignedWire, now: datetime) -> UnverifiedStatement:
+    """Parse one statement; refuse one dated in the future, which would block the team's chain
+    (keymgmt refuses any later statement dated before it)."""
     try:
-        return parse_statement(_to_builtins(wire))
+        statement = parse_statement(_to_builtins(wire))
     except ChainError as exc:
         raise BadRequest(str(exc)) from None
+    if statement.body.time > (now + MAX_CLOCK_SKEW).timestamp():
+        raise BadRequest(
+            f"statement {statement.body.seqno} is dated in the future; check the signer's clock"
+        )
+    return statement
 
 
 def verified_state(db: Session, team: Team) -> VerifiedTeamState:
@@ -240,7 +248,7 @@ def _user_by_fingerprint(db: Session, body: StatementBody) -> User:
     return user
 
 
-def _add(db: Session, team: Team, body: StatementBody, actor: User, now: datetime) -> str:
+def _add(db: Session, team: Team, body: StatementBody, now: datetime) -> str:
     user = _user_by_fingerprint(db, body)
     keys = body.member_keys
     if keys is None or (keys.x25519, keys.ed25519) != (user.x25519.hex(), user.ed25519.hex()):
@@ -297,7 +305,7 @@ def _apply(
     detail: dict[str, object] = {"seqno": body.seqno, "epoch": body.epoch}
     subject = body.member or team.id
     if body.action == "add":
-        detail |= {"user_id": _add(db, team, body, actor, now), "role": body.role}
+        detail |= {"user_id": _add(db, team, body, now), "role": body.role}
         detail |= {"invite_id": body.invite_id} if body.invite_id else {}
     elif body.action == "remove":
         detail["user_id"] = _remove(db, team, body, now)
@@ -336,7 +344,7 @@ def append_statements(
     """
     _team_manager(db, principal, team_id)
     actor = _caller(db, principal)
-    statements = [_parse(wire) for wire in wires]
+    statements = [_parse(wire, now) for wire in wires]
     for st in statements:
         if st.body.signer != actor.fingerprint:
             raise BadRequest(f"statement {st.body.seqno} is not signed by your identity")
@@ -478,9 +486,24 @@ Limit = Annotated[int, Parameter(ge=1, le=MAX_PAGE)]
 TeamPath = Annotated[str, Parameter(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 
 
+def _check_team_limit(db: Session, owner: User) -> str:
+    """The owner's plan (their personal vault's tier), if it allows one more team."""
+    personal = lock_team(db, owner.personal_vault)  # two creations at once count one by one
+    limit = TIERS.get(personal.tier, TIERS["free"]).teams
+    owned = db.scalar(
+        select(func.count()).select_from(Team).where(Team.owner_id == owner.id, Team.kind == "team")
+    )
+    if limit is not None and (owned or 0) >= limit:
+        raise PlanLimit(
+            f"the {personal.tier} plan allows {limit} team(s) per owner and you own {owned}; "
+            "upgrade to create more"
+        )
+    return personal.tier
+
+
 def _create_team(db: Session, principal: Principal, data: TeamCreate, now: datetime) -> TeamCreated:
     owner = _interactive_user(db, principal, "create teams")
-    statement = _parse(data.statement)
+    statement = _parse(data.statement, now)
     try:
         state = verify_chain([statement], team=data.team_id)
     except ChainError as exc:
@@ -492,17 +515,7 @@ def _create_team(db: Session, principal: Principal, data: TeamCreate, now: datet
         raise Conflict(f"the team id {data.team_id!r} is taken; pick another")
     if db.scalar(select(Team.id).where(Team.slug == data.slug)) is not None:
         raise Conflict(f"the slug {data.slug!r} is taken; pick another")
-    personal = db.get(Team, owner.personal_vault)
-    tier_name = personal.tier if personal is not None else "free"
-    limit = TIERS.get(tier_name, TIERS["free"]).teams
-    owned = db.scalar(
-        select(func.count()).select_from(Team).where(Team.owner_id == owner.id, Team.kind == "team")
-    )
-    if limit is not None and (owned or 0) >= limit:
-        raise PlanLimit(
-            f"the {tier_name} plan allows {limit} team(s) per owner and you own {owned}; "
-            "upgrade to create more"
-        )
+    tier_name = _check_team_limit(db, owner)
     team = Team(
         id=data.team_id, name=data.name, slug=data.slug, kind="team", owner_id=owner.id,
         tier=tier_name, head_seq=0, node_count=0, chain_seqno=-1,

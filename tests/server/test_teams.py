@@ -866,3 +866,24 @@ def test_a_writer_that_waited_for_the_lock_sees_the_moved_head(
     ]
     assert chain_length(client, kit.team_id) == 2
     assert carol.user_id not in member_rows(client, kit.team_id)
+
+
+def test_a_statement_dated_in_the_future_is_refused(
+    alice: User, bob: User, clock: Clock, client: TestClient[Any]
+) -> None:
+    """It would block the chain: keymgmt refuses every later statement dated before it."""
+    kit = TeamKit(alice, clock)
+    ahead = keymgmt.add_member(
+        kit.state, signer=alice.identity, member=bob.identity.public, role="member",
+        now=kit.ts() + 3600,
+    )  # fmt: skip
+    response = alice.post(
+        f"/api/v1/teams/{kit.team_id}/chain",
+        {"expected_head_seqno": 0, "statements": [ahead.to_dict()]},
+    )
+    assert (response.status_code, response.json()["detail"]) == (
+        400,
+        "statement 1 is dated in the future; check the signer's clock",
+    )
+    assert chain_length(client, kit.team_id) == 1
+    assert kit.add(bob).status_code == 200
