@@ -887,3 +887,40 @@ def test_a_statement_dated_in_the_future_is_refused(
     )
     assert chain_length(client, kit.team_id) == 1
     assert kit.add(bob).status_code == 200
+
+
+MANAGER_ENDPOINTS = [
+    ("post", "/api/v1/teams/{team}/chain"),
+    ("post", "/api/v1/teams/{team}/members"),
+    ("post", "/api/v1/teams/{team}/keyrings"),
+    ("post", "/api/v1/teams/{team}/invite"),
+    ("get", "/api/v1/teams/{team}/join-requests"),
+    ("get", "/api/v1/teams/{team}/audit"),
+]
+
+
+@pytest.mark.parametrize(("method", "template"), MANAGER_ENDPOINTS)
+def test_manager_endpoints_by_role(
+    *, alice: User, bob: User, carol: User, clock: Clock, client: TestClient[Any], method: str,
+    template: str,
+) -> None:  # fmt: skip
+    """member and viewer: 403; removed member: 404 as for a team that does not exist."""
+    set_tier(client, alice.vault, "pro")
+    kit = TeamKit(alice, clock)
+    set_tier(client, kit.team_id, "pro")
+    dave = User(client, "dave")
+    assert kit.add(bob).status_code == 200
+    assert kit.add(carol, "viewer").status_code == 200
+    assert kit.add(dave).status_code == 200
+    assert kit.remove(dave).status_code == 200
+    path = template.format(team=kit.team_id)
+    answers = {}
+    for name, user in (("member", bob), ("viewer", carol), ("removed", dave)):
+        response = user.get(path) if method == "get" else user.post(path, _body_for(path, kit))
+        answers[name] = (response.status_code, response.json()["detail"])
+    assert answers == {
+        "member": (403, "this needs an owner or admin of the team"),
+        "viewer": (403, "this needs an owner or admin of the team"),
+        "removed": (404, "no such vault"),
+    }
+    assert chain_length(client, kit.team_id) == 5
