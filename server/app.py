@@ -27,13 +27,9 @@ from server.db.engine import make_engine
 from server.deps import provide_db, provide_now, utc_now
 from server.domain.auth import ApiKeyController, AuthController
 from server.domain.nodes import NodeController, SyncController
+from server.domain.registry_teams import TEAM_CONTROLLERS
 from server.domain.vaults import VaultController
 from server.errors import ApiError, problem
-
-try:  # team, chain, invite and sharing endpoints (server/domain/teams.py, shares.py)
-    from server.domain.registry_teams import TEAM_CONTROLLERS
-except ImportError:  # pragma: no cover - present once the teams work lands
-    TEAM_CONTROLLERS = []
 from server.settings import Settings
 
 __all__ = ["create_app"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -23,8 +23,10 @@ def _entry_hash(
     actor: str | None,
     at: datetime,
 ) -> str:
+    # SQLite hands stored stamps back naive: hash the same UTC instant either way.
+    moment = (at if at.tzinfo else at.replace(tzinfo=UTC)).astimezone(UTC)
     body = json.dumps(
-        [prev, action, subject, detail, actor, at.isoformat()], sort_keys=True, default=str
+        [prev, action, subject, detail, actor, moment.isoformat()], sort_keys=True, default=str
     )
     return hashlib.sha256(body.encode("utf-8")).hexdigest()
 
@@ -43,7 +45,12 @@ def record(
     prev = None
     team = None
     if team_id is not None:
-        team = db.scalar(select(Team).where(Team.id == team_id).with_for_update())
+        team = db.scalar(
+            select(Team)
+            .where(Team.id == team_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)  # the head as of the lock, not before
+        )
         prev = team.audit_head if team else None
     digest = _entry_hash(
         prev, action=action, subject=subject, detail=detail, actor=actor_id, at=now

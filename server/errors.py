@@ -9,7 +9,8 @@
         ├── Unauthorized (401) no, expired or revoked credentials
         ├── Forbidden (403)    authenticated but not allowed; never says whether a thing exists
         ├── NotFound (404)     absent, or not yours: the same answer for both
-        ├── Conflict (409)     a compare-and-swap lost (chain head moved)
+        ├── Conflict (409)     a compare-and-swap lost (chain head moved), a used invite
+        ├── Gone (410)         it existed but can no longer be used (an expired invite)
         ├── PayloadTooLarge (413)
         ├── PlanLimit (402)    the team's plan refuses it
         └── TooManyRequests (429)
@@ -25,6 +26,7 @@ __all__ = [
     "BadRequest",
     "Conflict",
     "Forbidden",
+    "Gone",
     "NotFound",
     "PayloadTooLarge",
     "PlanLimit",
@@ -71,6 +73,10 @@ class NotFound(ApiError):
 
 class Conflict(ApiError):
     status, title = 409, "Conflict"
+
+
+class Gone(ApiError):
+    status, title = 410, "Gone"
 
 
 class PayloadTooLarge(ApiError):

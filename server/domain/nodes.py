@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from server import acl, plans
 from server.db.models import NodeRecord, Team, TeamMember
 from server.deps import Principal, provide_principal
+from server.domain.shares import record_shared_read
 from server.errors import BadRequest, NotFound, PayloadTooLarge
 from tapes_e2e.protocol import (
     MAX_BATCH_BYTES,
@@ -69,7 +70,14 @@ def push(db: Session, principal: Principal, data: PushRequest, now: datetime) ->
     for env in data.envelopes:
         _check_envelope(data.vault, env)
     # Lock the vault row: sequence numbers are handed out one writer at a time.
-    team = db.scalars(select(Team).where(Team.id == team.id).with_for_update()).one()
+    # populate_existing: require_vault loaded this row before the lock; without it the
+    # identity map keeps the head_seq read before the lock and two writers share sequence numbers.
+    team = db.scalars(
+        select(Team)
+        .where(Team.id == team.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).one()
     wanted = set(ids) | {e.parent_id for e in data.envelopes if e.parent_id}
     present = set(
         db.scalars(
@@ -226,7 +234,9 @@ class NodeController(Controller):
         self, node_id: Hex64Path, db: Session, principal: Principal, now: datetime
     ) -> NodeOut:
         """One envelope by its keyed node ID."""
-        return _node_out(_find(db, principal, node_id, now))
+        record = _find(db, principal, node_id, now)
+        record_shared_read(db, principal, record, now)
+        return _node_out(record)
 
     @get("/nodes/{node_id:str}/ancestry", sync_to_thread=True)
     def ancestry(
@@ -290,6 +300,7 @@ MAX_DEPTH = 1_000_000
 
 def _ancestry(db: Session, principal: Principal, node_id: str, now: datetime) -> list[NodeOut]:
     first = _find(db, principal, node_id, now)
+    record_shared_read(db, principal, first, now)
     team = db.get(Team, first.vault_id)
     found = acl.membership(db, principal.user_id, first.vault_id)
     if team is None or found is None:  # pragma: no cover - _find checked both

@@ -85,10 +85,10 @@ from server.domain.team_schemas import (
     TeamCreated,
 )
 from server.errors import (
-    ApiError,
     BadRequest,
     Conflict,
     Forbidden,
+    Gone,
     NotFound,
     PlanLimit,
     Unauthorized,
@@ -96,7 +96,6 @@ from server.errors import (
 from server.plans import TIERS
 
 __all__ = [
-    "Gone",
     "InviteController",
     "TeamController",
     "append_statements",
@@ -112,12 +111,6 @@ MAX_PAGE = 1000
 _NO_VAULT = "no such vault"  # the same words as server.acl, whatever the reason
 _NO_INVITE = "no such invite"
 _to_builtins = msgspec.to_builtins
-
-
-class Gone(ApiError):  # noqa: N818 - named after its status, as in server.errors
-    """410: the thing existed but can no longer be used (an expired invite)."""
-
-    status, title = 410, "Gone"
 
 
 # --- access ----------------------------------------------------------------------------------
