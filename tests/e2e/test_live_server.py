@@ -11,7 +11,9 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import statistics
 import threading
+import time
 from typing import Any
 
 import httpx
@@ -146,6 +148,33 @@ def test_two_users_push_and_pull_over_real_http(live_server: LiveServer) -> None
         assert intruder.status_code == 404
         after = alice.get("/api/v1/sync/status", params={"vault": alice.vault}).json()
         assert (after["head_seq"], after["node_count"]) == (24, 24)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="with TAPES_SERVER_WORKERS >= 2 (the default) every request on a kept-alive "
+    "connection takes ~40 ms: uvicorn binds the shared socket with socket.socket(family) "
+    "(proto 0), asyncio's _set_nodelay only sets TCP_NODELAY when proto == IPPROTO_TCP, so "
+    "Nagle stays on and h11's separate head and body writes wait for the client's delayed ACK",
+)
+def test_kept_alive_requests_are_not_stalled(live_server: LiveServer) -> None:
+    assert kept_alive_median(live_server) < 0.020
+
+
+def test_a_single_worker_is_not_stalled(live_server_factory: ServerFactory) -> None:
+    """The control for the test above: one worker (uvicorn's own bind, proto IPPROTO_TCP)."""
+    assert kept_alive_median(live_server_factory(workers=1)) < 0.020
+
+
+def kept_alive_median(server: LiveServer) -> float:
+    with server.client() as http:
+        assert http.get("/healthz").status_code == 200  # the connection is open
+        times = []
+        for _ in range(15):
+            start = time.perf_counter()
+            assert http.get("/healthz").status_code == 200
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
 @pytest.fixture
