@@ -1,0 +1,774 @@
+"""Sync server benchmark: a real ``tapes-server serve`` over HTTP, each figure beside a baseline.
+
+    .venv/bin/python bench/bench_server.py            # 100k nodes, 32 clients on PostgreSQL
+    .venv/bin/python bench/bench_server.py --quick    # 10k nodes, 8 clients
+    .venv/bin/python bench/bench_server.py --keep     # keep the database files
+
+(bench/README.md belongs to the local-store benchmark; the notes for this one are here.)
+
+What it measures (issue 5, "Benchmark"; DESIGN §9):
+
+1. push / pull: one client (httpx, batches of 1,000, msgspec for JSON) pushes N nodes of ~2 KB
+   envelopes (sealed with keymgmt before the clock starts, sessions of 100 turns) to a
+   ``tapes-server serve`` process (uvicorn, 2 workers) on SQLite, then pulls them all back page by
+   page (limit 1,000) and checks they are byte-identical. Baseline, same run and same disk: bare
+   ``sqlite3`` inserting the same rows (same envelope bytes, same columns, primary key and indexes,
+   WAL + ``synchronous=FULL``, one ``BEGIN IMMEDIATE … COMMIT`` per 1,000) and selecting them back
+   in pages of 1,000 by ``seq``. Goal: >= 10,000 nodes/s each way. The bench user's vault is
+   set to the pro plan in the database first (the free plan stops at 100 new sessions a month and
+   there is no API to change a plan).
+2. no-op pull with N stored: ``GET /api/v1/sync/pull?after=<head>`` — one request, median of 50.
+   Baseline: ``GET /healthz`` (a request that touches no database), median of 50. Goal: < 50 ms.
+3. 32 concurrent clients (8 with ``--quick``) pushing to PostgreSQL 15 (a throwaway cluster, as in
+   tests/server/pg.py) through one server process with 4 workers: each client pushes its own
+   vault; a quarter of them (8 of 32) also push the same vault of a shared user, which exercises
+   the vault row lock. A failed request is counted as an error and retried after a short random
+   back-off, up to 30 times (pushes are idempotent), so the data checks still say whether
+   anything was lost or stored twice: per
+   vault, the stored node IDs equal the pushed set, one row each, sequence numbers 1..n without a
+   gap, and the vault row's head_seq and node_count equal n. Goal: no errors, nothing lost.
+
+``--workers N`` runs the SQLite server with N uvicorn workers instead of 2 (diagnosis: with 2 or
+more, kept-alive requests stall ~40 ms on TCP delayed ACK; see the "new connection" row).
+
+Database files go in a fresh directory under bench/out/ (git-ignored, on the repository's disk, not
+a tmpfs), removed at the end unless --keep. Results: a table on stdout and bench/out/server.json.
+Exit status 1 if a goal is missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import json
+import os
+import platform
+import random
+import shutil
+import signal
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+
+import keymgmt
+from keymgmt.login import sign_login
+
+REPO = Path(__file__).resolve().parent.parent
+OUT = REPO / "bench" / "out"
+SERVER = Path(sys.executable).with_name("tapes-server")
+BATCH = 1000
+PAGE = 1000
+SESSION = 100  # turns per session
+BODY = 1200  # plaintext bytes (random, so incompressible): ~2 KB envelope JSON
+GOAL_RATE = 10_000.0
+GOAL_NOOP_MS = 50.0
+
+encode = msgspec.json.encode
+decode = msgspec.json.decode
+
+
+# --- client-side keys and a minimal batch client ----------------------------------------------
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class SealingVault:
+    """A client's keys for one vault; seals ~2 KB nodes in sessions, parents first."""
+
+    def __init__(self, vault_id: str, author: keymgmt.Identity, seed: int) -> None:
+        self.vault_id = vault_id
+        self.author = author
+        self.vault_key = keymgmt.new_key()
+        self.epoch_key = keymgmt.new_key()
+        self.rng = random.Random(seed)
+        self.metadata = keymgmt.project_metadata(
+            "coarse", {"model": "claude-sonnet-4", "role": "assistant", "total_tokens": 1500}
+        )
+
+    def sessions(self, count: int, turns: int = SESSION) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        parent: str | None = None
+        for index in range(count):
+            if index % turns == 0:
+                parent = None
+            body = self.rng.randbytes(BODY)
+            tapes_hash = hashlib.sha256((parent or "").encode() + b"|" + body).hexdigest()
+            envelope = keymgmt.seal_node(
+                team=self.vault_id,
+                epoch=1,
+                epoch_key=self.epoch_key,
+                vault_id_key=self.vault_key,
+                tapes_hash=tapes_hash,
+                parent_tapes_hash=parent,
+                body=body,
+                metadata=self.metadata,
+                author=self.author.fingerprint,
+            )
+            out.append(envelope.to_dict())
+            parent = tapes_hash
+        return out
+
+
+@dataclass
+class Account:
+    identity: keymgmt.Identity
+    handle: str
+    access: str = ""
+    vault: str = ""
+    user_id: str = ""
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.access}", "Content-Type": "application/json"}
+
+
+def login(http: httpx.Client, account: Account, *, register: bool) -> None:
+    challenge = http.post("/auth/challenge").json()
+    signature = sign_login(
+        account.identity,
+        server=challenge["audience"],
+        challenge_id=challenge["challenge_id"],
+        nonce=unb64(challenge["nonce"]),
+    )
+    body: dict[str, Any] = {
+        "challenge_id": challenge["challenge_id"],
+        "keys": {
+            "x25519": account.identity.public.x25519.hex(),
+            "ed25519": account.identity.public.ed25519.hex(),
+        },
+        "signature": b64(signature),
+    }
+    if register:
+        body["handle"] = account.handle
+    response = http.post("/auth/login", json=body)
+    if response.status_code != 200:
+        raise RuntimeError(f"login failed: {response.status_code} {response.text}")
+    tokens = response.json()
+    account.access = tokens["access_token"]
+    account.vault = tokens["personal_vault"]
+    account.user_id = tokens["user_id"]
+
+
+def new_account(http: httpx.Client, handle: str) -> Account:
+    account = Account(keymgmt.generate_identity(), handle)
+    login(http, account, register=True)
+    return account
+
+
+def push_batches(
+    http: httpx.Client, account: Account, vault: str, envelopes: list[dict[str, Any]], size: int
+) -> None:
+    for start in range(0, len(envelopes), size):
+        batch = envelopes[start : start + size]
+        body = encode({"vault": vault, "envelopes": batch})
+        response = http.post("/api/v1/sync/push", content=body, headers=account.headers)
+        if response.status_code != 200:
+            raise RuntimeError(f"push failed: {response.status_code} {response.text[:300]}")
+        if len(decode(response.content)["stored"]) != len(batch):
+            raise RuntimeError("push stored fewer nodes than sent")
+
+
+def pull_all(http: httpx.Client, account: Account, vault: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    after = 0
+    while True:
+        response = http.get(
+            "/api/v1/sync/pull",
+            params={"vault": vault, "after": after, "limit": PAGE},
+            headers=account.headers,
+        )
+        if response.status_code != 200:
+            raise RuntimeError(f"pull failed: {response.status_code} {response.text[:300]}")
+        page = decode(response.content)
+        items.extend(page["items"])
+        after = page["cursor"]
+        if not page["more"]:
+            return items
+
+
+# --- the server process ------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class ServerProcess:
+    def __init__(self, root: Path, database_url: str, workers: int) -> None:
+        self.root = root
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        home = root / "home"
+        home.mkdir(parents=True, exist_ok=True)
+        self.env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(home),
+            "XDG_DATA_HOME": str(home / "data"),
+            "TAPES_SERVER_DATABASE_URL": database_url,
+            "TAPES_SERVER_PORT": str(self.port),
+            "TAPES_SERVER_WORKERS": str(workers),
+            "TAPES_SERVER_AUTH_RATE": "100000",
+            "TAPES_SERVER_ACCESS_TTL": "3600",
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> ServerProcess:
+        with (
+            (self.root / "stdout.log").open("wb") as out,
+            (self.root / "stderr.log").open("wb") as err,
+        ):
+            self.process = subprocess.Popen(
+                [str(SERVER), "serve"],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                env=self.env,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError((self.root / "stderr.log").read_text())
+            try:
+                if httpx.get(f"{self.base_url}/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("the server did not become healthy in 60 s")
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=15)
+        except ProcessLookupError:
+            pass
+
+    def errors_logged(self) -> list[str]:
+        text = (self.root / "stderr.log").read_text(errors="replace")
+        return [line for line in text.splitlines() if "internal error" in line]
+
+
+# --- baseline: bare sqlite3 --------------------------------------------------------------------
+
+BASELINE_DDL = """
+CREATE TABLE teams (id VARCHAR(64) PRIMARY KEY);
+CREATE TABLE users (id VARCHAR(36) PRIMARY KEY);
+CREATE TABLE nodes (
+    vault_id VARCHAR(64) NOT NULL REFERENCES teams (id) ON DELETE CASCADE,
+    node_id VARCHAR(64) NOT NULL,
+    parent_id VARCHAR(64),
+    seq BIGINT NOT NULL,
+    epoch INTEGER NOT NULL,
+    record_type VARCHAR(32) NOT NULL,
+    author VARCHAR(128) NOT NULL,
+    padded_size BIGINT NOT NULL,
+    metadata_only BOOLEAN NOT NULL,
+    clear_metadata JSON NOT NULL,
+    envelope BLOB NOT NULL,
+    uploader_id VARCHAR(36) NOT NULL REFERENCES users (id),
+    uploaded_at DATETIME NOT NULL,
+    PRIMARY KEY (vault_id, node_id),
+    UNIQUE (vault_id, seq)
+);
+CREATE INDEX ix_nodes_uploader ON nodes (uploader_id);
+CREATE INDEX ix_nodes_vault_parent ON nodes (vault_id, parent_id);
+"""
+INSERT = "INSERT INTO nodes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+SELECT = (
+    "SELECT vault_id, node_id, parent_id, seq, epoch, record_type, author, padded_size, "
+    "metadata_only, clear_metadata, envelope, uploader_id, uploaded_at FROM nodes "
+    "WHERE vault_id = ? AND seq > ? ORDER BY seq LIMIT ?"
+)
+
+
+def baseline_sqlite(path: Path, envelopes: list[dict[str, Any]]) -> tuple[float, float]:
+    """Seconds to insert the rows (batches of 1,000, one transaction each), then to select them
+    back in pages of 1,000 by seq."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = FULL")
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.executescript(BASELINE_DDL)
+    conn.execute("INSERT INTO teams VALUES ('v_bench')")
+    conn.execute("INSERT INTO users VALUES ('u_bench')")
+    now = "2026-11-26 00:00:00.000000"
+    rows = [
+        (
+            "v_bench",
+            e["node_id"],
+            e["parent_id"],
+            seq,
+            e["epoch"],
+            e["record_type"],
+            e["author"],
+            e["padded_size"],
+            e["ciphertext"] is None,
+            json.dumps(e["metadata"]),
+            encode(e),
+            "u_bench",
+            now,
+        )
+        for seq, e in enumerate(envelopes, start=1)
+    ]
+    start = time.perf_counter()
+    for first in range(0, len(rows), BATCH):
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany(INSERT, rows[first : first + BATCH])
+        conn.execute("COMMIT")
+    insert_s = time.perf_counter() - start
+    start = time.perf_counter()
+    count, after = 0, 0
+    while True:
+        page = conn.execute(SELECT, ("v_bench", after, PAGE)).fetchall()
+        if not page:
+            break
+        count += len(page)
+        after = page[-1][3]
+    select_s = time.perf_counter() - start
+    conn.close()
+    if count != len(rows):
+        raise RuntimeError(f"baseline selected {count} of {len(rows)} rows")
+    return insert_s, select_s
+
+
+# --- 1 and 2: push / pull / no-op on SQLite -----------------------------------------------------
+
+
+def median_ms(http: httpx.Client, path: str, headers: dict[str, str], tries: int) -> float:
+    times = []
+    for _ in range(tries):
+        start = time.perf_counter()
+        response = http.get(path, headers=headers)
+        times.append((time.perf_counter() - start) * 1000)
+        if response.status_code != 200:
+            raise RuntimeError(f"{path}: {response.status_code}")
+    return statistics.median(times)
+
+
+def upgrade_to_pro(db: Path, vault: str) -> None:
+    """The free plan allows 100 new sessions a month (server/plans.py) and there is no API to
+    change a plan yet, so the operator's upgrade is done in the database."""
+    with sqlite3.connect(db, timeout=30) as conn:
+        changed = conn.execute("UPDATE teams SET tier = 'pro' WHERE id = ?", (vault,)).rowcount
+    if changed != 1:
+        raise RuntimeError(f"no vault {vault} to upgrade")
+
+
+def median_ms_fresh(base_url: str, path: str, headers: dict[str, str], tries: int) -> float:
+    times = []
+    for _ in range(tries):
+        with httpx.Client(base_url=base_url, timeout=30) as http:
+            start = time.perf_counter()
+            response = http.get(path, headers=headers)
+            times.append((time.perf_counter() - start) * 1000)
+        if response.status_code != 200:
+            raise RuntimeError(f"{path}: {response.status_code}")
+    return statistics.median(times)
+
+
+def bench_sqlite(root: Path, count: int, workers: int) -> dict[str, Any]:
+    identity = keymgmt.generate_identity()
+    server_root = root / "server"
+    server_root.mkdir()
+    db = server_root / "s.sqlite"
+    with (
+        ServerProcess(server_root, f"sqlite:///{db}", workers=workers) as server,
+        httpx.Client(base_url=server.base_url, timeout=120) as http,
+    ):
+        account = Account(identity, "bench")
+        login(http, account, register=True)
+        upgrade_to_pro(db, account.vault)
+        started = time.perf_counter()
+        envelopes = SealingVault(account.vault, identity, seed=1).sessions(count)
+        seal_s = time.perf_counter() - started
+        envelope_bytes = statistics.mean(len(encode(e)) for e in envelopes)
+        print(
+            f"sealed {count:,} envelopes in {seal_s:.1f} s (mean {envelope_bytes:,.0f} B)",
+            flush=True,
+        )
+
+        start = time.perf_counter()
+        push_batches(http, account, account.vault, envelopes, BATCH)
+        push_s = time.perf_counter() - start
+        print(f"push: {count / push_s:,.0f} nodes/s", flush=True)
+
+        start = time.perf_counter()
+        items = pull_all(http, account, account.vault)
+        pull_s = time.perf_counter() - start
+        print(f"pull: {count / pull_s:,.0f} nodes/s", flush=True)
+        if [i["seq"] for i in items] != list(range(1, count + 1)):
+            raise RuntimeError("pull did not return seq 1..n")
+        if any(encode(i["envelope"]) != encode(e) for i, e in zip(items, envelopes, strict=True)):
+            raise RuntimeError("pulled envelopes differ from what was pushed")
+
+        head = items[-1]["seq"]
+        noop_path = f"/api/v1/sync/pull?vault={account.vault}&after={head}&limit={PAGE}"
+        idle = http.get(noop_path, headers=account.headers).json()
+        if idle != {"vault": account.vault, "items": [], "cursor": head, "more": False}:
+            raise RuntimeError(f"no-op pull answered {idle}")
+        # interleaved, 5 rounds of 10 each, so noise hits both alike
+        noop: list[float] = []
+        health: list[float] = []
+        for _ in range(5):
+            noop.append(median_ms(http, noop_path, account.headers, 10))
+            health.append(median_ms(http, "/healthz", {}, 10))
+        noop_ms, health_ms = statistics.median(noop), statistics.median(health)
+        # the same requests, each on a new connection (no keep-alive): what the server costs
+        # without the TCP delayed-ACK stall a kept-alive connection can hit
+        fresh: list[float] = []
+        fresh_health: list[float] = []
+        for _ in range(5):
+            fresh.append(median_ms_fresh(server.base_url, noop_path, account.headers, 10))
+            fresh_health.append(median_ms_fresh(server.base_url, "/healthz", {}, 10))
+        server_errors = server.errors_logged()
+
+    db_bytes = sum(p.stat().st_size for p in server_root.glob("s.sqlite*"))
+    insert_s, select_s = baseline_sqlite(root / "baseline.sqlite", envelopes)
+    return {
+        "nodes": count,
+        "workers": workers,
+        "envelope_mean_bytes": round(envelope_bytes),
+        "seal_s": round(seal_s, 2),
+        "push_s": round(push_s, 3),
+        "pull_s": round(pull_s, 3),
+        "push_rate": count / push_s,
+        "pull_rate": count / pull_s,
+        "baseline_insert_rate": count / insert_s,
+        "baseline_select_rate": count / select_s,
+        "noop_pull_ms": noop_ms,
+        "healthz_ms": health_ms,
+        "noop_pull_new_connection_ms": statistics.median(fresh),
+        "healthz_new_connection_ms": statistics.median(fresh_health),
+        "server_db_bytes": db_bytes,
+        "server_errors": server_errors,
+    }
+
+
+# --- 3: concurrent clients on PostgreSQL --------------------------------------------------------
+
+
+@dataclass
+class Client:
+    index: int
+    account: Account
+    own: list[dict[str, Any]]
+    shared: list[dict[str, Any]] = field(default_factory=list)
+    shared_account: Account | None = None
+    statuses: Counter[int] = field(default_factory=Counter)
+    retries: int = 0
+    failures: list[str] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)
+    gave_up: bool = False
+
+
+CONCURRENT_BATCH = 250
+MAX_ATTEMPTS = 30
+
+
+def run_client(base_url: str, client: Client, barrier: threading.Barrier) -> None:
+    jobs = [(client.account, client.account.vault, client.own)]
+    if client.shared_account is not None:
+        jobs.append((client.shared_account, client.shared_account.vault, client.shared))
+    # interleave batches of the two vaults
+    plan: list[tuple[Account, str, list[dict[str, Any]]]] = []
+    for start in range(0, max(len(job[2]) for job in jobs), CONCURRENT_BATCH):
+        for account, vault, envelopes in jobs:
+            batch = envelopes[start : start + CONCURRENT_BATCH]
+            if batch:
+                plan.append((account, vault, batch))
+    bodies = [(account, encode({"vault": v, "envelopes": b})) for account, v, b in plan]
+    with httpx.Client(base_url=base_url, timeout=300) as http:
+        barrier.wait()
+        for account, body in bodies:
+            for attempt in range(MAX_ATTEMPTS):
+                start = time.perf_counter()
+                try:
+                    response = http.post("/api/v1/sync/push", content=body, headers=account.headers)
+                    status = response.status_code
+                except httpx.TransportError as exc:
+                    status, response = -1, None
+                    client.failures.append(type(exc).__name__)
+                client.latencies.append(time.perf_counter() - start)
+                client.statuses[status] += 1
+                if status == 200:
+                    break
+                if response is not None:
+                    client.failures.append(f"{status} {response.text[:200]}")
+                client.retries += 1
+                if attempt == MAX_ATTEMPTS - 1:
+                    client.gave_up = True
+                    return
+                time.sleep(random.uniform(0.01, 0.1))  # back off before retrying
+
+
+def check_postgres(url: str, expected: dict[str, list[str]]) -> dict[str, Any]:
+    import psycopg
+
+    dsn = url.replace("postgresql+psycopg://", "postgresql://")
+    problems: list[str] = []
+    rows_total = 0
+    with psycopg.connect(dsn) as conn:
+        for vault, pushed in expected.items():
+            rows = conn.execute(
+                "SELECT node_id, seq FROM nodes WHERE vault_id = %s ORDER BY seq", (vault,)
+            ).fetchall()
+            rows_total += len(rows)
+            ids = [r[0] for r in rows]
+            seqs = [r[1] for r in rows]
+            if len(ids) != len(set(ids)):
+                problems.append(f"{vault}: a node stored twice")
+            if set(ids) != set(pushed):
+                lost = len(set(pushed) - set(ids))
+                extra = len(set(ids) - set(pushed))
+                problems.append(f"{vault}: {lost} lost, {extra} unexpected")
+            if seqs != list(range(1, len(seqs) + 1)):
+                problems.append(f"{vault}: sequence numbers have gaps or repeats")
+            head = conn.execute(
+                "SELECT head_seq, node_count FROM teams WHERE id = %s", (vault,)
+            ).fetchone()
+            if head is None or tuple(head) != (len(pushed), len(pushed)):
+                problems.append(f"{vault}: vault row says {head}, expected {len(pushed)}")
+    return {"rows": rows_total, "problems": problems}
+
+
+def bench_postgres(root: Path, clients_n: int, own_n: int, shared_n: int) -> dict[str, Any]:
+    sys.path.insert(0, str(REPO))
+    from tests.server.pg import postgres_unavailable, running_cluster
+
+    reason = postgres_unavailable()
+    if reason is not None:
+        return {"skipped": reason}
+    sharers = max(2, clients_n // 4)
+    with running_cluster() as cluster:
+        url = cluster.create_database("tapes_bench")
+        server_root = root / "pg-server"
+        server_root.mkdir()
+        with (
+            ServerProcess(server_root, url, workers=4) as server,
+            httpx.Client(base_url=server.base_url, timeout=120) as http,
+        ):
+            shared_owner = new_account(http, "shared")
+            shared_keys = SealingVault(shared_owner.vault, shared_owner.identity, seed=999)
+            clients: list[Client] = []
+            for index in range(clients_n):
+                account = new_account(http, f"client{index}")
+                own = SealingVault(account.vault, account.identity, seed=index).sessions(own_n)
+                client = Client(index, account, own)
+                if index < sharers:
+                    # the shared user's identity, logged in separately by this client
+                    session = Account(shared_owner.identity, "shared")
+                    login(http, session, register=False)
+                    client.shared_account = session
+                    client.shared = shared_keys.sessions(shared_n)
+                clients.append(client)
+            barrier = threading.Barrier(clients_n + 1)
+            threads = [
+                threading.Thread(target=run_client, args=(server.base_url, c, barrier))
+                for c in clients
+            ]
+            for thread in threads:
+                thread.start()
+            barrier.wait()
+            start = time.perf_counter()
+            for thread in threads:
+                thread.join()
+            elapsed = time.perf_counter() - start
+            server_errors = server.errors_logged()
+        expected = {c.account.vault: [e["node_id"] for e in c.own] for c in clients}
+        expected[shared_owner.vault] = [e["node_id"] for c in clients for e in c.shared]
+        checked = check_postgres(url, expected)
+    statuses: Counter[int] = Counter()
+    for c in clients:
+        statuses.update(c.statuses)
+    failures = Counter(f for c in clients for f in c.failures)
+    latencies = sorted(x for c in clients for x in c.latencies)
+    nodes = sum(len(c.own) + len(c.shared) for c in clients)
+    return {
+        "clients": clients_n,
+        "sharing_one_vault": sharers,
+        "nodes": nodes,
+        "seconds": round(elapsed, 2),
+        "rate": nodes / elapsed,
+        "requests": sum(statuses.values()),
+        "statuses": {str(k): v for k, v in sorted(statuses.items())},
+        "errors": sum(v for k, v in statuses.items() if k != 200),
+        "retries": sum(c.retries for c in clients),
+        "error_kinds": dict(failures.most_common(5)),
+        "server_internal_errors_logged": len(server_errors),
+        "server_error_sample": server_errors[:3],
+        "push_p50_ms": 1000 * latencies[len(latencies) // 2],
+        "push_p95_ms": 1000 * latencies[int(len(latencies) * 0.95)],
+        "clients_gave_up": sum(c.gave_up for c in clients),
+        "rows": checked["rows"],
+        "expected_rows": sum(len(v) for v in expected.values()),
+        "data_problems": checked["problems"],
+    }
+
+
+# --- report -------------------------------------------------------------------------------------
+
+
+def on_tmpfs(path: Path) -> bool:
+    best, fstype = "", ""
+    for line in Path("/proc/mounts").read_text().splitlines():
+        parts = line.split()
+        if len(parts) > 2 and str(path).startswith(parts[1]) and len(parts[1]) > len(best):
+            best, fstype = parts[1], parts[2]
+    return fstype == "tmpfs"
+
+
+def table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--quick", action="store_true", help="10k nodes, 8 clients")
+    parser.add_argument("--keep", action="store_true", help="keep the database files")
+    parser.add_argument("--nodes", type=int, default=None, help="override the node count")
+    parser.add_argument("--skip-postgres", action="store_true")
+    parser.add_argument(
+        "--workers", type=int, default=2, help="uvicorn workers of the SQLite server (default 2)"
+    )
+    args = parser.parse_args(argv)
+    count = args.nodes or (10_000 if args.quick else 100_000)
+    clients_n = 8 if args.quick else 32
+    own_n, shared_n = (500, 500) if args.quick else (2_000, 1_000)
+
+    OUT.mkdir(parents=True, exist_ok=True)
+    base = OUT if on_tmpfs(Path(tempfile.gettempdir())) else Path(tempfile.gettempdir())
+    root = Path(tempfile.mkdtemp(prefix="bench-server-", dir=base))
+    print(f"working in {root}", flush=True)
+    try:
+        sqlite_result = bench_sqlite(root, count, args.workers)
+        pg_result = (
+            {"skipped": "--skip-postgres"}
+            if args.skip_postgres
+            else bench_postgres(root, clients_n, own_n, shared_n)
+        )
+    finally:
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+
+    s = sqlite_result
+    rows = [["figure", "ours", "baseline", "ratio", "goal", "result"]]
+    push_ok = s["push_rate"] >= GOAL_RATE
+    pull_ok = s["pull_rate"] >= GOAL_RATE
+    noop_ok = s["noop_pull_ms"] < GOAL_NOOP_MS
+    rows.append([
+        f"push {count:,} x {s['envelope_mean_bytes']:,} B (nodes/s)",
+        f"{s['push_rate']:,.0f}",
+        f"{s['baseline_insert_rate']:,.0f} sqlite3 insert",
+        f"{s['push_rate'] / s['baseline_insert_rate']:.3f}",
+        f">= {GOAL_RATE:,.0f}",
+        "PASS" if push_ok else "MISS",
+    ])  # fmt: skip
+    rows.append([
+        f"pull {count:,} (nodes/s)",
+        f"{s['pull_rate']:,.0f}",
+        f"{s['baseline_select_rate']:,.0f} sqlite3 select",
+        f"{s['pull_rate'] / s['baseline_select_rate']:.3f}",
+        f">= {GOAL_RATE:,.0f}",
+        "PASS" if pull_ok else "MISS",
+    ])  # fmt: skip
+    rows.append([
+        f"no-op pull, {count:,} stored (median ms)",
+        f"{s['noop_pull_ms']:.2f}",
+        f"{s['healthz_ms']:.2f} GET /healthz",
+        f"{s['noop_pull_ms'] / s['healthz_ms']:.2f}",
+        f"< {GOAL_NOOP_MS:.0f} ms, 1 request",
+        "PASS" if noop_ok else "MISS",
+    ])  # fmt: skip
+    rows.append([
+        "  the same, new connection per request (ms)",
+        f"{s['noop_pull_new_connection_ms']:.2f}",
+        f"{s['healthz_new_connection_ms']:.2f} GET /healthz",
+        f"{s['noop_pull_new_connection_ms'] / s['healthz_new_connection_ms']:.2f}",
+        "(diagnostic)",
+        "",
+    ])  # fmt: skip
+    goals = [push_ok, pull_ok, noop_ok]
+    p = pg_result
+    if "skipped" in p:
+        rows.append(["concurrent clients on PostgreSQL", "skipped", p["skipped"], "", "", "SKIP"])
+    else:
+        pg_ok = p["errors"] == 0 and not p["data_problems"]
+        goals.append(pg_ok)
+        rows.append([
+            f"{p['clients']} clients push to PostgreSQL ({p['sharing_one_vault']} share a vault)",
+            f"{p['errors']} errors / {p['requests']} requests",
+            f"{p['rows']:,} rows of {p['expected_rows']:,} pushed",
+            f"{len(p['data_problems'])} data problems",
+            "0 errors, nothing lost",
+            "PASS" if pg_ok else "MISS",
+        ])  # fmt: skip
+        rows.append([
+            "  throughput (nodes/s, all clients)",
+            f"{p['rate']:,.0f}",
+            f"p50 {p['push_p50_ms']:.0f} ms, p95 {p['push_p95_ms']:.0f} ms per push",
+            "",
+            "",
+            "",
+        ])  # fmt: skip
+    print()
+    print(table(rows))
+    if p.get("errors"):
+        print(f"\nPostgreSQL errors by status: {p['statuses']}; retried {p['retries']} times")
+        for kind, n in p["error_kinds"].items():
+            print(f"  {n} x {kind}")
+        for line in p["server_error_sample"]:
+            print(f"  server log: {line}")
+    if p.get("data_problems"):
+        print("data problems:", *p["data_problems"][:10], sep="\n  ")
+
+    report = {
+        "mode": "quick" if args.quick else "full",
+        "python": platform.python_version(),
+        "sqlite": sqlite3.sqlite_version,
+        "cpus": os.cpu_count(),
+        "sqlite_server": sqlite_result,
+        "postgres_concurrent": pg_result,
+        "goals_met": all(goals),
+    }
+    (OUT / "server.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    print(f"\nwrote {OUT / 'server.json'}")
+    return 0 if all(goals) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
