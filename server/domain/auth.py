@@ -17,7 +17,7 @@ import secrets
 import uuid
 from datetime import datetime, timedelta
 
-from litestar import Controller, Request, Response, delete, get, post
+from litestar import Controller, Request, Response
 from litestar.datastructures import State
 from litestar.di import Provide
 from sqlalchemy import delete as sql_delete
@@ -39,6 +39,7 @@ from server.db.models import (
 )
 from server.deps import Principal, aware, provide_principal, token_hash
 from server.errors import BadRequest, Conflict, NotFound, Unauthorized, problem
+from server.openapi import delete, get, post
 from server.settings import Settings
 from tapes_e2e.protocol import (
     API_KEY_PREFIX,

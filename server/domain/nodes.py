@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Annotated
 
 import msgspec
-from litestar import Controller, get, post
+from litestar import Controller
 from litestar.di import Provide
 from litestar.params import Parameter
 from sqlalchemy import and_, insert, literal, select
@@ -27,6 +27,7 @@ from server.db.models import NodeRecord, Team, TeamMember
 from server.deps import Principal, provide_principal
 from server.domain.shares import record_shared_read
 from server.errors import BadRequest, NotFound, PayloadTooLarge
+from server.openapi import get, post
 from tapes_e2e.protocol import (
     MAX_BATCH_BYTES,
     EnvelopeWire,

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Controller, delete, get, post
+from litestar import Controller
 from litestar.di import Provide
 from litestar.params import Parameter
 from sqlalchemy import ColumnElement, CursorResult, and_, insert, literal, or_, select
@@ -35,6 +35,7 @@ from server.deps import Principal, aware, provide_principal
 from server.domain.team_schemas import ShareCreate, ShareOut, SharePage, SignedWire
 from server.domain.teams import MANAGERS, lock_team, verified_state
 from server.errors import BadRequest, Conflict, Forbidden, NotFound
+from server.openapi import delete, get, post
 
 __all__ = ["ShareController", "SharedController", "record_shared_read"]
 

@@ -32,7 +32,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 import msgspec
-from litestar import Controller, delete, get, post
+from litestar import Controller
 from litestar.di import Provide
 from litestar.params import Parameter
 from sqlalchemy import delete as sql_delete
@@ -93,6 +93,7 @@ from server.errors import (
     PlanLimit,
     Unauthorized,
 )
+from server.openapi import delete, get, post
 from server.plans import TIERS
 
 __all__ = [

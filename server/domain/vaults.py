@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from litestar import Controller, get
+from litestar import Controller
 from litestar.di import Provide
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 from server import acl
 from server.db.models import Team, TeamMember
 from server.deps import Principal, provide_principal
+from server.openapi import get
 from tapes_e2e.protocol import VaultOut
 
 __all__ = ["VaultController"]

@@ -125,12 +125,6 @@ def test_no_server_error_and_responses_match_the_schema(
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the served OpenAPI documents only the success status and 400 (as application/json) "
-    "per operation: the 401/403/404/409/413/429 answers every operation can give, and the "
-    "application/problem+json type of every error body, are missing from the contract",
-)
 def test_error_answers_are_in_the_contract(target: Target) -> None:
     operation = schema.raw_schema["paths"]["/api/v1/sync/pull"]["get"]
     with TestClient(target.app, base_url=AUDIENCE) as client:
