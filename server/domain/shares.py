@@ -32,10 +32,10 @@ from keymgmt import ShareError, verify_share
 from server import acl, audit
 from server.db.models import NodeRecord, Share, ShareNode, Team, TeamMember, User
 from server.deps import Principal, aware, provide_principal
-from server.domain.team_schemas import ShareCreate, ShareOut, SharePage, SignedWire
 from server.domain.teams import MANAGERS, lock_team, verified_state
 from server.errors import BadRequest, Conflict, Forbidden, NotFound
 from server.openapi import delete, get, post
+from tapes_e2e.protocol.teams import ShareCreate, ShareOut, SharePage, SignedWire
 
 __all__ = ["ShareController", "SharedController", "record_shared_read"]
 

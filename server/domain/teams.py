@@ -65,7 +65,18 @@ from server.db.models import (
     User,
 )
 from server.deps import Principal, aware, provide_principal
-from server.domain.team_schemas import (
+from server.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    Gone,
+    NotFound,
+    PlanLimit,
+    Unauthorized,
+)
+from server.openapi import delete, get, post
+from server.plans import TIERS
+from tapes_e2e.protocol.teams import (
     AuditEntryOut,
     AuditPage,
     ChainAppend,
@@ -84,17 +95,6 @@ from server.domain.team_schemas import (
     TeamCreate,
     TeamCreated,
 )
-from server.errors import (
-    BadRequest,
-    Conflict,
-    Forbidden,
-    Gone,
-    NotFound,
-    PlanLimit,
-    Unauthorized,
-)
-from server.openapi import delete, get, post
-from server.plans import TIERS
 
 __all__ = [
     "InviteController",

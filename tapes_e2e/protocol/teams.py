@@ -1,6 +1,6 @@
 """Wire schemas of the team, chain, keyring, invite, share and audit endpoints.
 
-Same rules as :mod:`tapes_e2e.protocol` (where these will move): frozen msgspec Structs that
+Same rules as :mod:`tapes_e2e.protocol`: frozen msgspec Structs that
 refuse unknown fields, with IDs, hex and base64 checked by pattern and every list and string
 bounded, so a malformed body is a 400 before any handler logic runs.
 
