@@ -24,16 +24,17 @@ What it measures (issue 5, "Benchmark"; DESIGN §9):
    vault; a quarter of them (8 of 32) also push the same vault of a shared user, which exercises
    the vault row lock. A failed request is counted as an error and retried after a short random
    back-off, up to 30 times (pushes are idempotent), so the data checks still say whether
-   anything was lost or stored twice: per
-   vault, the stored node IDs equal the pushed set, one row each, sequence numbers 1..n without a
-   gap, and the vault row's head_seq and node_count equal n. Goal: no errors, nothing lost.
+   anything was lost or stored twice: per vault, the stored node IDs equal the pushed set, one
+   row each, sequence numbers 1..n without a gap, and the vault row's head_seq and node_count
+   equal n. Goal: no errors, nothing lost.
 
 ``--workers N`` runs the SQLite server with N uvicorn workers instead of 2 (diagnosis: with 2 or
 more, kept-alive requests stall ~40 ms on TCP delayed ACK; see the "new connection" row).
 
-Database files go in a fresh directory under bench/out/ (git-ignored, on the repository's disk, not
-a tmpfs), removed at the end unless --keep. Results: a table on stdout and bench/out/server.json.
-Exit status 1 if a goal is missed.
+Database files go in a fresh directory in the system temp directory, or under bench/out/
+(git-ignored, the repository's disk) when the temp directory is a tmpfs, and are removed at the
+end unless --keep. Results: a table on stdout and bench/out/server.json. Exit status 1 if a goal
+is missed.
 """
 
 from __future__ import annotations
