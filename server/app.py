@@ -95,7 +95,7 @@ def create_app(
             "engine": db_engine,
             "settings": settings,
             "clock": clock,
-            "audience": audience or f"http://{settings.host}:{settings.port}",
+            "audience": audience or settings.audience,
         }
     )
     return Litestar(

@@ -18,6 +18,7 @@ import typer
 import uvicorn
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
+from uvicorn.supervisors import Multiprocess
 
 from server.db.engine import make_engine
 from server.db.migrate import current_revision, head_revision, upgrade
@@ -72,16 +73,27 @@ def _migrate(settings: Settings) -> str | None:
         engine.dispose()
 
 
-def _check_port(host: str, port: int) -> None:
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            raise StartError(
-                f"cannot listen on {host}:{port}: {exc.strerror}",
-                "choose another port with TAPES_SERVER_PORT",
-            ) from exc
+def _listen(host: str, port: int) -> socket.socket:
+    """The listening socket, made here rather than by uvicorn.
+
+    It is created with ``IPPROTO_TCP`` as its protocol: asyncio turns on TCP_NODELAY for the
+    connections of such a socket only, and uvicorn's own socket (protocol 0) leaves Nagle's
+    algorithm on, which holds every small response body back for the client's delayed ACK
+    (about 40 ms a request on a kept-alive connection).
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise StartError(
+            f"cannot listen on {host}:{port}: {exc.strerror}",
+            "choose another port with TAPES_SERVER_PORT",
+        ) from exc
+    sock.set_inheritable(True)
+    return sock
 
 
 @app.command()
@@ -89,12 +101,8 @@ def serve() -> None:
     """Migrate the database, then serve the API."""
     settings = _settings()
     revision = _migrate(settings)
-    _check_port(settings.host, settings.port)
-    sys.stderr.write(
-        f"tapes-server: serving on http://{settings.host}:{settings.port} "
-        f"({settings.workers} workers, schema {revision})\n"
-    )
-    uvicorn.run(
+    sock = _listen(settings.host, settings.port)
+    config = uvicorn.Config(
         "server.asgi:app",
         host=settings.host,
         port=settings.port,
@@ -102,6 +110,14 @@ def serve() -> None:
         log_level="warning",
         access_log=False,
     )
+    sys.stderr.write(
+        f"tapes-server: serving on http://{settings.host}:{settings.port} "
+        f"({settings.workers} workers, schema {revision})\n"
+    )
+    if settings.workers > 1:
+        Multiprocess(config, sockets=[sock]).run()
+    else:
+        uvicorn.Server(config).run(sockets=[sock])
 
 
 @db_app.command("upgrade")

@@ -5,9 +5,13 @@
 | ``TAPES_SERVER_DATABASE_URL`` | SQLite in the user data directory (platformdirs) |
 | ``TAPES_SERVER_HOST`` / ``TAPES_SERVER_PORT`` | ``127.0.0.1`` / ``8787`` |
 | ``TAPES_SERVER_WORKERS`` | 2 |
+| ``TAPES_SERVER_PUBLIC_URL`` | ``http://<host>:<port>``; logins are bound to it (see below) |
 | ``TAPES_SERVER_ACCESS_TTL`` / ``TAPES_SERVER_REFRESH_TTL`` | 900 s / 30 days |
 | ``TAPES_SERVER_MAX_BODY`` | 20 MiB |
 | ``TAPES_SERVER_AUTH_RATE`` | 30 auth requests per client address per minute |
+
+``TAPES_SERVER_PUBLIC_URL`` is the URL clients use. Login signatures are bound to it, so that a
+challenge cannot be relayed from another server; every process of one deployment must share it.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import platformdirs
 from sqlalchemy.engine import make_url
@@ -60,6 +65,15 @@ def normalize_database_url(url: str) -> str:
     raise SettingsError(f"unsupported database {backend!r}: use sqlite:/// or postgresql://")
 
 
+def _public_url(text: str) -> str:
+    if not text:
+        return ""
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise SettingsError(f"TAPES_SERVER_PUBLIC_URL={text!r} is not an http(s) base URL")
+    return text.rstrip("/")
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     database_url: str
@@ -70,6 +84,12 @@ class Settings:
     refresh_ttl: int = 30 * 24 * 3600
     max_body: int = 20 * 1024 * 1024
     auth_rate_per_minute: int = 30
+    public_url: str = ""
+
+    @property
+    def audience(self) -> str:
+        """What login signatures are bound to: the public URL, without a trailing slash."""
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -85,4 +105,5 @@ class Settings:
             refresh_ttl=_int(env, "TAPES_SERVER_REFRESH_TTL", 30 * 24 * 3600, 300, 365 * 86400),
             max_body=_int(env, "TAPES_SERVER_MAX_BODY", 20 * 1024 * 1024, 1024, 1 << 30),
             auth_rate_per_minute=_int(env, "TAPES_SERVER_AUTH_RATE", 30, 1, 100_000),
+            public_url=_public_url(env.get("TAPES_SERVER_PUBLIC_URL") or ""),
         )

@@ -37,7 +37,9 @@ def free_port() -> int:
 class LiveServer:
     """One ``tapes-server serve`` process group."""
 
-    def __init__(self, root: Path, database_url: str, *, workers: int = 2) -> None:
+    def __init__(
+        self, root: Path, database_url: str, *, workers: int = 2, public_url: str | None = None
+    ) -> None:
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
         self.database_url = database_url
@@ -58,6 +60,8 @@ class LiveServer:
             "TAPES_SERVER_WORKERS": str(workers),
             "TAPES_SERVER_AUTH_RATE": "10000",
         }
+        if public_url is not None:
+            self.env["TAPES_SERVER_PUBLIC_URL"] = public_url
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> LiveServer:
@@ -129,10 +133,12 @@ def live_server_factory(tmp_path: Path) -> Iterator[ServerFactory]:
     started: list[LiveServer] = []
     counter = iter(range(1000))
 
-    def start(database_url: str | None = None, *, workers: int = 2) -> LiveServer:
+    def start(
+        database_url: str | None = None, *, workers: int = 2, public_url: str | None = None
+    ) -> LiveServer:
         root = tmp_path / f"server{next(counter)}"
         url = database_url or f"sqlite:///{root / 's.sqlite'}"
-        server = LiveServer(root, url, workers=workers)
+        server = LiveServer(root, url, workers=workers, public_url=public_url)
         started.append(server)
         return server.start()
 

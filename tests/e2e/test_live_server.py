@@ -150,13 +150,6 @@ def test_two_users_push_and_pull_over_real_http(live_server: LiveServer) -> None
         assert (after["head_seq"], after["node_count"]) == (24, 24)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="with TAPES_SERVER_WORKERS >= 2 (the default) every request on a kept-alive "
-    "connection takes ~40 ms: uvicorn binds the shared socket with socket.socket(family) "
-    "(proto 0), asyncio's _set_nodelay only sets TCP_NODELAY when proto == IPPROTO_TCP, so "
-    "Nagle stays on and h11's separate head and body writes wait for the client's delayed ACK",
-)
 def test_kept_alive_requests_are_not_stalled(live_server: LiveServer) -> None:
     assert kept_alive_median(live_server) < 0.020
 
@@ -191,8 +184,10 @@ def pg_database(request: pytest.FixtureRequest) -> str:
 def test_two_server_processes_on_one_postgres_serve_one_api(
     live_server_factory: ServerFactory, pg_database: str
 ) -> None:
-    one = live_server_factory(pg_database)
-    two = live_server_factory(pg_database)
+    # one deployment behind one public URL (a load balancer, say): both processes share it
+    public = "https://tapes.example.test"
+    one = live_server_factory(pg_database, public_url=public)
+    two = live_server_factory(pg_database, public_url=public)
     assert one.port != two.port
     with one.client() as a, two.client() as b:
         alice = User(a, "alice")  # type: ignore[arg-type]
@@ -264,8 +259,10 @@ def test_concurrent_pushes_through_both_processes_into_one_vault(
 ) -> None:
     """Four writers, two per process, into one vault: one gapless sequence. (Before e6b949c the
     vault row re-read under the lock kept a stale head_seq and this answered 500s.)"""
-    one = live_server_factory(pg_database)
-    two = live_server_factory(pg_database)
+    # one deployment behind one public URL (a load balancer, say): both processes share it
+    public = "https://tapes.example.test"
+    one = live_server_factory(pg_database, public_url=public)
+    two = live_server_factory(pg_database, public_url=public)
     with one.client() as a, two.client() as b:
         alice = User(a, "alice")  # type: ignore[arg-type]
         first = Vault(alice.vault, alice.identity).chain(10)
@@ -320,17 +317,13 @@ def test_concurrent_pushes_through_both_processes_into_one_vault(
 
 @pytest.mark.postgres
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="the login audience is each process's own http://host:port (server/app.py "
-    "create_app; there is no public-URL setting), so a challenge issued by one process "
-    "cannot be redeemed at another process of the same deployment",
-)
 def test_a_challenge_from_one_process_is_redeemed_at_the_other(
     live_server_factory: ServerFactory, pg_database: str
 ) -> None:
-    one = live_server_factory(pg_database)
-    two = live_server_factory(pg_database)
+    # one deployment behind one public URL (a load balancer, say): both processes share it
+    public = "https://tapes.example.test"
+    one = live_server_factory(pg_database, public_url=public)
+    two = live_server_factory(pg_database, public_url=public)
     with one.client() as a, two.client() as b:
         from keymgmt import generate_identity
         from keymgmt.login import sign_login

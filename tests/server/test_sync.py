@@ -163,3 +163,16 @@ def test_an_oversized_body_is_refused(alice: User, client: TestClient[Any]) -> N
     huge = b'{"vault": "' + b"x" * (21 * 1024 * 1024) + b'"}'
     response = client.post("/api/v1/sync/push", content=huge, headers=alice.headers)
     assert response.status_code == 413
+
+
+def test_settings_validate_the_public_url() -> None:
+    from server.errors import SettingsError
+    from server.settings import Settings
+
+    base = {"TAPES_SERVER_DATABASE_URL": "sqlite:////tmp/x.sqlite"}
+    assert Settings.from_env(base).audience == "http://127.0.0.1:8787"
+    public = Settings.from_env(base | {"TAPES_SERVER_PUBLIC_URL": "https://tapes.example/"})
+    assert public.audience == "https://tapes.example"
+    for bad in ("ftp://x", "https://x/?q=1", "not a url"):
+        with pytest.raises(SettingsError, match="TAPES_SERVER_PUBLIC_URL"):
+            Settings.from_env(base | {"TAPES_SERVER_PUBLIC_URL": bad})
