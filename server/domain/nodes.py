@@ -13,13 +13,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, cast
 
 import msgspec
 from litestar import Controller
 from litestar.di import Provide
 from litestar.params import Parameter
-from sqlalchemy import and_, insert, literal, select
+from sqlalchemy import Table, and_, insert, literal, select
 from sqlalchemy.orm import Session
 
 from server import acl, plans
@@ -43,6 +43,7 @@ from tapes_e2e.protocol import (
 __all__ = ["NodeController", "SyncController"]
 
 MAX_PAGE = 1000
+_NODES = cast(Table, NodeRecord.__table__)
 Hex64Path = Annotated[str, Parameter(pattern=r"^[0-9a-f]{64}$")]
 VaultQuery = Annotated[str, Parameter(pattern=r"^[A-Za-z0-9_-]{1,64}$", max_length=64)]
 _NO_NODE = "no such node"
@@ -123,7 +124,8 @@ def push(db: Session, principal: Principal, data: PushRequest, now: datetime) ->
         present.add(env.node_id)
         stored.append(env.node_id)
     if rows:
-        db.execute(insert(NodeRecord), rows)
+        # Core, not the ORM bulk path: one executemany, no per-row ORM bookkeeping.
+        db.execute(insert(_NODES), rows)
         team.head_seq = seq
         team.node_count += len(rows)
     return PushResult(stored=stored, existing=existing, head_seq=team.head_seq)
