@@ -41,6 +41,7 @@ __all__ = [
 ]
 
 _T = TypeVar("_T")
+_INT64 = 2**63
 _HASH_RE = re.compile(r"[0-9a-f]{64}")
 
 # ContentBlock string fields after `type`, in Go's declaration order; v1 and v2 both omit them
@@ -151,9 +152,17 @@ class Usage:
     prompt_duration_ns: int = 0
 
     def __post_init__(self) -> None:
-        for name in _USAGE_FIELDS:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
+        # One pass over the values (exact int: a bool is refused); the field is named only
+        # when something is wrong. Reading thousands of stored nodes runs this for each.
+        values = (
+            self.prompt_tokens, self.completion_tokens, self.total_tokens,
+            self.cache_creation_input_tokens, self.cache_read_input_tokens,
+            self.total_duration_ns, self.prompt_duration_ns,
+        )  # fmt: skip
+        if all(type(v) is int and 0 <= v < _INT64 for v in values):
+            return
+        for name, value in zip(_USAGE_FIELDS, values, strict=True):
+            if type(value) is not int or not 0 <= value < _INT64:
                 raise InvalidNodeError(f"usage {name} must be an integer ≥ 0, not {value!r}")
 
     def is_zero(self) -> bool:

@@ -141,16 +141,16 @@ def row_to_node(row: Sequence[Any], *, eager: bool = False) -> Node:
     The bucket is decoded when first read (``StoredBucket``), or at once with ``eager``. Raises
     ``CorruptStoreError`` naming the node when its row cannot be read.
     """
-    node_hash, parent_hash, bucket_json, stop_reason, *rest = row
-    usage_values, project, created_at = rest[: len(_USAGE_COLUMNS)], rest[-2], rest[-1]
+    node_hash, parent_hash, bucket_json, stop_reason = row[0], row[1], row[2], row[3]
+    usage_values, project, created_at = row[4:11], row[11], row[12]
     if bucket_json is None:
         raise CorruptStoreError(f"node {node_hash}: the bucket column is NULL")
     try:
         raw = bucket_json if isinstance(bucket_json, bytes) else str(bucket_json).encode("utf-8")
         bucket = bucket_from_bytes(raw) if eager else StoredBucket.lazy(raw, node_hash)
         usage = None
-        if any(v is not None for v in usage_values):
-            usage = Usage(*(v or 0 for v in usage_values))
+        if usage_values.count(None) != len(usage_values):
+            usage = Usage(*[v or 0 for v in usage_values])
     except InvalidNodeError as exc:
         raise CorruptStoreError(f"node {node_hash}: stored row is unreadable: {exc}") from exc
     return Node(
