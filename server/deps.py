@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 import anyio.to_thread
 from litestar import Request
 from litestar.datastructures import State
+from litestar.di import Provide
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
@@ -18,6 +19,7 @@ from server.errors import Unauthorized
 from tapes_e2e.protocol import API_KEY_PREFIX
 
 __all__ = [
+    "AUTHENTICATED",
     "Clock",
     "Principal",
     "aware",
@@ -111,3 +113,7 @@ def provide_principal(request: Request[object, object, State], db: Session) -> P
 def aware(moment: datetime) -> datetime:
     # SQLite hands back naive datetimes for the UTC values we stored.
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+# The dependency map of every controller (or handler) that needs a logged-in caller.
+AUTHENTICATED = {"principal": Provide(provide_principal, sync_to_thread=False)}

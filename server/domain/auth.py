@@ -19,7 +19,6 @@ from datetime import datetime, timedelta
 
 from litestar import Controller, Request, Response
 from litestar.datastructures import State
-from litestar.di import Provide
 from sqlalchemy import delete as sql_delete
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
@@ -37,7 +36,7 @@ from server.db.models import (
     TeamMember,
     User,
 )
-from server.deps import Principal, aware, provide_principal, token_hash
+from server.deps import AUTHENTICATED, Principal, aware, token_hash
 from server.errors import BadRequest, Conflict, NotFound, Unauthorized, problem
 from server.openapi import delete, get, post
 from server.settings import Settings
@@ -231,7 +230,7 @@ class AuthController(Controller):
     @get(
         "/me",
         sync_to_thread=True,
-        dependencies={"principal": Provide(provide_principal, sync_to_thread=False)},
+        dependencies=AUTHENTICATED,
     )
     def me(self, db: Session, principal: Principal) -> UserOut:
         """The calling account."""
@@ -266,7 +265,7 @@ def _info(key: ApiKey) -> ApiKeyInfo:
 class ApiKeyController(Controller):
     path = "/api/v1/api-keys"
     tags = ["auth"]
-    dependencies = {"principal": Provide(provide_principal, sync_to_thread=False)}
+    dependencies = AUTHENTICATED
 
     @post("/", sync_to_thread=True, status_code=201)
     def create(

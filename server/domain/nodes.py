@@ -17,14 +17,13 @@ from typing import Annotated
 
 import msgspec
 from litestar import Controller
-from litestar.di import Provide
 from litestar.params import Parameter
 from sqlalchemy import and_, literal, select
 from sqlalchemy.orm import Session
 
 from server import acl, plans
 from server.db.models import NodeRecord, Team, TeamMember
-from server.deps import Principal, provide_principal
+from server.deps import AUTHENTICATED, Principal
 from server.domain.shares import record_shared_read
 from server.errors import BadRequest, NotFound, PayloadTooLarge
 from server.openapi import get, post
@@ -180,7 +179,7 @@ def _node_out(record: NodeRecord) -> NodeOut:
 class SyncController(Controller):
     path = "/api/v1/sync"
     tags = ["sync"]
-    dependencies = {"principal": Provide(provide_principal, sync_to_thread=False)}
+    dependencies = AUTHENTICATED
 
     @post("/push", sync_to_thread=True, status_code=200)
     def push(
@@ -261,7 +260,7 @@ def _find(db: Session, principal: Principal, node_id: str, now: datetime) -> Nod
 class NodeController(Controller):
     path = "/api/v1"
     tags = ["nodes"]
-    dependencies = {"principal": Provide(provide_principal, sync_to_thread=False)}
+    dependencies = AUTHENTICATED
 
     @post("/nodes", sync_to_thread=True, status_code=200)
     def create_nodes(

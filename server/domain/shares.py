@@ -23,7 +23,6 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller
-from litestar.di import Provide
 from litestar.params import Parameter
 from sqlalchemy import ColumnElement, CursorResult, and_, insert, literal, or_, select
 from sqlalchemy.orm import Session
@@ -31,7 +30,7 @@ from sqlalchemy.orm import Session
 from keymgmt import ShareError, verify_share
 from server import acl, audit
 from server.db.models import NodeRecord, Share, ShareNode, Team, TeamMember, User
-from server.deps import Principal, aware, provide_principal
+from server.deps import AUTHENTICATED, Principal, aware
 from server.domain.teams import MANAGERS, lock_team, verified_state
 from server.errors import BadRequest, Conflict, Forbidden, NotFound
 from server.openapi import delete, get, post
@@ -217,7 +216,7 @@ def _listing(
 class ShareController(Controller):
     path = "/api/v1/sessions"
     tags = ["sharing"]
-    dependencies = {"principal": Provide(provide_principal, sync_to_thread=False)}
+    dependencies = AUTHENTICATED
 
     @post("/{session_id:str}/share", sync_to_thread=True, status_code=201)
     def share(
@@ -239,7 +238,7 @@ class ShareController(Controller):
 class SharedController(Controller):
     path = "/api/v1"
     tags = ["sharing"]
-    dependencies = {"principal": Provide(provide_principal, sync_to_thread=False)}
+    dependencies = AUTHENTICATED
 
     @get("/shared", sync_to_thread=True)
     def shared(

@@ -33,7 +33,6 @@ from typing import Annotated
 
 import msgspec
 from litestar import Controller
-from litestar.di import Provide
 from litestar.params import Parameter
 from sqlalchemy import delete as sql_delete
 from sqlalchemy import func, select, update
@@ -64,7 +63,7 @@ from server.db.models import (
     TeamMember,
     User,
 )
-from server.deps import Principal, aware, provide_principal
+from server.deps import AUTHENTICATED, Principal, aware
 from server.errors import (
     BadRequest,
     Conflict,
@@ -538,7 +537,7 @@ def _create_team(db: Session, principal: Principal, data: TeamCreate, now: datet
     sync_to_thread=True,
     status_code=201,
     tags=["teams"],
-    dependencies={"principal": Provide(provide_principal, sync_to_thread=False)},
+    dependencies=AUTHENTICATED,
 )
 def create_team(data: TeamCreate, db: Session, principal: Principal, now: datetime) -> TeamCreated:
     """Create a team vault from a signed genesis statement and the owner's keyring.
@@ -552,7 +551,7 @@ def create_team(data: TeamCreate, db: Session, principal: Principal, now: dateti
 class TeamController(Controller):
     path = "/api/v1/teams"
     tags = ["teams"]
-    dependencies = {"principal": Provide(provide_principal, sync_to_thread=False)}
+    dependencies = AUTHENTICATED
 
     @get("/{team_id:str}/chain", sync_to_thread=True)
     def chain(
@@ -743,7 +742,7 @@ class TeamController(Controller):
 class InviteController(Controller):
     path = "/api/v1/invites"
     tags = ["teams"]
-    dependencies = {"principal": Provide(provide_principal, sync_to_thread=False)}
+    dependencies = AUTHENTICATED
 
     @post("/{invite_id:str}/join", sync_to_thread=True, status_code=201)
     def join(

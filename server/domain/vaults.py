@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from litestar import Controller
-from litestar.di import Provide
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from server import acl
 from server.db.models import Team, TeamMember
-from server.deps import Principal, provide_principal
+from server.deps import AUTHENTICATED, Principal
 from server.openapi import get
 from tapes_e2e.protocol import VaultOut
 
@@ -31,7 +30,7 @@ def _out(team: Team, member: TeamMember) -> VaultOut:
 class VaultController(Controller):
     path = "/api/v1/teams"
     tags = ["teams"]
-    dependencies = {"principal": Provide(provide_principal, sync_to_thread=False)}
+    dependencies = AUTHENTICATED
 
     @get("/", sync_to_thread=True)
     def list_teams(self, db: Session, principal: Principal) -> list[VaultOut]:
