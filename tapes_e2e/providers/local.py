@@ -45,14 +45,17 @@ _SELECT = f"SELECT {_COLS} FROM nodes"
 _LEAF_FILTER = "NOT EXISTS (SELECT 1 FROM nodes AS c WHERE c.parent_hash = n.hash)"
 # Rows come out of a recursive CTE in FIFO order, so in depth order, and lazily: a loop is
 # caught by the first repeated hash, long before MAX_DEPTH.
+# The recursion walks keys only (rowid and parent); the wide rows are then read by rowid, with
+# `anc` as the outer loop (CROSS JOIN fixes the order) so they still stream in depth order.
 _ANCESTRY = f"""
-WITH RECURSIVE anc({_COLS}, depth) AS (
-    SELECT {_COLS}, 0 FROM nodes WHERE hash = ?
+WITH RECURSIVE anc(rid, parent_hash, depth) AS (
+    SELECT rowid, parent_hash, 0 FROM nodes WHERE hash = ?
     UNION ALL
-    SELECT {_N_COLS}, anc.depth + 1 FROM nodes AS n JOIN anc ON n.hash = anc.parent_hash
+    SELECT n.rowid, n.parent_hash, anc.depth + 1
+    FROM nodes AS n JOIN anc ON n.hash = anc.parent_hash
     WHERE anc.depth < {MAX_DEPTH}
 )
-SELECT {_COLS} FROM anc
+SELECT {_N_COLS} FROM anc CROSS JOIN nodes AS n ON n.rowid = anc.rid
 """
 _DEPTH = f"""
 WITH RECURSIVE anc(hash, parent_hash, depth) AS (
