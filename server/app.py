@@ -28,6 +28,7 @@ from server.deps import provide_db, provide_now, utc_now
 from server.domain.auth import ApiKeyController, AuthController
 from server.domain.nodes import NodeController, SyncController
 from server.domain.registry_teams import TEAM_CONTROLLERS
+from server.domain.usage import UsageController
 from server.domain.vaults import VaultController
 from server.errors import ApiError, problem
 from server.settings import Settings
@@ -106,6 +107,7 @@ def create_app(
             VaultController,
             SyncController,
             NodeController,
+            UsageController,
             *TEAM_CONTROLLERS,
         ],
         dependencies={

@@ -94,6 +94,7 @@ MATRIX: list[tuple[str, Request, tuple[int, ...]]] = [
     ("shares", get("/api/v1/teams/{team}/sessions"), (200, 200, 200, 403, 404, 404, 401, 404)),
     ("shared list", get("/api/v1/shared"), (200, 200, 200, 200, 200, 200, 401, 200)),
     ("push", push, (200, 200, 200, 403, 404, 404, 401, 404)),
+    ("usage", get("/api/v1/teams/{team}/usage/"), (200, 200, 200, 200, 404, 404, 401, 404)),
 ]  # fmt: skip
 
 

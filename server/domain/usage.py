@@ -1,0 +1,79 @@
+"""Usage: token counts from the clear metadata, for dashboards (``GET /api/v1/teams/{id}/usage``).
+
+Readable by every live member including metadata viewers, and by API keys with ``read-usage``.
+It reads only the clear metadata the team's policy lets clients send (model, provider, agent,
+role, token counts) plus the server's own upload time and uploader — never a blob. Under the
+``none`` policy there is nothing to count but nodes.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Annotated
+
+from litestar import Controller
+from litestar.params import Parameter
+from sqlalchemy import String, func, select
+from sqlalchemy.orm import Session
+
+from server import acl
+from server.db.models import NodeRecord, User
+from server.deps import AUTHENTICATED, Principal
+from server.openapi import get
+from tapes_e2e.protocol import UsagePage, UsageRow
+
+__all__ = ["UsageController"]
+
+MAX_RANGE = timedelta(days=400)
+_TOKENS = ("prompt_tokens", "completion_tokens", "total_tokens")
+
+
+class UsageController(Controller):
+    path = "/api/v1/teams/{team_id:str}/usage"
+    tags = ["usage"]
+    dependencies = AUTHENTICATED
+
+    @get("/", sync_to_thread=True)
+    def usage(
+        self,
+        team_id: str,
+        db: Session,
+        principal: Principal,
+        now: datetime,
+        days: Annotated[int, Parameter(ge=1, le=MAX_RANGE.days)] = 30,
+    ) -> UsagePage:
+        """Nodes and tokens per day, model and uploader over the last ``days`` days."""
+        team, _member = acl.require_vault(db, principal, team_id, "read-usage")
+        since = now - timedelta(days=days)
+        meta = NodeRecord.clear_metadata
+        day = func.substr(func.cast(NodeRecord.uploaded_at, String), 1, 10)
+        model = meta["model"].as_string()
+        rows = db.execute(
+            select(
+                day.label("day"),
+                model.label("model"),
+                User.handle,
+                func.count(),
+                *(func.coalesce(func.sum(meta[name].as_integer()), 0) for name in _TOKENS),
+            )
+            .join(User, User.id == NodeRecord.uploader_id)
+            .where(NodeRecord.vault_id == team.id, NodeRecord.uploaded_at >= since)
+            .group_by(day, model, User.handle)
+            .order_by(day, model, User.handle)
+        ).all()
+        return UsagePage(
+            team_id=team.id,
+            days=days,
+            rows=[
+                UsageRow(
+                    day=str(r[0]),
+                    model=r[1] or "",
+                    member=r[2],
+                    nodes=int(r[3]),
+                    prompt_tokens=int(r[4]),
+                    completion_tokens=int(r[5]),
+                    total_tokens=int(r[6]),
+                )
+                for r in rows
+            ],
+        )
