@@ -15,6 +15,7 @@ from typing import Annotated
 
 import typer
 
+import keymgmt
 from tapes_e2e import __version__
 from tapes_e2e.cli import output, session, storage, verify
 from tapes_e2e.cli.context import Settings
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
         else:  # pragma: no cover - every usage error typer raises can show itself
             output.error(str(exc))
         sys.exit(getattr(exc, "exit_code", EXIT_USAGE))
-    except TapesError as exc:
+    except (TapesError, keymgmt.KeymgmtError) as exc:
         if debug:
             raise
         output.error(exc.message, exc.hint)

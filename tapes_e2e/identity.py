@@ -1,0 +1,64 @@
+"""The user's identity key file in the .tapes directory, created and unlocked for the CLI.
+
+``identity.key`` is a keymgmt key file (Argon2id + XChaCha20-Poly1305, mode 0600, atomic
+writes). Unlocking tries, in order: the OS keyring (if it holds this identity), the
+``TAPES_PASSPHRASE`` environment variable, then an interactive prompt when one is available. A
+wrong passphrase is one clear error and never touches the file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import keymgmt
+
+__all__ = ["IDENTITY_FILE", "create_identity", "identity_path", "unlock"]
+
+IDENTITY_FILE = "identity.key"
+MIN_PASSPHRASE = 8
+
+
+def identity_path(dotdir: Path) -> Path:
+    return dotdir / IDENTITY_FILE
+
+
+def create_identity(
+    dotdir: Path,
+    passphrase: str,
+    *,
+    params: keymgmt.KdfParams = keymgmt.DEFAULT_KDF,
+    floor: keymgmt.KdfParams = keymgmt.KDF_FLOOR,
+) -> keymgmt.Identity:
+    """A new identity sealed under ``passphrase``; refuses to replace an existing key file."""
+    if len(passphrase) < MIN_PASSPHRASE:
+        raise keymgmt.KeymgmtError(
+            f"the passphrase is too short (at least {MIN_PASSPHRASE} characters)",
+            hint="choose a longer passphrase; a few random words work well",
+        )
+    identity = keymgmt.generate_identity()
+    dotdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    keymgmt.write_key_file(identity_path(dotdir), identity, passphrase, params=params, floor=floor)
+    return identity
+
+
+def unlock(
+    dotdir: Path,
+    *,
+    prompt: Callable[[], str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    use_os_keyring: bool = True,
+    floor: keymgmt.KdfParams = keymgmt.KDF_FLOOR,
+) -> keymgmt.Identity:
+    """Unlock ``identity.key`` by OS keyring, ``TAPES_PASSPHRASE`` or ``prompt``, in that order."""
+    path = identity_path(dotdir)
+    try:
+        return keymgmt.unlock_identity(
+            path, environ=environ, use_os_keyring=use_os_keyring, floor=floor
+        )
+    except keymgmt.UnlockError:
+        if prompt is None or keymgmt.passphrase_from_env(environ) is not None:
+            raise
+    return keymgmt.unlock_identity(
+        path, passphrase=prompt(), environ=environ, use_os_keyring=False, floor=floor
+    )
