@@ -1,0 +1,128 @@
+"""From a tapes node to a sealed envelope and back: the client's side of DESIGN §6.
+
+keymgmt seals and opens bytes; this module decides what those bytes are and checks what keymgmt
+cannot, because it cannot parse a node:
+
+- the body is the node's full JSON (bucket, usage, stop reason, project, created_at);
+- ``hasher`` re-parses a decrypted body and recomputes the tapes hash from the content (never
+  trusting the hash written inside), so keymgmt can check the keyed node ID and parent ID;
+- after opening, the clear metadata must be exactly what the team's policy derives from the
+  decrypted node: a member cannot label a node with untrue model or token numbers.
+
+Every failure is keymgmt's one ``IntegrityError``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+import msgspec
+
+import keymgmt
+from keymgmt.metadata import MetadataValue
+from tapes_e2e.errors import InvalidNodeError
+from tapes_e2e.node import Node, node_from_bytes
+
+__all__ = ["MetadataRecord", "clear_fields", "node_body", "open_envelope", "seal_envelope"]
+
+_encode = msgspec.json.Encoder().encode
+
+
+@dataclass(frozen=True, slots=True)
+class MetadataRecord:
+    """What a metadata-only vault holds for a node: usage metadata, never content."""
+
+    node_id: str
+    parent_id: str | None
+    author: str
+    metadata: Mapping[str, MetadataValue]
+
+
+def node_body(node: Node) -> bytes:
+    """The bytes sealed for ``node``: its full Go-shaped JSON."""
+    return _encode(node.to_json())
+
+
+def _hasher(body: bytes) -> tuple[str, str | None]:
+    node = node_from_bytes(body)  # recomputes the hash from the content; raises if it differs
+    return node.hash, node.parent_hash
+
+
+def _iso(created_at: str) -> str | None:
+    """Go's ``2006-01-02 15:04:05.999999999-07:00`` as ISO-8601 (microseconds), or None."""
+    if not created_at:
+        return None
+    text = created_at.replace("T", " ")
+    head, _, rest = text.partition(".")
+    if rest:  # nanoseconds -> microseconds; the offset follows the digits
+        digits = "".join(c for c in rest[:9] if c.isdigit())
+        offset = rest[len(digits) :]
+        text = f"{head}.{digits[:6].ljust(6, '0')}{offset}"
+    try:
+        return datetime.fromisoformat(text).isoformat()  # 3.11 reads "Z" and offsets
+    except ValueError:
+        return None
+
+
+def clear_fields(node: Node) -> dict[str, object]:
+    """Every field a metadata policy may show in clear; ``project_metadata`` picks from these."""
+    usage = node.usage
+    fields: dict[str, object] = {
+        "model": node.bucket.model or None,
+        "provider": node.bucket.provider or None,
+        "agent_name": node.bucket.agent_name or None,
+        "role": node.bucket.role or None,
+        "stop_reason": node.stop_reason or None,
+        "project": node.project or None,
+        "created_at": _iso(node.created_at),
+    }
+    if usage is not None:
+        fields |= usage.to_json()
+    return fields
+
+
+def seal_envelope(
+    node: Node,
+    *,
+    state: keymgmt.VerifiedTeamState,
+    keys: keymgmt.TeamKeys,
+    author: keymgmt.Identity,
+) -> keymgmt.Envelope:
+    """Seal ``node`` for the team's current epoch under the team's content and metadata policy."""
+    metadata = keymgmt.project_metadata(state.metadata_policy, clear_fields(node))
+    omit = state.content_policy == "omit"
+    epoch, epoch_key = (state.epoch, None) if omit else keys.sealing_key(state)
+    return keymgmt.seal_node(
+        team=state.team,
+        epoch=epoch,
+        epoch_key=epoch_key,
+        vault_id_key=keys.vault_id_key,
+        tapes_hash=node.hash,
+        parent_tapes_hash=node.parent_hash,
+        body=None if omit else node_body(node),
+        metadata=metadata,
+        author=author.fingerprint,
+        signer=author if omit else None,
+    )
+
+
+def open_envelope(
+    envelope: keymgmt.Envelope | Mapping[str, object],
+    *,
+    state: keymgmt.VerifiedTeamState,
+    keys: keymgmt.TeamKeys | None,
+) -> Node | MetadataRecord:
+    """Verify and open one envelope; a node whose every check passed, or a metadata record."""
+    opened = keymgmt.open_node(envelope, state=state, keys=keys, hasher=_hasher)
+    if opened.body is None:
+        return MetadataRecord(opened.node_id, opened.parent_id, opened.author, opened.metadata)
+    try:
+        node = node_from_bytes(opened.body)
+    except InvalidNodeError:  # pragma: no cover - the hasher parsed the same bytes
+        raise keymgmt.IntegrityError() from None
+    expected = keymgmt.project_metadata(state.metadata_policy, clear_fields(node))
+    if dict(opened.metadata) != expected:
+        raise keymgmt.IntegrityError()
+    return node

@@ -1,0 +1,110 @@
+"""Nodes sealed into envelopes and opened back, under every team policy, and what is refused."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+
+import keymgmt
+from tapes_e2e.envelopes import (
+    MetadataRecord,
+    clear_fields,
+    node_body,
+    open_envelope,
+    seal_envelope,
+)
+from tapes_e2e.node import Node
+from tests.conftest import chain
+
+
+class Team:
+    def __init__(self, metadata_policy: str = "coarse", content_policy: str = "encrypted") -> None:
+        self.owner = keymgmt.generate_identity()
+        self.vault_key, self.epoch_key = keymgmt.new_key(), keymgmt.new_key()
+        genesis = keymgmt.create_team(
+            team="t_envelopes", owner=self.owner, vault_id_key=self.vault_key,
+            epoch_key=self.epoch_key, metadata_policy=metadata_policy,  # type: ignore[arg-type]
+            content_policy=content_policy,  # type: ignore[arg-type]
+        )  # fmt: skip
+        self.state = keymgmt.verify_chain([genesis])
+        self.keys = keymgmt.TeamKeys("t_envelopes", self.vault_key, {1: self.epoch_key})
+
+    def seal(self, node: Node) -> dict[str, Any]:
+        envelope = seal_envelope(node, state=self.state, keys=self.keys, author=self.owner)
+        return envelope.to_dict()
+
+    def open(self, envelope: dict[str, Any]) -> Node | MetadataRecord:
+        return open_envelope(envelope, state=self.state, keys=self.keys)
+
+
+@pytest.mark.parametrize("policy", ["none", "coarse", "full"])
+def test_round_trip_under_every_metadata_policy(policy: str) -> None:
+    team = Team(metadata_policy=policy)
+    for node in chain(["a question", "an answer", "another question"]):
+        envelope = team.seal(node)
+        assert envelope["node_id"] != node.hash  # keyed: the server cannot confirm a guess
+        opened = team.open(envelope)
+        assert opened == node
+        assert isinstance(opened, Node)
+        assert opened.created_at == node.created_at
+        assert opened.usage == node.usage
+    fields = set(team.seal(chain(["x", "y"])[1])["metadata"])
+    expected = {
+        "none": set(),
+        "coarse": {"model", "provider", "role", "stop_reason", "prompt_tokens",
+                   "completion_tokens", "total_tokens", "created_at"},
+        "full": {"model", "provider", "role", "stop_reason", "prompt_tokens",
+                 "completion_tokens", "total_tokens", "created_at"},
+    }[policy]  # fmt: skip
+    assert fields == expected
+
+
+def test_metadata_only_vaults_carry_no_content() -> None:
+    team = Team(content_policy="omit")
+    node = chain(["secret prompt", "secret answer"])[1]
+    envelope = team.seal(node)
+    assert envelope["ciphertext"] is None
+    assert envelope["nonce"] is None
+    assert "secret" not in str(envelope)
+    record = team.open(envelope)
+    assert isinstance(record, MetadataRecord)
+    assert record.metadata["total_tokens"] == node.usage.total_tokens  # type: ignore[union-attr]
+
+
+def test_untrue_clear_metadata_is_refused() -> None:
+    """A member holding the key seals a node whose clear token count is not the node's own."""
+    team = Team()
+    node = chain(["q", "a"])[1]
+    lie = dict(clear_fields(node)) | {"total_tokens": 1}
+    metadata = keymgmt.project_metadata("coarse", lie)
+    envelope = keymgmt.seal_node(
+        team="t_envelopes", epoch=1, epoch_key=team.epoch_key, vault_id_key=team.vault_key,
+        tapes_hash=node.hash, parent_tapes_hash=node.parent_hash,
+        body=node_body(node),
+        metadata=metadata, author=team.owner.fingerprint,
+    ).to_dict()  # fmt: skip
+    with pytest.raises(keymgmt.IntegrityError):
+        team.open(envelope)
+
+
+def test_a_body_whose_content_does_not_match_its_id_is_refused() -> None:
+    team = Team()
+    real, other = chain(["real"])[0], chain(["swapped in"])[0]
+    forged = dataclasses.replace(other, hash=real.hash)  # claims the real node's hash
+    envelope = keymgmt.seal_node(
+        team="t_envelopes", epoch=1, epoch_key=team.epoch_key, vault_id_key=team.vault_key,
+        tapes_hash=real.hash, parent_tapes_hash=None,
+        body=node_body(forged),
+        metadata=keymgmt.project_metadata("coarse", clear_fields(forged)),
+        author=team.owner.fingerprint,
+    ).to_dict()  # fmt: skip
+    with pytest.raises(keymgmt.IntegrityError):
+        team.open(envelope)
+
+
+def test_go_timestamps_become_iso_metadata() -> None:
+    node = dataclasses.replace(chain(["t"])[0], created_at="2026-11-24 23:37:56.726195728+00:00")
+    assert clear_fields(node)["created_at"] == "2026-11-24T23:37:56.726195+00:00"
+    assert clear_fields(dataclasses.replace(node, created_at="junk"))["created_at"] is None
