@@ -27,6 +27,7 @@ from server.db.engine import make_engine
 from server.deps import provide_db, provide_now, utc_now
 from server.domain.auth import ApiKeyController, AuthController
 from server.domain.nodes import NodeController, SyncController
+from server.domain.registry_genesis import GENESIS_CONTROLLERS
 from server.domain.registry_teams import TEAM_CONTROLLERS
 from server.domain.usage import UsageController
 from server.domain.vaults import VaultController
@@ -109,6 +110,7 @@ def create_app(
             NodeController,
             UsageController,
             *TEAM_CONTROLLERS,
+            *GENESIS_CONTROLLERS,
         ],
         dependencies={
             "db": Provide(provide_db),
