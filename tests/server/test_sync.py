@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -176,3 +177,26 @@ def test_settings_validate_the_public_url() -> None:
     for bad in ("ftp://x", "https://x/?q=1", "not a url"):
         with pytest.raises(SettingsError, match="TAPES_SERVER_PUBLIC_URL"):
             Settings.from_env(base | {"TAPES_SERVER_PUBLIC_URL": bad})
+
+
+def test_no_tapes_hash_reaches_the_server(
+    alice: User, client: TestClient[Any], database_url: str
+) -> None:
+    """Node IDs are keyed: a guessed plaintext's tapes hash matches nothing the server holds."""
+    keys = Vault(alice.vault, alice.identity)
+    parent = None
+    hashes = []
+    envelopes = []
+    for index in range(5):
+        parent, envelope = keys.seal(f"a well-known system prompt {index}", parent)
+        hashes.append(parent)
+        envelopes.append(envelope)
+    push(alice, alice.vault, envelopes)
+    pulled = alice.get(f"/api/v1/sync/pull?vault={alice.vault}").text
+    assert not any(h in pulled for h in hashes)
+    if database_url.startswith("sqlite"):
+        client.app.state.engine.dispose()  # checkpoint nothing away: read db and WAL as they are
+        path = database_url.split("///", 1)[1]
+        stored = b"".join(Path(p).read_bytes() for p in (path, path + "-wal") if Path(p).exists())
+        assert not any(h.encode() in stored for h in hashes)
+        assert all(e["node_id"].encode() in stored for e in envelopes)
