@@ -1,0 +1,512 @@
+"""The sync server's HTTP API as typed calls: challenge login, rotating tokens, sync, chain, keys.
+
+:class:`ApiClient` wraps an injected :class:`httpx.Client` (Litestar's ``TestClient`` is one, so
+tests run it against the real app in-process; ``httpx.MockTransport`` makes a hostile server).
+It never creates a client of its own and sends every request with a timeout.
+
+- **Login** (:meth:`ApiClient.login`): ``POST /auth/challenge``; the challenge's ``audience`` must
+  be the ``api_url`` this client is configured with — a server relaying another server's
+  challenge gets no signature; then ``POST /auth/login`` with the signature (and a ``handle`` to
+  register), and ``GET /auth/me`` for the account's handle.
+- **Tokens**: an authenticated call answered 401 refreshes once (``POST /auth/token/refresh``,
+  which rotates the refresh token: the new :class:`Session` goes to ``on_session`` to be
+  persisted) and retries once. Refreshes are serialised, so two threads never spend the same
+  refresh token (the server would revoke the whole login). An ``api_key`` (``tapes_…``) is used
+  instead of a session when given; it is never refreshed.
+- **Answers** are decoded with msgspec into the protocol structs, so a garbled or hostile answer
+  is a :class:`~tapes_e2e.client_errors.ProtocolError`, never a ``KeyError`` later; errors map to
+  the tree in :mod:`tapes_e2e.client_errors` and never carry a response body.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import httpx
+import msgspec
+
+from keymgmt import Identity
+from keymgmt.login import sign_login
+from tapes_e2e.client_errors import (
+    AudienceMismatchError,
+    AuthError,
+    ProtocolError,
+    RemoteError,
+    ServerUnreachableError,
+)
+from tapes_e2e.errors import ConfigError
+from tapes_e2e.protocol import (
+    API_KEY_PREFIX,
+    ApiKeyCreated,
+    ApiKeyInfo,
+    Challenge,
+    NodeOut,
+    PullPage,
+    PushResult,
+    SyncStatusOut,
+    TokenPair,
+    UserOut,
+    VaultOut,
+)
+from tapes_e2e.protocol.teams import ChainHeadOut, ChainPage, KeyringOut, SignedWire
+from tapes_e2e.protocol.vaults import GenesisCreated
+
+__all__ = ["DEFAULT_TIMEOUT", "ApiClient", "Session", "Signed"]
+
+log = logging.getLogger("tapes.client")
+
+DEFAULT_TIMEOUT = 30.0
+MAX_DETAIL = 300
+
+# A signed keymgmt object: ``statement.to_dict()`` / ``keyring.to_dict()``, or the wire struct.
+Signed = SignedWire | Mapping[str, str]
+T = TypeVar("T")
+
+_LOGIN_EXPIRED = "your login expired or was revoked"
+_NOT_LOGGED_IN = "not logged in to {url}"
+_KEY_REFUSED = "the server refused the API key (revoked, or not for this server)"
+_KEY_HINT = "create a new key with `tapes auth api-key create` and put it in the config"
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _printable(text: str, limit: int = MAX_DETAIL) -> str:
+    """Server-supplied text made safe for a terminal: one line, no control characters, capped."""
+    clean = "".join(ch if ch.isprintable() else " " for ch in text).strip()
+    return clean if len(clean) <= limit else clean[: limit - 1] + "…"
+
+
+def _origin(url: str) -> tuple[str, str, int | None, str]:
+    """``url`` compared the way a login audience is: scheme, host, port, path without ``/``."""
+    parsed = httpx.URL(url)
+    return parsed.scheme.lower(), parsed.host.lower(), parsed.port, parsed.path.rstrip("/")
+
+
+def _seg(value: str) -> str:
+    return quote(value, safe="")
+
+
+def _wire(signed: Signed) -> dict[str, str]:
+    if isinstance(signed, SignedWire):
+        return {"body": signed.body, "signature": signed.signature}
+    return dict(signed)
+
+
+# --- the session ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """One login to one server, as ``session.json`` keeps it. The tokens are bearer secrets and
+    never appear in ``repr``."""
+
+    server: str
+    user_id: str
+    handle: str
+    fingerprint: str
+    personal_vault: str
+    access_token: str = field(repr=False)
+    refresh_token: str = field(repr=False)
+    access_expires_at: datetime
+
+    def to_dict(self) -> dict[str, str]:
+        """The JSON-able form (``access_expires_at`` as ISO 8601)."""
+        out = {name: getattr(self, name) for name in _SESSION_FIELDS}
+        out["access_expires_at"] = self.access_expires_at.isoformat()
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> Session:
+        """Read :meth:`to_dict`'s form; anything malformed is an :class:`AuthError`."""
+        try:
+            wire = msgspec.convert(data, _SessionWire)
+        except msgspec.ValidationError:
+            raise AuthError("the saved login is unreadable") from None
+        moment = wire.access_expires_at
+        return cls(
+            server=wire.server,
+            user_id=wire.user_id,
+            handle=wire.handle,
+            fingerprint=wire.fingerprint,
+            personal_vault=wire.personal_vault,
+            access_token=wire.access_token,
+            refresh_token=wire.refresh_token,
+            access_expires_at=moment if moment.tzinfo else moment.replace(tzinfo=UTC),
+        )
+
+
+_SESSION_FIELDS = (
+    "server", "user_id", "handle", "fingerprint", "personal_vault", "access_token",
+    "refresh_token",
+)  # fmt: skip
+
+
+class _SessionWire(msgspec.Struct, frozen=True):
+    server: str
+    user_id: str
+    handle: str
+    fingerprint: str
+    personal_vault: str
+    access_token: str
+    refresh_token: str
+    access_expires_at: datetime
+
+
+class _Problem(msgspec.Struct, frozen=True):
+    """The part of an RFC 9457 problem body this client shows: the one-line ``detail``."""
+
+    detail: str
+
+
+# One decoder per answer type, built once.
+_CHALLENGE = msgspec.json.Decoder(Challenge)
+_TOKENS = msgspec.json.Decoder(TokenPair)
+_USER = msgspec.json.Decoder(UserOut)
+_VAULTS = msgspec.json.Decoder(list[VaultOut])
+_PUSHED = msgspec.json.Decoder(PushResult)
+_PAGE = msgspec.json.Decoder(PullPage)
+_STATUS = msgspec.json.Decoder(SyncStatusOut)
+_NODE = msgspec.json.Decoder(NodeOut)
+_NODES = msgspec.json.Decoder(list[NodeOut])
+_CHAIN = msgspec.json.Decoder(ChainPage)
+_HEAD = msgspec.json.Decoder(ChainHeadOut)
+_KEYRINGS = msgspec.json.Decoder(list[KeyringOut])
+_GENESIS = msgspec.json.Decoder(GenesisCreated)
+_KEY_CREATED = msgspec.json.Decoder(ApiKeyCreated)
+_KEYS = msgspec.json.Decoder(list[ApiKeyInfo])
+_PROBLEM = msgspec.json.Decoder(_Problem)
+_encode = msgspec.json.Encoder().encode
+
+
+# --- the client ----------------------------------------------------------------------------
+
+
+class ApiClient:
+    """Typed calls to one sync server through an injected ``httpx.Client``.
+
+    ``session`` is the saved login (or ``None`` before ``login``); ``on_session`` receives every
+    new session (a login, each refresh) to persist it. ``api_key`` replaces the session's tokens
+    for every authenticated call. ``now`` is the clock used for ``access_expires_at``.
+    """
+
+    def __init__(
+        self,
+        http: httpx.Client,
+        *,
+        api_url: str,
+        session: Session | None = None,
+        on_session: Callable[[Session], None] | None = None,
+        api_key: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        now: Callable[[], datetime] = _utc_now,
+    ) -> None:
+        if not api_url.startswith(("http://", "https://")):
+            raise ConfigError(f"api_url must be an http:// or https:// URL, not {api_url!r}")
+        if api_key is not None and not api_key.startswith(API_KEY_PREFIX):
+            raise ConfigError(f"api_key must start with {API_KEY_PREFIX!r}")
+        self._http = http
+        self._api_url = api_url.rstrip("/")
+        self._session = session
+        self._on_session = on_session
+        self._api_key = api_key
+        self._timeout = timeout
+        self._now = now
+        self._lock = threading.Lock()
+
+    @property
+    def api_url(self) -> str:
+        return self._api_url
+
+    @property
+    def session(self) -> Session | None:
+        """The current login (rotated by refreshes), or ``None``."""
+        return self._session
+
+    # --- login and tokens --------------------------------------------------------------------
+
+    def login(self, identity: Identity, *, handle: str | None = None) -> Session:
+        """Log in by signing a challenge; with ``handle`` an unknown identity is registered.
+
+        Raises :class:`AudienceMismatchError` before signing anything when the challenge is
+        bound to another server than ``api_url``.
+        """
+        challenge = self._decode(self._send("POST", "/auth/challenge"), _CHALLENGE)
+        try:
+            same = _origin(challenge.audience) == _origin(self._api_url)
+        except httpx.InvalidURL:
+            same = False
+        if not same:
+            raise AudienceMismatchError(self._api_url, _printable(challenge.audience, 200))
+        signature = sign_login(
+            identity,
+            server=challenge.audience,
+            challenge_id=challenge.challenge_id,
+            nonce=_unb64(challenge.nonce),
+        )
+        body: dict[str, Any] = {
+            "challenge_id": challenge.challenge_id,
+            "keys": {
+                "x25519": identity.public.x25519.hex(),
+                "ed25519": identity.public.ed25519.hex(),
+            },
+            "signature": _b64(signature),
+        }
+        if handle is not None:
+            body["handle"] = handle
+        response = self._send("POST", "/auth/login", body=_encode(body))
+        if response.status_code == 401:
+            raise AuthError(
+                "login failed: the server did not accept this identity",
+                hint="if this identity has no account on this server yet, "
+                "log in with a handle to register it",
+            )
+        pair = self._decode(response, _TOKENS)
+        if pair.fingerprint != identity.fingerprint:
+            raise ProtocolError("the server logged in another identity than this one")
+        me = self._decode(self._send("GET", "/auth/me", token=pair.access_token), _USER)
+        if me.user_id != pair.user_id or me.fingerprint != identity.fingerprint:
+            raise ProtocolError("the server's account details do not match the login")
+        session = self._session_from(pair, handle=me.handle)
+        self._set_session(session)
+        return session
+
+    def refresh(self) -> Session:
+        """Rotate the tokens now; the new session goes to ``on_session``."""
+        with self._lock:
+            session = self._session
+            if session is None:
+                raise AuthError(_NOT_LOGGED_IN.format(url=self._api_url))
+            return self._refresh_locked(session)
+
+    def _refresh_locked(self, session: Session) -> Session:
+        response = self._send(
+            "POST", "/auth/token/refresh", body=_encode({"refresh_token": session.refresh_token})
+        )
+        if response.status_code in {400, 401}:
+            raise AuthError(_LOGIN_EXPIRED)
+        pair = self._decode(response, _TOKENS)
+        if (pair.user_id, pair.fingerprint) != (session.user_id, session.fingerprint):
+            raise ProtocolError("the server refreshed the login of another account")
+        fresh = self._session_from(pair, handle=session.handle)
+        self._set_session(fresh)
+        return fresh
+
+    def _session_from(self, pair: TokenPair, *, handle: str) -> Session:
+        return Session(
+            server=self._api_url,
+            user_id=pair.user_id,
+            handle=handle,
+            fingerprint=pair.fingerprint,
+            personal_vault=pair.personal_vault,
+            access_token=pair.access_token,
+            refresh_token=pair.refresh_token,
+            access_expires_at=self._now() + timedelta(seconds=pair.expires_in),
+        )
+
+    def _set_session(self, session: Session) -> None:
+        self._session = session
+        if self._on_session is not None:
+            self._on_session(session)
+
+    # --- account and vaults ------------------------------------------------------------------
+
+    def me(self) -> UserOut:
+        """The logged-in account."""
+        return self._call("GET", "/auth/me", _USER)
+
+    def vaults(self) -> list[VaultOut]:
+        """The caller's personal vault and team vaults."""
+        return self._call("GET", "/api/v1/teams", _VAULTS)
+
+    # --- sync --------------------------------------------------------------------------------
+
+    def push(self, vault: str, envelopes: Sequence[Mapping[str, object]]) -> PushResult:
+        """Push one batch of sealed envelopes (``keymgmt.Envelope.to_dict()``), parents first."""
+        body = _encode({"vault": vault, "envelopes": [dict(e) for e in envelopes]})
+        return self._call("POST", "/api/v1/sync/push", _PUSHED, body=body)
+
+    def pull(self, vault: str, after: int = 0, limit: int = 500) -> PullPage:
+        """One page of envelopes with a sequence number above ``after``."""
+        params: dict[str, str | int] = {"vault": vault, "after": after, "limit": limit}
+        return self._call("GET", "/api/v1/sync/pull", _PAGE, params=params)
+
+    def status(self, vault: str, after: int = 0) -> SyncStatusOut:
+        """The vault's head sequence and what is left to pull after ``after``."""
+        params: dict[str, str | int] = {"vault": vault, "after": after}
+        return self._call("GET", "/api/v1/sync/status", _STATUS, params=params)
+
+    def node(self, node_id: str) -> NodeOut:
+        """One envelope by its keyed node ID."""
+        return self._call("GET", f"/api/v1/nodes/{_seg(node_id)}", _NODE)
+
+    def ancestry(self, node_id: str) -> list[NodeOut]:
+        """The node and its ancestors, node first, in one request."""
+        return self._call("GET", f"/api/v1/nodes/{_seg(node_id)}/ancestry", _NODES)
+
+    # --- chain and keyrings ------------------------------------------------------------------
+
+    def chain(self, vault: str, after: int = -1) -> ChainPage:
+        """The signed statements of a personal or team vault after ``after`` (unverified)."""
+        path = f"/api/v1/vaults/{_seg(vault)}/chain"
+        return self._call("GET", path, _CHAIN, params={"after": after})
+
+    def append_chain(
+        self, vault: str, expected_head_seqno: int, statements: Sequence[Signed]
+    ) -> ChainHeadOut:
+        """Append signed statements to a team chain if its head is still the expected one."""
+        body = _encode(
+            {
+                "expected_head_seqno": expected_head_seqno,
+                "statements": [_wire(s) for s in statements],
+            }
+        )
+        return self._call("POST", f"/api/v1/teams/{_seg(vault)}/chain", _HEAD, body=body)
+
+    def keyrings(self, vault: str) -> list[KeyringOut]:
+        """The keyrings sealed to the caller (unverified: open them against a verified chain)."""
+        return self._call("GET", f"/api/v1/vaults/{_seg(vault)}/keyrings", _KEYRINGS)
+
+    def genesis(self, vault: str, statement: Signed, keyring: Signed) -> GenesisCreated:
+        """Upload a personal vault's genesis statement and epoch-1 keyring (once)."""
+        body = _encode({"statement": _wire(statement), "keyring": _wire(keyring)})
+        return self._call("POST", f"/api/v1/teams/{_seg(vault)}/genesis", _GENESIS, body=body)
+
+    # --- API keys ----------------------------------------------------------------------------
+
+    def create_api_key(
+        self, vault: str, permissions: Sequence[str], name: str = ""
+    ) -> ApiKeyCreated:
+        """A new ``tapes_…`` key for one vault; the secret is in the answer, shown this once."""
+        body = _encode({"vault": vault, "permissions": list(permissions), "name": name})
+        return self._call("POST", "/api/v1/api-keys/", _KEY_CREATED, body=body)
+
+    def list_api_keys(self) -> list[ApiKeyInfo]:
+        """The keys this account created."""
+        return self._call("GET", "/api/v1/api-keys/", _KEYS)
+
+    def revoke_api_key(self, key_id: str) -> None:
+        """Revoke a key at once."""
+        self._check(self._authed("DELETE", f"/api/v1/api-keys/{_seg(key_id)}"))
+
+    # --- transport ---------------------------------------------------------------------------
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        decoder: msgspec.json.Decoder[T],
+        *,
+        params: Mapping[str, str | int] | None = None,
+        body: bytes | None = None,
+    ) -> T:
+        return self._decode(self._authed(method, path, params=params, body=body), decoder)
+
+    def _credential(self) -> str:
+        if self._api_key is not None:
+            return self._api_key
+        session = self._session
+        if session is None:
+            raise AuthError(_NOT_LOGGED_IN.format(url=self._api_url))
+        return session.access_token
+
+    def _authed(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str | int] | None = None,
+        body: bytes | None = None,
+    ) -> httpx.Response:
+        """Send with the credential; on 401 refresh the session once and send once more."""
+        token = self._credential()
+        response = self._send(method, path, params=params, body=body, token=token)
+        if response.status_code != 401:
+            return response
+        if self._api_key is not None:
+            raise AuthError(_KEY_REFUSED, hint=_KEY_HINT)
+        self._refresh_after(token)
+        response = self._send(method, path, params=params, body=body, token=self._credential())
+        if response.status_code == 401:
+            raise AuthError(_LOGIN_EXPIRED)
+        return response
+
+    def _refresh_after(self, spent_access: str) -> None:
+        """Refresh unless another thread already did since ``spent_access`` was refused."""
+        with self._lock:
+            session = self._session
+            if session is None:
+                raise AuthError(_NOT_LOGGED_IN.format(url=self._api_url))
+            if session.access_token == spent_access:
+                self._refresh_locked(session)
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str | int] | None = None,
+        body: bytes | None = None,
+        token: str | None = None,
+    ) -> httpx.Response:
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        try:
+            return self._http.request(
+                method,
+                self._api_url + path,
+                params=params,
+                content=body,
+                headers=headers,
+                timeout=self._timeout,
+            )
+        except httpx.TimeoutException:
+            raise ServerUnreachableError(
+                self._api_url, f"no answer within {self._timeout:g} s"
+            ) from None
+        except httpx.TransportError as exc:
+            raise ServerUnreachableError(
+                self._api_url, _printable(str(exc), 120) or type(exc).__name__
+            ) from None
+
+    def _check(self, response: httpx.Response) -> httpx.Response:
+        """The response if it is a success; else the matching error, with the server's detail."""
+        status = response.status_code
+        if 200 <= status < 300:
+            return response
+        try:
+            detail = _printable(_PROBLEM.decode(response.content).detail)
+        except msgspec.DecodeError:
+            detail = ""
+        detail = detail or httpx.codes.get_reason_phrase(status) or "no explanation"
+        if status == 401:
+            raise AuthError(f"{_LOGIN_EXPIRED} ({detail})")
+        raise RemoteError(status, detail)
+
+    def _decode(self, response: httpx.Response, decoder: msgspec.json.Decoder[T]) -> T:
+        self._check(response)
+        try:
+            return decoder.decode(response.content)
+        except msgspec.DecodeError as exc:
+            what = f"{response.request.method} {response.request.url.path}"
+            log.debug("malformed answer to %s: %s", what, exc)
+            raise ProtocolError(f"the server's answer to {what} is malformed") from None
