@@ -1,0 +1,366 @@
+"""The I/O edge of the sync: performs the engine's actions against the store and the server.
+
+``SyncRunner`` feeds events to :func:`tapes_e2e.sync.engine.decide` and performs the actions it
+returns, one after the other, turning each request's outcome into the next event. The server is
+reached only through injected callables (``push``, ``pull``, ``refresh_login``), so tests pass
+fakes; the clock and the random source are injected too.
+
+``SyncWorker`` runs a runner on a thread: it wakes when the engine's next deadline comes (the
+sync interval, the end of a backoff) or when :meth:`SyncWorker.request_sync` is called, and
+:meth:`SyncWorker.close` gives it one bounded round when ``sync_on_close`` is set.
+:func:`run_sync` runs one round in the calling thread (``tapes storage sync``).
+
+The callables' contract:
+
+- ``push(vault, nodes) -> node_ids``: seal and send the nodes (parents first, as given); return
+  the server's node id of each, in order, once the server has acknowledged all of them
+  (``existing`` counts as acknowledged). Pushing an acknowledged node again must be harmless.
+- ``pull(vault, after_cursor, limit) -> PulledBatch``: fetch and verify the page after the cursor;
+  nodes that fail verification go to ``rejected`` (one message each), never to ``nodes``.
+- ``refresh_login()``: get a fresh access token.
+- Each raises :class:`SyncError` with a kind (``offline``, ``auth``, ``integrity``, ``server``)
+  for an expected failure. Anything else is logged and treated as a ``server`` failure.
+
+Crash safety comes from the order of the steps, not from this thread: a batch is recorded as
+pushed (``SyncState.mark_pushed``) only after ``push`` returned, and a page is stored with its
+cursor in one transaction (``SyncState.store_pulled``).
+"""
+
+from __future__ import annotations
+
+import logging
+import random as _random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from tapes_e2e.errors import InvalidNodeError, MissingParentError, TapesError
+from tapes_e2e.node import Node
+from tapes_e2e.store.syncstate import SyncState
+from tapes_e2e.sync.engine import (
+    Action,
+    Backoff,
+    Closing,
+    EngineConfig,
+    EngineState,
+    Event,
+    Failed,
+    FailureKind,
+    NothingToPush,
+    PulledPage,
+    PullPage,
+    PushAcked,
+    PushBatch,
+    RefreshLogin,
+    ReportIntegrity,
+    RoundFinished,
+    Stop,
+    SyncRequested,
+    Tick,
+    decide,
+    next_wakeup,
+)
+
+__all__ = [
+    "PullFn",
+    "PulledBatch",
+    "PushFn",
+    "RefreshFn",
+    "SyncError",
+    "SyncRunner",
+    "SyncWorker",
+    "run_sync",
+]
+
+log = logging.getLogger(__name__)
+
+
+class SyncError(Exception):
+    """An expected failure of a server call, of one of the engine's kinds."""
+
+    def __init__(self, kind: FailureKind, message: str) -> None:
+        super().__init__(message)
+        self.kind: FailureKind = kind
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class PulledBatch:
+    """One pulled page, verified: what ``pull`` returns.
+
+    ``nodes`` are (node, server node id) in server order; ``cursor`` is the position after the
+    whole page (refused envelopes included); ``head`` is the chain head verified with it, if it
+    moved.
+    """
+
+    nodes: Sequence[tuple[Node, str]]
+    cursor: int
+    more: bool
+    rejected: Sequence[str] = ()
+    head: dict[str, Any] | None = None
+
+
+PushFn = Callable[[str, Sequence[Node]], Sequence[str]]
+PullFn = Callable[[str, int, int], PulledBatch]
+RefreshFn = Callable[[], None]
+
+
+class SyncRunner:
+    """Drives one vault's engine: decide, perform the actions, feed back their outcome."""
+
+    def __init__(
+        self,
+        state: SyncState,
+        vault: str,
+        push: PushFn,
+        pull: PullFn,
+        *,
+        refresh_login: RefreshFn | None = None,
+        config: EngineConfig | None = None,
+        batch_size: int = 500,
+        page_size: int = 500,
+        clock: Callable[[], float] = time.monotonic,
+        random: Callable[[], float] = _random.random,
+        wall_clock: Callable[[], float] = time.time,
+        on_integrity: Callable[[str], None] | None = None,
+        on_progress: Callable[[Event], None] | None = None,
+    ) -> None:
+        self.state = state
+        self.vault = vault
+        self._push = push
+        self._pull = pull
+        self._refresh = refresh_login
+        self._batch_size = batch_size
+        self._page_size = page_size
+        self.clock = clock
+        self._random = random
+        self._wall_clock = wall_clock
+        self._on_integrity = on_integrity
+        self._on_progress = on_progress
+        stored = state.load(vault)
+        self.engine = EngineState.start(
+            config or EngineConfig(),
+            now=clock(),
+            push_rowid=stored.push_rowid,
+            cursor=stored.cursor,
+        )
+        self.rounds = 0
+        self.last_result: RoundFinished | None = None
+        self.pushed = 0
+        self.pulled = 0
+        # Called before each event; may return an event (a Closing) to handle first.
+        self.interrupt: Callable[[], Event | None] = lambda: None
+
+    def feed(self, event: Event) -> None:
+        """Handle ``event`` and every event its actions lead to, until the engine waits."""
+        queue: deque[Event] = deque([event])
+        while queue:
+            urgent = self.interrupt()
+            if urgent is not None:
+                queue.appendleft(urgent)
+            current = queue.popleft()
+            self.engine, actions = decide(self.engine, current)
+            for action in actions:
+                outcome = self._perform(action)
+                if outcome is not None:
+                    queue.append(outcome)
+                    if isinstance(outcome, Failed | Tick):
+                        break  # the rest of the list depended on this step
+
+    def _perform(self, action: Action) -> Event | None:
+        if isinstance(action, PushBatch | PullPage | RefreshLogin):
+            return self._attempt(action)
+        if isinstance(action, ReportIntegrity):
+            log.error("integrity: %s", action.message)
+            if self._on_integrity is not None:
+                self._on_integrity(action.message)
+        elif isinstance(action, RoundFinished):
+            self._round_finished(action)
+        elif isinstance(action, Backoff):
+            log.info("sync backs off for %.1f s", action.until - self.clock())
+        elif isinstance(action, Stop):
+            log.debug("sync engine stopped")
+        return None
+
+    def _attempt(self, action: PushBatch | PullPage | RefreshLogin) -> Event | None:
+        """Perform a request; its outcome, a failure included, as the next event."""
+        now = self.clock()
+        if self.engine.closing and now >= self.engine.deadline:
+            return Tick(now)  # out of time: the engine stops instead of asking
+        try:
+            outcome = self._request(action)
+        except SyncError as exc:
+            return self._failed(exc.kind, exc.message)
+        except (InvalidNodeError, MissingParentError) as exc:
+            return self._failed("integrity", exc.message)
+        except TapesError as exc:
+            return self._failed("server", f"local store: {exc.message}")
+        except Exception as exc:
+            log.exception("sync request failed unexpectedly")
+            return self._failed("server", f"{type(exc).__name__}: {exc}")
+        if outcome is not None and self._on_progress is not None:
+            self._on_progress(outcome)
+        return outcome
+
+    def _request(self, action: PushBatch | PullPage | RefreshLogin) -> Event | None:
+        if isinstance(action, RefreshLogin):
+            if self._refresh is None:
+                raise SyncError("auth", "the session expired and cannot be refreshed here")
+            self._refresh()
+            return None
+        if isinstance(action, PushBatch):
+            return self._push_batch(action.after_rowid)
+        return self._pull_page(action.after_cursor)
+
+    def _push_batch(self, after_rowid: int) -> Event:
+        # The stored mark is the truth (another process may have pushed meanwhile).
+        after = max(after_rowid, self.state.push_rowid(self.vault))
+        batch = self.state.unpushed(self.vault, after, self._batch_size)
+        if not batch:
+            self.state.advance_past_remote(self.vault)
+            return NothingToPush()
+        node_ids = list(self._push(self.vault, [node for _, node in batch]))
+        if len(node_ids) != len(batch):
+            raise SyncError(
+                "server", f"the server acknowledged {len(node_ids)} of {len(batch)} nodes"
+            )
+        new_hwm = batch[-1][0]
+        self.state.mark_pushed(
+            self.vault,
+            [
+                (rowid, node.hash, node_id)
+                for (rowid, node), node_id in zip(batch, node_ids, strict=True)
+            ],
+            new_hwm,
+        )
+        self.pushed += len(batch)
+        return PushAcked(len(batch), new_hwm)
+
+    def _pull_page(self, after_cursor: int) -> Event:
+        after = max(after_cursor, self.state.cursor(self.vault))
+        page = self._pull(self.vault, after, self._page_size)
+        self.state.store_pulled(self.vault, page.nodes, page.cursor, head=page.head)
+        self.pulled += len(page.nodes)
+        return PulledPage(len(page.nodes), page.cursor, page.more, tuple(page.rejected))
+
+    def _failed(self, kind: FailureKind, message: str) -> Failed:
+        log.warning("sync %s failure: %s", kind, message)
+        jitter = 0.5 + 0.5 * self._random()
+        return Failed(kind, message, self.clock(), jitter)
+
+    def _round_finished(self, action: RoundFinished) -> None:
+        self.rounds += 1
+        self.last_result = action
+        result = action.result if not action.message else f"{action.result}: {action.message}"
+        at = datetime.fromtimestamp(self._wall_clock(), UTC).isoformat()
+        try:
+            self.state.record_result(self.vault, at=at, result=result)
+        except TapesError as exc:
+            log.warning("could not record the sync result: %s", exc.message)
+
+
+def run_sync(runner: SyncRunner) -> RoundFinished | None:
+    """One round in the calling thread (push, then pull); its result (None if it did not end).
+
+    A failure ends the round: no backoff wait in the foreground.
+    """
+    before = runner.rounds
+    runner.feed(SyncRequested(runner.clock()))
+    return runner.last_result if runner.rounds > before else None
+
+
+class SyncWorker:
+    """A background thread syncing one vault every ``sync_interval`` and when asked."""
+
+    def __init__(self, runner: SyncRunner, *, sync_on_close: bool = True) -> None:
+        self.runner = runner
+        self.sync_on_close = sync_on_close
+        self._clock = runner.clock
+        self._cond = threading.Condition()
+        self._sync_pending = False
+        self._closing: Closing | None = None
+        self._thread = threading.Thread(target=self._run, name="tapes-sync", daemon=True)
+        self._done = threading.Event()
+        runner.interrupt = self._take_closing
+
+    def start(self) -> None:
+        """Start the thread; its first round starts at once."""
+        self._thread.start()
+
+    def request_sync(self) -> None:
+        """Ask for a round now (coalesced with one already running)."""
+        with self._cond:
+            self._sync_pending = True
+            self._cond.notify_all()
+
+    def close(self, timeout: float) -> bool:
+        """Stop the worker within about ``timeout`` seconds; True if it stopped in time.
+
+        With ``sync_on_close``, the worker gets one more round bounded by the timeout (what is
+        not pushed by then stays pending in the store for the next start); without, it stops
+        after the request in flight, if any.
+        """
+        if not self._thread.is_alive():
+            return True
+        now = self._clock()
+        deadline = now + (timeout if self.sync_on_close else 0.0)
+        with self._cond:
+            if self._closing is None:
+                self._closing = Closing(now, deadline)
+            self._cond.notify_all()
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def wait_rounds(self, count: int, timeout: float) -> bool:
+        """Wait until ``count`` rounds have finished in total (for tests and the CLI)."""
+        end = time.monotonic() + timeout
+        with self._cond:
+            while self.runner.rounds < count and not self._done.is_set():
+                remaining = end - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+            return self.runner.rounds >= count
+
+    @property
+    def stopped(self) -> bool:
+        return self._done.is_set()
+
+    def _take_closing(self) -> Event | None:
+        with self._cond:
+            closing, self._closing = self._closing, None
+            return closing
+
+    def _next_event(self) -> Event:
+        with self._cond:
+            while True:
+                closing = self._closing
+                if closing is not None:
+                    self._closing = None
+                    return closing
+                now = self._clock()
+                if self._sync_pending:
+                    self._sync_pending = False
+                    return SyncRequested(now)
+                wake = next_wakeup(self.runner.engine)
+                if wake is not None and now >= wake:
+                    return Tick(now)
+                self._cond.wait(None if wake is None else wake - now)
+
+    def _run(self) -> None:
+        try:
+            while self.runner.engine.phase != "stopped":
+                event = self._next_event()
+                self.runner.feed(event)
+                with self._cond:
+                    self._cond.notify_all()
+        except Exception:
+            log.exception("the sync worker died")
+        finally:
+            self._done.set()
+            with self._cond:
+                self._cond.notify_all()
