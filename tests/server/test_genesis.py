@@ -259,6 +259,17 @@ def test_team_vault_reads_serve_members_and_give_viewers_no_keyring(
     opened = keymgmt.open_keyring(rings[0]["keyring"], state=team.state, identity=bob.identity)
     assert opened.epoch_key == team.epoch_keys[1]
     assert carol.get(f"/api/v1/vaults/{team.team_id}/keyrings").json() == []
+    # even a stray row naming the viewer is not served: the role decides, not the rows
+    with db_session(client) as db, db.begin():
+        sealed = db.scalars(select(Keyring).where(Keyring.team_id == team.team_id)).first()
+        assert sealed is not None
+        db.add(
+            Keyring(
+                team_id=team.team_id, epoch=1, recipient=carol.identity.fingerprint,
+                sealed=sealed.sealed, created_at=clock.now,
+            )
+        )  # fmt: skip
+    assert carol.get(f"/api/v1/vaults/{team.team_id}/keyrings").json() == []
 
 
 def test_an_api_key_reads_only_its_own_vault(
