@@ -284,7 +284,8 @@ class ApiClient:
         if me.user_id != pair.user_id or me.fingerprint != identity.fingerprint:
             raise ProtocolError("the server's account details do not match the login")
         session = self._session_from(pair, handle=me.handle)
-        self._set_session(session)
+        with self._lock:  # not while another thread refreshes the previous login
+            self._set_session(session)
         return session
 
     def refresh(self) -> Session:
