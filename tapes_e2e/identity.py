@@ -17,6 +17,10 @@ __all__ = ["IDENTITY_FILE", "create_identity", "identity_path", "unlock"]
 
 IDENTITY_FILE = "identity.key"
 MIN_PASSPHRASE = 8
+# The Argon2id cost of new key files and the floor below which a key file is refused. Tests
+# lower both (and say so); nothing else should.
+KDF: keymgmt.KdfParams = keymgmt.DEFAULT_KDF
+KDF_FLOOR: keymgmt.KdfParams = keymgmt.KDF_FLOOR
 
 
 def identity_path(dotdir: Path) -> Path:
@@ -27,8 +31,8 @@ def create_identity(
     dotdir: Path,
     passphrase: str,
     *,
-    params: keymgmt.KdfParams = keymgmt.DEFAULT_KDF,
-    floor: keymgmt.KdfParams = keymgmt.KDF_FLOOR,
+    params: keymgmt.KdfParams | None = None,
+    floor: keymgmt.KdfParams | None = None,
 ) -> keymgmt.Identity:
     """A new identity sealed under ``passphrase``; refuses to replace an existing key file."""
     if len(passphrase) < MIN_PASSPHRASE:
@@ -38,7 +42,13 @@ def create_identity(
         )
     identity = keymgmt.generate_identity()
     dotdir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    keymgmt.write_key_file(identity_path(dotdir), identity, passphrase, params=params, floor=floor)
+    keymgmt.write_key_file(
+        identity_path(dotdir),
+        identity,
+        passphrase,
+        params=params or KDF,
+        floor=floor or KDF_FLOOR,
+    )
     return identity
 
 
@@ -48,10 +58,11 @@ def unlock(
     prompt: Callable[[], str] | None = None,
     environ: Mapping[str, str] | None = None,
     use_os_keyring: bool = True,
-    floor: keymgmt.KdfParams = keymgmt.KDF_FLOOR,
+    floor: keymgmt.KdfParams | None = None,
 ) -> keymgmt.Identity:
     """Unlock ``identity.key`` by OS keyring, ``TAPES_PASSPHRASE`` or ``prompt``, in that order."""
     path = identity_path(dotdir)
+    floor = floor or KDF_FLOOR
     try:
         return keymgmt.unlock_identity(
             path, environ=environ, use_os_keyring=use_os_keyring, floor=floor

@@ -17,7 +17,7 @@ import typer
 
 import keymgmt
 from tapes_e2e import __version__
-from tapes_e2e.cli import output, session, storage, verify
+from tapes_e2e.cli import auth, output, session, storage, verify
 from tapes_e2e.cli.context import Settings
 from tapes_e2e.errors import TapesError
 
@@ -35,6 +35,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+app.add_typer(auth.app, name="auth")
 app.add_typer(session.app, name="session")
 app.add_typer(storage.app, name="storage")
 app.command("verify")(verify.verify)

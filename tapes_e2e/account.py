@@ -1,0 +1,139 @@
+"""The user's account on a sync server: the saved login and the personal vault's keys.
+
+- ``session.json`` in the .tapes directory holds the login (mode 0600, atomic writes). It holds
+  bearer tokens, so it is as sensitive as an unlocked key: ``tapes auth logout`` deletes it.
+- The personal vault is a team of one. At the first login the client makes its keys, signs the
+  genesis statement and seals the keyring to itself (``POST /api/v1/teams/{vault}/genesis``);
+  later logins, on any machine, fetch the chain and the sealed keyring and open them with the
+  identity. Nothing secret about the vault is stored locally.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+
+import keymgmt
+from tapes_e2e.client import ApiClient, Session
+from tapes_e2e.client_errors import AuthError, RemoteError
+
+__all__ = [
+    "SESSION_FILE",
+    "VaultAccess",
+    "ensure_personal_vault",
+    "forget_session",
+    "load_session",
+    "open_vault",
+    "save_session",
+]
+
+SESSION_FILE = "session.json"
+
+
+def load_session(dotdir: Path) -> Session | None:
+    """The saved login, or None when there is none."""
+    path = dotdir / SESSION_FILE
+    try:
+        data = json.loads(path.read_text("utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise AuthError(
+            f"cannot read the saved login {path}: {exc}", hint="run `tapes auth login` again"
+        ) from exc
+    return Session.from_dict(data)
+
+
+def save_session(dotdir: Path, session: Session) -> None:
+    """Write the login atomically with mode 0600."""
+    dotdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd, tmp = tempfile.mkstemp(prefix=".session.", suffix=".tmp", dir=dotdir)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            json.dump(session.to_dict(), out)
+            out.flush()
+            os.fsync(out.fileno())
+        Path(tmp).chmod(0o600)
+        Path(tmp).replace(dotdir / SESSION_FILE)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def forget_session(dotdir: Path) -> bool:
+    """Delete the saved login; True if there was one."""
+    try:
+        (dotdir / SESSION_FILE).unlink()
+    except FileNotFoundError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class VaultAccess:
+    """A vault's verified chain and the keys this identity opened from its sealed keyrings."""
+
+    vault: str
+    state: keymgmt.VerifiedTeamState
+    keys: keymgmt.TeamKeys
+
+
+def open_vault(
+    api: ApiClient,
+    vault: str,
+    identity: keymgmt.Identity,
+    *,
+    last_verified_head: keymgmt.ChainHead | None = None,
+) -> VaultAccess:
+    """Fetch, verify and open a vault's chain and this identity's keyrings.
+
+    Raises keymgmt's errors when the chain does not verify (a fork, a rollback below
+    ``last_verified_head``, a forged statement) or no keyring opens.
+    """
+    page = api.chain(vault)
+    state = keymgmt.verify_chain(
+        [keymgmt.parse_statement(msgspec.structs.asdict(s)) for s in page.statements],
+        last_verified_head,
+        team=vault,
+    )
+    keys: keymgmt.TeamKeys | None = None
+    for sealed in api.keyrings(vault):
+        wire = msgspec.structs.asdict(sealed.keyring)
+        epoch = keymgmt.open_keyring(wire, state=state, identity=identity)
+        if keys is None:
+            keys = keymgmt.TeamKeys.from_epoch_keys(epoch)
+        else:
+            keys.add(epoch)
+    if keys is None:
+        raise keymgmt.PolicyError(
+            f"no keyring of vault {vault} is sealed to this identity",
+            hint="an admin of the team must seal the current keyring to you",
+        )
+    return VaultAccess(vault, state, keys)
+
+
+def ensure_personal_vault(
+    api: ApiClient, session: Session, identity: keymgmt.Identity
+) -> VaultAccess:
+    """The personal vault, with its genesis and keyring created on the very first login."""
+    vault = session.personal_vault
+    if api.chain(vault).head.seqno < 0:
+        vault_key, epoch_key = keymgmt.new_key(), keymgmt.new_key()
+        genesis = keymgmt.create_team(
+            team=vault, owner=identity, vault_id_key=vault_key, epoch_key=epoch_key
+        )
+        state = keymgmt.verify_chain([genesis], team=vault)
+        keyring = keymgmt.seal_keyring(
+            state, sealer=identity, epoch=1, epoch_key=epoch_key, vault_id_key=vault_key
+        )
+        try:
+            api.genesis(vault, genesis.to_dict(), keyring.to_dict())
+        except RemoteError as exc:
+            if exc.status != 409:  # another machine of ours made it first: use theirs
+                raise
+    return open_vault(api, vault, identity)

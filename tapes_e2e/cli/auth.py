@@ -1,0 +1,152 @@
+"""``tapes auth``: log in to a sync server with the identity key, see the login, log out."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import httpx
+import tomlkit
+import typer
+
+import keymgmt
+from tapes_e2e import account
+from tapes_e2e.cli import output
+from tapes_e2e.cli.context import Settings
+from tapes_e2e.client import ApiClient
+from tapes_e2e.config import save_config, storage_table
+from tapes_e2e.errors import ConfigError, TapesError
+from tapes_e2e.identity import create_identity, identity_path, unlock
+
+app = typer.Typer(help="Log in to a sync server, show the login, log out.", no_args_is_help=True)
+
+# How the CLI reaches a server; tests replace it with the in-process app's client.
+http_factory: Callable[[str], httpx.Client] = lambda _url: httpx.Client(timeout=30.0)  # noqa: E731
+
+
+def _settings(ctx: typer.Context) -> Settings:
+    settings: Settings = ctx.obj
+    return settings
+
+
+def _interactive() -> bool:
+    return sys.stdin is not None and sys.stdin.isatty()
+
+
+def _new_passphrase() -> str:
+    from_env = keymgmt.passphrase_from_env()
+    if from_env is not None:
+        return from_env
+    if not _interactive():
+        raise keymgmt.UnlockError(
+            "a new identity needs a passphrase",
+            hint=f"set {keymgmt.PASSPHRASE_ENV} or run `tapes auth login` in a terminal",
+        )
+    first = typer.prompt("New passphrase for your identity key", hide_input=True)
+    if typer.prompt("Repeat it", hide_input=True) != first:
+        raise keymgmt.UnlockError("the two passphrases differ; nothing was created")
+    return str(first)
+
+
+def _prompt() -> Callable[[], str] | None:
+    if not _interactive():
+        return None
+    return lambda: str(typer.prompt("Passphrase for your identity key", hide_input=True))
+
+
+def api_client(settings: Settings, api_url: str) -> ApiClient:
+    """An ApiClient for ``api_url`` that saves every rotated login."""
+    dotdir = settings.dotdir.path
+    return ApiClient(
+        http_factory(api_url),
+        api_url=api_url,
+        session=account.load_session(dotdir),
+        on_session=lambda session: account.save_session(dotdir, session),
+    )
+
+
+@app.command("login")
+def login(
+    ctx: typer.Context,
+    server: Annotated[str | None, typer.Option(help="Sync server URL (saved to config).")] = None,
+    handle: Annotated[
+        str | None, typer.Option(help="Register a new account with this handle.")
+    ] = None,
+) -> None:
+    """Create or unlock your identity, log in (registering with --handle), set up your vault."""
+    settings = _settings(ctx)
+    dotdir = settings.dotdir.path
+    api_url = server or settings.config.cloud.api_url
+    if not api_url:
+        raise ConfigError(
+            "no sync server configured",
+            hint="pass --server https://… or run `tapes storage configure --api-url …`",
+        )
+    if identity_path(dotdir).exists():
+        identity = unlock(dotdir, prompt=_prompt())
+    else:
+        identity = create_identity(dotdir, _new_passphrase())
+        output.note(f"created a new identity in {identity_path(dotdir)}")
+    api = api_client(settings, api_url)
+    session = api.login(identity, handle=handle)
+    vault = account.ensure_personal_vault(api, session, identity)
+    if server and server.rstrip("/") != (settings.config.cloud.api_url or ""):
+
+        def edit(doc: tomlkit.TOMLDocument) -> None:
+            storage_table(doc, "cloud")["api_url"] = server.rstrip("/")
+
+        save_config(settings.config, edit)
+    output.stdout.print(f"logged in to {api_url} as {session.handle}", markup=False)
+    output.stdout.print(f"fingerprint:    {identity.fingerprint}", markup=False)
+    output.stdout.print(
+        f"personal vault: {vault.vault} (safety number {keymgmt.safety_number(vault.state)})",
+        markup=False,
+    )
+
+
+@app.command("status")
+def status(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show the saved login and whether the server accepts it."""
+    settings = _settings(ctx)
+    session = account.load_session(settings.dotdir.path)
+    report: dict[str, Any] = {"logged_in": session is not None}
+    if session is not None:
+        report |= {
+            "server": session.server,
+            "handle": session.handle,
+            "fingerprint": session.fingerprint,
+            "personal_vault": session.personal_vault,
+        }
+        try:
+            api_client(settings, session.server).me()
+            report["server_accepts_login"] = True
+        except TapesError as exc:  # the status reports the failure as a fact
+            report["server_accepts_login"] = False
+            report["problem"] = exc.message
+    if as_json:
+        output.emit_json(report)
+    elif session is None:
+        output.stdout.print("not logged in (run `tapes auth login`)", markup=False)
+    else:
+        state = (
+            "accepted" if report["server_accepts_login"] else f"NOT accepted: {report['problem']}"
+        )
+        output.stdout.print(f"logged in to {session.server} as {session.handle}", markup=False)
+        output.stdout.print(f"fingerprint:    {session.fingerprint}", markup=False)
+        output.stdout.print(f"personal vault: {session.personal_vault}", markup=False)
+        output.stdout.print(f"login:          {state}", markup=False)
+    if session is None or not report["server_accepts_login"]:
+        raise typer.Exit(1)
+
+
+@app.command("logout")
+def logout(ctx: typer.Context) -> None:
+    """Forget the saved login on this machine (the identity key stays)."""
+    if account.forget_session(_settings(ctx).dotdir.path):
+        output.note("logged out: the saved login is deleted; your identity key is kept")
+    else:
+        output.note("not logged in")
