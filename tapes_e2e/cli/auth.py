@@ -49,7 +49,7 @@ def _new_passphrase() -> str:
     return str(first)
 
 
-def _prompt() -> Callable[[], str] | None:
+def prompt_for_passphrase() -> Callable[[], str] | None:
     if not _interactive():
         return None
     return lambda: str(typer.prompt("Passphrase for your identity key", hide_input=True))
@@ -84,7 +84,7 @@ def login(
             hint="pass --server https://… or run `tapes storage configure --api-url …`",
         )
     if identity_path(dotdir).exists():
-        identity = unlock(dotdir, prompt=_prompt())
+        identity = unlock(dotdir, prompt=prompt_for_passphrase())
     else:
         identity = create_identity(dotdir, _new_passphrase())
         output.note(f"created a new identity in {identity_path(dotdir)}")

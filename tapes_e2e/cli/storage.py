@@ -7,10 +7,17 @@ from typing import Annotated, Any
 import tomlkit
 import typer
 
-from tapes_e2e.cli import output
+import keymgmt
+from tapes_e2e import account
+from tapes_e2e.cli import auth, output
 from tapes_e2e.cli.context import Settings
 from tapes_e2e.config import PROVIDERS, Config, save_config, storage_table
 from tapes_e2e.errors import ConfigError
+from tapes_e2e.identity import unlock
+from tapes_e2e.providers.local import LocalProvider
+from tapes_e2e.remote_sync import pull_fn, push_fn, refresh_fn
+from tapes_e2e.store.syncstate import SyncState
+from tapes_e2e.sync.worker import SyncRunner, run_sync
 
 app = typer.Typer(help="Show and change where sessions are stored.", no_args_is_help=True)
 
@@ -138,3 +145,52 @@ def configure(
     updated = save_config(settings.config, edit)
     _require(updated, updated.provider)
     output.note(f"updated {', '.join(sorted(chosen))} in {settings.config.path}")
+
+
+@app.command("sync")
+def sync(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Push local nodes to the server (sealed), then pull, verify and store what is new."""
+    settings = _settings(ctx)
+    session = account.load_session(settings.dotdir.path)
+    if session is None:
+        raise ConfigError("not logged in to a sync server", hint="run `tapes auth login`")
+    identity = unlock(settings.dotdir.path, prompt=auth.prompt_for_passphrase())
+    api = auth.api_client(settings, session.server)
+    vault = session.personal_vault
+    rejected: list[str] = []
+    with LocalProvider(settings.database.path) as store:
+        state = SyncState(store)
+        stored = state.load(vault)
+        head = keymgmt.ChainHead.from_dict(stored.head) if stored.head else None
+        access = account.open_vault(api, vault, identity, last_verified_head=head)
+        state.set_head(vault, access.state.head.to_dict())
+        runner = SyncRunner(
+            state, vault, push_fn(api, access, identity), pull_fn(api, access),
+            refresh_login=refresh_fn(api), on_integrity=rejected.append,
+        )  # fmt: skip
+        result = run_sync(runner)
+        pending = state.pending_push_count(vault)
+    report = {
+        "vault": vault,
+        "pushed": runner.pushed,
+        "pulled": runner.pulled,
+        "rejected": rejected,
+        "pending_push": pending,
+        "result": "unfinished" if result is None else result.result,
+        "message": None if result is None else result.message,
+    }
+    if as_json:
+        output.emit_json(report)
+    else:
+        for message in rejected:
+            output.error(message)
+        output.note(
+            f"sync {report['result']}: pushed {runner.pushed:,}, pulled {runner.pulled:,}, "
+            f"{len(rejected)} rejected, {pending:,} waiting to push"
+            + (f" ({report['message']})" if report["message"] else "")
+        )
+    if rejected or report["result"] != "ok":
+        raise typer.Exit(1)

@@ -4,50 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
-from litestar.testing import TestClient
 
-import keymgmt
-from tapes_e2e import identity as identity_module
-from tapes_e2e.cli import auth as auth_cli
-from tapes_e2e.cli import main
-from tests.server import conftest as server
+from tests.client.conftest import Tapes
 from tests.server.conftest import AUDIENCE
-
-# The server's fixtures, found by pytest by name: the real app on SQLite and PostgreSQL.
-pg_cluster = server.pg_cluster
-database_url = server.database_url
-client = server.client
-clock = server.clock
-
-FAST = keymgmt.KdfParams(time_cost=1, memory_kib=8 * 1024, lanes=1)
-
-
-@pytest.fixture
-def tapes(
-    client: TestClient[Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-    tmp_path: Path,
-) -> Any:  # fmt: skip
-    monkeypatch.setattr(auth_cli, "http_factory", lambda _url: client)
-    monkeypatch.setenv("TAPES_PASSPHRASE", "correct horse battery")
-    # cheap Argon2 for tests, through the product's own code path
-    monkeypatch.setattr(identity_module, "KDF", FAST)
-    monkeypatch.setattr(identity_module, "KDF_FLOOR", FAST)
-
-    def run(home: str, *args: str) -> tuple[int, str, str]:
-        with pytest.raises(SystemExit) as info:
-            main(["--config-dir", str(tmp_path / home), *args])
-        out, err = capsys.readouterr()
-        assert "Traceback" not in err
-        return int(info.value.code or 0), out, err
-
-    return run
 
 
 def test_login_registers_sets_up_the_vault_and_status_reports_it(
-    tapes: Any, tmp_path: Path
+    tapes: Tapes, tmp_path: Path
 ) -> None:
     code, out, err = tapes("a", "auth", "login", "--server", AUDIENCE, "--handle", "alice")
     assert code == 0, err
@@ -73,7 +38,7 @@ def test_login_registers_sets_up_the_vault_and_status_reports_it(
 
 
 def test_login_without_a_server_or_with_a_wrong_passphrase(
-    tapes: Any, monkeypatch: pytest.MonkeyPatch
+    tapes: Tapes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     code, _, err = tapes("b", "auth", "login")
     assert code == 1
@@ -86,7 +51,7 @@ def test_login_without_a_server_or_with_a_wrong_passphrase(
     assert "passphrase" in err
 
 
-def test_an_unknown_identity_without_a_handle_is_told_to_register(tapes: Any) -> None:
+def test_an_unknown_identity_without_a_handle_is_told_to_register(tapes: Tapes) -> None:
     code, _, err = tapes("c", "auth", "login", "--server", AUDIENCE)
     assert code == 1
     assert "handle" in err

@@ -1,0 +1,48 @@
+"""Client fixtures: the server's (the real app on SQLite and PostgreSQL) and the CLI against it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from litestar.testing import TestClient
+
+import keymgmt
+from tapes_e2e import identity as identity_module
+from tapes_e2e.cli import auth as auth_cli
+from tapes_e2e.cli import main
+from tests.server import conftest as server
+
+# The server's fixtures, found by pytest by name.
+pg_cluster = server.pg_cluster
+database_url = server.database_url
+client = server.client
+clock = server.clock
+
+# Cheap Argon2 for tests, through the product's own code path (never below in the product).
+FAST = keymgmt.KdfParams(time_cost=1, memory_kib=8 * 1024, lanes=1)
+
+Tapes = Callable[..., tuple[int, str, str]]
+
+
+@pytest.fixture
+def tapes(
+    client: TestClient[Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> Tapes:  # fmt: skip
+    """``tapes(home, *args)``: the CLI in-process, in ``tmp_path/home``, talking to the app."""
+    monkeypatch.setattr(auth_cli, "http_factory", lambda _url: client)
+    monkeypatch.setenv("TAPES_PASSPHRASE", "correct horse battery")
+    monkeypatch.setattr(identity_module, "KDF", FAST)
+    monkeypatch.setattr(identity_module, "KDF_FLOOR", FAST)
+
+    def run(home: str, *args: str) -> tuple[int, str, str]:
+        with pytest.raises(SystemExit) as info:
+            main(["--config-dir", str(tmp_path / home), *args])
+        out, err = capsys.readouterr()
+        assert "Traceback" not in err
+        return int(info.value.code or 0), out, err
+
+    return run
