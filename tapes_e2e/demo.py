@@ -1,30 +1,48 @@
-"""The README's demo: record sample sessions (with a branch) into a fresh store and show them.
+"""The README's demo: the whole story on the embedded defaults, in temporary directories.
 
-Run with ``python -m tapes_e2e.demo``. It works in a temporary .tapes directory and leaves the
-user's own ~/.tapes alone.
+1. Start a local ``tapes-server`` (SQLite) on a free loopback port.
+2. Alice logs in (registering) from her laptop, records two sessions (one with a regenerated
+   answer, so a branch), and syncs: the nodes leave sealed.
+3. Bob registers too: the server has two tenants.
+4. Alice's second machine (her identity restored from its key file) syncs and reads the sessions.
+5. Show what the server stored: opaque envelopes and coarse metadata, never a prompt.
+6. Stop the server.
+
+Run with ``python -m tapes_e2e.demo``. The user's own ~/.tapes is never touched.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
 import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+import httpx
 
 from tapes_e2e.cli import main as tapes
 from tapes_e2e.node import Bucket, ContentBlock, Node, Usage
 from tapes_e2e.providers.local import LocalProvider
 
 MODEL = "claude-sonnet-4-5-20250929"
+# Words of a prompt that must never appear on the server (not a secret of the program).
+SECRET_WORDS = "database is locked"  # noqa: S105
+PASSPHRASE = "demo passphrase, not for real use"  # noqa: S105 - throwaway demo identities
 
 
 def _turn(role: str, *blocks: ContentBlock) -> Bucket:
     return Bucket(
-        type="message",
-        role=role,
-        content=blocks,
-        model=MODEL,
-        provider="anthropic",
+        type="message", role=role, content=blocks, model=MODEL, provider="anthropic",
         agent_name="claude",
-    )
+    )  # fmt: skip
 
 
 def _text(text: str) -> ContentBlock:
@@ -33,36 +51,32 @@ def _text(text: str) -> ContentBlock:
 
 def record(store: LocalProvider) -> list[Node]:
     """Record two sessions the way the tapes proxy would; the first one branches."""
-    used = Usage(prompt_tokens=1200, completion_tokens=180, total_tokens=1380)
-    ask = Node.new(_turn("user", _text("Why does my test fail with 'database is locked'?")))
+    ask = Node.new(_turn("user", _text(f"Why does my test fail with '{SECRET_WORDS}'?")))
     look = Node.new(
         _turn(
             "assistant",
             _text("Let me look at how the connection is opened."),
             ContentBlock(
-                type="tool_use",
-                tool_use_id="toolu_01",
-                tool_name="read_file",
+                type="tool_use", tool_use_id="toolu_01", tool_name="read_file",
                 tool_input={"path": "app/db.py", "limit": 80},
             ),
         ),
         ask,
-        usage=used,
+        usage=Usage(prompt_tokens=1200, completion_tokens=180, total_tokens=1380),
         stop_reason="tool_use",
         project="demo-app",
-    )
+    )  # fmt: skip
     result = Node.new(
         _turn(
             "user",
             ContentBlock(
-                type="tool_result",
-                tool_result_id="toolu_01",
+                type="tool_result", tool_result_id="toolu_01",
                 tool_output="engine = create_engine('sqlite:///app.db')",
             ),
         ),
         look,
         project="demo-app",
-    )
+    )  # fmt: skip
     answer = Node.new(
         _turn("assistant", _text("Turn on WAL and take writes with BEGIN IMMEDIATE.")),
         result,
@@ -70,7 +84,6 @@ def record(store: LocalProvider) -> list[Node]:
         stop_reason="end_turn",
         project="demo-app",
     )
-    # A regenerated answer: a branch from the same parent, so a second session.
     regenerated = Node.new(
         _turn("assistant", _text("Set busy_timeout so writers wait for each other.")),
         result,
@@ -86,40 +99,115 @@ def record(store: LocalProvider) -> list[Node]:
         stop_reason="end_turn",
     )
     nodes = [ask, look, result, answer, regenerated, other, reply]
-    for node in nodes:
-        store.put(node)
+    store.put_many(nodes)
     return nodes
 
 
-def _step(title: str) -> None:
-    print(f"\n=== {title}")  # noqa: T201 - the demo talks to its user
+def _say(title: str) -> None:
+    print(f"\n=== {title}", flush=True)  # noqa: T201 - the demo talks to its user
 
 
-def _run(*args: str) -> None:
-    print("$ tapes " + " ".join(args))  # noqa: T201
+def _run(home: Path, *args: str) -> None:
+    print("$ tapes " + " ".join(args), flush=True)  # noqa: T201
     try:
-        tapes(list(args))
+        tapes(["--config-dir", str(home), *args])
     except SystemExit as exit_:
         if exit_.code not in (0, None):
             raise
 
 
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextmanager
+def local_server(root: Path) -> Iterator[tuple[str, Path]]:
+    """A ``tapes-server serve`` on SQLite under ``root``, stopped on exit."""
+    port = _free_port()
+    database = root / "server.sqlite"
+    env = dict(os.environ) | {
+        "TAPES_SERVER_DATABASE_URL": f"sqlite:///{database}",
+        "TAPES_SERVER_PORT": str(port),
+        "TAPES_SERVER_WORKERS": "1",
+    }
+    script = shutil.which("tapes-server", path=str(Path(sys.executable).parent)) or "tapes-server"
+    log = (root / "server.log").open("wb")
+    process = subprocess.Popen(  # noqa: S603 - our own console script, fixed arguments
+        [script, "serve"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None:
+                raise SystemExit(f"the demo server did not start; see {root / 'server.log'}")
+            try:
+                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise SystemExit("the demo server did not answer within 60 s")
+            time.sleep(0.2)
+        yield url, database
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        log.close()
+
+
+def show_server_rows(database: Path) -> None:
+    with sqlite3.connect(database) as db:
+        rows = db.execute(
+            "SELECT substr(node_id, 1, 16), epoch, padded_size, metadata_only, clear_metadata, "
+            "length(envelope) FROM nodes ORDER BY seq"
+        ).fetchall()
+        stored = b"".join(bytes(r[0] or b"") for r in db.execute("SELECT envelope FROM nodes"))
+    for node_id, epoch, padded, metadata_only, metadata, size in rows:
+        print(  # noqa: T201
+            f"  node {node_id}… epoch {epoch}, {size} B sealed (padded body {padded} B), "
+            f"metadata-only={bool(metadata_only)}, clear metadata {metadata}"
+        )
+    found = SECRET_WORDS.encode() in stored
+    print(f"  the words {SECRET_WORDS!r} appear on the server: {found}")  # noqa: T201
+    if found:
+        raise SystemExit("demo failed: plaintext reached the server")
+
+
 def main() -> None:
-    with tempfile.TemporaryDirectory(prefix="tapes-demo-") as home:
-        dotdir = Path(home) / ".tapes"
-        _step(f"recording sample sessions into a fresh store under {dotdir}")
-        with LocalProvider(dotdir / "tapes.sqlite") as store:
-            nodes = record(store)
-        print(f"recorded {len(nodes)} nodes")  # noqa: T201
-        _step("the sessions (a regenerated answer made a branch: two sessions share a prefix)")
-        _run("--config-dir", str(dotdir), "session", "list")
-        _step("one session, from its first message to its leaf")
-        _run("--config-dir", str(dotdir), "session", "show", nodes[4].hash[:12])
-        _step("every hash recomputed, Go tapes' algorithm")
-        _run("--config-dir", str(dotdir), "verify")
-        _step("where it is stored, and why")
-        _run("--config-dir", str(dotdir), "storage", "status")
-        print("\ndemo finished; the temporary store is removed")  # noqa: T201
+    os.environ["TAPES_PASSPHRASE"] = PASSPHRASE  # the demo's identities only
+    with tempfile.TemporaryDirectory(prefix="tapes-demo-") as tmp:
+        root = Path(tmp)
+        laptop, desktop, bob = root / "alice-laptop", root / "alice-desktop", root / "bob"
+        _say("starting a local tapes-server (SQLite) on a free loopback port")
+        with local_server(root) as (url, database):
+            print(f"server at {url}")  # noqa: T201
+            _say("alice logs in from her laptop (a new identity, registered as 'alice')")
+            _run(laptop, "auth", "login", "--server", url, "--handle", "alice")
+            _say("alice records two sessions; a regenerated answer makes a branch")
+            with LocalProvider(laptop / "tapes.sqlite") as store:
+                nodes = record(store)
+            _run(laptop, "session", "list")
+            _say("alice syncs: every node is sealed on the laptop before it leaves")
+            _run(laptop, "storage", "sync")
+            _say("bob registers too: the server now has two tenants")
+            _run(bob, "auth", "login", "--server", url, "--handle", "bob")
+            _say("alice's second machine: her identity key restored, an empty store")
+            desktop.mkdir()
+            shutil.copy(laptop / "identity.key", desktop / "identity.key")
+            _run(desktop, "auth", "login", "--server", url)
+            _run(desktop, "storage", "sync")
+            _run(desktop, "session", "show", nodes[4].hash[:12])
+            _run(desktop, "verify")
+            _say("what the server stored: sealed envelopes and coarse metadata, no content")
+            show_server_rows(database)
+        _say("server stopped; the temporary directories are removed")
 
 
 if __name__ == "__main__":
