@@ -11,6 +11,8 @@ import keymgmt
 from tapes_e2e import account
 from tapes_e2e.cli import auth, output
 from tapes_e2e.cli.context import Settings
+from tapes_e2e.client import Session
+from tapes_e2e.client_errors import ServerUnreachableError
 from tapes_e2e.config import PROVIDERS, Config, save_config, storage_table
 from tapes_e2e.errors import ConfigError
 from tapes_e2e.identity import unlock
@@ -58,8 +60,14 @@ def status(
     if settings.config.provider != "local":
         report["remote"] = settings.config.cloud.api_url
         report["team_id"] = settings.config.cloud.team_id
+    session = account.load_session(settings.dotdir.path)
+    if session is not None and path.exists():
+        report["sync"] = _sync_report(settings, session)
+    failing = "sync" in report and not report["sync"]["healthy"]
     if as_json:
         output.emit_json(report)
+        if failing:
+            raise typer.Exit(1)
         return
     output.stdout.print(f"Provider: {report['provider']}", markup=False)
     output.stdout.print(
@@ -75,6 +83,50 @@ def status(
     output.stdout.print(f"          chosen because: {settings.database.reason}", markup=False)
     if "remote" in report:
         output.stdout.print(f"Remote:   {report['remote']}", markup=False)
+    if "sync" in report:
+        info = report["sync"]
+        reach = "reachable" if info["server_reachable"] else "UNREACHABLE (working offline)"
+        output.stdout.print(
+            f"Sync:     {info['server']} {reach}; vault {info['vault']}: "
+            f"{info['synced']:,} synced, {info['pending_push']:,} to push, "
+            f"{info['pending_pull'] if info['pending_pull'] is not None else '?'} to pull",
+            markup=False,
+        )
+        output.stdout.print(
+            f"Last sync: {info['last_sync_at'] or 'never'} ({info['last_result'] or 'no result'})",
+            markup=False,
+        )
+    if failing:
+        raise typer.Exit(1)
+
+
+def _sync_report(settings: Settings, session: Session) -> dict[str, Any]:
+    """Pending counts from the local bookkeeping, and the server's view when it answers."""
+    vault = session.personal_vault
+    with LocalProvider(settings.database.path) as store:
+        state = SyncState(store)
+        stored = state.load(vault)
+        pending_push = state.pending_push_count(vault)
+        synced = state.remote_count(vault)
+    info: dict[str, Any] = {
+        "server": session.server,
+        "vault": vault,
+        "synced": synced,
+        "pending_push": pending_push,
+        "pending_pull": None,
+        "last_sync_at": stored.last_sync_at,
+        "last_result": stored.last_result,
+        "server_reachable": False,
+    }
+    try:
+        remote = auth.api_client(settings, session.server).status(vault, after=stored.cursor)
+    except ServerUnreachableError:
+        pass
+    else:
+        info["server_reachable"] = True
+        info["pending_pull"] = remote.pending_pull
+    info["healthy"] = info["server_reachable"] and stored.last_result in (None, "ok")
+    return info
 
 
 def _require(config: Config, provider: str) -> None:

@@ -8,6 +8,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import pytest
 from litestar.testing import TestClient
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -82,3 +83,36 @@ def test_a_tampered_envelope_is_refused_and_not_stored(
     assert code == 1
     assert "tapes: error: integrity: node" in err
     assert len(hashes(tmp_path / "desktop")) == 4  # the other four, and only those
+
+
+def test_storage_status_reports_sync_counts_and_a_failing_server(
+    tapes: Tapes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert tapes("laptop", "auth", "login", "--server", AUDIENCE, "--handle", "alice")[0] == 0
+    record(tmp_path / "laptop")
+    code, out, _ = tapes("laptop", "storage", "status", "--json")
+    sync = json.loads(out)["sync"]
+    assert code == 0
+    assert (sync["pending_push"], sync["synced"], sync["server_reachable"]) == (5, 0, True)
+    assert tapes("laptop", "storage", "sync")[0] == 0
+    sync = json.loads(tapes("laptop", "storage", "status", "--json")[1])["sync"]
+    assert (sync["pending_push"], sync["synced"], sync["pending_pull"]) == (0, 5, 0)
+    assert sync["last_result"] == "ok"
+    # the server goes away: status says so and exits non-zero; the local store keeps working
+    import httpx
+
+    from tapes_e2e.cli import auth as auth_cli
+
+    def down(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    monkeypatch.setattr(
+        auth_cli, "http_factory", lambda _url: httpx.Client(transport=httpx.MockTransport(down))
+    )
+    code, out, _ = tapes("laptop", "storage", "status")
+    assert code == 1
+    assert "UNREACHABLE (working offline)" in out
+    assert tapes("laptop", "session", "list")[0] == 0
+    code, _, err = tapes("laptop", "storage", "sync")
+    assert code == 1
+    assert "offline" in err or "cannot reach" in err
