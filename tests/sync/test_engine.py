@@ -364,7 +364,8 @@ def test_any_event_sequence_keeps_the_invariants(steps: list[tuple[Event, float]
         for action in actions:
             if isinstance(action, Backoff):
                 assert isinstance(event, Failed)
-                delay = action.until - event.now
+                assert action.until == event.now + state.delay
+                delay = state.delay
                 assert CONFIG.base_backoff * 0.5 <= delay <= CONFIG.max_backoff
                 assert delay >= last_delay
                 last_delay = delay
