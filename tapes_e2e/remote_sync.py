@@ -9,19 +9,29 @@ without stopping the page.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import msgspec
 
 import keymgmt
-from tapes_e2e.account import VaultAccess
+from tapes_e2e.account import VaultAccess, open_vault
 from tapes_e2e.client import ApiClient
 from tapes_e2e.client_errors import AuthError, ProtocolError, RemoteError, ServerUnreachableError
 from tapes_e2e.envelopes import MetadataRecord, open_envelope, seal_envelope
 from tapes_e2e.node import Node
-from tapes_e2e.sync.worker import PulledBatch, PullFn, PushFn, RefreshFn, SyncError
+from tapes_e2e.providers.local import LocalProvider
+from tapes_e2e.store.syncstate import SyncState
+from tapes_e2e.sync.engine import EngineConfig
+from tapes_e2e.sync.worker import (
+    PulledBatch,
+    PullFn,
+    PushFn,
+    RefreshFn,
+    SyncError,
+    SyncRunner,
+)
 
-__all__ = ["pull_fn", "push_fn", "refresh_fn"]
+__all__ = ["pull_fn", "push_fn", "refresh_fn", "vault_runner"]
 
 
 def _failure(exc: Exception) -> SyncError:
@@ -88,3 +98,30 @@ def refresh_fn(api: ApiClient) -> RefreshFn:
             raise _failure(exc) from exc
 
     return refresh
+
+
+def vault_runner(
+    store: LocalProvider,
+    api: ApiClient,
+    vault: str,
+    identity: keymgmt.Identity,
+    *,
+    sync_interval: float = 300.0,
+    on_integrity: Callable[[str], None] | None = None,
+) -> SyncRunner:
+    """A runner for ``vault`` over ``store``: the chain verified against the head this store
+    verified last (a fork or rollback is refused), the keys opened, the new head recorded."""
+    state = SyncState(store)
+    stored = state.load(vault)
+    head = keymgmt.ChainHead.from_dict(stored.head) if stored.head else None
+    access = open_vault(api, vault, identity, last_verified_head=head)
+    state.set_head(vault, access.state.head.to_dict())
+    return SyncRunner(
+        state,
+        vault,
+        push_fn(api, access, identity),
+        pull_fn(api, access),
+        refresh_login=refresh_fn(api),
+        config=EngineConfig(interval=sync_interval),
+        on_integrity=on_integrity,
+    )

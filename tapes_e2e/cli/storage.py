@@ -7,7 +7,6 @@ from typing import Annotated, Any
 import tomlkit
 import typer
 
-import keymgmt
 from tapes_e2e import account
 from tapes_e2e.cli import auth, output
 from tapes_e2e.cli.context import Settings
@@ -17,9 +16,9 @@ from tapes_e2e.config import PROVIDERS, Config, save_config, storage_table
 from tapes_e2e.errors import ConfigError
 from tapes_e2e.identity import unlock
 from tapes_e2e.providers.local import LocalProvider
-from tapes_e2e.remote_sync import pull_fn, push_fn, refresh_fn
+from tapes_e2e.remote_sync import vault_runner
 from tapes_e2e.store.syncstate import SyncState
-from tapes_e2e.sync.worker import SyncRunner, run_sync
+from tapes_e2e.sync.worker import run_sync
 
 app = typer.Typer(help="Show and change where sessions are stored.", no_args_is_help=True)
 
@@ -214,17 +213,9 @@ def sync(
     vault = session.personal_vault
     rejected: list[str] = []
     with LocalProvider(settings.database.path) as store:
-        state = SyncState(store)
-        stored = state.load(vault)
-        head = keymgmt.ChainHead.from_dict(stored.head) if stored.head else None
-        access = account.open_vault(api, vault, identity, last_verified_head=head)
-        state.set_head(vault, access.state.head.to_dict())
-        runner = SyncRunner(
-            state, vault, push_fn(api, access, identity), pull_fn(api, access),
-            refresh_login=refresh_fn(api), on_integrity=rejected.append,
-        )  # fmt: skip
+        runner = vault_runner(store, api, vault, identity, on_integrity=rejected.append)
         result = run_sync(runner)
-        pending = state.pending_push_count(vault)
+        pending = runner.state.pending_push_count(vault)
     report = {
         "vault": vault,
         "pushed": runner.pushed,
