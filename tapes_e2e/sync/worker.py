@@ -243,9 +243,39 @@ class SyncRunner:
     def _pull_page(self, after_cursor: int) -> Event:
         after = max(after_cursor, self.state.cursor(self.vault))
         page = self._pull(self.vault, after, self._page_size)
-        self.state.store_pulled(self.vault, page.nodes, page.cursor, head=page.head)
-        self.pulled += len(page.nodes)
-        return PulledPage(len(page.nodes), page.cursor, page.more, tuple(page.rejected))
+        nodes, orphans = self._without_orphans(page.nodes)
+        self.state.store_pulled(self.vault, nodes, page.cursor, head=page.head)
+        self.pulled += len(nodes)
+        return PulledPage(len(nodes), page.cursor, page.more, (*page.rejected, *orphans))
+
+    def _without_orphans(
+        self, nodes: Sequence[tuple[Node, str]]
+    ) -> tuple[list[tuple[Node, str]], list[str]]:
+        """Set aside the nodes whose parent is neither stored nor in the page (a parent that was
+        refused, say), so that one bad envelope does not block every page after it."""
+        in_page = {node.hash for node, _ in nodes}
+        outside = {
+            n.parent_hash for n, _ in nodes if n.parent_hash and n.parent_hash not in in_page
+        }
+        absent = self.state.provider.missing(outside) if outside else set()
+        dropped: set[str] = set()
+        while True:
+            blocked = absent | dropped
+            newly = {
+                node.hash
+                for node, _ in nodes
+                if node.hash not in dropped and node.parent_hash in blocked
+            }
+            if not newly:
+                break
+            dropped |= newly
+        kept = [(node, node_id) for node, node_id in nodes if node.hash not in dropped]
+        messages = [
+            f"node {node_id}: its parent {node.parent_hash} is not stored; not stored either"
+            for node, node_id in nodes
+            if node.hash in dropped
+        ]
+        return kept, messages
 
     def _failed(self, kind: FailureKind, message: str) -> Failed:
         log.warning("sync %s failure: %s", kind, message)

@@ -238,6 +238,30 @@ def test_refused_envelopes_are_reported_and_the_rest_stored(
     assert result.startswith("integrity: 2 refused: node ")
 
 
+def test_children_of_a_refused_node_are_refused_and_later_pages_still_flow(
+    provider: LocalProvider, server: FakeServer, worker_factory: Callable[..., SyncWorker]
+) -> None:
+    tampered = chain([f"tampered {i}" for i in range(7)])  # spans two pages of 5
+    fine = chain([f"fine {i}" for i in range(6)])
+    server.push(VAULT, tampered + fine)
+    server.refused = {tampered[0].hash}
+    reports: list[str] = []
+    worker = worker_factory(make_runner(provider, server, on_integrity=reports.append))
+    assert worker.wait_rounds(1, WAIT)
+    assert reports[0] == f"node {tampered[0].hash[:12]}: blob altered"
+    assert len(reports) == 7
+    for node, report in zip(tampered[1:], reports[1:], strict=True):
+        assert report == (
+            f"node nid-{node.hash[:12]}: its parent {node.parent_hash} is not stored; "
+            "not stored either"
+        )
+    assert provider.list() == fine
+    assert SyncState(provider).cursor(VAULT) == 13
+    assert SyncState(provider).load(VAULT).last_result == (
+        f"integrity: 7 refused: node {tampered[0].hash[:12]}: blob altered"
+    )
+
+
 def test_an_expired_token_is_refreshed_once(
     provider: LocalProvider, server: FakeServer, worker_factory: Callable[..., SyncWorker]
 ) -> None:
