@@ -21,6 +21,9 @@ The callables' contract:
 - Each raises :class:`SyncError` with a kind (``offline``, ``auth``, ``integrity``, ``server``)
   for an expected failure. Anything else is logged and treated as a ``server`` failure.
 
+A pulled node whose parent is neither stored nor in its page (the parent was refused) is refused
+too, with a message, so that one bad envelope does not stall every page after it.
+
 Crash safety comes from the order of the steps, not from this thread: a batch is recorded as
 pushed (``SyncState.mark_pushed``) only after ``push`` returned, and a page is stored with its
 cursor in one transaction (``SyncState.store_pulled``).

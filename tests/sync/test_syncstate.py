@@ -144,7 +144,8 @@ def test_unpushed_walks_rowids_in_order_and_mark_pushed_moves_the_mark(
 def test_unpushed_is_one_rowid_range_search(provider: LocalProvider, state: SyncState) -> None:
     provider.put_many(sessions(2, 3))
     with sqlite3.connect(provider.path) as conn:
-        for sql, params in ((UNPUSHED_SQL, (0, 10)), (PENDING_SQL, (0,))):
+        first_unpushed = syncstate_module._FIRST_UNPUSHED_SQL
+        for sql, params in ((UNPUSHED_SQL, (0, 10)), (PENDING_SQL, (0,)), (first_unpushed, (0,))):
             plan = [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params)]
             assert plan[0] == "SEARCH n USING INTEGER PRIMARY KEY (rowid>?)", plan
             assert "SEARCH r USING PRIMARY KEY (hash=?)" in plan
