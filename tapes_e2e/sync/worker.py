@@ -179,8 +179,7 @@ class SyncRunner:
             return self._attempt(action)
         if isinstance(action, ReportIntegrity):
             log.error("integrity: %s", action.message)
-            if self._on_integrity is not None:
-                self._on_integrity(action.message)
+            _notify(self._on_integrity, action.message)
         elif isinstance(action, RoundFinished):
             self._round_finished(action)
         elif isinstance(action, Backoff):
@@ -205,8 +204,8 @@ class SyncRunner:
         except Exception as exc:
             log.exception("sync request failed unexpectedly")
             return self._failed("server", f"{type(exc).__name__}: {exc}")
-        if outcome is not None and self._on_progress is not None:
-            self._on_progress(outcome)
+        if outcome is not None:
+            _notify(self._on_progress, outcome)
         return outcome
 
     def _request(self, action: PushBatch | PullPage | RefreshLogin) -> Event | None:
@@ -296,6 +295,16 @@ class SyncRunner:
             log.warning("could not record the sync result: %s", exc.message)
 
 
+def _notify(callback: Callable[[Any], None] | None, value: object) -> None:
+    """Call a caller's callback; its failure is logged, never lets a round die halfway."""
+    if callback is None:
+        return
+    try:
+        callback(value)
+    except Exception:
+        log.exception("a sync callback failed")
+
+
 def run_sync(runner: SyncRunner) -> RoundFinished | None:
     """One round in the calling thread (push, then pull); its result (None if it did not end).
 
@@ -332,6 +341,8 @@ class SyncWorker:
 
     def close(self, timeout: float) -> bool:
         """Stop the worker within about ``timeout`` seconds; True if it stopped in time.
+
+        A worker that was never started has nothing to do and returns True at once.
 
         With ``sync_on_close``, the worker gets one more round bounded by the timeout (what is
         not pushed by then stays pending in the store for the next start); without, it stops

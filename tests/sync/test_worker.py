@@ -357,3 +357,39 @@ def test_run_sync_in_the_foreground(provider: LocalProvider, server: FakeServer)
     assert run_sync(runner) == RoundFinished("ok")
     assert server.hashes() == [n.hash for n in nodes]
     assert (runner.pushed, runner.pulled) == (9, 9)
+
+
+def test_progress_is_reported_and_a_failing_callback_does_not_break_the_round(
+    provider: LocalProvider, server: FakeServer
+) -> None:
+    elsewhere = chain(["tampered on the server"])
+    server.push(VAULT, elsewhere)
+    server.refused = {elsewhere[0].hash}
+    provider.put_many(chain([f"p {i}" for i in range(10)]))
+    events: list[object] = []
+    calls: list[str] = []
+
+    def broken(message: str) -> None:
+        calls.append(message)
+        raise RuntimeError("the terminal went away")
+
+    runner = SyncRunner(
+        SyncState(provider),
+        VAULT,
+        server.push,
+        server.pull,
+        config=FAST,
+        batch_size=4,
+        page_size=4,
+        on_integrity=broken,
+        on_progress=events.append,
+    )
+    result = run_sync(runner)
+    assert calls == [f"node {elsewhere[0].hash[:12]}: blob altered"]
+    assert result == RoundFinished("integrity", f"1 refused: {calls[0]}")
+    assert [type(e).__name__ for e in events] == [
+        "PushAcked", "PushAcked", "PushAcked", "NothingToPush",
+        "PulledPage", "PulledPage", "PulledPage",
+    ]  # fmt: skip
+    assert len(server.hashes()) == 11
+    assert SyncState(provider).cursor(VAULT) == 11
