@@ -40,7 +40,7 @@ State diagram (``phase``)::
                                  with the next page, and the round is reported as failed
 
     Closing(now, deadline), from any phase:
-        idle / backoff -> one more round now      pushing / pulling -> this round is the last
+        idle / backoff -> one more round now      pushing / pulling -> this round, then one more
         blocked, or now >= deadline -> Stop       then: round over or any failure -> Stop
         at most ``close_budget`` more requests; a Tick at or after the deadline -> Stop
     stopped: every event is ignored.
@@ -411,7 +411,7 @@ def _finish_round(state: EngineState) -> tuple[EngineState, list[Action]]:
         auth_refreshed=False,
         next_round_at=state.round_started_at + state.config.interval,
     )
-    if state.closing:
+    if state.closing and not state.again:
         new_state, actions = _stop(state)
         return new_state, [done, *actions]
     if state.again:
@@ -457,7 +457,9 @@ def _closing(state: EngineState, now: float, deadline: float) -> tuple[EngineSta
         return _stop(state)
     if state.phase in ("idle", "backoff"):
         return _start_round(state, now)
-    return state, []  # pushing / pulling: this round is the last one
+    # pushing / pulling: this round may have read the rows before the last writes; one more
+    # round after it pushes them (both within the deadline and the request budget).
+    return replace(state, again=True), []
 
 
 def _stop(state: EngineState) -> tuple[EngineState, list[Action]]:

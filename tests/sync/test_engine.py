@@ -421,3 +421,34 @@ def test_closing_always_reaches_stop_within_the_budget(
     assert state.phase == "stopped"
     assert actions[-1] == Stop()
     assert steps <= CONFIG.close_budget + 1
+
+
+def test_closing_during_a_round_runs_one_more_round_for_late_writes() -> None:
+    """A node written while the round was pulling must still leave before the worker stops."""
+    from tapes_e2e.sync.engine import (
+        Closing,
+        EngineConfig,
+        EngineState,
+        NothingToPush,
+        PulledPage,
+        PullPage,
+        PushBatch,
+        RoundFinished,
+        Stop,
+        SyncRequested,
+        decide,
+    )
+
+    state = EngineState.start(EngineConfig(), now=0.0, push_rowid=0, cursor=0)
+    state, actions = decide(state, SyncRequested(0.0))
+    assert actions == [PushBatch(0)]
+    state, actions = decide(state, NothingToPush())
+    assert actions == [PullPage(0)]
+    state, actions = decide(state, Closing(1.0, 60.0))  # while pulling
+    assert actions == []
+    state, actions = decide(state, PulledPage(count=0, cursor=0, more=False))
+    assert actions == [RoundFinished("ok"), PushBatch(0)]  # the closing round
+    state, actions = decide(state, NothingToPush())
+    assert actions == [PullPage(0)]
+    state, actions = decide(state, PulledPage(count=0, cursor=0, more=False))
+    assert actions == [RoundFinished("ok"), Stop()]
