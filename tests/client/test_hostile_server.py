@@ -1,0 +1,134 @@
+"""A hostile server: the real app behind an ``httpx.MockTransport`` that alters its answers.
+
+For every kind of alteration of a pulled envelope (blob bytes, node ID, parent, epoch, author,
+clear metadata) and of the team chain, the client refuses the altered data with an integrity or
+chain error, stores nothing it could not verify, and keeps the rest of the store intact.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from litestar.testing import TestClient
+
+from tapes_e2e.cli import auth as auth_cli
+from tests.client.conftest import Tapes
+from tests.client.test_sync_round_trip import hashes, record
+from tests.server.conftest import AUDIENCE
+
+Mutation = Callable[[dict[str, Any]], None]
+
+
+def _flip(text: str, at: int = 7) -> str:
+    return text[:at] + ("A" if text[at] != "A" else "B") + text[at + 1 :]
+
+
+def _last(page: dict[str, Any]) -> dict[str, Any]:
+    envelope: dict[str, Any] = page["items"][-1]["envelope"]
+    return envelope
+
+
+PULL_MUTATIONS: dict[str, Mutation] = {
+    "ciphertext byte": lambda p: _last(p).update(ciphertext=_flip(_last(p)["ciphertext"])),
+    "nonce byte": lambda p: _last(p).update(nonce=_flip(_last(p)["nonce"])),
+    "node id": lambda p: _last(p).update(node_id="0" * 64),
+    "parent id": lambda p: _last(p).update(parent_id="1" * 64),
+    "epoch": lambda p: _last(p).update(epoch=2),
+    "clear metadata": lambda p: _last(p)["metadata"].update(total_tokens=999_999),
+    "blob swapped between two nodes": lambda p: p["items"][-1]["envelope"].update(
+        ciphertext=p["items"][-2]["envelope"]["ciphertext"],
+        nonce=p["items"][-2]["envelope"]["nonce"],
+        padded_size=p["items"][-2]["envelope"]["padded_size"],
+    ),
+}
+
+
+def hostile(client: TestClient[Any], path_part: str, mutate: Mutation) -> httpx.Client:
+    """Forward to the real app; alter the JSON answers of requests whose path has ``path_part``."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        answer = client.request(
+            request.method, str(request.url), content=request.content, headers=request.headers
+        )
+        if path_part not in request.url.path or answer.status_code != 200:
+            return httpx.Response(
+                answer.status_code, content=answer.content, headers=answer.headers
+            )
+        body = answer.json()
+        mutate(body)
+        return httpx.Response(200, json=body)
+
+    return httpx.Client(transport=httpx.MockTransport(handler))
+
+
+@pytest.fixture
+def synced(tapes: Tapes, tmp_path: Path) -> list[str]:
+    """Alice's laptop recorded and pushed five nodes; her desktop is logged in, empty."""
+    assert tapes("laptop", "auth", "login", "--server", AUDIENCE, "--handle", "alice")[0] == 0
+    recorded = record(tmp_path / "laptop")
+    assert tapes("laptop", "storage", "sync")[0] == 0
+    (tmp_path / "desktop").mkdir()
+    shutil.copy(tmp_path / "laptop" / "identity.key", tmp_path / "desktop" / "identity.key")
+    assert tapes("desktop", "auth", "login", "--server", AUDIENCE)[0] == 0
+    return recorded
+
+
+@pytest.mark.parametrize("name", sorted(PULL_MUTATIONS))
+def test_an_altered_envelope_is_refused_and_not_stored(
+    name: str, synced: list[str], tapes: Tapes, tmp_path: Path, client: TestClient[Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    evil = hostile(client, "/api/v1/sync/pull", PULL_MUTATIONS[name])
+    monkeypatch.setattr(auth_cli, "http_factory", lambda _url: evil)
+    code, _, err = tapes("desktop", "storage", "sync")
+    assert code == 1, name
+    assert "integrity" in err
+    stored = hashes(tmp_path / "desktop")
+    assert set(stored) < set(synced)  # only verified nodes, and not all of them
+    assert tapes("desktop", "verify")[0] == 0  # what was stored is intact
+
+
+def test_a_forged_chain_is_refused_before_any_key_is_used(
+    synced: list[str], tapes: Tapes, tmp_path: Path, client: TestClient[Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    def forge(page: dict[str, Any]) -> None:
+        statement = page["statements"][0]
+        statement["signature"] = _flip(statement["signature"], 3)
+
+    evil = hostile(client, "/chain", forge)
+    monkeypatch.setattr(auth_cli, "http_factory", lambda _url: evil)
+    code, _, err = tapes("desktop", "storage", "sync")
+    assert code == 1
+    assert err.startswith("tapes: error: ")
+    assert hashes(tmp_path / "desktop") == []
+
+
+def test_a_chain_swapped_for_another_vaults_is_refused(
+    synced: list[str], tapes: Tapes, tmp_path: Path, client: TestClient[Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """The server answers with Bob's (valid, signed) chain in place of Alice's."""
+    assert tapes("bob", "auth", "login", "--server", AUDIENCE, "--handle", "bob")[0] == 0
+    bob_vault = json.loads((tmp_path / "bob" / "session.json").read_text())["personal_vault"]
+    bobs_chain = client.get(
+        f"/api/v1/vaults/{bob_vault}/chain",
+        headers={"Authorization": "Bearer " + json.loads(
+            (tmp_path / "bob" / "session.json").read_text())["access_token"]},
+    ).json()  # fmt: skip
+
+    def swap(page: dict[str, Any]) -> None:
+        page.clear()
+        page.update(bobs_chain)
+
+    evil = hostile(client, "/chain", swap)
+    monkeypatch.setattr(auth_cli, "http_factory", lambda _url: evil)
+    code, _, err = tapes("desktop", "storage", "sync")
+    assert code == 1
+    assert hashes(tmp_path / "desktop") == []
