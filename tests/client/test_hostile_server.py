@@ -131,4 +131,5 @@ def test_a_chain_swapped_for_another_vaults_is_refused(
     monkeypatch.setattr(auth_cli, "http_factory", lambda _url: evil)
     code, _, err = tapes("desktop", "storage", "sync")
     assert code == 1
+    assert err.startswith("tapes: error: ")
     assert hashes(tmp_path / "desktop") == []
