@@ -133,3 +133,21 @@ def test_a_chain_swapped_for_another_vaults_is_refused(
     assert code == 1
     assert err.startswith("tapes: error: ")
     assert hashes(tmp_path / "desktop") == []
+
+
+def test_a_chain_rolled_back_below_the_verified_head_is_refused(
+    synced: list[str], tapes: Tapes, tmp_path: Path, client: TestClient[Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """The laptop verified the chain up to its head; a later answer without it is a rollback."""
+
+    def truncate(page: dict[str, Any]) -> None:
+        page["statements"] = []
+        page["head"] = {"seqno": -1, "hash": ""}
+
+    evil = hostile(client, "/chain", truncate)
+    monkeypatch.setattr(auth_cli, "http_factory", lambda _url: evil)
+    code, _, err = tapes("laptop", "storage", "sync")
+    assert code == 1
+    assert err.startswith("tapes: error: ")
+    assert sorted(hashes(tmp_path / "laptop")) == synced  # the local store is untouched
