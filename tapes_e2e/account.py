@@ -25,10 +25,13 @@ from tapes_e2e.client_errors import AuthError, RemoteError
 __all__ = [
     "SESSION_FILE",
     "VaultAccess",
+    "VaultMaterial",
     "ensure_personal_vault",
+    "fetch_vault_material",
     "forget_session",
     "load_session",
     "open_vault",
+    "open_vault_material",
     "save_session",
 ]
 
@@ -83,6 +86,18 @@ class VaultAccess:
     keys: keymgmt.TeamKeys
 
 
+VaultMaterial = tuple[list[dict[str, str]], list[dict[str, str]]]
+"""A vault's signed chain statements and this identity's sealed keyrings, as wire dicts: safe to
+keep on disk (signed, and sealed to the identity), and verified again every time they are used."""
+
+
+def fetch_vault_material(api: ApiClient, vault: str) -> VaultMaterial:
+    """The chain and this identity's sealed keyrings, as the server gives them (unverified)."""
+    statements = [msgspec.structs.asdict(s) for s in api.chain(vault).statements]
+    keyrings = [msgspec.structs.asdict(k.keyring) for k in api.keyrings(vault)]
+    return statements, keyrings
+
+
 def open_vault(
     api: ApiClient,
     vault: str,
@@ -90,20 +105,29 @@ def open_vault(
     *,
     last_verified_head: keymgmt.ChainHead | None = None,
 ) -> VaultAccess:
-    """Fetch, verify and open a vault's chain and this identity's keyrings.
+    """Fetch, verify and open a vault's chain and this identity's keyrings."""
+    material = fetch_vault_material(api, vault)
+    return open_vault_material(vault, material, identity, last_verified_head=last_verified_head)
+
+
+def open_vault_material(
+    vault: str,
+    material: VaultMaterial,
+    identity: keymgmt.Identity,
+    *,
+    last_verified_head: keymgmt.ChainHead | None = None,
+) -> VaultAccess:
+    """Verify the chain and open the keyrings this identity can open.
 
     Raises keymgmt's errors when the chain does not verify (a fork, a rollback below
-    ``last_verified_head``, a forged statement) or no keyring opens.
+    ``last_verified_head``, a forged statement, another vault's chain) or no keyring opens.
     """
-    page = api.chain(vault)
+    statements, keyrings = material
     state = keymgmt.verify_chain(
-        [keymgmt.parse_statement(msgspec.structs.asdict(s)) for s in page.statements],
-        last_verified_head,
-        team=vault,
+        [keymgmt.parse_statement(s) for s in statements], last_verified_head, team=vault
     )
     keys: keymgmt.TeamKeys | None = None
-    for sealed in api.keyrings(vault):
-        wire = msgspec.structs.asdict(sealed.keyring)
+    for wire in keyrings:
         epoch = keymgmt.open_keyring(wire, state=state, identity=identity)
         if keys is None:
             keys = keymgmt.TeamKeys.from_epoch_keys(epoch)

@@ -9,12 +9,18 @@ without stopping the page.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 
 import msgspec
 
 import keymgmt
-from tapes_e2e.account import VaultAccess, open_vault
+from tapes_e2e.account import (
+    VaultAccess,
+    VaultMaterial,
+    fetch_vault_material,
+    open_vault_material,
+)
 from tapes_e2e.client import ApiClient
 from tapes_e2e.client_errors import AuthError, ProtocolError, RemoteError, ServerUnreachableError
 from tapes_e2e.envelopes import MetadataRecord, open_envelope, seal_envelope
@@ -31,7 +37,7 @@ from tapes_e2e.sync.worker import (
     SyncRunner,
 )
 
-__all__ = ["pull_fn", "push_fn", "refresh_fn", "vault_runner"]
+__all__ = ["VaultHolder", "pull_fn", "push_fn", "refresh_fn", "vault_runner"]
 
 
 def _failure(exc: Exception) -> SyncError:
@@ -44,10 +50,58 @@ def _failure(exc: Exception) -> SyncError:
     raise exc
 
 
-def push_fn(api: ApiClient, access: VaultAccess, identity: keymgmt.Identity) -> PushFn:
+class VaultHolder:
+    """The vault's verified chain and opened keys, shared by push and pull and replaced when the
+    chain moves. The material (signed chain, sealed keyrings) is cached in the store's
+    ``e2e_state`` and verified again on every load, so an up-to-date sync needs no chain
+    request: each pull page says where the chain head is, and only a moved head is refetched."""
+
+    def __init__(
+        self, api: ApiClient, state: SyncState, vault: str, identity: keymgmt.Identity
+    ) -> None:
+        self.api, self.state, self.vault, self.identity = api, state, vault, identity
+        stored = state.load(vault)
+        self._head = keymgmt.ChainHead.from_dict(stored.head) if stored.head else None
+        cached = state.values(vault)
+        if _CHAIN in cached and _KEYRINGS in cached:
+            material = (json.loads(cached[_CHAIN]), json.loads(cached[_KEYRINGS]))
+            self.access = self._open(material)
+        else:
+            self.refresh()
+
+    def _open(self, material: VaultMaterial) -> VaultAccess:
+        access = open_vault_material(
+            self.vault, material, self.identity, last_verified_head=self._head
+        )
+        self._head = access.state.head
+        return access
+
+    def refresh(self) -> None:
+        """Fetch, verify (against the last verified head) and cache the chain and keyrings."""
+        material = fetch_vault_material(self.api, self.vault)
+        self.access = self._open(material)
+        self.state.set_values(
+            self.vault,
+            **{_CHAIN: json.dumps(material[0]), _KEYRINGS: json.dumps(material[1])},
+        )
+        self.state.set_head(self.vault, self.access.state.head.to_dict())
+
+    def follow(self, chain_seqno: int) -> None:
+        """Refetch when the server says the chain moved past what this client verified."""
+        if chain_seqno != self.access.state.head.seqno:
+            self.refresh()
+
+
+_CHAIN, _KEYRINGS = "chain_material", "keyring_material"
+
+
+def push_fn(api: ApiClient, holder: VaultHolder) -> PushFn:
     def push(vault: str, nodes: Sequence[Node]) -> Sequence[str]:
+        access = holder.access
         envelopes = [
-            seal_envelope(node, state=access.state, keys=access.keys, author=identity).to_dict()
+            seal_envelope(
+                node, state=access.state, keys=access.keys, author=holder.identity
+            ).to_dict()
             for node in nodes
         ]
         try:
@@ -62,12 +116,18 @@ def push_fn(api: ApiClient, access: VaultAccess, identity: keymgmt.Identity) -> 
     return push
 
 
-def pull_fn(api: ApiClient, access: VaultAccess) -> PullFn:
+def pull_fn(api: ApiClient, holder: VaultHolder) -> PullFn:
     def pull(vault: str, after: int, limit: int) -> PulledBatch:
         try:
             page = api.pull(vault, after, limit)
+            holder.follow(page.chain_seqno)
         except (ServerUnreachableError, AuthError, RemoteError, ProtocolError) as exc:
             raise _failure(exc) from exc
+        except keymgmt.KeymgmtError as exc:  # the moved chain does not verify: refuse it all
+            raise SyncError(
+                "integrity", f"the server's team chain is refused: {exc.message}"
+            ) from exc
+        access = holder.access
         nodes: list[tuple[Node, str]] = []
         rejected: list[str] = []
         for item in page.items:
@@ -109,18 +169,16 @@ def vault_runner(
     sync_interval: float = 300.0,
     on_integrity: Callable[[str], None] | None = None,
 ) -> SyncRunner:
-    """A runner for ``vault`` over ``store``: the chain verified against the head this store
-    verified last (a fork or rollback is refused), the keys opened, the new head recorded."""
+    """A runner for ``vault`` over ``store``. The chain is verified against the head this store
+    verified last (a fork or rollback is refused) and the keys opened, from the cache when the
+    store has one; the new head is recorded."""
     state = SyncState(store)
-    stored = state.load(vault)
-    head = keymgmt.ChainHead.from_dict(stored.head) if stored.head else None
-    access = open_vault(api, vault, identity, last_verified_head=head)
-    state.set_head(vault, access.state.head.to_dict())
+    holder = VaultHolder(api, state, vault, identity)
     return SyncRunner(
         state,
         vault,
-        push_fn(api, access, identity),
-        pull_fn(api, access),
+        push_fn(api, holder),
+        pull_fn(api, holder),
         refresh_login=refresh_fn(api),
         config=EngineConfig(interval=sync_interval),
         on_integrity=on_integrity,

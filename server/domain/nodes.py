@@ -211,7 +211,13 @@ class SyncController(Controller):
         cursor = page[-1].seq if page else max(after, 0)
         if not more and not page:
             cursor = max(after, 0)
-        return PullPage(vault=vault, items=[_node_out(r) for r in page], cursor=cursor, more=more)
+        return PullPage(
+            vault=vault,
+            items=[_node_out(r) for r in page],
+            cursor=cursor,
+            more=more,
+            chain_seqno=team.chain_seqno,
+        )
 
     @get("/status", sync_to_thread=True)
     def status(

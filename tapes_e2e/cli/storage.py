@@ -230,6 +230,11 @@ def sync(
     else:
         for message in rejected:
             output.error(message)
+        if report["result"] not in ("ok", "integrity"):
+            output.error(
+                f"sync failed: {report['result']}: {report['message']}",
+                "the nodes stay recorded locally and are pushed on the next successful sync",
+            )
         output.note(
             f"sync {report['result']}: pushed {runner.pushed:,}, pulled {runner.pulled:,}, "
             f"{len(rejected)} rejected, {pending:,} waiting to push"

@@ -184,10 +184,14 @@ class NodeOut(_Strict, frozen=True):
 
 
 class PullPage(_Strict, frozen=True):
+    """A page of envelopes; ``chain_seqno`` is the vault's chain head now, so a client that
+    cached the verified chain refetches it only when it moved (a no-op sync is one request)."""
+
     vault: str
     items: list[NodeOut]
     cursor: int
     more: bool
+    chain_seqno: int = -1
 
 
 class SyncStatusOut(_Strict, frozen=True):

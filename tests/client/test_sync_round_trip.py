@@ -116,3 +116,15 @@ def test_storage_status_reports_sync_counts_and_a_failing_server(
     code, _, err = tapes("laptop", "storage", "sync")
     assert code == 1
     assert "offline" in err or "cannot reach" in err
+
+
+def test_an_up_to_date_sync_is_one_request(
+    tapes: Tapes, tmp_path: Path, client: TestClient[Any]
+) -> None:
+    assert tapes("laptop", "auth", "login", "--server", AUDIENCE, "--handle", "alice")[0] == 0
+    record(tmp_path / "laptop")
+    assert tapes("laptop", "storage", "sync")[0] == 0
+    sent: list[str] = []
+    client.event_hooks["request"].append(lambda request: sent.append(request.url.path))
+    assert tapes("laptop", "storage", "sync")[0] == 0
+    assert sent == ["/api/v1/sync/pull"]
