@@ -4,6 +4,7 @@ No network, no database; the only I/O is reading and writing key files (and, opt
 keyring). The protocol is described in docs/crypto.md and the threats in threat-model.md.
 """
 
+from keymgmt._encoding import canonical_json
 from keymgmt.chain import (
     ChainHead,
     Member,
@@ -152,6 +153,7 @@ __all__ = [
     "VerifiedTeamState",
     "accept_join",
     "add_member",
+    "canonical_json",
     "chain_to_wire",
     "change_passphrase",
     "change_policy",

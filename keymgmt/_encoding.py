@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Final
 
+import msgspec
 import rfc8785
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
 ]
 
 HEX64_RE: Final = re.compile(r"[0-9a-f]{64}")
+_SAFE_INTEGER: Final = 2**53
 _FROM_URLSAFE: Final = bytes.maketrans(b"-_", b"+/")
 _B64_VALUE: Final = {
     c: i for i, c in enumerate("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
@@ -62,9 +64,46 @@ def b64d(text: object) -> bytes:
     return raw
 
 
+class _NotPlainJSONError(Exception):
+    """Raised inside ``_msgspec_ready`` when a value needs the reference canonicalizer."""
+
+
+def _msgspec_ready(value: Any) -> Any:
+    """``value`` with integral floats as ints, ready for msgspec's sorted encoder.
+
+    Raises ``_NotPlainJSONError`` where msgspec's output could differ from RFC 8785: a
+    non-integral or huge number, or an object key at or above U+E000 (UTF-16 and code point order
+    disagree only there).
+    """
+    if isinstance(value, float):
+        if value.is_integer() and abs(value) < _SAFE_INTEGER:
+            return int(value)
+        raise _NotPlainJSONError
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= _SAFE_INTEGER:
+        raise _NotPlainJSONError
+    if isinstance(value, list):
+        return [_msgspec_ready(v) for v in value]
+    if isinstance(value, dict):
+        for key in value:
+            if key and max(key) >= "\ue000":
+                raise _NotPlainJSONError
+        return {k: _msgspec_ready(v) for k, v in value.items()}
+    return value
+
+
 def canonical_json(value: Any) -> bytes:
-    """RFC 8785 (JCS) canonical JSON, by the ``rfc8785`` package."""
-    return rfc8785.dumps(value)
+    """RFC 8785 canonical JSON of a plain JSON value (what Go's ``jsontext.Canonicalize`` emits).
+
+    The reference is the ``rfc8785`` package. Where msgspec's key-sorted compact output is provably
+    the same text (string escaping is identical; numbers and key order are guarded by
+    ``_msgspec_ready``) we use msgspec, which is several times faster; property tests
+    (``tests/test_gojson.py``, ``tests/keymgmt/test_encoding.py``) hold the two to equality.
+    """
+    try:
+        ready = _msgspec_ready(value)
+    except _NotPlainJSONError:
+        return bytes(rfc8785.dumps(value))
+    return msgspec.json.encode(ready, order="sorted")
 
 
 def u64(n: int) -> bytes:

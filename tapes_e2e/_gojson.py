@@ -26,6 +26,8 @@ from typing import Any
 import msgspec
 import rfc8785
 
+import keymgmt
+
 __all__ = [
     "GoJSONError",
     "canonical",
@@ -37,7 +39,6 @@ __all__ = [
     "to_go_value",
 ]
 
-_SAFE_INTEGER = 2**53
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 # encoding/json v1 escapes these inside strings (HTML safety, JavaScript line terminators). They
 # can only occur inside JSON strings, so replacing them in the encoded text is exact.
@@ -158,46 +159,12 @@ def thaw(value: Any) -> Any:
     return value
 
 
-class _NotPlainJSONError(Exception):
-    """Raised inside ``_msgspec_ready`` when a value needs the reference canonicalizer."""
-
-
-def _msgspec_ready(value: Any) -> Any:
-    """``value`` with integral floats as ints, ready for msgspec's sorted encoder.
-
-    Raises ``_NotPlainJSONError`` where msgspec's output could differ from RFC 8785: a
-    non-integral or huge number, or an object key at or above U+E000 (UTF-16 and code point order
-    disagree only there).
-    """
-    if isinstance(value, float):
-        if value.is_integer() and abs(value) < _SAFE_INTEGER:
-            return int(value)
-        raise _NotPlainJSONError
-    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= _SAFE_INTEGER:
-        raise _NotPlainJSONError
-    if isinstance(value, list):
-        return [_msgspec_ready(v) for v in value]
-    if isinstance(value, dict):
-        for key in value:
-            if key and max(key) >= "\ue000":
-                raise _NotPlainJSONError
-        return {k: _msgspec_ready(v) for k, v in value.items()}
-    return value
-
-
 def canonical(value: Any) -> bytes:
     """RFC 8785 canonical JSON of a plain JSON value (what Go's ``jsontext.Canonicalize`` emits).
 
-    The reference is the ``rfc8785`` package. Where msgspec's key-sorted compact output is provably
-    the same text (string escaping is identical; numbers and key order are guarded by
-    ``_msgspec_ready``) we use msgspec, which is several times faster; a property test in
-    ``tests/test_gojson.py`` holds the two to equality.
+    One implementation serves the node hash and keymgmt: ``keymgmt.canonical_json``.
     """
-    try:
-        ready = _msgspec_ready(value)
-    except _NotPlainJSONError:
-        return bytes(rfc8785.dumps(value))
-    return msgspec.json.encode(ready, order="sorted")
+    return keymgmt.canonical_json(value)
 
 
 def _v1_numbers(value: Any) -> Any:

@@ -22,7 +22,6 @@ import msgspec
 
 import keymgmt
 from keymgmt.metadata import MetadataValue
-from tapes_e2e.errors import InvalidNodeError
 from tapes_e2e.node import Node, node_from_bytes
 
 __all__ = ["MetadataRecord", "clear_fields", "node_body", "open_envelope", "seal_envelope"]
@@ -43,11 +42,6 @@ class MetadataRecord:
 def node_body(node: Node) -> bytes:
     """The bytes sealed for ``node``: its full Go-shaped JSON."""
     return _encode(node.to_json())
-
-
-def _hasher(body: bytes) -> tuple[str, str | None]:
-    node = node_from_bytes(body)  # recomputes the hash from the content; raises if it differs
-    return node.hash, node.parent_hash
 
 
 def _iso(created_at: str) -> str | None:
@@ -115,13 +109,18 @@ def open_envelope(
     keys: keymgmt.TeamKeys | None,
 ) -> Node | MetadataRecord:
     """Verify and open one envelope; a node whose every check passed, or a metadata record."""
-    opened = keymgmt.open_node(envelope, state=state, keys=keys, hasher=_hasher)
+    parsed: list[Node] = []
+
+    def hasher(body: bytes) -> tuple[str, str | None]:
+        # Parse once: keymgmt checks the IDs from this, and we keep the node it yields.
+        node = node_from_bytes(body)  # recomputes the hash from the content
+        parsed.append(node)
+        return node.hash, node.parent_hash
+
+    opened = keymgmt.open_node(envelope, state=state, keys=keys, hasher=hasher)
     if opened.body is None:
         return MetadataRecord(opened.node_id, opened.parent_id, opened.author, opened.metadata)
-    try:
-        node = node_from_bytes(opened.body)
-    except InvalidNodeError:  # pragma: no cover - the hasher parsed the same bytes
-        raise keymgmt.IntegrityError() from None
+    node = parsed[-1]
     expected = keymgmt.project_metadata(state.metadata_policy, clear_fields(node))
     if dict(opened.metadata) != expected:
         raise keymgmt.IntegrityError()

@@ -32,6 +32,7 @@ from tapes_e2e.sync.worker import (
     PulledBatch,
     PullFn,
     PushFn,
+    PushReceipt,
     RefreshFn,
     SyncError,
     SyncRunner,
@@ -96,7 +97,7 @@ _CHAIN, _KEYRINGS = "chain_material", "keyring_material"
 
 
 def push_fn(api: ApiClient, holder: VaultHolder) -> PushFn:
-    def push(vault: str, nodes: Sequence[Node]) -> Sequence[str]:
+    def push(vault: str, nodes: Sequence[Node]) -> PushReceipt:
         access = holder.access
         envelopes = [
             seal_envelope(
@@ -111,7 +112,7 @@ def push_fn(api: ApiClient, holder: VaultHolder) -> PushFn:
         ids = [str(envelope["node_id"]) for envelope in envelopes]
         if set(ids) - set(result.stored) - set(result.existing):
             raise SyncError("server", "the server did not acknowledge every node of the batch")
-        return ids
+        return PushReceipt(ids, result.first_seq, result.head_seq if result.first_seq else 0)
 
     return push
 

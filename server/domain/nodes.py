@@ -126,7 +126,8 @@ def push(db: Session, principal: Principal, data: PushRequest, now: datetime) ->
         _insert_rows(db, rows)
         team.head_seq = seq
         team.node_count += len(rows)
-    return PushResult(stored=stored, existing=existing, head_seq=team.head_seq)
+    first = team.head_seq - len(stored) + 1 if stored else 0
+    return PushResult(stored=stored, existing=existing, head_seq=team.head_seq, first_seq=first)
 
 
 _INSERT_COLUMNS = (

@@ -172,9 +172,15 @@ class PushRequest(_Strict, frozen=True):
 
 
 class PushResult(_Strict, frozen=True):
+    """``stored`` got the sequence numbers ``first_seq`` … ``head_seq`` (contiguous: a push
+    holds the vault's lock), so a client whose cursor was just below ``first_seq`` can move it
+    to ``head_seq`` instead of pulling its own nodes back. ``first_seq`` is 0 when nothing was
+    stored."""
+
     stored: list[str]
     existing: list[str]
     head_seq: int
+    first_seq: int = 0
 
 
 class NodeOut(_Strict, frozen=True):

@@ -106,10 +106,15 @@ class SyncRequested:
 
 @dataclass(frozen=True, slots=True)
 class PushAcked:
-    """The server acknowledged a batch of ``count`` nodes up to rowid ``new_hwm``."""
+    """The server acknowledged a batch of ``count`` nodes up to rowid ``new_hwm``.
+
+    ``cursor``, when set, is where the pull cursor moved because the batch was stored right
+    after it (the server's sequence numbers of our own nodes: nothing to pull back).
+    """
 
     count: int
     new_hwm: int
+    cursor: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,6 +329,8 @@ def _response(
         return state, []
     if isinstance(event, PushAcked):
         state = replace(state, push_rowid=max(state.push_rowid, event.new_hwm))
+        if event.cursor is not None and event.cursor > state.cursor:
+            state = replace(state, cursor=event.cursor)
         return _request(replace(state, auth_refreshed=False), PushBatch(state.push_rowid))
     state = replace(state, phase="pulling", auth_refreshed=False)
     return _request(state, PullPage(state.cursor))

@@ -107,7 +107,17 @@ class PulledBatch:
     head: dict[str, Any] | None = None
 
 
-PushFn = Callable[[str, Sequence[Node]], Sequence[str]]
+@dataclass(frozen=True, slots=True)
+class PushReceipt:
+    """What ``push`` may return instead of bare node ids: the server's sequence numbers of the
+    nodes it stored (``first_seq`` … ``last_seq``; 0 when it stored none)."""
+
+    node_ids: Sequence[str]
+    first_seq: int = 0
+    last_seq: int = 0
+
+
+PushFn = Callable[[str, Sequence[Node]], Sequence[str] | PushReceipt]
 PullFn = Callable[[str, int, int], PulledBatch]
 RefreshFn = Callable[[], None]
 
@@ -225,7 +235,8 @@ class SyncRunner:
         if not batch:
             self.state.advance_past_remote(self.vault)
             return NothingToPush()
-        node_ids = list(self._push(self.vault, [node for _, node in batch]))
+        receipt = self._push(self.vault, [node for _, node in batch])
+        node_ids = list(receipt.node_ids if isinstance(receipt, PushReceipt) else receipt)
         if len(node_ids) != len(batch):
             raise SyncError(
                 "server", f"the server acknowledged {len(node_ids)} of {len(batch)} nodes"
@@ -240,7 +251,16 @@ class SyncRunner:
             new_hwm,
         )
         self.pushed += len(batch)
-        return PushAcked(len(batch), new_hwm)
+        cursor = None
+        # Our nodes were stored right after what we had pulled: skip pulling them back.
+        if (
+            isinstance(receipt, PushReceipt)
+            and receipt.first_seq
+            and self.state.cursor(self.vault) == receipt.first_seq - 1
+        ):
+            self.state.set_cursor(self.vault, receipt.last_seq)
+            cursor = receipt.last_seq
+        return PushAcked(len(batch), new_hwm, cursor)
 
     def _pull_page(self, after_cursor: int) -> Event:
         after = max(after_cursor, self.state.cursor(self.vault))

@@ -40,6 +40,7 @@ def test_two_machines_of_one_user_converge(tapes: Tapes, tmp_path: Path) -> None
     assert code == 0, err
     report = json.loads(out)
     assert (report["pushed"], report["pending_push"], report["rejected"]) == (5, 0, [])
+    assert report["pulled"] == 0  # its own nodes are not downloaded back
     # The second machine: the same identity (restored from a recovery kit, say), a fresh store.
     (tmp_path / "desktop").mkdir()
     shutil.copy(tmp_path / "laptop" / "identity.key", tmp_path / "desktop" / "identity.key")

@@ -452,3 +452,26 @@ def test_closing_during_a_round_runs_one_more_round_for_late_writes() -> None:
     assert actions == [PullPage(0)]
     state, actions = decide(state, PulledPage(count=0, cursor=0, more=False))
     assert actions == [RoundFinished("ok"), Stop()]
+
+
+def test_a_push_stored_right_after_the_cursor_moves_it() -> None:
+    from tapes_e2e.sync.engine import (
+        EngineConfig,
+        EngineState,
+        PullPage,
+        PushAcked,
+        PushBatch,
+        SyncRequested,
+        decide,
+    )
+
+    state = EngineState.start(EngineConfig(), now=0.0, push_rowid=0, cursor=4)
+    state, _ = decide(state, SyncRequested(0.0))
+    state, actions = decide(state, PushAcked(count=3, new_hwm=3, cursor=7))
+    assert actions == [PushBatch(3)]
+    assert state.cursor == 7
+    state, actions = decide(state, PushAcked(count=1, new_hwm=4, cursor=None))
+    assert (state.cursor, actions) == (7, [PushBatch(4)])
+    state, actions = decide(state, PushAcked(count=1, new_hwm=5, cursor=2))  # never backwards
+    assert state.cursor == 7
+    assert PullPage(7) not in actions

@@ -1,0 +1,189 @@
+"""Client sync through a real ``tapes-server`` process: encrypted vs. with encryption switched off.
+
+Run from the repository root::
+
+    .venv/bin/python bench/bench_sync.py           # 100k nodes of ~2 KB
+    .venv/bin/python bench/bench_sync.py --quick   # 10k
+
+In one run, against one ``tapes-server serve`` on SQLite (database under bench/out, on disk):
+
+1. ``push``: a home records N nodes (sessions of 100) and a sync runner pushes them all, sealed.
+2. ``pull``: a second home of the same user (its identity key copied) pulls, verifies, opens and
+   stores them all.
+3. The same two figures with encryption switched off (a bench-only switch that replaces the
+   seal and open steps with plain base64 framing, so everything else — batching, HTTP, the
+   server, the local bookkeeping — is the same). Goal: encrypted within 1.3 times of it.
+4. ``no-op sync`` at N stored: one request, median over 20 syncs. Goal < 50 ms.
+
+Printed as a table with the goals (≥ 10,000 nodes/s each way); JSON in bench/out/sync.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+import httpx  # noqa: E402
+
+import keymgmt  # noqa: E402
+from bench.bench_local import make_sessions  # noqa: E402
+from tapes_e2e import account, envelopes, identity, remote_sync  # noqa: E402
+from tapes_e2e.client import ApiClient  # noqa: E402
+from tapes_e2e.demo import local_server  # noqa: E402
+from tapes_e2e.node import node_from_bytes  # noqa: E402
+from tapes_e2e.providers.local import LocalProvider  # noqa: E402
+from tapes_e2e.remote_sync import vault_runner  # noqa: E402
+from tapes_e2e.sync.worker import run_sync  # noqa: E402
+
+OUT = REPO / "bench" / "out"
+FAST = keymgmt.KdfParams(time_cost=1, memory_kib=8 * 1024, lanes=1)
+
+
+@contextmanager
+def encryption_off():  # type: ignore[no-untyped-def]
+    """Bench only: seal = base64 of the body, open = decode it. Same sizes, no crypto."""
+    real_seal, real_open = remote_sync.seal_envelope, remote_sync.open_envelope
+
+    def seal(node, *, state, keys, author):  # type: ignore[no-untyped-def]
+        body = envelopes.node_body(node)
+        key = keys.vault_id_key
+        parent = None if node.parent_hash is None else keymgmt.node_id(key, node.parent_hash)
+        return keymgmt.Envelope(
+            1, state.team, 1, keymgmt.node_id(key, node.hash), parent,
+            author.fingerprint, "node", {}, len(body), b"\0" * 24, body,
+        )  # fmt: skip
+
+    def open_(envelope, *, state, keys):  # type: ignore[no-untyped-def]
+        text = envelope["ciphertext"]
+        return node_from_bytes(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+
+    remote_sync.seal_envelope, remote_sync.open_envelope = seal, open_  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        remote_sync.seal_envelope, remote_sync.open_envelope = real_seal, real_open
+
+
+Home = tuple[Path, ApiClient, keymgmt.Identity]
+
+
+def make_home(root: Path, name: str, url: str, handle: str | None, source: Path | None) -> Home:
+    home = root / name
+    home.mkdir(parents=True)
+    if source is None:
+        who = identity.create_identity(home, "bench passphrase", params=FAST, floor=FAST)
+    else:
+        shutil.copy(source / identity.IDENTITY_FILE, home / identity.IDENTITY_FILE)
+        who = identity.unlock(home, environ={"TAPES_PASSPHRASE": "bench passphrase"},
+                              use_os_keyring=False, floor=FAST)  # fmt: skip
+    api = ApiClient(httpx.Client(timeout=120), api_url=url)
+    session = api.login(who, handle=handle)
+    account.ensure_personal_vault(api, session, who)
+    return home, api, who
+
+
+def one_way(
+    home: Path, api: ApiClient, who: keymgmt.Identity, vault: str
+) -> tuple[float, int, int]:
+    with LocalProvider(home / "tapes.sqlite") as store:
+        runner = vault_runner(store, api, vault, who)
+        runner._batch_size = runner._page_size = 1000
+        start = time.perf_counter()
+        result = run_sync(runner)
+        elapsed = time.perf_counter() - start
+        if result is None or result.result != "ok":
+            raise SystemExit(f"sync failed: {result}")
+        return elapsed, runner.pushed, runner.pulled
+
+
+def noop_ms(home: Path, api: ApiClient, who: keymgmt.Identity, vault: str, tries: int) -> float:
+    with LocalProvider(home / "tapes.sqlite") as store:
+        runner = vault_runner(store, api, vault, who)
+        times = []
+        for _ in range(tries):
+            start = time.perf_counter()
+            run_sync(runner)
+            times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1000
+
+
+def run(root: Path, count: int, label: str, *, plain: bool) -> dict[str, Any]:
+    root.mkdir(parents=True)
+    with local_server(root) as (url, _database):
+        sessions = list(make_sessions(random.Random(5), count))
+        laptop, api1, alice = make_home(root, f"{label}-laptop", url, "bench" + label, None)
+        vault = api1.session.personal_vault  # type: ignore[union-attr]
+        with LocalProvider(laptop / "tapes.sqlite") as store:
+            store.put_many(sessions)
+        with _maybe(plain):
+            push_s, pushed, _ = one_way(laptop, api1, alice, vault)
+            desktop, api2, same = make_home(root, f"{label}-desktop", url, None, laptop)
+            pull_s, _, pulled = one_way(desktop, api2, same, vault)
+            noop = noop_ms(desktop, api2, same, vault, 20)
+    if pushed != count:
+        raise SystemExit(f"pushed {pushed} of {count}")
+    return {"push_s": push_s, "pull_s": pull_s, "pulled": pulled, "noop_ms": noop}
+
+
+@contextmanager
+def _maybe(plain: bool):  # type: ignore[no-untyped-def]
+    if plain:
+        with encryption_off():
+            yield
+    else:
+        yield
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="10k nodes instead of 100k")
+    args = parser.parse_args()
+    count = 10_000 if args.quick else 100_000
+    OUT.mkdir(parents=True, exist_ok=True)
+    os.environ["TAPES_PASSPHRASE"] = "bench passphrase"  # noqa: S105 - throwaway identities
+    root = Path(tempfile.mkdtemp(prefix="sync-", dir=OUT))
+    try:
+        enc = run(root / "enc", count, "e", plain=False)
+        plain = run(root / "plain", count, "p", plain=True)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    rows = [
+        ("push (nodes/s)", count / enc["push_s"], count / plain["push_s"], ">= 10,000/s; <= 1.3x"),
+        ("pull (nodes/s)", enc["pulled"] / enc["pull_s"], plain["pulled"] / plain["pull_s"],
+         ">= 10,000/s; <= 1.3x"),
+    ]  # fmt: skip
+    print(f"{'figure':<18} {'encrypted':>12} {'no crypto':>12} {'time ratio':>10}  goal")
+    results: dict[str, Any] = {"count": count, "encrypted": enc, "plain": plain}
+    ok = True
+    for name, ours, base, goal in rows:
+        ratio = base / ours
+        passed = ours >= 10_000 and ratio <= 1.3
+        ok &= passed
+        print(f"{name:<18} {ours:>12,.0f} {base:>12,.0f} {ratio:>9.2f}x  {goal} "
+              f"{'PASS' if passed else 'MISS'}")  # fmt: skip
+    noop_pass = enc["noop_ms"] < 50
+    ok &= noop_pass
+    print(f"{'no-op sync (ms)':<18} {enc['noop_ms']:>12.2f} {plain['noop_ms']:>12.2f} "
+          f"{'':>10}  < 50 ms, one request {'PASS' if noop_pass else 'MISS'}")  # fmt: skip
+    (OUT / "sync.json").write_text(json.dumps(results, indent=2))
+    print(f"wrote {OUT / 'sync.json'}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
