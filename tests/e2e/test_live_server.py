@@ -107,6 +107,7 @@ def test_two_users_push_and_pull_over_real_http(live_server: LiveServer) -> None
             "stored": [],
             "existing": [e["node_id"] for e in envelopes[:5]],
             "head_seq": 24,
+            "first_seq": 0,  # nothing new was stored
         }
 
         items, requests = pull_all([http], alice.headers, alice.vault)
