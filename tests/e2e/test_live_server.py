@@ -117,7 +117,13 @@ def test_two_users_push_and_pull_over_real_http(live_server: LiveServer) -> None
         assert [i["envelope"]["ciphertext"] for i in items] == [e["ciphertext"] for e in envelopes]
 
         idle = alice.get("/api/v1/sync/pull", params={"vault": alice.vault, "after": 24}).json()
-        assert idle == {"vault": alice.vault, "items": [], "cursor": 24, "more": False}
+        assert idle == {
+            "vault": alice.vault,
+            "items": [],
+            "cursor": 24,
+            "more": False,
+            "chain_seqno": -1,
+        }
         status = alice.get("/api/v1/sync/status", params={"vault": alice.vault}).json()
         assert (status["head_seq"], status["node_count"], status["pending_pull"]) == (24, 24, 24)
         sessions = alice.get("/api/v1/sessions", params={"vault": alice.vault}).json()
