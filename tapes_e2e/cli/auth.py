@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 import httpx
+import msgspec
 import tomlkit
 import typer
 
@@ -150,3 +151,69 @@ def logout(ctx: typer.Context) -> None:
         output.note("logged out: the saved login is deleted; your identity key is kept")
     else:
         output.note("not logged in")
+
+
+api_keys = typer.Typer(help="Team-scoped API keys (tapes_…) for automation.", no_args_is_help=True)
+app.add_typer(api_keys, name="api-key")
+
+
+def _logged_in(settings: Settings) -> ApiClient:
+    session = account.load_session(settings.dotdir.path)
+    if session is None:
+        raise ConfigError("not logged in to a sync server", hint="run `tapes auth login`")
+    return api_client(settings, session.server)
+
+
+@api_keys.command("create")
+def create_key(
+    ctx: typer.Context,
+    permission: Annotated[
+        list[str], typer.Option("--permission", "-p", help="push, pull, read-usage or admin.")
+    ],
+    vault: Annotated[
+        str | None, typer.Option(help="Vault or team id (default: your personal vault).")
+    ] = None,
+    name: Annotated[str, typer.Option(help="A label to recognise the key by.")] = "",
+) -> None:
+    """Create a key for one vault; it is shown once and stored only hashed on the server."""
+    settings = _settings(ctx)
+    api = _logged_in(settings)
+    session = api.session
+    target = vault or (session.personal_vault if session else "")
+    created = api.create_api_key(target, permission, name)
+    output.stdout.print(created.api_key, markup=False)
+    info = created.info
+    output.note(
+        f"key {info.key_id} for {info.vault} ({', '.join(info.permissions)}) — shown once: "
+        "put it in config as storage.cloud.api_key or a CI secret"
+    )
+
+
+@api_keys.command("list")
+def list_keys(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Keys you created, with their scope and last use (never the keys themselves)."""
+    keys = _logged_in(_settings(ctx)).list_api_keys()
+    if as_json:
+        output.emit_json([msgspec.to_builtins(k) for k in keys])
+        return
+    output.table(
+        ("KEY ID", "VAULT", "PERMISSIONS", "NAME", "LAST USED", "REVOKED"),
+        [
+            (k.key_id, k.vault, ",".join(k.permissions), k.name, k.last_used_at or "never",
+             "yes" if k.revoked else "no")
+            for k in keys
+        ],
+    )  # fmt: skip
+
+
+@api_keys.command("revoke")
+def revoke_key(
+    ctx: typer.Context,
+    key_id: Annotated[str, typer.Argument(help="The key id from `tapes auth api-key list`.")],
+) -> None:
+    """Revoke a key at once."""
+    _logged_in(_settings(ctx)).revoke_api_key(key_id)
+    output.note(f"revoked {key_id}")

@@ -55,3 +55,21 @@ def test_an_unknown_identity_without_a_handle_is_told_to_register(tapes: Tapes) 
     code, _, err = tapes("c", "auth", "login", "--server", AUDIENCE)
     assert code == 1
     assert "handle" in err
+
+
+def test_api_keys_create_list_revoke(tapes: Tapes) -> None:
+    assert tapes("k", "auth", "login", "--server", AUDIENCE, "--handle", "kim")[0] == 0
+    code, out, err = tapes("k", "auth", "api-key", "create", "-p", "pull", "--name", "ci")
+    assert code == 0, err
+    secret = out.strip()
+    assert secret.startswith("tapes_")
+    listed = json.loads(tapes("k", "auth", "api-key", "list", "--json")[1])
+    assert [(k["name"], k["permissions"], k["revoked"]) for k in listed] == [
+        ("ci", ["pull"], False)
+    ]
+    assert secret not in json.dumps(listed)
+    assert tapes("k", "auth", "api-key", "revoke", listed[0]["key_id"])[0] == 0
+    assert json.loads(tapes("k", "auth", "api-key", "list", "--json")[1])[0]["revoked"] is True
+    code, _, err = tapes("k", "auth", "api-key", "create", "-p", "fly")
+    assert code == 1
+    assert "permissions" in err
