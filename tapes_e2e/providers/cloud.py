@@ -1,0 +1,124 @@
+"""The ``cloud`` provider: every operation goes to the server (RFC "Cloud Provider").
+
+Nothing is stored locally but the identity key and the login. Nodes are sealed on ``put`` and
+opened and verified on every read, exactly as a pull verifies them. ``get``/``has``/``ancestry``
+/``depth`` are one request each (``ancestry`` uses the server's ancestry endpoint); ``list``,
+``leaves`` and ``roots`` page through the vault (the server has no way to answer them for
+content it cannot read, beyond the keyed parent links).
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Iterator
+
+import msgspec
+
+import keymgmt
+from tapes_e2e.account import VaultAccess
+from tapes_e2e.client import ApiClient
+from tapes_e2e.client_errors import RemoteError
+from tapes_e2e.envelopes import MetadataRecord, open_envelope, seal_envelope
+from tapes_e2e.errors import InvalidNodeError, MissingParentError, NodeNotFoundError
+from tapes_e2e.node import Node
+from tapes_e2e.protocol import NodeOut
+
+__all__ = ["CloudProvider"]
+
+PAGE = 1000
+
+
+class CloudProvider:
+    """A vault on the server, read and written through an :class:`ApiClient`."""
+
+    def __init__(self, api: ApiClient, access: VaultAccess, identity: keymgmt.Identity) -> None:
+        self.api, self.access, self.identity = api, access, identity
+
+    @property
+    def vault(self) -> str:
+        return self.access.vault
+
+    def _node_id(self, node_hash: str) -> str:
+        return keymgmt.node_id(self.access.keys.vault_id_key, node_hash)
+
+    def _open(self, item: NodeOut) -> Node:
+        wire = msgspec.structs.asdict(item.envelope)
+        opened = open_envelope(wire, state=self.access.state, keys=self.access.keys)
+        if isinstance(opened, MetadataRecord):
+            raise InvalidNodeError("this vault keeps metadata only: there is no content to read")
+        return opened
+
+    def put(self, node: Node) -> bool:
+        if not node.verify():
+            raise InvalidNodeError(f"node {node.hash} does not match its content")
+        envelope = seal_envelope(
+            node, state=self.access.state, keys=self.access.keys, author=self.identity
+        )
+        try:
+            result = self.api.push(self.vault, [envelope.to_dict()])
+        except RemoteError as exc:
+            if "push parents before children" in exc.message:
+                raise MissingParentError(f"parent {node.parent_hash} is not stored") from exc
+            raise
+        return envelope.node_id in result.stored
+
+    def get(self, node_hash: str) -> Node:
+        try:
+            item = self.api.node(self._node_id(node_hash))
+        except RemoteError as exc:
+            if exc.status == 404:
+                raise NodeNotFoundError(node_hash) from exc
+            raise
+        node = self._open(item)
+        if node.hash != node_hash:  # pragma: no cover - open_envelope checked the keyed id
+            raise keymgmt.IntegrityError()
+        return node
+
+    def has(self, node_hash: str) -> bool:
+        try:
+            self.get(node_hash)
+        except NodeNotFoundError:
+            return False
+        return True
+
+    def ancestry(self, node_hash: str) -> builtins.list[Node]:
+        try:
+            items = self.api.ancestry(self._node_id(node_hash))
+        except RemoteError as exc:
+            if exc.status == 404:
+                raise NodeNotFoundError(node_hash) from exc
+            raise
+        path = [self._open(item) for item in items]
+        expected: str | None = node_hash
+        for node in path:  # a server cannot splice another chain in: each must be the parent
+            if node.hash != expected:
+                raise keymgmt.IntegrityError()
+            expected = node.parent_hash
+        return path
+
+    def depth(self, node_hash: str) -> int:
+        return len(self.ancestry(node_hash)) - 1
+
+    def _all(self) -> Iterator[Node]:
+        after = 0
+        while True:
+            page = self.api.pull(self.vault, after, PAGE)
+            for item in page.items:
+                yield self._open(item)
+            after = page.cursor
+            if not page.more:
+                return
+
+    def list(self) -> builtins.list[Node]:
+        return sorted(self._all(), key=lambda n: n.created_at)
+
+    def roots(self) -> builtins.list[Node]:
+        return [n for n in self._all() if n.parent_hash is None]
+
+    def leaves(self) -> builtins.list[Node]:
+        nodes = builtins.list(self._all())
+        parents = {n.parent_hash for n in nodes}
+        return [n for n in nodes if n.hash not in parents]
+
+    def close(self) -> None:
+        """Nothing to release: the injected HTTP client belongs to the caller."""
