@@ -19,7 +19,6 @@ from sqlalchemy import Engine
 from tapes_e2e.errors import (
     CorruptStoreError,
     InvalidNodeError,
-    MissingParentError,
     NodeNotFoundError,
     StoreBusyError,
 )
@@ -31,7 +30,7 @@ from tapes_e2e.store.database import (
     missing_hashes,
     open_engine,
 )
-from tapes_e2e.store.rows import INSERT_SQL, SELECT_COLUMNS, node_to_row, row_to_node
+from tapes_e2e.store.rows import SELECT_COLUMNS, insert_rows, node_to_row, row_to_node
 
 __all__ = ["LocalProvider", "SessionSummary"]
 
@@ -143,26 +142,12 @@ class LocalProvider:
             assert isinstance(raw, sqlite3.Connection)  # noqa: S101 - pysqlite always
             _begin_immediate(raw)
             try:
-                inserted = self._insert(raw, rows)
+                inserted = insert_rows(raw, rows)
             except BaseException:
                 raw.execute("ROLLBACK")
                 raise
             raw.execute("COMMIT")
             return inserted
-
-    @staticmethod
-    def _insert(raw: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> int:
-        inserted = 0
-        for row in rows:
-            try:
-                inserted += raw.execute(INSERT_SQL, row).rowcount
-            except sqlite3.IntegrityError as exc:
-                if "FOREIGN KEY" in str(exc):
-                    raise MissingParentError(
-                        f"parent {row[1]} of node {row[0]} is not stored"
-                    ) from exc
-                raise
-        return inserted
 
     def get(self, node_hash: str) -> Node:
         with self._engine.connect() as conn:

@@ -10,17 +10,25 @@ denormalized copies for queries), usage from the integer columns, and keeps the 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import sqlite3
+from collections.abc import Iterable, Sequence
 from dataclasses import fields
 from typing import Any
 
 import msgspec
 
 from tapes_e2e import _gojson
-from tapes_e2e.errors import CorruptStoreError, InvalidNodeError
+from tapes_e2e.errors import CorruptStoreError, InvalidNodeError, MissingParentError
 from tapes_e2e.node import Bucket, Node, Usage, bucket_from_bytes, go_time, go_view
 
-__all__ = ["INSERT_SQL", "SELECT_COLUMNS", "StoredBucket", "node_to_row", "row_to_node"]
+__all__ = [
+    "INSERT_SQL",
+    "SELECT_COLUMNS",
+    "StoredBucket",
+    "insert_rows",
+    "node_to_row",
+    "row_to_node",
+]
 
 _USAGE_COLUMNS = (
     "prompt_tokens",
@@ -167,3 +175,17 @@ def row_to_node(row: Sequence[Any], *, eager: bool = False) -> Node:
 def _time_text(value: object) -> str:
     # Go accepts integer Unix seconds or milliseconds as well as text; we keep what is stored.
     return "" if value is None else str(value)
+
+
+def insert_rows(raw: sqlite3.Connection, rows: Iterable[tuple[Any, ...]]) -> int:
+    """Insert ``node_to_row`` tuples on ``raw`` (inside the caller's transaction), parents first;
+    return how many were new. A missing parent is ``MissingParentError`` naming both nodes."""
+    inserted = 0
+    for row in rows:
+        try:
+            inserted += raw.execute(INSERT_SQL, row).rowcount
+        except sqlite3.IntegrityError as exc:
+            if "FOREIGN KEY" in str(exc):
+                raise MissingParentError(f"parent {row[1]} of node {row[0]} is not stored") from exc
+            raise
+    return inserted

@@ -38,16 +38,16 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 
-from tapes_e2e.errors import InvalidNodeError, MissingParentError
+from tapes_e2e.errors import InvalidNodeError
 from tapes_e2e.node import Node
 from tapes_e2e.store.database import driver, write
-from tapes_e2e.store.rows import INSERT_SQL, SELECT_COLUMNS, node_to_row, row_to_node
+from tapes_e2e.store.rows import SELECT_COLUMNS, insert_rows, node_to_row, row_to_node
 
 if TYPE_CHECKING:
     from tapes_e2e.providers.local import LocalProvider
@@ -311,7 +311,7 @@ class SyncState:
             rows.append(node_to_row(node))
         with write(self._engine) as conn:
             raw = driver(conn)
-            inserted = _insert_nodes(raw, rows)
+            inserted = insert_rows(raw, rows)
             raw.executemany(
                 _INSERT_REMOTE, [(node.hash, vault, node_id) for node, node_id in ordered]
             )
@@ -367,20 +367,6 @@ def _advance(raw: sqlite3.Connection, vault: str) -> int:
     if target != mark:
         raw.execute(_UPSERT_STATE, (vault, PUSH_ROWID, str(target)))
     return target
-
-
-def _insert_nodes(raw: sqlite3.Connection, rows: Iterable[tuple[Any, ...]]) -> int:
-    inserted = 0
-    for row in rows:
-        try:
-            inserted += raw.execute(INSERT_SQL, row).rowcount
-        except sqlite3.IntegrityError as exc:
-            if "FOREIGN KEY" in str(exc):
-                raise MissingParentError(
-                    f"parent {row[1]} of pulled node {row[0]} is not stored"
-                ) from exc
-            raise
-    return inserted
 
 
 def _parents_first(nodes: Sequence[PulledNode]) -> list[PulledNode]:

@@ -335,7 +335,7 @@ def child_main(argv: list[str]) -> None:
             sys.stdin.readline()
         return ids
 
-    original = syncstate_module._insert_nodes
+    original = syncstate_module.insert_rows
 
     def insert_nodes(raw: sqlite3.Connection, rows: Any) -> int:
         calls["store"] += 1
@@ -347,7 +347,7 @@ def child_main(argv: list[str]) -> None:
         sys.stdin.readline()
         return original(raw, rows[len(rows) // 2 :])
 
-    syncstate_module._insert_nodes = insert_nodes
+    syncstate_module.insert_rows = insert_nodes  # type: ignore[assignment]
     with LocalProvider(db) as provider:
         runner = SyncRunner(
             SyncState(provider), VAULT, push, server.pull, batch_size=size_n, page_size=size_n
