@@ -288,6 +288,22 @@ class ApiClient:
             self._set_session(session)
         return session
 
+    def check_server(self) -> str:
+        """Check that ``api_url`` is a tapes sync server that logins will work with.
+
+        Asks for a challenge (no login is made) and compares its audience with ``api_url``;
+        returns the audience. Raises :class:`ServerUnreachableError`, :class:`ProtocolError`
+        (not a tapes server) or :class:`AudienceMismatchError`.
+        """
+        challenge = self._decode(self._send("POST", "/auth/challenge"), _CHALLENGE)
+        try:
+            same = _origin(challenge.audience) == _origin(self._api_url)
+        except httpx.InvalidURL:
+            same = False
+        if not same:
+            raise AudienceMismatchError(self._api_url, _printable(challenge.audience, 200))
+        return challenge.audience
+
     def refresh(self) -> Session:
         """Rotate the tokens now; the new session goes to ``on_session``."""
         with self._lock:

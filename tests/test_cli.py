@@ -207,7 +207,7 @@ def test_set_provider_refuses_cloud_without_settings_and_writes_nothing(tapes: T
 
 
 def test_configure_then_set_provider(tapes: TapesRunner) -> None:
-    assert tapes("storage", "configure", "--api-url", "http://127.0.0.1:9").code == 0
+    assert tapes("storage", "configure", "--api-url", "http://127.0.0.1:9", "--no-check").code == 0
     assert tapes("storage", "configure", "--sync-interval", "soon").code == 1
     assert tapes("storage", "set-provider", "hybrid").code == 0
     report = json.loads(tapes("storage", "status", "--json").out)

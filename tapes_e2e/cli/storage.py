@@ -10,7 +10,7 @@ import typer
 from tapes_e2e import account
 from tapes_e2e.cli import auth, output
 from tapes_e2e.cli.context import Settings
-from tapes_e2e.client import Session
+from tapes_e2e.client import ApiClient, Session
 from tapes_e2e.client_errors import ServerUnreachableError
 from tapes_e2e.config import PROVIDERS, Config, save_config, storage_table
 from tapes_e2e.errors import ConfigError
@@ -171,9 +171,15 @@ def configure(
     sync_on_close: Annotated[
         bool | None, typer.Option("--sync-on-close/--no-sync-on-close", help="Sync on exit.")
     ] = None,
+    check: Annotated[
+        bool, typer.Option("--check/--no-check", help="Ask the server before saving its URL.")
+    ] = True,
 ) -> None:
     """Set the [storage.cloud] settings. Values are checked before anything is written."""
     settings = _settings(ctx)
+    if api_url is not None and check:
+        # Refuse a URL that is not a reachable tapes server whose logins bind to this very URL.
+        ApiClient(auth.http_factory(api_url), api_url=api_url.rstrip("/")).check_server()
     values = {
         "api_url": api_url,
         "api_key": api_key,

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tapes_e2e.cli import auth as auth_cli
 from tests.client.conftest import Tapes
 from tests.server.conftest import AUDIENCE
 
@@ -73,3 +74,30 @@ def test_api_keys_create_list_revoke(tapes: Tapes) -> None:
     code, _, err = tapes("k", "auth", "api-key", "create", "-p", "fly")
     assert code == 1
     assert "permissions" in err
+
+
+def test_configure_asks_the_server_before_saving_its_url(
+    tapes: Tapes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert tapes("cfg", "storage", "configure", "--api-url", AUDIENCE)[0] == 0
+    assert AUDIENCE in (tmp_path / "cfg" / "config.toml").read_text()
+    # a server whose logins are bound to another URL (a relay, or a typo) is refused
+    code, _, err = tapes("other", "storage", "configure", "--api-url", "http://127.0.0.1:9")
+    assert code == 1
+    assert "audience" in err or "another server" in err or "bound" in err
+    assert not (tmp_path / "other" / "config.toml").exists()
+    # an unreachable one too, unless --no-check
+    import httpx
+
+    def down(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused", request=request)
+
+    monkeypatch.setattr(
+        auth_cli, "http_factory", lambda _url: httpx.Client(transport=httpx.MockTransport(down))
+    )
+    code, _, err = tapes("off", "storage", "configure", "--api-url", "https://sync.example")
+    assert code == 1
+    assert "cannot reach" in err
+    assert not (tmp_path / "off" / "config.toml").exists()
+    cmd = ("storage", "configure", "--api-url", "https://sync.example", "--no-check")
+    assert tapes("off", *cmd)[0] == 0
