@@ -27,7 +27,7 @@ from tapes_e2e.envelopes import MetadataRecord, open_envelope, seal_envelope
 from tapes_e2e.node import Node
 from tapes_e2e.providers.local import LocalProvider
 from tapes_e2e.store.syncstate import SyncState
-from tapes_e2e.sync.engine import EngineConfig
+from tapes_e2e.sync.engine import EngineConfig, Event
 from tapes_e2e.sync.worker import (
     PulledBatch,
     PullFn,
@@ -169,6 +169,7 @@ def vault_runner(
     *,
     sync_interval: float = 300.0,
     on_integrity: Callable[[str], None] | None = None,
+    on_progress: Callable[[Event], None] | None = None,
 ) -> SyncRunner:
     """A runner for ``vault`` over ``store``. The chain is verified against the head this store
     verified last (a fork or rollback is refused) and the keys opened, from the cache when the
@@ -183,4 +184,5 @@ def vault_runner(
         refresh_login=refresh_fn(api),
         config=EngineConfig(interval=sync_interval),
         on_integrity=on_integrity,
+        on_progress=on_progress,
     )

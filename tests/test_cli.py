@@ -277,3 +277,20 @@ def test_installed_console_script(tmp_path: Path) -> None:
     assert failed.returncode == 1
     assert failed.stderr.startswith("tapes: error: ")
     assert "Traceback" not in failed.stderr
+
+
+def test_progress_bars_render_on_a_terminal_with_or_without_a_total(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import io
+
+    from rich.console import Console
+
+    from tapes_e2e.cli import output
+
+    screen = io.StringIO()
+    monkeypatch.setattr(output, "_stderr", Console(file=screen, force_terminal=True, width=80))
+    for total in (None, 10):
+        with output.progress("working", total) as bar:
+            bar.update(bar.task_ids[0], advance=3)
+    assert "working" in screen.getvalue()

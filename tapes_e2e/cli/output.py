@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 __all__ = ["Progress", "emit_json", "error", "note", "progress", "stdout", "table"]
@@ -53,7 +53,7 @@ def progress(description: str, total: float | None) -> Iterator[Progress]:
     bar = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
-        TextColumn("{task.completed:,.0f}/{task.total:,.0f}"),
+        MofNCompleteColumn(),  # "12/?" while the total is unknown
         TimeRemainingColumn(),
         console=_stderr,
         transient=True,

@@ -18,6 +18,7 @@ from tapes_e2e.identity import unlock
 from tapes_e2e.providers.local import LocalProvider
 from tapes_e2e.remote_sync import vault_runner
 from tapes_e2e.store.syncstate import SyncState
+from tapes_e2e.sync.engine import Event, PulledPage, PushAcked
 from tapes_e2e.sync.worker import run_sync
 
 app = typer.Typer(help="Show and change where sessions are stored.", no_args_is_help=True)
@@ -218,8 +219,19 @@ def sync(
     api = auth.api_client(settings, session.server)
     vault = session.personal_vault
     rejected: list[str] = []
-    with LocalProvider(settings.database.path) as store:
-        runner = vault_runner(store, api, vault, identity, on_integrity=rejected.append)
+    with LocalProvider(settings.database.path) as store, output.progress("syncing", None) as bar:
+        task = bar.task_ids[0]
+
+        def show(event: Event) -> None:
+            if isinstance(event, PushAcked):
+                bar.update(task, advance=event.count, description="pushing")
+            elif isinstance(event, PulledPage):
+                bar.update(task, description=f"pulling: {event.count:,} in the last page")
+
+        runner = vault_runner(
+            store, api, vault, identity, on_integrity=rejected.append, on_progress=show
+        )
+        bar.update(task, total=runner.state.pending_push_count(vault) or None)
         result = run_sync(runner)
         pending = runner.state.pending_push_count(vault)
     report = {
