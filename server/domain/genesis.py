@@ -27,8 +27,8 @@ from sqlalchemy.orm import Session
 
 from keymgmt import ChainError, verify_chain
 from server import acl, audit
-from server.db.models import ChainStatement, Keyring, Team, TeamMember
-from server.deps import AUTHENTICATED, Principal, aware
+from server.db.models import ChainStatement, Team, TeamMember
+from server.deps import AUTHENTICATED, Principal
 from server.domain.teams import (
     AfterSeqno,
     TeamPath,
@@ -39,6 +39,7 @@ from server.domain.teams import (
     _parse,
     _store_keyring,
     _store_statements,
+    keyrings_for,
     lock_team,
 )
 from server.errors import BadRequest, Conflict, NotFound
@@ -135,17 +136,4 @@ class VaultChainController(Controller):
         team, member = _vault_member(db, principal, vault)
         if member.role not in acl.READERS:
             return []
-        fingerprint = _caller(db, principal).fingerprint
-        rows = db.scalars(
-            select(Keyring)
-            .where(Keyring.team_id == team.id, Keyring.recipient == fingerprint)
-            .order_by(Keyring.epoch)
-        ).all()
-        return [
-            KeyringOut(
-                epoch=r.epoch,
-                keyring=msgspec.convert(r.sealed, SignedWire),
-                created_at=aware(r.created_at).isoformat(),
-            )
-            for r in rows
-        ]
+        return keyrings_for(db, team.id, _caller(db, principal).fingerprint)

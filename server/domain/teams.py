@@ -365,6 +365,23 @@ def append_statements(
 # --- keyrings --------------------------------------------------------------------------------
 
 
+def keyrings_for(db: Session, team_id: str, fingerprint: str) -> list[KeyringOut]:
+    """The keyrings of ``team_id`` sealed to ``fingerprint``, by epoch, as stored."""
+    rows = db.scalars(
+        select(Keyring)
+        .where(Keyring.team_id == team_id, Keyring.recipient == fingerprint)
+        .order_by(Keyring.epoch)
+    ).all()
+    return [
+        KeyringOut(
+            epoch=r.epoch,
+            keyring=msgspec.convert(r.sealed, SignedWire),
+            created_at=aware(r.created_at).isoformat(),
+        )
+        for r in rows
+    ]
+
+
 def _check_keyring(wire: SignedWire, state: VerifiedTeamState, sealer: str) -> UnverifiedKeyring:
     """Refuse a keyring clients would refuse, or one sealed to anybody who is not now a reader."""
     try:
@@ -637,20 +654,7 @@ class TeamController(Controller):
     def keyrings(self, team_id: TeamPath, db: Session, principal: Principal) -> list[KeyringOut]:
         """The keyrings sealed to the caller, by epoch (a viewer has none)."""
         team, _member = _team_member(db, principal, team_id)
-        fingerprint = _caller(db, principal).fingerprint
-        rows = db.scalars(
-            select(Keyring)
-            .where(Keyring.team_id == team.id, Keyring.recipient == fingerprint)
-            .order_by(Keyring.epoch)
-        ).all()
-        return [
-            KeyringOut(
-                epoch=r.epoch,
-                keyring=msgspec.convert(r.sealed, SignedWire),
-                created_at=aware(r.created_at).isoformat(),
-            )
-            for r in rows
-        ]
+        return keyrings_for(db, team.id, _caller(db, principal).fingerprint)
 
     @post("/{team_id:str}/invite", sync_to_thread=True, status_code=201)
     def invite(
