@@ -11,8 +11,6 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +19,7 @@ import msgspec
 import keymgmt
 from tapes_e2e.client import ApiClient, Session
 from tapes_e2e.client_errors import AuthError, RemoteError
+from tapes_e2e.config import write_private
 
 __all__ = [
     "SESSION_FILE",
@@ -54,18 +53,7 @@ def load_session(dotdir: Path) -> Session | None:
 
 def save_session(dotdir: Path, session: Session) -> None:
     """Write the login atomically with mode 0600."""
-    dotdir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(prefix=".session.", suffix=".tmp", dir=dotdir)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            json.dump(session.to_dict(), out)
-            out.flush()
-            os.fsync(out.fileno())
-        Path(tmp).chmod(0o600)
-        Path(tmp).replace(dotdir / SESSION_FILE)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_private(dotdir / SESSION_FILE, json.dumps(session.to_dict()))
 
 
 def forget_session(dotdir: Path) -> bool:

@@ -46,6 +46,7 @@ __all__ = [
     "load_config",
     "parse_duration",
     "save_config",
+    "write_private",
 ]
 
 CONFIG_FILE = "config.toml"
@@ -250,7 +251,7 @@ def save_config(config: Config, edit: Callable[[tomlkit.TOMLDocument], None]) ->
         doc["version"] = 0
     edit(doc)
     updated = _validate(doc, config.path, exists=True)
-    _write_private(config.path, tomlkit.dumps(doc))
+    write_private(config.path, tomlkit.dumps(doc))
     return updated
 
 
@@ -264,7 +265,8 @@ def storage_table(doc: tomlkit.TOMLDocument, *names: str) -> Table:
     return cast(Table, table)
 
 
-def _write_private(path: Path, text: str) -> None:
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (temp file, fsync, rename) with mode 0600."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd, tmp = tempfile.mkstemp(prefix=".config.", suffix=".tmp", dir=path.parent)
     try:

@@ -22,7 +22,7 @@ from tapes_e2e.account import (
     open_vault_material,
 )
 from tapes_e2e.client import ApiClient
-from tapes_e2e.client_errors import AuthError, ProtocolError, RemoteError, ServerUnreachableError
+from tapes_e2e.client_errors import AuthError, ServerError, ServerUnreachableError
 from tapes_e2e.envelopes import MetadataRecord, open_envelope, seal_envelope
 from tapes_e2e.node import Node
 from tapes_e2e.providers.local import LocalProvider
@@ -41,14 +41,12 @@ from tapes_e2e.sync.worker import (
 __all__ = ["VaultHolder", "pull_fn", "push_fn", "refresh_fn", "vault_runner"]
 
 
-def _failure(exc: Exception) -> SyncError:
+def _failure(exc: ServerError) -> SyncError:
     if isinstance(exc, ServerUnreachableError):
         return SyncError("offline", exc.message)
     if isinstance(exc, AuthError):
         return SyncError("auth", exc.message)
-    if isinstance(exc, RemoteError | ProtocolError):
-        return SyncError("server", exc.message)
-    raise exc
+    return SyncError("server", exc.message)  # an error answer, or one that does not decode
 
 
 class VaultHolder:
@@ -107,7 +105,7 @@ def push_fn(api: ApiClient, holder: VaultHolder) -> PushFn:
         ]
         try:
             result = api.push(vault, envelopes)
-        except (ServerUnreachableError, AuthError, RemoteError, ProtocolError) as exc:
+        except ServerError as exc:
             raise _failure(exc) from exc
         ids = [str(envelope["node_id"]) for envelope in envelopes]
         if set(ids) - set(result.stored) - set(result.existing):
@@ -122,7 +120,7 @@ def pull_fn(api: ApiClient, holder: VaultHolder) -> PullFn:
         try:
             page = api.pull(vault, after, limit)
             holder.follow(page.chain_seqno)
-        except (ServerUnreachableError, AuthError, RemoteError, ProtocolError) as exc:
+        except ServerError as exc:
             raise _failure(exc) from exc
         except keymgmt.KeymgmtError as exc:  # the moved chain does not verify: refuse it all
             raise SyncError(
@@ -155,7 +153,7 @@ def refresh_fn(api: ApiClient) -> RefreshFn:
     def refresh() -> None:
         try:
             api.refresh()
-        except (ServerUnreachableError, AuthError, RemoteError, ProtocolError) as exc:
+        except ServerError as exc:
             raise _failure(exc) from exc
 
     return refresh

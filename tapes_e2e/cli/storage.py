@@ -47,6 +47,7 @@ def status(
         "database_reason": settings.database.reason,
         "database_exists": path.exists(),
     }
+    session = account.load_session(settings.dotdir.path)
     if path.exists():
         with settings.store() as store:
             nodes, sessions, roots = store.counts()
@@ -57,12 +58,11 @@ def status(
                 "sessions": sessions,
                 "roots": roots,
             }
+            if session is not None:
+                report["sync"] = _sync_report(settings, session, store)
     if settings.config.provider != "local":
         report["remote"] = settings.config.cloud.api_url
         report["team_id"] = settings.config.cloud.team_id
-    session = account.load_session(settings.dotdir.path)
-    if session is not None and path.exists():
-        report["sync"] = _sync_report(settings, session)
     failing = "sync" in report and not report["sync"]["healthy"]
     if as_json:
         output.emit_json(report)
@@ -100,14 +100,13 @@ def status(
         raise typer.Exit(1)
 
 
-def _sync_report(settings: Settings, session: Session) -> dict[str, Any]:
+def _sync_report(settings: Settings, session: Session, store: LocalProvider) -> dict[str, Any]:
     """Pending counts from the local bookkeeping, and the server's view when it answers."""
     vault = session.personal_vault
-    with LocalProvider(settings.database.path) as store:
-        state = SyncState(store)
-        stored = state.load(vault)
-        pending_push = state.pending_push_count(vault)
-        synced = state.remote_count(vault)
+    state = SyncState(store)
+    stored = state.load(vault)
+    pending_push = state.pending_push_count(vault)
+    synced = state.remote_count(vault)
     info: dict[str, Any] = {
         "server": session.server,
         "vault": vault,
