@@ -18,8 +18,8 @@ import msgspec
 
 import keymgmt
 from tapes_e2e.client import ApiClient, Session
-from tapes_e2e.client_errors import AuthError, RemoteError
 from tapes_e2e.config import write_private
+from tapes_e2e.errors import AuthError, RemoteError
 
 __all__ = [
     "SESSION_FILE",

@@ -14,8 +14,8 @@ It never creates a client of its own and sends every request with a timeout.
   refresh token (the server would revoke the whole login). An ``api_key`` (``tapes_…``) is used
   instead of a session when given; it is never refreshed.
 - **Answers** are decoded with msgspec into the protocol structs, so a garbled or hostile answer
-  is a :class:`~tapes_e2e.client_errors.ProtocolError`, never a ``KeyError`` later; errors map to
-  the tree in :mod:`tapes_e2e.client_errors` and never carry a response body.
+  is a :class:`~tapes_e2e.errors.ProtocolError`, never a ``KeyError`` later; errors map to
+  the tree in :mod:`tapes_e2e.errors` and never carry a response body.
 """
 
 from __future__ import annotations
@@ -34,14 +34,14 @@ import msgspec
 
 from keymgmt import Identity
 from keymgmt.login import sign_login
-from tapes_e2e.client_errors import (
+from tapes_e2e.errors import (
     AudienceMismatchError,
     AuthError,
+    ConfigError,
     ProtocolError,
     RemoteError,
     ServerUnreachableError,
 )
-from tapes_e2e.errors import ConfigError
 from tapes_e2e.protocol import (
     API_KEY_PREFIX,
     ApiKeyCreated,

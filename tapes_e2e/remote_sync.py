@@ -22,8 +22,8 @@ from tapes_e2e.account import (
     open_vault_material,
 )
 from tapes_e2e.client import ApiClient
-from tapes_e2e.client_errors import AuthError, ServerError, ServerUnreachableError
 from tapes_e2e.envelopes import MetadataRecord, open_envelope, seal_envelope
+from tapes_e2e.errors import AuthError, ServerError, ServerUnreachableError
 from tapes_e2e.node import Node
 from tapes_e2e.providers.local import LocalProvider
 from tapes_e2e.store.syncstate import SyncState

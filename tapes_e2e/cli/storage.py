@@ -11,9 +11,8 @@ from tapes_e2e import account
 from tapes_e2e.cli import auth, output
 from tapes_e2e.cli.context import Settings
 from tapes_e2e.client import ApiClient, Session
-from tapes_e2e.client_errors import ServerUnreachableError
 from tapes_e2e.config import PROVIDERS, Config, save_config, storage_table
-from tapes_e2e.errors import ConfigError
+from tapes_e2e.errors import ConfigError, ServerUnreachableError
 from tapes_e2e.identity import unlock
 from tapes_e2e.providers.local import LocalProvider
 from tapes_e2e.remote_sync import vault_runner

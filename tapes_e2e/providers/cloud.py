@@ -17,9 +17,8 @@ import msgspec
 import keymgmt
 from tapes_e2e.account import VaultAccess
 from tapes_e2e.client import ApiClient
-from tapes_e2e.client_errors import RemoteError
 from tapes_e2e.envelopes import MetadataRecord, open_envelope, seal_envelope
-from tapes_e2e.errors import InvalidNodeError, MissingParentError, NodeNotFoundError
+from tapes_e2e.errors import InvalidNodeError, MissingParentError, NodeNotFoundError, RemoteError
 from tapes_e2e.node import Node
 from tapes_e2e.protocol import NodeOut
 

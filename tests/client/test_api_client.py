@@ -21,14 +21,15 @@ from litestar.testing import TestClient
 
 import keymgmt
 from tapes_e2e.client import ApiClient, Session
-from tapes_e2e.client_errors import (
+from tapes_e2e.errors import (
     AudienceMismatchError,
     AuthError,
+    ConfigError,
     ProtocolError,
     RemoteError,
     ServerUnreachableError,
+    TapesError,
 )
-from tapes_e2e.errors import ConfigError, TapesError
 from tapes_e2e.protocol.teams import SignedWire
 from tests.server import conftest as server
 from tests.server.conftest import AUDIENCE, Clock, User, Vault
