@@ -58,7 +58,7 @@ from tapes_e2e.protocol import (
 from tapes_e2e.protocol.teams import ChainHeadOut, ChainPage, KeyringOut, SignedWire
 from tapes_e2e.protocol.vaults import GenesisCreated
 
-__all__ = ["DEFAULT_TIMEOUT", "ApiClient", "Session", "Signed"]
+__all__ = ["DEFAULT_TIMEOUT", "ApiClient", "Session", "Signed", "encode_push"]
 
 log = logging.getLogger("tapes.client")
 
@@ -73,6 +73,11 @@ _LOGIN_EXPIRED = "your login expired or was revoked"
 _NOT_LOGGED_IN = "not logged in to {url}"
 _KEY_REFUSED = "the server refused the API key (revoked, or not for this server)"
 _KEY_HINT = "create a new key with `tapes auth api-key create` and put it in the config"
+
+
+def encode_push(vault: str, envelopes: Sequence[Mapping[str, object]]) -> bytes:
+    """The body of a push of ``envelopes`` to ``vault``."""
+    return _encode({"vault": vault, "envelopes": [dict(e) for e in envelopes]})
 
 
 def _utc_now() -> datetime:
@@ -356,7 +361,10 @@ class ApiClient:
 
     def push(self, vault: str, envelopes: Sequence[Mapping[str, object]]) -> PushResult:
         """Push one batch of sealed envelopes (``keymgmt.Envelope.to_dict()``), parents first."""
-        body = _encode({"vault": vault, "envelopes": [dict(e) for e in envelopes]})
+        return self.push_encoded(encode_push(vault, envelopes))
+
+    def push_encoded(self, body: bytes) -> PushResult:
+        """Push a batch already encoded by :func:`encode_push` (on another thread, say)."""
         return self._call("POST", "/api/v1/sync/push", _PUSHED, body=body)
 
     def pull(self, vault: str, after: int = 0, limit: int = 500) -> PullPage:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import cast
 
 import msgspec
 
@@ -21,24 +23,31 @@ from tapes_e2e.account import (
     fetch_vault_material,
     open_vault_material,
 )
-from tapes_e2e.client import ApiClient
+from tapes_e2e.client import ApiClient, encode_push
 from tapes_e2e.envelopes import MetadataRecord, open_envelope, seal_envelope
 from tapes_e2e.errors import AuthError, ServerError, ServerUnreachableError
 from tapes_e2e.node import Node
+from tapes_e2e.protocol import PullPage
 from tapes_e2e.providers.local import LocalProvider
 from tapes_e2e.store.syncstate import SyncState
 from tapes_e2e.sync.engine import EngineConfig, Event
 from tapes_e2e.sync.worker import (
     PulledBatch,
-    PullFn,
-    PushFn,
     PushReceipt,
     RefreshFn,
     SyncError,
     SyncRunner,
 )
 
-__all__ = ["VaultHolder", "pull_fn", "push_fn", "refresh_fn", "vault_runner"]
+__all__ = [
+    "VaultHolder",
+    "VaultPuller",
+    "VaultPusher",
+    "pull_fn",
+    "push_fn",
+    "refresh_fn",
+    "vault_runner",
+]
 
 
 def _failure(exc: ServerError) -> SyncError:
@@ -94,39 +103,87 @@ class VaultHolder:
 _CHAIN, _KEYRINGS = "chain_material", "keyring_material"
 
 
-def push_fn(api: ApiClient, holder: VaultHolder) -> PushFn:
-    def push(vault: str, nodes: Sequence[Node]) -> PushReceipt:
-        access = holder.access
+@dataclass(frozen=True, slots=True)
+class _Sealed:
+    """A batch sealed under ``access`` (the vault's keys at the time), encoded for the wire."""
+
+    access: VaultAccess
+    nodes: Sequence[Node]
+    node_ids: list[str]
+    body: bytes
+
+
+class VaultPusher:
+    """Seals and pushes batches to one vault (a :class:`~tapes_e2e.sync.worker.Pusher`).
+
+    ``prepare`` seals and encodes: CPU only, so the runner runs it on a helper thread for the
+    next batch while ``send`` waits for the server. A batch sealed under keys that have since
+    been replaced (the chain moved) is sealed again before it is sent.
+    """
+
+    def __init__(self, api: ApiClient, holder: VaultHolder) -> None:
+        self.api, self.holder = api, holder
+
+    def prepare(self, vault: str, nodes: Sequence[Node]) -> _Sealed:
+        access, author = self.holder.access, self.holder.identity
         envelopes = [
-            seal_envelope(
-                node, state=access.state, keys=access.keys, author=holder.identity
-            ).to_dict()
+            seal_envelope(node, state=access.state, keys=access.keys, author=author).to_dict()
             for node in nodes
         ]
+        ids = [str(envelope["node_id"]) for envelope in envelopes]
+        return _Sealed(access, nodes, ids, encode_push(vault, envelopes))
+
+    def send(self, vault: str, prepared: object) -> PushReceipt:
+        prepared = cast("_Sealed", prepared)  # the runner hands back what prepare made
+        if prepared.access is not self.holder.access:
+            prepared = self.prepare(vault, prepared.nodes)
         try:
-            result = api.push(vault, envelopes)
+            result = self.api.push_encoded(prepared.body)
         except ServerError as exc:
             raise _failure(exc) from exc
-        ids = [str(envelope["node_id"]) for envelope in envelopes]
-        if set(ids) - set(result.stored) - set(result.existing):
+        if set(prepared.node_ids) - set(result.stored) - set(result.existing):
             raise SyncError("server", "the server did not acknowledge every node of the batch")
-        return PushReceipt(ids, result.first_seq, result.head_seq if result.first_seq else 0)
+        last = result.head_seq if result.first_seq else 0
+        return PushReceipt(prepared.node_ids, result.first_seq, last)
 
-    return push
+    def __call__(self, vault: str, nodes: Sequence[Node]) -> PushReceipt:
+        """Both steps at once: a plain push function."""
+        return self.send(vault, self.prepare(vault, nodes))
 
 
-def pull_fn(api: ApiClient, holder: VaultHolder) -> PullFn:
-    def pull(vault: str, after: int, limit: int) -> PulledBatch:
+def push_fn(api: ApiClient, holder: VaultHolder) -> VaultPusher:
+    return VaultPusher(api, holder)
+
+
+class VaultPuller:
+    """Fetches and opens pages of one vault (a :class:`~tapes_e2e.sync.worker.Puller`).
+
+    ``fetch`` is only the request, so the runner makes it ahead on a helper thread; ``open``
+    follows the chain head the page names (refetching and verifying a moved chain) and then
+    verifies and opens every envelope. An envelope that fails is rejected with a message, not
+    stored, and does not stop the page.
+    """
+
+    def __init__(self, api: ApiClient, holder: VaultHolder) -> None:
+        self.api, self.holder = api, holder
+
+    def fetch(self, vault: str, after: int, limit: int) -> PullPage:
         try:
-            page = api.pull(vault, after, limit)
-            holder.follow(page.chain_seqno)
+            return self.api.pull(vault, after, limit)
+        except ServerError as exc:
+            raise _failure(exc) from exc
+
+    def open(self, vault: str, after: int, fetched: object) -> PulledBatch:
+        page = cast("PullPage", fetched)  # the runner hands back what fetch returned
+        try:
+            self.holder.follow(page.chain_seqno)
         except ServerError as exc:
             raise _failure(exc) from exc
         except keymgmt.KeymgmtError as exc:  # the moved chain does not verify: refuse it all
             raise SyncError(
                 "integrity", f"the server's team chain is refused: {exc.message}"
             ) from exc
-        access = holder.access
+        access = self.holder.access
         nodes: list[tuple[Node, str]] = []
         rejected: list[str] = []
         for item in page.items:
@@ -146,7 +203,13 @@ def pull_fn(api: ApiClient, holder: VaultHolder) -> PullFn:
         cursor = max([after, page.cursor, *(item.seq for item in page.items)])
         return PulledBatch(nodes=nodes, cursor=cursor, more=page.more, rejected=rejected)
 
-    return pull
+    def __call__(self, vault: str, after: int, limit: int) -> PulledBatch:
+        """Both steps at once: a plain pull function."""
+        return self.open(vault, after, self.fetch(vault, after, limit))
+
+
+def pull_fn(api: ApiClient, holder: VaultHolder) -> VaultPuller:
+    return VaultPuller(api, holder)
 
 
 def refresh_fn(api: ApiClient) -> RefreshFn:

@@ -15,14 +15,25 @@ The callables' contract:
 - ``push(vault, nodes) -> node_ids``: seal and send the nodes (parents first, as given); return
   the server's node id of each, in order, once the server has acknowledged all of them
   (``existing`` counts as acknowledged). Pushing an acknowledged node again must be harmless.
+  A :class:`Pusher` splits this in two (``prepare`` seals, ``send`` sends), so that the next
+  batch is sealed on a helper thread while the server stores this one.
 - ``pull(vault, after_cursor, limit) -> PulledBatch``: fetch and verify the page after the cursor;
-  nodes that fail verification go to ``rejected`` (one message each), never to ``nodes``.
+  nodes that fail verification go to ``rejected`` (one message each), never to ``nodes``. It is
+  called on a helper thread for the page after one that says ``more`` (never two at once). A
+  :class:`Puller` splits it: only its ``fetch`` runs ahead, ``open`` runs on the runner's thread.
 - ``refresh_login()``: get a fresh access token.
 - Each raises :class:`SyncError` with a kind (``offline``, ``auth``, ``integrity``, ``server``)
   for an expected failure. Anything else is logged and treated as a ``server`` failure.
 
 A pulled node whose parent is neither stored nor in its page (the parent was refused) is refused
 too, with a message, so that one bad envelope does not stall every page after it.
+
+Pipelining: while a batch is in flight the runner prepares the next one on a helper thread, and
+while a page is being stored it already fetches (and verifies) the next. Only the work runs
+ahead, never the bookkeeping: a batch is still recorded after its own acknowledgement and a page
+is stored in order, so a crash loses at most the work done ahead. What ran ahead is used only if
+the engine then asks for exactly that batch or page; anything else (a failure, the round's end)
+drops it, and a failure met ahead surfaces when, and only if, its page is asked for.
 
 Crash safety comes from the order of the steps, not from this thread: a batch is recorded as
 pushed (``SyncState.mark_pushed``) only after ``push`` returned, and a page is stored with its
@@ -37,9 +48,10 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from tapes_e2e.errors import InvalidNodeError, MissingParentError, TapesError
 from tapes_e2e.node import Node
@@ -72,6 +84,7 @@ __all__ = [
     "PullFn",
     "PulledBatch",
     "PushFn",
+    "Pusher",
     "RefreshFn",
     "SyncError",
     "SyncRunner",
@@ -122,6 +135,66 @@ PullFn = Callable[[str, int, int], PulledBatch]
 RefreshFn = Callable[[], None]
 
 
+@runtime_checkable
+class Pusher(Protocol):
+    """A push in two steps. ``prepare`` is CPU work on immutable nodes (sealing) with no I/O and
+    no shared mutable state, so the runner may call it on a helper thread; ``send`` makes the
+    request and returns what a :data:`PushFn` returns."""
+
+    def prepare(self, vault: str, nodes: Sequence[Node]) -> object: ...
+
+    def send(self, vault: str, prepared: object) -> Sequence[str] | PushReceipt: ...
+
+
+@runtime_checkable
+class Puller(Protocol):
+    """A pull in two steps. ``fetch`` is the request (the runner makes it on a helper thread
+    for the next page while it stores this one); ``open`` verifies and opens what it fetched
+    and returns what a :data:`PullFn` returns."""
+
+    def fetch(self, vault: str, after: int, limit: int) -> object: ...
+
+    def open(self, vault: str, after: int, fetched: object) -> PulledBatch: ...
+
+
+class _OneStepPull:
+    """A plain :data:`PullFn` as a :class:`Puller`: all of it happens in ``fetch``."""
+
+    def __init__(self, pull: PullFn) -> None:
+        self._pull = pull
+
+    def fetch(self, vault: str, after: int, limit: int) -> object:
+        return self._pull(vault, after, limit)
+
+    def open(self, vault: str, after: int, fetched: object) -> PulledBatch:
+        return fetched  # type: ignore[return-value]
+
+
+class _OneStep:
+    """A plain :data:`PushFn` as a :class:`Pusher` whose ``prepare`` does nothing."""
+
+    def __init__(self, push: PushFn) -> None:
+        self._push = push
+
+    def prepare(self, vault: str, nodes: Sequence[Node]) -> object:
+        return nodes
+
+    def send(self, vault: str, prepared: object) -> Sequence[str] | PushReceipt:
+        return self._push(vault, prepared)  # type: ignore[arg-type]
+
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True)
+class _Ahead(Generic[_T]):
+    """Work started ahead for the batch or page that follows position ``after``."""
+
+    after: int
+    future: Future[_T]
+    batch: Sequence[tuple[int, Node]] = ()
+
+
 class SyncRunner:
     """Drives one vault's engine: decide, perform the actions, feed back their outcome."""
 
@@ -129,8 +202,8 @@ class SyncRunner:
         self,
         state: SyncState,
         vault: str,
-        push: PushFn,
-        pull: PullFn,
+        push: PushFn | Pusher,
+        pull: PullFn | Puller,
         *,
         refresh_login: RefreshFn | None = None,
         config: EngineConfig | None = None,
@@ -144,8 +217,11 @@ class SyncRunner:
     ) -> None:
         self.state = state
         self.vault = vault
-        self._push = push
-        self._pull = pull
+        self._pusher = push if isinstance(push, Pusher) else _OneStep(push)
+        self._puller = pull if isinstance(pull, Puller) else _OneStepPull(pull)
+        self._executor: ThreadPoolExecutor | None = None
+        self._push_ahead: _Ahead[object] | None = None
+        self._pull_ahead: _Ahead[object] | None = None
         self._refresh = refresh_login
         self._batch_size = batch_size
         self._page_size = page_size
@@ -195,6 +271,7 @@ class SyncRunner:
         elif isinstance(action, Backoff):
             log.info("sync backs off for %.1f s", action.until - self.clock())
         elif isinstance(action, Stop):
+            self._drop_ahead()
             log.debug("sync engine stopped")
         return None
 
@@ -231,11 +308,12 @@ class SyncRunner:
     def _push_batch(self, after_rowid: int) -> Event:
         # The stored mark is the truth (another process may have pushed meanwhile).
         after = max(after_rowid, self.state.push_rowid(self.vault))
-        batch = self.state.unpushed(self.vault, after, self._batch_size)
+        batch, prepared = self._take_push_ahead(after)
         if not batch:
             self.state.advance_past_remote(self.vault)
             return NothingToPush()
-        receipt = self._push(self.vault, [node for _, node in batch])
+        self._start_push_ahead(batch[-1][0])
+        receipt = self._pusher.send(self.vault, prepared)
         node_ids = list(receipt.node_ids if isinstance(receipt, PushReceipt) else receipt)
         if len(node_ids) != len(batch):
             raise SyncError(
@@ -262,13 +340,54 @@ class SyncRunner:
             cursor = receipt.last_seq
         return PushAcked(len(batch), new_hwm, cursor)
 
+    def _take_push_ahead(self, after: int) -> tuple[Sequence[tuple[int, Node]], object]:
+        """The batch above ``after`` and its prepared form: the one sealed ahead if it is that
+        batch, else read and prepared now."""
+        ahead, self._push_ahead = self._push_ahead, None
+        if ahead is not None and ahead.after == after:
+            return ahead.batch, ahead.future.result()
+        batch = self.state.unpushed(self.vault, after, self._batch_size)
+        if not batch:
+            return batch, None
+        return batch, self._pusher.prepare(self.vault, [node for _, node in batch])
+
+    def _start_push_ahead(self, after: int) -> None:
+        """Read the batch above ``after`` and start sealing it while this one is sent."""
+        batch = self.state.unpushed(self.vault, after, self._batch_size)
+        if batch:
+            nodes = [node for _, node in batch]
+            future = self._background().submit(self._pusher.prepare, self.vault, nodes)
+            self._push_ahead = _Ahead(after, future, batch)
+
     def _pull_page(self, after_cursor: int) -> Event:
         after = max(after_cursor, self.state.cursor(self.vault))
-        page = self._pull(self.vault, after, self._page_size)
+        ahead, self._pull_ahead = self._pull_ahead, None
+        if ahead is not None and ahead.after == after:
+            fetched = ahead.future.result()  # a failure met ahead is raised here, for its page
+        else:
+            fetched = self._puller.fetch(self.vault, after, self._page_size)
+        page = self._puller.open(self.vault, after, fetched)
+        if page.more and page.cursor > after:
+            future = self._background().submit(
+                self._puller.fetch, self.vault, page.cursor, self._page_size
+            )
+            self._pull_ahead = _Ahead(page.cursor, future)
         nodes, orphans = self._without_orphans(page.nodes)
         self.state.store_pulled(self.vault, nodes, page.cursor, head=page.head)
         self.pulled += len(nodes)
         return PulledPage(len(nodes), page.cursor, page.more, (*page.rejected, *orphans))
+
+    def _background(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="tapes-sync-ahead")
+        return self._executor
+
+    def _drop_ahead(self) -> None:
+        """Forget work started ahead (a failure, or the round's end) and let its thread go."""
+        self._push_ahead = self._pull_ahead = None
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
 
     def _without_orphans(
         self, nodes: Sequence[tuple[Node, str]]
@@ -300,11 +419,13 @@ class SyncRunner:
         return kept, messages
 
     def _failed(self, kind: FailureKind, message: str) -> Failed:
+        self._drop_ahead()
         log.warning("sync %s failure: %s", kind, message)
         jitter = 0.5 + 0.5 * self._random()
         return Failed(kind, message, self.clock(), jitter)
 
     def _round_finished(self, action: RoundFinished) -> None:
+        self._drop_ahead()
         self.rounds += 1
         self.last_result = action
         result = action.result if not action.message else f"{action.result}: {action.message}"

@@ -89,11 +89,12 @@ def make_runner(
     random: Callable[[], float] = lambda: 0.5,
     refresh_login: Callable[[], None] | None = None,
     on_integrity: Callable[[str], None] | None = None,
+    push: Callable[[str, Sequence[Node]], list[str]] | None = None,
 ) -> SyncRunner:
     return SyncRunner(
         SyncState(provider),
         VAULT,
-        server.push,
+        push or server.push,
         server.pull,
         refresh_login=refresh_login,
         config=config,
@@ -333,8 +334,7 @@ def test_close_is_bounded_when_the_server_hangs(
         release.wait(WAIT)
         return push(vault, nodes)
 
-    runner = make_runner(provider, server)
-    runner._push = hanging_push
+    runner = make_runner(provider, server, push=hanging_push)
     worker = worker_factory(runner)
     assert entered.wait(WAIT)
     started = time.monotonic()

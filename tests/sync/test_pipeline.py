@@ -1,0 +1,186 @@
+"""The runner's pipelining: the next batch is sealed while one is in flight, the next page is
+fetched while one is stored, and work done ahead never changes what is stored or recorded."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from tapes_e2e.node import Node
+from tapes_e2e.providers.local import LocalProvider
+from tapes_e2e.store.syncstate import SyncState
+from tapes_e2e.sync.worker import PulledBatch, SyncError, SyncRunner, run_sync
+from tests.conftest import chain
+from tests.sync.test_worker import FakeServer
+
+VAULT = "vault-personal"
+WAIT = 10.0
+
+
+@pytest.fixture
+def provider(tmp_path: Path) -> Iterator[LocalProvider]:
+    with LocalProvider(tmp_path / "tapes.sqlite") as store:
+        yield store
+
+
+class TwoStepPusher:
+    """A Pusher over the fake server that records the order of prepare and send calls."""
+
+    def __init__(self, server: FakeServer, batches: int) -> None:
+        self.server = server
+        self.batches = batches
+        self.log: list[tuple[str, str]] = []
+        self.threads: set[str] = set()
+        self.changed = threading.Condition()
+        self.fail_prepare_of: str | None = None
+
+    def _count(self, kind: str) -> int:
+        return sum(1 for what, _ in self.log if what == kind)
+
+    def prepare(self, vault: str, nodes: Sequence[Node]) -> object:
+        with self.changed:
+            self.log.append(("prepare", nodes[0].hash))
+            self.threads.add(threading.current_thread().name)
+            self.changed.notify_all()
+        if nodes[0].hash == self.fail_prepare_of:
+            raise SyncError("server", "sealing failed")
+        return list(nodes)
+
+    def send(self, vault: str, prepared: object) -> list[str]:
+        """Wait (bounded) until the next batch is being prepared: proof that it runs ahead."""
+        nodes: list[Node] = prepared  # type: ignore[assignment]
+        with self.changed:
+            sent = self._count("send")
+            self.changed.wait_for(
+                lambda: self._count("prepare") >= min(sent + 2, self.batches), WAIT
+            )
+            self.log.append(("send", nodes[0].hash))
+        return self.server.push(vault, nodes)
+
+
+class TwoStepPuller:
+    """A Puller over the fake server; ``fail_fetch_after`` makes the fetch after that cursor
+    fail once."""
+
+    def __init__(self, server: FakeServer) -> None:
+        self.server = server
+        self.fetches: list[tuple[int, str]] = []
+        self.fail_fetch_after: int | None = None
+
+    def fetch(self, vault: str, after: int, limit: int) -> object:
+        self.fetches.append((after, threading.current_thread().name))
+        if after == self.fail_fetch_after:
+            self.fail_fetch_after = None
+            raise SyncError("offline", "the connection dropped")
+        return self.server.pull(vault, after, limit)
+
+    def open(self, vault: str, after: int, fetched: object) -> PulledBatch:
+        assert isinstance(fetched, PulledBatch)
+        return fetched
+
+
+def runner_for(
+    provider: LocalProvider, server: FakeServer, pusher: object, puller: object
+) -> SyncRunner:
+    return SyncRunner(
+        SyncState(provider),
+        VAULT,
+        pusher,  # type: ignore[arg-type]
+        puller,  # type: ignore[arg-type]
+        batch_size=10,
+        page_size=10,
+    )
+
+
+def test_the_next_batch_is_sealed_on_a_helper_thread_before_this_one_is_sent(
+    provider: LocalProvider,
+) -> None:
+    server = FakeServer()
+    nodes = chain([f"turn {i}" for i in range(35)])
+    provider.put_many(nodes)
+    pusher = TwoStepPusher(server, batches=4)
+    result = run_sync(runner_for(provider, server, pusher, server.pull))
+    assert result is not None
+    assert result.result == "ok"
+    firsts = [nodes[i].hash for i in (0, 10, 20, 30)]
+    # Batch n+1 is prepared before batch n is sent, each batch exactly once.
+    assert pusher.log == [
+        ("prepare", firsts[0]),
+        ("prepare", firsts[1]),
+        ("send", firsts[0]),
+        ("prepare", firsts[2]),
+        ("send", firsts[1]),
+        ("prepare", firsts[3]),
+        ("send", firsts[2]),
+        ("send", firsts[3]),
+    ]
+    assert any(name.startswith("tapes-sync-ahead") for name in pusher.threads)
+    assert server.hashes() == [n.hash for n in nodes]
+    assert all(count == 1 for count in server.received.values())
+    assert SyncState(provider).pending_push_count(VAULT) == 0
+
+
+def test_a_failure_sealing_ahead_surfaces_for_its_batch_and_the_retry_converges(
+    provider: LocalProvider,
+) -> None:
+    server = FakeServer()
+    nodes = chain([f"turn {i}" for i in range(30)])
+    provider.put_many(nodes)
+    pusher = TwoStepPusher(server, batches=2)
+    pusher.fail_prepare_of = nodes[10].hash
+    runner = runner_for(provider, server, pusher, server.pull)
+    first = run_sync(runner)
+    assert first is not None
+    assert first.result == "server"
+    # The batch before the failure was sent and recorded; nothing after it.
+    assert server.hashes() == [n.hash for n in nodes[:10]]
+    assert SyncState(provider).pending_push_count(VAULT) == 20
+    pusher.fail_prepare_of = None
+    second = run_sync(runner)
+    assert second is not None
+    assert second.result == "ok"
+    assert server.hashes() == [n.hash for n in nodes]
+    assert all(count == 1 for count in server.received.values())
+
+
+def test_the_next_page_is_fetched_ahead_and_every_page_is_stored_once_in_order(
+    provider: LocalProvider, tmp_path: Path
+) -> None:
+    server = FakeServer()
+    nodes = chain([f"turn {i}" for i in range(35)])
+    server.push(VAULT, nodes)
+    puller = TwoStepPuller(server)
+    with LocalProvider(tmp_path / "other.sqlite") as other:
+        result = run_sync(runner_for(other, server, server.push, puller))
+        assert result is not None
+        assert result.result == "ok"
+        assert [after for after, _ in puller.fetches] == [0, 10, 20, 30]
+        assert {name for _, name in puller.fetches[1:]} == {"tapes-sync-ahead_0"}
+        assert sorted(n.hash for n in other.list()) == sorted(n.hash for n in nodes)
+        assert SyncState(other).cursor(VAULT) == 35
+
+
+def test_a_failure_fetching_ahead_stops_at_that_page_and_the_next_round_resumes(
+    provider: LocalProvider, tmp_path: Path
+) -> None:
+    server = FakeServer()
+    nodes = chain([f"turn {i}" for i in range(30)])
+    server.push(VAULT, nodes)
+    puller = TwoStepPuller(server)
+    puller.fail_fetch_after = 20
+    with LocalProvider(tmp_path / "other.sqlite") as other:
+        runner = runner_for(other, server, server.push, puller)
+        first = run_sync(runner)
+        assert first is not None
+        assert first.result == "offline"
+        # Pages 1 and 2 are stored with their cursor; the failed page moved nothing.
+        assert SyncState(other).cursor(VAULT) == 20
+        assert len(other.list()) == 20
+        second = run_sync(runner)
+        assert second is not None
+        assert second.result == "ok"
+        assert SyncState(other).cursor(VAULT) == 30
+        assert sorted(n.hash for n in other.list()) == sorted(n.hash for n in nodes)
