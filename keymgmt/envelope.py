@@ -19,7 +19,6 @@ failure inside it raises the one opaque :class:`~keymgmt.errors.IntegrityError`.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import struct
 from collections.abc import Callable, Mapping
@@ -166,19 +165,33 @@ class OpenedNode:
 
 
 def _ad(env: Envelope, digest: bytes) -> bytes:
+    return _ad_of(
+        (env.version, env.team, env.epoch, env.node_id, env.parent_id, env.author,
+         env.record_type), env.ciphertext is not None, env.padded_size, digest,
+    )  # fmt: skip
+
+
+def _ad_of(
+    header: tuple[int, str, int, str, str | None, str, str],
+    encrypted: bool,
+    padded_size: int,
+    digest: bytes,
+) -> bytes:
+    """The associated data of a record with this header (the envelope's first seven fields)."""
+    version, team, epoch, node, parent, author, record_type = header
     return b"".join(
         (
             labels.ENVELOPE_AD,
-            bytes([env.version & 0xFF]),
-            lp(env.team.encode()),
-            u64(env.epoch),
-            lp(env.node_id.encode()),
-            b"\x01" if env.parent_id is not None else b"\x00",
-            lp((env.parent_id or "").encode()),
-            lp(env.author.encode()),
-            lp(env.record_type.encode()),
-            b"\x00" if env.ciphertext is None else b"\x01",
-            u64(env.padded_size),
+            bytes([version & 0xFF]),
+            lp(team.encode()),
+            u64(epoch),
+            lp(node.encode()),
+            b"\x01" if parent is not None else b"\x00",
+            lp((parent or "").encode()),
+            lp(author.encode()),
+            lp(record_type.encode()),
+            b"\x01" if encrypted else b"\x00",
+            u64(padded_size),
             digest,
         )
     )
@@ -247,29 +260,30 @@ def seal_node(
         None if parent_tapes_hash is None else node_id(vault_id_key, _check_hash(parent_tapes_hash))
     )
     header = (labels.PROTOCOL_VERSION, team, epoch, node_id(vault_id_key, _check_hash(tapes_hash)),
-              parent, author, record_type, dict(metadata))  # fmt: skip
+              parent, author, record_type)  # fmt: skip
+    clear = dict(metadata)
     try:
-        digest = metadata_digest(header[-1])
+        digest = metadata_digest(clear)
     except ValueError:
         raise PolicyError("metadata values must be strings or integers below 2**53") from None
     if body is None:
         if signer is None:
             raise PolicyError("a metadata-only record must be signed by its author")
-        env = Envelope(*header, 0, None, None)
-        signature = signer.sign(labels.ENVELOPE_METADATA_SIGNATURE + _ad(env, digest))
-        return dataclasses.replace(env, signature=signature)
+        ad = _ad_of(header, False, 0, digest)
+        signature = signer.sign(labels.ENVELOPE_METADATA_SIGNATURE + ad)
+        return Envelope(*header, clear, 0, None, None, signature)
     if epoch_key is None:
         raise PolicyError("an encrypted record needs the epoch key")
     if len(body) > MAX_BODY_BYTES:
         raise PolicyError(f"node body exceeds {MAX_BODY_BYTES} bytes")
     padded = _frame(body)
     nonce = prim.random_bytes(prim.AEAD_NONCE_BYTES) if nonce is None else nonce
-    env = Envelope(*header, len(padded), nonce, b"")
     try:
-        ciphertext = prim.aead_encrypt(epoch_key, nonce, padded, _ad(env, digest))
+        ad = _ad_of(header, True, len(padded), digest)
+        ciphertext = prim.aead_encrypt(epoch_key, nonce, padded, ad)
     except prim.PrimitiveError:
         raise PolicyError("epoch key must be 32 bytes and nonce 24 bytes") from None
-    return dataclasses.replace(env, ciphertext=ciphertext)
+    return Envelope(*header, clear, len(padded), nonce, ciphertext)
 
 
 def _fail(reason: str) -> IntegrityError:

@@ -201,7 +201,8 @@ class VaultPuller:
                 continue  # a metadata-only vault: usage records, never content to store
             nodes.append((opened, node_id))
         cursor = max([after, page.cursor, *(item.seq for item in page.items)])
-        return PulledBatch(nodes=nodes, cursor=cursor, more=page.more, rejected=rejected)
+        # open_envelope built each node by parsing the body and recomputing its hash.
+        return PulledBatch(nodes, cursor, page.more, rejected, hashes_checked=True)
 
     def __call__(self, vault: str, after: int, limit: int) -> PulledBatch:
         """Both steps at once: a plain pull function."""

@@ -110,7 +110,8 @@ class PulledBatch:
 
     ``nodes`` are (node, server node id) in server order; ``cursor`` is the position after the
     whole page (refused envelopes included); ``head`` is the chain head verified with it, if it
-    moved.
+    moved. ``hashes_checked`` says every node's hash was recomputed from its content when it was
+    opened, so storing it need not hash it again.
     """
 
     nodes: Sequence[tuple[Node, str]]
@@ -118,6 +119,7 @@ class PulledBatch:
     more: bool
     rejected: Sequence[str] = ()
     head: dict[str, Any] | None = None
+    hashes_checked: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -373,7 +375,9 @@ class SyncRunner:
             )
             self._pull_ahead = _Ahead(page.cursor, future)
         nodes, orphans = self._without_orphans(page.nodes)
-        self.state.store_pulled(self.vault, nodes, page.cursor, head=page.head)
+        self.state.store_pulled(
+            self.vault, nodes, page.cursor, head=page.head, check_hashes=not page.hashes_checked
+        )
         self.pulled += len(nodes)
         return PulledPage(len(nodes), page.cursor, page.more, (*page.rejected, *orphans))
 
