@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -154,3 +155,59 @@ def test_a_chain_rolled_back_below_the_verified_head_is_refused(
     assert code == 1
     assert err.startswith("tapes: error: ")
     assert sorted(hashes(tmp_path / "laptop")) == synced  # the local store is untouched
+
+
+def _cursor(home: Path) -> int:
+    with sqlite3.connect(home / "tapes.sqlite") as db:
+        row = db.execute("SELECT value FROM e2e_state WHERE key = 'cursor'").fetchone()
+    return int(row[0]) if row else 0
+
+
+def test_a_cursor_that_never_advances_ends_the_round_instead_of_looping(
+    synced: list[str], tapes: Tapes, tmp_path: Path, client: TestClient[Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """Every pull answers "more" from where the client already is, with nothing in it."""
+
+    def stall(page: dict[str, Any]) -> None:
+        page.update(items=[], cursor=0, more=True)
+
+    evil = hostile(client, "/api/v1/sync/pull", stall)
+    monkeypatch.setattr(auth_cli, "http_factory", lambda _url: evil)
+    code, _, err = tapes("desktop", "storage", "sync")
+    assert code == 1
+    assert "integrity" in err
+    assert "cursor did not advance" in err
+    assert hashes(tmp_path / "desktop") == []
+    assert _cursor(tmp_path / "desktop") == 0
+
+
+def test_a_cursor_sent_back_to_the_start_never_moves_the_clients_back(
+    synced: list[str], tapes: Tapes, tmp_path: Path, client: TestClient[Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """After an honest sync the server answers with cursor 0, "more", and the old nodes again."""
+    desktop = tmp_path / "desktop"
+    assert tapes("desktop", "storage", "sync")[0] == 0
+    assert sorted(hashes(desktop)) == synced
+    honest = _cursor(desktop)
+    assert honest > 0
+    replay: list[dict[str, Any]] = []
+
+    def rewind(page: dict[str, Any]) -> None:
+        if not replay:  # the first answer after the honest sync: capture a page of old items
+            replay.extend(client.get(
+                "/api/v1/sync/pull", params={"vault": page["vault"], "after": 0},
+                headers={"Authorization": "Bearer " + json.loads(
+                    (desktop / "session.json").read_text())["access_token"]},
+            ).json()["items"])  # fmt: skip
+        page.update(items=replay, cursor=0, more=True)
+
+    evil = hostile(client, "/api/v1/sync/pull", rewind)
+    monkeypatch.setattr(auth_cli, "http_factory", lambda _url: evil)
+    code, _, err = tapes("desktop", "storage", "sync")
+    assert code == 1
+    assert "cursor did not advance" in err
+    assert _cursor(desktop) == honest  # never moved back
+    assert sorted(hashes(desktop)) == synced  # the replayed nodes are stored once
+    assert tapes("desktop", "verify")[0] == 0
