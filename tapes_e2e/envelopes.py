@@ -22,9 +22,16 @@ import msgspec
 
 import keymgmt
 from keymgmt.metadata import MetadataValue
-from tapes_e2e.node import Node, node_from_bytes
+from tapes_e2e.node import Bucket, BucketHeader, Node, bucket_header, node_from_bytes
 
-__all__ = ["MetadataRecord", "clear_fields", "node_body", "open_envelope", "seal_envelope"]
+__all__ = [
+    "MetadataRecord",
+    "body_and_fields",
+    "clear_fields",
+    "node_body",
+    "open_envelope",
+    "seal_envelope",
+]
 
 _encode = msgspec.json.Encoder().encode
 
@@ -60,14 +67,17 @@ def _iso(created_at: str) -> str | None:
         return None
 
 
-def clear_fields(node: Node) -> dict[str, object]:
-    """Every field a metadata policy may show in clear; ``project_metadata`` picks from these."""
+def clear_fields(node: Node, bucket: Bucket | BucketHeader | None = None) -> dict[str, object]:
+    """Every field a metadata policy may show in clear; ``project_metadata`` picks from these.
+
+    ``bucket`` (default: the node's) gives model, provider, agent name and role."""
+    bucket = node.bucket if bucket is None else bucket
     usage = node.usage
     fields: dict[str, object] = {
-        "model": node.bucket.model or None,
-        "provider": node.bucket.provider or None,
-        "agent_name": node.bucket.agent_name or None,
-        "role": node.bucket.role or None,
+        "model": bucket.model or None,
+        "provider": bucket.provider or None,
+        "agent_name": bucket.agent_name or None,
+        "role": bucket.role or None,
         "stop_reason": node.stop_reason or None,
         "project": node.project or None,
         "created_at": _iso(node.created_at),
@@ -75,6 +85,21 @@ def clear_fields(node: Node) -> dict[str, object]:
     if usage is not None:
         fields |= usage.to_json()
     return fields
+
+
+def body_and_fields(node: Node) -> tuple[bytes, dict[str, object]]:
+    """The sealed body and the clear fields of ``node``.
+
+    A node read from the store whose bucket is not decoded yet keeps its stored bucket JSON:
+    the body embeds those bytes as they are and the fields come from a read of them with the
+    decoder the opening side uses, so the content is never decoded and encoded again on push.
+    The opening side parses the body and recomputes the hash either way.
+    """
+    raw = node.bucket.undecoded_json()
+    header = None if raw is None else bucket_header(raw)
+    if raw is None or header is None:
+        return node_body(node), clear_fields(node)
+    return _encode(node.json_with_bucket(msgspec.Raw(raw))), clear_fields(node, header)
 
 
 def seal_envelope(
@@ -85,7 +110,8 @@ def seal_envelope(
     author: keymgmt.Identity,
 ) -> keymgmt.Envelope:
     """Seal ``node`` for the team's current epoch under the team's content and metadata policy."""
-    metadata = keymgmt.project_metadata(state.metadata_policy, clear_fields(node))
+    body, fields = body_and_fields(node)
+    metadata = keymgmt.project_metadata(state.metadata_policy, fields)
     omit = state.content_policy == "omit"
     epoch, epoch_key = (state.epoch, None) if omit else keys.sealing_key(state)
     return keymgmt.seal_node(
@@ -95,7 +121,7 @@ def seal_envelope(
         vault_id_key=keys.vault_id_key,
         tapes_hash=node.hash,
         parent_tapes_hash=node.parent_hash,
-        body=None if omit else node_body(node),
+        body=None if omit else body,
         metadata=metadata,
         author=author.fingerprint,
         signer=author if omit else None,

@@ -126,6 +126,10 @@ class Bucket:
                 raise InvalidNodeError("bucket content must hold ContentBlock values")
             object.__setattr__(self, "content", blocks)
 
+    def undecoded_json(self) -> bytes | None:
+        """The stored JSON this bucket was read from, while it is not decoded yet (else None)."""
+        return None
+
     def text(self) -> str:
         """The readable text of the bucket, as Go's ``ExtractText`` joins it."""
         parts = []
@@ -224,10 +228,14 @@ class Node:
 
     def to_json(self) -> dict[str, Any]:
         """The node as Go's JSON (``bucket`` in stored form), plus ``created_at`` when known."""
+        return self.json_with_bucket(go_view(self.bucket, "stored"))
+
+    def json_with_bucket(self, bucket: Any) -> dict[str, Any]:
+        """``to_json`` with ``bucket`` as the bucket's value (a ``msgspec.Raw``, say)."""
         out: dict[str, Any] = {
             "hash": self.hash,
             "parent_hash": self.parent_hash,
-            "bucket": go_view(self.bucket, "stored"),
+            "bucket": bucket,
         }
         if self.stop_reason:
             out["stop_reason"] = self.stop_reason
@@ -407,6 +415,33 @@ def _bucket_from_wire(wire: _WireBucket) -> Bucket:
         provider=wire.provider or "",
         agent_name=wire.agent_name or "",
     )
+
+
+@dataclass(frozen=True, slots=True)
+class BucketHeader:
+    """A bucket's scalar fields, read from its JSON without building its content."""
+
+    type: str
+    role: str
+    model: str
+    provider: str
+    agent_name: str
+
+
+def bucket_header(data: bytes) -> BucketHeader | None:
+    """The scalars of the bucket JSON ``data`` exactly as :func:`node_from_bytes` will read them
+    from a node body that embeds ``data`` (the same decoder), or None where that reader would
+    take its Go-compatible slow path; then the caller should decode the bucket in full."""
+    if b"-0" in data:
+        return None
+    try:
+        wire = _bucket_decoder.decode(data)
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        return None
+    return BucketHeader(
+        wire.type or "", wire.role or "", wire.model or "", wire.provider or "",
+        wire.agent_name or "",
+    )  # fmt: skip
 
 
 def bucket_from_bytes(data: bytes) -> Bucket:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -10,12 +11,14 @@ import pytest
 import keymgmt
 from tapes_e2e.envelopes import (
     MetadataRecord,
+    body_and_fields,
     clear_fields,
     node_body,
     open_envelope,
     seal_envelope,
 )
 from tapes_e2e.node import Node
+from tapes_e2e.providers.local import LocalProvider
 from tests.conftest import chain
 
 
@@ -108,3 +111,47 @@ def test_go_timestamps_become_iso_metadata() -> None:
     node = dataclasses.replace(chain(["t"])[0], created_at="2026-11-24 23:37:56.726195728+00:00")
     assert clear_fields(node)["created_at"] == "2026-11-24T23:37:56.726195+00:00"
     assert clear_fields(dataclasses.replace(node, created_at="junk"))["created_at"] is None
+
+
+def _stored(tmp_path: Path, nodes: list[Node]) -> list[Node]:
+    """The nodes as the store hands them out: buckets not decoded yet."""
+    with LocalProvider(tmp_path / "tapes.sqlite") as store:
+        store.put_many(nodes)
+        return [store.get(node.hash) for node in nodes]
+
+
+@pytest.mark.parametrize("policy", ["none", "coarse", "full"])
+def test_a_node_from_the_store_is_sealed_from_its_stored_bucket_bytes(
+    tmp_path: Path, policy: str
+) -> None:
+    """Pushing reuses the stored bucket JSON (Go's escaping included) instead of decoding it,
+    and the envelope opens to the same node and the same clear metadata as the decoded path."""
+    team = Team(metadata_policy=policy)
+    nodes = chain(["<b>bold</b> & \u2028 \U0001f600", "second"])
+    for original, stored in zip(nodes, _stored(tmp_path, nodes), strict=True):
+        raw = stored.bucket.undecoded_json()
+        assert raw is not None
+        body, fields = body_and_fields(stored)
+        assert raw in body  # the stored bytes, as they are
+        assert fields == clear_fields(original)
+        opened = team.open(team.seal(stored))
+        assert opened == original
+        assert stored.bucket.undecoded_json() == raw  # sealing did not decode it either
+
+
+def test_a_stored_bucket_the_fast_reader_would_not_take_is_decoded_in_full(
+    tmp_path: Path,
+) -> None:
+    """A ``-0`` in the bucket sends the opening side to its Go-compatible reader: the pushing side
+    then encodes the decoded bucket instead of reusing the bytes."""
+    team = Team()
+    node = chain(["minus zero"])[0]
+    block = dataclasses.replace(node.bucket.content[0], tool_input={"x": -0.0})  # type: ignore[index]
+    odd = Node.new(dataclasses.replace(node.bucket, content=(block,)))
+    (stored,) = _stored(tmp_path, [odd])
+    raw = stored.bucket.undecoded_json()
+    assert raw is not None
+    assert b"-0" in raw
+    body, _ = body_and_fields(stored)
+    assert raw not in body
+    assert team.open(team.seal(stored)) == odd

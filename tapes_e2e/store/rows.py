@@ -119,6 +119,14 @@ class StoredBucket(Bucket):
         object.__setattr__(bucket, "_node_hash", node_hash)
         return bucket
 
+    def undecoded_json(self) -> bytes | None:
+        try:
+            object.__getattribute__(self, "type")
+        except AttributeError:  # not decoded yet
+            raw: bytes = object.__getattribute__(self, "_raw")
+            return raw
+        return None
+
     def __getattr__(self, name: str) -> Any:
         # Only reached while a field is still unset, that is before the first decode.
         if name not in _BUCKET_FIELDS:
