@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import msgspec
 
@@ -38,7 +39,7 @@ from tapes_e2e.sync.worker import (
     SyncRunner,
 )
 
-__all__ = ["VaultHolder", "pull_fn", "push_fn", "refresh_fn", "vault_runner"]
+__all__ = ["PushHooks", "VaultHolder", "pull_fn", "push_fn", "refresh_fn", "vault_runner"]
 
 
 def _failure(exc: ServerError) -> SyncError:
@@ -94,8 +95,22 @@ class VaultHolder:
 _CHAIN, _KEYRINGS = "chain_material", "keyring_material"
 
 
-def push_fn(api: ApiClient, holder: VaultHolder) -> PushFn:
+class PushHooks(Protocol):
+    """What a team vault adds to a push (``tapes_e2e.teams.routing``): ``before_push`` catches up
+    with a chain that moved, so nothing is sealed under an epoch a removal ended;
+    ``after_push`` runs once the server acknowledged the batch (auto_share)."""
+
+    def before_push(self, holder: VaultHolder) -> None: ...
+
+    def after_push(
+        self, access: VaultAccess, nodes: Sequence[Node], node_ids: Sequence[str]
+    ) -> None: ...
+
+
+def push_fn(api: ApiClient, holder: VaultHolder, hooks: PushHooks | None = None) -> PushFn:
     def push(vault: str, nodes: Sequence[Node]) -> PushReceipt:
+        if hooks is not None:
+            hooks.before_push(holder)
         access = holder.access
         envelopes = [
             seal_envelope(
@@ -110,6 +125,8 @@ def push_fn(api: ApiClient, holder: VaultHolder) -> PushFn:
         ids = [str(envelope["node_id"]) for envelope in envelopes]
         if set(ids) - set(result.stored) - set(result.existing):
             raise SyncError("server", "the server did not acknowledge every node of the batch")
+        if hooks is not None:
+            hooks.after_push(access, nodes, ids)
         return PushReceipt(ids, result.first_seq, result.head_seq if result.first_seq else 0)
 
     return push
@@ -168,16 +185,17 @@ def vault_runner(
     sync_interval: float = 300.0,
     on_integrity: Callable[[str], None] | None = None,
     on_progress: Callable[[Event], None] | None = None,
+    hooks: PushHooks | None = None,
 ) -> SyncRunner:
     """A runner for ``vault`` over ``store``. The chain is verified against the head this store
     verified last (a fork or rollback is refused) and the keys opened, from the cache when the
-    store has one; the new head is recorded."""
+    store has one; the new head is recorded. ``hooks`` are a team vault's push hooks."""
     state = SyncState(store)
     holder = VaultHolder(api, state, vault, identity)
     return SyncRunner(
         state,
         vault,
-        push_fn(api, holder),
+        push_fn(api, holder, hooks),
         pull_fn(api, holder),
         refresh_login=refresh_fn(api),
         config=EngineConfig(interval=sync_interval),
