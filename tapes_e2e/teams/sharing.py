@@ -56,6 +56,8 @@ def share_session(
     """Push the session into the team vault if needed and share it; returns its keyed leaf ID."""
     access = open_team(api, team, identity, dotdir)
     keys = access.content_keys()
+    if expires_at is not None:  # the signed expiry is in whole seconds; the two must agree
+        expires_at = expires_at.replace(microsecond=0)
     push_session(api, access, identity, path)
     leaf_id = keymgmt.node_id(keys.vault_id_key, path[-1].hash)
     share = keymgmt.create_share(
