@@ -13,6 +13,9 @@ It never creates a client of its own and sends every request with a timeout.
   persisted) and retries once. Refreshes are serialised, so two threads never spend the same
   refresh token (the server would revoke the whole login). An ``api_key`` (``tapes_…``) is used
   instead of a session when given; it is never refreshed.
+- **Teams**: create, keyrings, invites, join requests, shares and the shared lists
+  (:meth:`ApiClient.create_team` … :meth:`ApiClient.team_sessions`); what they return is
+  unverified until checked against the verified chain (``tapes_e2e.teams``).
 - **Answers** are decoded with msgspec into the protocol structs, so a garbled or hostile answer
   is a :class:`~tapes_e2e.errors.ProtocolError`, never a ``KeyError`` later; errors map to
   the tree in :mod:`tapes_e2e.errors` and never carry a response body.

@@ -1,9 +1,9 @@
 """``tapes team``: create teams, invite and approve members, remove them, see the verified roster.
 
-Everything shown about a team comes from its signed chain as this client verified it (members
-are named by key fingerprint; the server's own lists are never shown as fact). Invite codes carry
-a one-time secret: they are printed once, to be passed out of band, and kept in ``teams.json``
-(mode 0600) until used.
+What ``show`` prints comes from the team's signed chain as this client verified it (members
+are named by key fingerprint); ``list`` is the server's list of teams and roles. Invite codes
+carry a one-time secret: they are printed once, to be passed out of band, and kept in
+``teams.json`` (mode 0600) until used.
 """
 
 from __future__ import annotations

@@ -89,12 +89,15 @@ def verify_team(
     if state.member(identity.fingerprint) is None:
         raise TeamError(f"you are no longer a member of team {team}")
 
-    def change(data: local.TeamsFile) -> None:
-        for invite_id in joins:
-            data.joins.pop(invite_id, None)
+    if joins:  # verified against the code: the secret is not needed any more
 
-    local.update(dotdir, change)
-    local.save_head(dotdir, team, state.head)
+        def change(data: local.TeamsFile) -> None:
+            for invite_id in joins:
+                data.joins.pop(invite_id, None)
+
+        local.update(dotdir, change)
+    if head != state.head:
+        local.save_head(dotdir, team, state.head)
     return state
 
 

@@ -19,12 +19,15 @@ from sqlalchemy.orm import Session
 import keymgmt
 from server.db.models import NodeRecord
 from tapes_e2e import account
+from tapes_e2e.cli.context import Settings
 from tapes_e2e.client import ApiClient
 from tapes_e2e.envelopes import MetadataRecord, open_envelope
 from tapes_e2e.identity import unlock
+from tapes_e2e.providers import open_provider
 from tapes_e2e.providers.local import LocalProvider
 from tapes_e2e.teams import local
 from tapes_e2e.teams.access import TeamAccess, open_team
+from tapes_e2e.teams.routing import TeamCloudProvider
 from tests.client.conftest import FAST, Tapes
 from tests.client.test_sync_round_trip import hashes
 from tests.conftest import chain
@@ -321,3 +324,24 @@ def test_other_bad_inputs_are_one_line_errors(team: Team, tapes: Tapes, tmp_path
     one_error(tapes("alice", "team", "create", "X", "--metadata", "all"), "--metadata")
     one_error(tapes("alice", "team", "approve", team.id), "asks about each joiner")
     assert local.load(tmp_path / "alice").invites == {}  # no refused invite left a secret behind
+
+
+def test_the_cloud_provider_puts_into_the_team_and_auto_shares_on_close(
+    team: Team, tapes: Tapes, tmp_path: Path, client: TestClient[Any]
+) -> None:
+    alice = team.home("alice")
+    team.sync_into_team("alice", auto_share=True)
+    ok(tapes("alice", "storage", "set-provider", "cloud"))
+    settings = Settings.resolve(config_dir=alice, db=None, debug=False)
+    cloud = open_provider(settings)
+    assert isinstance(cloud, TeamCloudProvider)
+    nodes = chain(["straight to the cloud", "no local copy"])
+    assert [cloud.put(n) for n in nodes] == [True, True]
+    cloud.close()
+    rows = team_rows(client, team.id)
+    assert len(rows) == 2
+    assert {r.epoch for r in rows} == {1}
+    listed = json.loads(ok(tapes("bob", "session", "shared", "--json")))
+    assert [(s["session_id"], s["title"]) for s in listed] == [
+        (nodes[-1].hash, "straight to the cloud")
+    ]
