@@ -24,6 +24,7 @@ from tapes_e2e.client import ApiClient
 from tapes_e2e.envelopes import MetadataRecord, open_envelope
 from tapes_e2e.identity import unlock
 from tapes_e2e.providers import open_provider
+from tapes_e2e.providers.hybrid import HybridProvider
 from tapes_e2e.providers.local import LocalProvider
 from tapes_e2e.teams import local
 from tapes_e2e.teams.access import TeamAccess, open_team
@@ -345,3 +346,22 @@ def test_the_cloud_provider_puts_into_the_team_and_auto_shares_on_close(
     assert [(s["session_id"], s["title"]) for s in listed] == [
         (nodes[-1].hash, "straight to the cloud")
     ]
+
+
+def test_the_hybrid_worker_syncs_into_the_team_and_auto_shares(
+    team: Team, tapes: Tapes, tmp_path: Path, client: TestClient[Any]
+) -> None:
+    alice = team.home("alice")
+    team.sync_into_team("alice", auto_share=True)
+    ok(tapes("alice", "storage", "set-provider", "hybrid"))
+    settings = Settings.resolve(config_dir=alice, db=alice / "tapes.sqlite", debug=False)
+    hybrid = open_provider(settings)
+    assert isinstance(hybrid, HybridProvider)
+    nodes = chain(["recorded through the proxy", "synced in the background"])
+    for node in nodes:
+        hybrid.put(node)
+    hybrid.close()  # sync_on_close: one last bounded round
+    assert {r.epoch for r in team_rows(client, team.id)} == {1}
+    assert len(team_rows(client, team.id)) == 2
+    listed = json.loads(ok(tapes("bob", "session", "shared", "--json")))
+    assert [s["session_id"] for s in listed] == [nodes[-1].hash]
