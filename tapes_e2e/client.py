@@ -13,6 +13,9 @@ It never creates a client of its own and sends every request with a timeout.
   persisted) and retries once. Refreshes are serialised, so two threads never spend the same
   refresh token (the server would revoke the whole login). An ``api_key`` (``tapes_…``) is used
   instead of a session when given; it is never refreshed.
+- **Teams**: create, keyrings, invites, join requests, shares and the shared lists
+  (:meth:`ApiClient.create_team` … :meth:`ApiClient.team_sessions`); what they return is
+  unverified until checked against the verified chain (``tapes_e2e.teams``).
 - **Answers** are decoded with msgspec into the protocol structs, so a garbled or hostile answer
   is a :class:`~tapes_e2e.errors.ProtocolError`, never a ``KeyError`` later; errors map to
   the tree in :mod:`tapes_e2e.errors` and never carry a response body.
@@ -55,7 +58,19 @@ from tapes_e2e.protocol import (
     UserOut,
     VaultOut,
 )
-from tapes_e2e.protocol.teams import ChainHeadOut, ChainPage, KeyringOut, SignedWire
+from tapes_e2e.protocol.teams import (
+    ChainHeadOut,
+    ChainPage,
+    InviteOut,
+    JoinRequestOut,
+    JoinResult,
+    KeyringOut,
+    KeyringUploaded,
+    ShareOut,
+    SharePage,
+    SignedWire,
+    TeamCreated,
+)
 from tapes_e2e.protocol.vaults import GenesisCreated
 
 __all__ = ["DEFAULT_TIMEOUT", "ApiClient", "Session", "Signed", "encode_push"]
@@ -194,6 +209,15 @@ _CHAIN = msgspec.json.Decoder(ChainPage)
 _HEAD = msgspec.json.Decoder(ChainHeadOut)
 _KEYRINGS = msgspec.json.Decoder(list[KeyringOut])
 _GENESIS = msgspec.json.Decoder(GenesisCreated)
+_VAULT = msgspec.json.Decoder(VaultOut)
+_TEAM_CREATED = msgspec.json.Decoder(TeamCreated)
+_KEYRING_UPLOADED = msgspec.json.Decoder(KeyringUploaded)
+_INVITE = msgspec.json.Decoder(InviteOut)
+_JOINED = msgspec.json.Decoder(JoinResult)
+_JOIN_REQUESTS = msgspec.json.Decoder(list[JoinRequestOut])
+_SHARE = msgspec.json.Decoder(ShareOut)
+_SHARES = msgspec.json.Decoder(list[ShareOut])
+_SHARE_PAGE = msgspec.json.Decoder(SharePage)
 _KEY_CREATED = msgspec.json.Decoder(ApiKeyCreated)
 _KEYS = msgspec.json.Decoder(list[ApiKeyInfo])
 _PROBLEM = msgspec.json.Decoder(_Problem)
@@ -412,6 +436,73 @@ class ApiClient:
         """Upload a personal vault's genesis statement and epoch-1 keyring (once)."""
         body = _encode({"statement": _wire(statement), "keyring": _wire(keyring)})
         return self._call("POST", f"/api/v1/teams/{_seg(vault)}/genesis", _GENESIS, body=body)
+
+    # --- teams, invites and shares --------------------------------------------------------------
+
+    def vault(self, vault: str) -> VaultOut:
+        """One of the caller's vaults (the caller's role, its tier and counts)."""
+        return self._call("GET", f"/api/v1/teams/{_seg(vault)}", _VAULT)
+
+    def create_team(
+        self, team_id: str, name: str, slug: str, statement: Signed, keyring: Signed
+    ) -> TeamCreated:
+        """Create a team vault from the owner's signed genesis and epoch-1 keyring."""
+        body = _encode(
+            {
+                "team_id": team_id,
+                "name": name,
+                "slug": slug,
+                "statement": _wire(statement),
+                "keyring": _wire(keyring),
+            }
+        )
+        return self._call("POST", "/api/v1/teams", _TEAM_CREATED, body=body)
+
+    def upload_keyring(self, team: str, keyring: Signed) -> KeyringUploaded:
+        """Store one epoch's keyring, sealed to the team's readers (owners and admins)."""
+        body = _encode({"keyring": _wire(keyring)})
+        return self._call(
+            "POST", f"/api/v1/teams/{_seg(team)}/keyrings", _KEYRING_UPLOADED, body=body
+        )
+
+    def create_invite(self, team: str, record: Mapping[str, object]) -> InviteOut:
+        """Register an invite: ``keymgmt.Invite.server_record()``, which holds no secret."""
+        path = f"/api/v1/teams/{_seg(team)}/invite"
+        return self._call("POST", path, _INVITE, body=_encode(dict(record)))
+
+    def join(self, invite_id: str, request: Mapping[str, object]) -> JoinResult:
+        """Post a join request (``keymgmt.make_join_request(...).to_dict()``) for the admins."""
+        path = f"/api/v1/invites/{_seg(invite_id)}/join"
+        return self._call("POST", path, _JOINED, body=_encode(dict(request)))
+
+    def join_requests(self, team: str, status: str = "pending") -> list[JoinRequestOut]:
+        """The team's join requests with ``status`` (owners and admins; unverified)."""
+        path = f"/api/v1/teams/{_seg(team)}/join-requests"
+        return self._call("GET", path, _JOIN_REQUESTS, params={"status": status})
+
+    def share(
+        self, leaf_id: str, team: str, statement: Signed, expires_at: datetime | None = None
+    ) -> ShareOut:
+        """Share the session ending at ``leaf_id`` (a node ID the caller pushed) with ``team``."""
+        data: dict[str, Any] = {"team": team, "statement": _wire(statement)}
+        if expires_at is not None:
+            data["expires_at"] = expires_at.astimezone(UTC).isoformat()
+        path = f"/api/v1/sessions/{_seg(leaf_id)}/share"
+        return self._call("POST", path, _SHARE, body=_encode(data))
+
+    def unshare(self, leaf_id: str, team: str) -> None:
+        """Withdraw the live share of ``leaf_id`` with ``team``."""
+        path = f"/api/v1/sessions/{_seg(leaf_id)}/share"
+        self._check(self._authed("DELETE", path, params={"team": team}))
+
+    def shared(self) -> list[ShareOut]:
+        """Live shares of every team the caller reads content in (unverified)."""
+        return self._call("GET", "/api/v1/shared", _SHARES)
+
+    def team_sessions(self, team: str, after: int = 0, limit: int = 100) -> SharePage:
+        """One page of the live shares of ``team`` after share sequence ``after`` (unverified)."""
+        path = f"/api/v1/teams/{_seg(team)}/sessions"
+        return self._call("GET", path, _SHARE_PAGE, params={"after": after, "limit": limit})
 
     # --- API keys ----------------------------------------------------------------------------
 

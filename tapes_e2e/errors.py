@@ -15,6 +15,8 @@ Every error carries a one-line ``message`` and, where there is something to do a
     │   └── StoreBusyError           another writer held the database for too long
     ├── InvalidNodeError          a node's fields are malformed or its hash does not match
     ├── ImportFormatError         an import file is malformed (names the line)
+    ├── TeamError                 a team command cannot go on: unknown team, not an admin,
+    │                             an invite that is not this client's, a join not yet approved
     └── ServerError               anything that went wrong talking to the sync server
         ├── ServerUnreachableError   no connection, or no answer in time (offline?)
         ├── AuthError                not logged in, login expired or revoked, API key refused
@@ -46,6 +48,7 @@ __all__ = [
     "StoreBusyError",
     "StoreError",
     "TapesError",
+    "TeamError",
 ]
 
 
@@ -102,6 +105,10 @@ class ImportFormatError(TapesError):
     def __init__(self, line: int, reason: str) -> None:
         super().__init__(f"line {line}: {reason}")
         self.line = line
+
+
+class TeamError(TapesError):
+    default_hint = "list your teams with `tapes team list`"
 
 
 LOGIN_HINT = "run `tapes auth login`"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import Protocol, cast
 
 import msgspec
 
@@ -40,6 +40,7 @@ from tapes_e2e.sync.worker import (
 )
 
 __all__ = [
+    "PushHooks",
     "VaultHolder",
     "VaultPuller",
     "VaultPusher",
@@ -103,6 +104,18 @@ class VaultHolder:
 _CHAIN, _KEYRINGS = "chain_material", "keyring_material"
 
 
+class PushHooks(Protocol):
+    """What a team vault adds to a push (``tapes_e2e.teams.routing``): ``before_push`` catches up
+    with a chain that moved, so nothing is sealed under an epoch a removal ended;
+    ``after_push`` runs once the server acknowledged the batch (auto_share)."""
+
+    def before_push(self, holder: VaultHolder) -> None: ...
+
+    def after_push(
+        self, access: VaultAccess, nodes: Sequence[Node], node_ids: Sequence[str]
+    ) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class _Sealed:
     """A batch sealed under ``access`` (the vault's keys at the time), encoded for the wire."""
@@ -121,8 +134,8 @@ class VaultPusher:
     been replaced (the chain moved) is sealed again before it is sent.
     """
 
-    def __init__(self, api: ApiClient, holder: VaultHolder) -> None:
-        self.api, self.holder = api, holder
+    def __init__(self, api: ApiClient, holder: VaultHolder, hooks: PushHooks | None = None) -> None:
+        self.api, self.holder, self.hooks = api, holder, hooks
 
     def prepare(self, vault: str, nodes: Sequence[Node]) -> _Sealed:
         access, author = self.holder.access, self.holder.identity
@@ -135,6 +148,8 @@ class VaultPusher:
 
     def send(self, vault: str, prepared: object) -> PushReceipt:
         prepared = cast("_Sealed", prepared)  # the runner hands back what prepare made
+        if self.hooks is not None:
+            self.hooks.before_push(self.holder)  # may move the holder to a new epoch
         if prepared.access is not self.holder.access:
             prepared = self.prepare(vault, prepared.nodes)
         try:
@@ -143,6 +158,8 @@ class VaultPusher:
             raise _failure(exc) from exc
         if set(prepared.node_ids) - set(result.stored) - set(result.existing):
             raise SyncError("server", "the server did not acknowledge every node of the batch")
+        if self.hooks is not None:
+            self.hooks.after_push(prepared.access, prepared.nodes, prepared.node_ids)
         last = result.head_seq if result.first_seq else 0
         return PushReceipt(prepared.node_ids, result.first_seq, last)
 
@@ -151,8 +168,8 @@ class VaultPusher:
         return self.send(vault, self.prepare(vault, nodes))
 
 
-def push_fn(api: ApiClient, holder: VaultHolder) -> VaultPusher:
-    return VaultPusher(api, holder)
+def push_fn(api: ApiClient, holder: VaultHolder, hooks: PushHooks | None = None) -> VaultPusher:
+    return VaultPusher(api, holder, hooks)
 
 
 class VaultPuller:
@@ -232,16 +249,17 @@ def vault_runner(
     sync_interval: float = 300.0,
     on_integrity: Callable[[str], None] | None = None,
     on_progress: Callable[[Event], None] | None = None,
+    hooks: PushHooks | None = None,
 ) -> SyncRunner:
     """A runner for ``vault`` over ``store``. The chain is verified against the head this store
     verified last (a fork or rollback is refused) and the keys opened, from the cache when the
-    store has one; the new head is recorded."""
+    store has one; the new head is recorded. ``hooks`` are a team vault's push hooks."""
     state = SyncState(store)
     holder = VaultHolder(api, state, vault, identity)
     return SyncRunner(
         state,
         vault,
-        push_fn(api, holder),
+        push_fn(api, holder, hooks),
         pull_fn(api, holder),
         refresh_login=refresh_fn(api),
         config=EngineConfig(interval=sync_interval),

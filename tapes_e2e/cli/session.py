@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Annotated
 
 import typer
 
-from tapes_e2e.cli import output
+from tapes_e2e.cli import output, team
 from tapes_e2e.cli.context import Settings
-from tapes_e2e.errors import TapesError
+from tapes_e2e.errors import TapesError, TeamError
 from tapes_e2e.node import Node
+from tapes_e2e.teams import sharing
+from tapes_e2e.teams.access import resolve_team
 from tapes_e2e.transfer import export_nodes, import_nodes
 
 app = typer.Typer(help="List, show, export and import recorded sessions.", no_args_is_help=True)
@@ -187,3 +191,97 @@ def import_sessions(
         f"imported {result.new:,} new node(s), {result.existing:,} already present, "
         f"into {settings.database.path}"
     )
+
+
+# --- sharing with a team ---------------------------------------------------------------------
+
+TeamOption = Annotated[str, typer.Option("--team", help="Team id or name.")]
+
+
+@app.command("share")
+def share_session(
+    ctx: typer.Context,
+    leaf: Annotated[str, typer.Argument(help="Session ID (leaf hash) or a unique prefix.")],
+    team_name: TeamOption,
+    title: Annotated[str, typer.Option(help="A title, encrypted for the team.")] = "",
+    note: Annotated[str, typer.Option(help="A note, encrypted for the team.")] = "",
+    expires_in: Annotated[
+        str | None, typer.Option(help="Stop sharing after this long, e.g. 7d or 12h.")
+    ] = None,
+) -> None:
+    """Share a session with a team (pushed sealed into the team vault first, if needed)."""
+    settings = _settings(ctx)
+    expires_at = None
+    if expires_in is not None:
+        expires_at = datetime.now(UTC) + timedelta(seconds=team.seconds(expires_in))
+    with settings.store() as store:
+        path = list(reversed(store.ancestry(store.resolve_prefix(leaf))))
+    api, identity = team.connect(settings)
+    team_id = resolve_team(api, team_name)
+    sharing.share_session(
+        api, identity, settings.dotdir.path, team_id, path,
+        title=title, note=note, expires_at=expires_at,
+    )  # fmt: skip
+    output.stdout.print(f"shared session {path[-1].hash} with {team_id}", markup=False)
+    output.note(
+        "members of the team can now pull it (the server enforces who may fetch it; every "
+        "member holding the team key could decrypt it)"
+    )
+
+
+def _leaf_hash(settings: Settings, text: str) -> str:
+    """A local session prefix, or (with no local database) a full 64-hex leaf hash."""
+    if settings.database.path.exists():
+        with settings.store() as store:
+            return store.resolve_prefix(text)
+    if re.fullmatch(r"[0-9a-f]{64}", text):
+        return text
+    raise TeamError(
+        f"{text!r} is not a session hash", hint="give the full session ID (64 hex digits)"
+    )
+
+
+@app.command("unshare")
+def unshare_session(
+    ctx: typer.Context,
+    leaf: Annotated[str, typer.Argument(help="Session ID (leaf hash) or a unique prefix.")],
+    team_name: TeamOption,
+) -> None:
+    """Stop sharing a session with a team; members lose access to it at once."""
+    settings = _settings(ctx)
+    leaf_hash = _leaf_hash(settings, leaf)
+    api, identity = team.connect(settings)
+    team_id = resolve_team(api, team_name)
+    sharing.unshare_session(api, identity, settings.dotdir.path, team_id, leaf_hash)
+    output.stdout.print(f"unshared session {leaf_hash} from {team_id}", markup=False)
+    output.note("what members already pulled stays on their machines")
+
+
+@app.command("shared")
+def shared_sessions(
+    ctx: typer.Context,
+    team_name: Annotated[
+        str | None, typer.Option("--team", help="Only this team (id or name).")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Sessions shared with your teams, verified, with their decrypted titles."""
+    settings = _settings(ctx)
+    api, identity = team.connect(settings)
+    team_id = resolve_team(api, team_name) if team_name is not None else None
+    views, refused = sharing.list_shared(api, identity, settings.dotdir.path, team_id)
+    if as_json:
+        output.emit_json([v.to_json() for v in views])
+    elif not views:
+        output.note("no sessions are shared with your teams")
+    else:
+        rows = [
+            ((v.session_id or v.leaf_id)[:12], v.team_id, v.title, v.shared_by[:14] + "…",
+             v.shared_at.isoformat()[:16], v.expires_at.isoformat()[:16] if v.expires_at else "")
+            for v in views
+        ]  # fmt: skip
+        output.table(("SESSION", "TEAM", "TITLE", "SHARED BY", "SHARED", "EXPIRES"), rows)
+    for message in refused:
+        output.error(message)
+    if refused:
+        raise typer.Exit(1)

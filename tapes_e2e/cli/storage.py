@@ -19,6 +19,7 @@ from tapes_e2e.remote_sync import vault_runner
 from tapes_e2e.store.syncstate import SyncState
 from tapes_e2e.sync.engine import Event, PulledPage, PushAcked
 from tapes_e2e.sync.worker import run_sync
+from tapes_e2e.teams.routing import team_sync_hooks
 
 app = typer.Typer(help="Show and change where sessions are stored.", no_args_is_help=True)
 
@@ -101,7 +102,7 @@ def status(
 
 def _sync_report(settings: Settings, session: Session, store: LocalProvider) -> dict[str, Any]:
     """Pending counts from the local bookkeeping, and the server's view when it answers."""
-    vault = session.personal_vault
+    vault = settings.config.cloud.team_id or session.personal_vault
     state = SyncState(store)
     stored = state.load(vault)
     pending_push = state.pending_push_count(vault)
@@ -215,9 +216,10 @@ def sync(
         raise ConfigError("not logged in to a sync server", hint="run `tapes auth login`")
     identity = unlock(settings.dotdir.path, prompt=auth.prompt_for_passphrase())
     api = auth.api_client(settings, session.server)
-    vault = session.personal_vault
+    vault = settings.config.cloud.team_id or session.personal_vault
     rejected: list[str] = []
     with LocalProvider(settings.database.path) as store, output.progress("syncing", None) as bar:
+        hooks = team_sync_hooks(api, identity, settings, store, vault)
         task = bar.task_ids[0]
 
         def show(event: Event) -> None:
@@ -227,8 +229,9 @@ def sync(
                 bar.update(task, description=f"pulling: {event.count:,} in the last page")
 
         runner = vault_runner(
-            store, api, vault, identity, on_integrity=rejected.append, on_progress=show
-        )
+            store, api, vault, identity, on_integrity=rejected.append, on_progress=show,
+            hooks=hooks,
+        )  # fmt: skip
         bar.update(task, total=runner.state.pending_push_count(vault) or None)
         result = run_sync(runner)
         pending = runner.state.pending_push_count(vault)

@@ -29,6 +29,7 @@ def open_provider(settings: Settings, *, prompt: Callable[[], str] | None = None
     from tapes_e2e.providers.hybrid import HybridProvider  # noqa: PLC0415
     from tapes_e2e.providers.local import LocalProvider  # noqa: PLC0415
     from tapes_e2e.remote_sync import vault_runner  # noqa: PLC0415
+    from tapes_e2e.teams import routing  # noqa: PLC0415
 
     kind = settings.config.provider
     if kind == "local":
@@ -40,13 +41,18 @@ def open_provider(settings: Settings, *, prompt: Callable[[], str] | None = None
         )
     identity = unlock(settings.dotdir.path, prompt=prompt)
     api = auth.api_client(settings, session.server)
-    vault = session.personal_vault
-    if kind == "cloud":
-        return CloudProvider(api, account.open_vault(api, vault, identity), identity)
     cloud = settings.config.cloud
+    vault = cloud.team_id or session.personal_vault
+    if kind == "cloud":
+        if cloud.team_id:
+            return routing.team_cloud_provider(api, identity, settings.dotdir.path, cloud)
+        return CloudProvider(api, account.open_vault(api, vault, identity), identity)
     store = LocalProvider(settings.database.path)
     try:
-        runner = vault_runner(store, api, vault, identity, sync_interval=cloud.sync_interval)
+        hooks = routing.team_sync_hooks(api, identity, settings, store, vault)
+        runner = vault_runner(
+            store, api, vault, identity, sync_interval=cloud.sync_interval, hooks=hooks
+        )
     except BaseException:
         store.close()
         raise

@@ -1,0 +1,269 @@
+"""``tapes team``: create teams, invite and approve members, remove them, see the verified roster.
+
+What ``show`` prints comes from the team's signed chain as this client verified it (members
+are named by key fingerprint); ``list`` is the server's list of teams and roles. Invite codes
+carry a one-time secret: they are printed once, to be passed out of band, and kept in
+``teams.json`` (mode 0600) until used.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Literal, cast
+
+import typer
+
+import keymgmt
+from tapes_e2e import account
+from tapes_e2e.cli import auth, output
+from tapes_e2e.cli.context import Settings
+from tapes_e2e.client import ApiClient
+from tapes_e2e.config import parse_duration
+from tapes_e2e.errors import ConfigError, TeamError
+from tapes_e2e.identity import unlock
+from tapes_e2e.teams import flows
+from tapes_e2e.teams.access import resolve_team, verify_team
+
+__all__ = ["app", "connect", "seconds"]
+
+app = typer.Typer(
+    help="Create teams, invite and approve members, remove them.", no_args_is_help=True
+)
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+MAX_INVITE_DAYS = 30
+
+
+def _settings(ctx: typer.Context) -> Settings:
+    settings: Settings = ctx.obj
+    return settings
+
+
+def connect(settings: Settings) -> tuple[ApiClient, keymgmt.Identity]:
+    """The logged-in client and the unlocked identity; a clear error when not logged in."""
+    session = account.load_session(settings.dotdir.path)
+    if session is None:
+        raise ConfigError("not logged in to a sync server", hint="run `tapes auth login`")
+    identity = unlock(settings.dotdir.path, prompt=auth.prompt_for_passphrase())
+    return auth.api_client(settings, session.server), identity
+
+
+def seconds(text: str, option: str = "--expires-in") -> int:
+    """``7d``, ``24h``, ``90m`` or a Go duration, in whole seconds (more than zero)."""
+    try:
+        value = int(text[:-1]) * 86400 if text.endswith("d") else int(parse_duration(text))
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise TeamError(f"{option} {text!r} is not a duration", hint="write it like 7d, 24h or 30m")
+    return value
+
+
+@app.command("create")
+def create(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The team's name.")],
+    metadata: Annotated[
+        str, typer.Option(help="Clear metadata the server sees: none, coarse or full.")
+    ] = "coarse",
+    content: Annotated[
+        str, typer.Option(help="encrypted, or omit (metadata only: no content leaves).")
+    ] = "encrypted",
+) -> None:
+    """Create a team owned by you: its signed chain and first keyring, made on this machine."""
+    if metadata not in ("none", "coarse", "full"):
+        raise TeamError(f"--metadata {metadata!r}: expected none, coarse or full")
+    if content not in ("encrypted", "omit"):
+        raise TeamError(f"--content {content!r}: expected encrypted or omit")
+    if not name.strip() or len(name) > 200:
+        raise TeamError("a team name has 1 to 200 characters")
+    api, identity = connect(_settings(ctx))
+    created = flows.create_team(
+        api, identity, _settings(ctx).dotdir.path, name.strip(),
+        metadata_policy=cast(Literal["none", "coarse", "full"], metadata),
+        content_policy=cast(Literal["encrypted", "omit"], content),
+    )  # fmt: skip
+    output.stdout.print(f"created team {created.name} ({created.team_id})", markup=False)
+    output.note(
+        f"policy: metadata {metadata}, content {content}; invite members with "
+        f"`tapes team invite {created.team_id}`; sync into it with "
+        f"`tapes storage configure --team {created.team_id}`"
+    )
+
+
+@app.command("list")
+def list_teams(ctx: typer.Context, as_json: JsonFlag = False) -> None:
+    """Your teams, with your role in each."""
+    settings = _settings(ctx)
+    session = account.load_session(settings.dotdir.path)
+    if session is None:
+        raise ConfigError("not logged in to a sync server", hint="run `tapes auth login`")
+    teams = [v for v in auth.api_client(settings, session.server).vaults() if v.kind == "team"]
+    configured = settings.config.cloud.team_id
+    rows = [
+        {"team_id": v.vault_id, "name": v.name, "role": v.role, "tier": v.tier,
+         "nodes": v.node_count, "sync_target": v.vault_id == configured}
+        for v in teams
+    ]  # fmt: skip
+    if as_json:
+        output.emit_json(rows)
+        return
+    if not rows:
+        output.note("you are in no team yet (`tapes team create NAME`, or `tapes team join CODE`)")
+        return
+    output.table(
+        ("TEAM", "NAME", "ROLE", "TIER", "NODES", "SYNC"),
+        [(r["team_id"], r["name"], r["role"], r["tier"], r["nodes"],
+          "yes" if r["sync_target"] else "") for r in rows],
+    )  # fmt: skip
+
+
+@app.command("show")
+def show(
+    ctx: typer.Context,
+    team: Annotated[str, typer.Argument(help="Team id or name.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Members, roles and key fingerprints from the verified chain; the epoch and policy."""
+    settings = _settings(ctx)
+    api, identity = connect(settings)
+    team_id = resolve_team(api, team)
+    state = verify_team(api, team_id, identity, settings.dotdir.path)
+    members = sorted(state.members.values(), key=lambda m: (m.role, m.fingerprint))
+    report = {
+        "team_id": team_id,
+        "epoch": state.epoch,
+        "metadata_policy": state.metadata_policy,
+        "content_policy": state.content_policy,
+        "chain_head": state.head.seqno,
+        "safety_number": keymgmt.safety_number(state),
+        "members": [
+            {
+                "fingerprint": m.fingerprint,
+                "role": m.role,
+                "you": m.fingerprint == identity.fingerprint,
+            }
+            for m in members
+        ],
+    }
+    if as_json:
+        output.emit_json(report)
+        return
+    output.stdout.print(f"team {team_id}: epoch {state.epoch}, chain head {state.head.seqno}",
+                        markup=False)  # fmt: skip
+    output.stdout.print(
+        f"policy: metadata {state.metadata_policy}, content {state.content_policy}", markup=False
+    )
+    output.stdout.print(f"safety number: {report['safety_number']}", markup=False)
+    output.table(
+        ("FINGERPRINT", "ROLE", ""),
+        [(m.fingerprint, m.role, "you" if m.fingerprint == identity.fingerprint else "")
+         for m in members],
+    )  # fmt: skip
+
+
+@app.command("invite")
+def invite(
+    ctx: typer.Context,
+    team: Annotated[str, typer.Argument(help="Team id or name.")],
+    role: Annotated[str, typer.Option(help="member, admin or viewer.")] = "member",
+    expires_in: Annotated[str, typer.Option(help="How long the code works, e.g. 7d or 2h.")] = "7d",
+) -> None:
+    """Make a single-use invite code. Pass it to the invitee out of band (not through tapes)."""
+    if role not in ("member", "admin", "viewer"):
+        raise TeamError(f"--role {role!r}: expected member, admin or viewer")
+    ttl = seconds(expires_in)
+    if ttl > MAX_INVITE_DAYS * 86400:
+        raise TeamError(f"--expires-in {expires_in!r} is too long (at most {MAX_INVITE_DAYS}d)")
+    settings = _settings(ctx)
+    api, identity = connect(settings)
+    team_id = resolve_team(api, team)
+    made = flows.invite(
+        api, identity, settings.dotdir.path, team_id,
+        role=cast(Literal["admin", "member", "viewer"], role), ttl=ttl,
+    )  # fmt: skip
+    output.stdout.print(made.code.text, markup=False)
+    output.note(
+        f"invite to {team_id} as {role}, single use, valid for {expires_in}. Give the code to "
+        "the invitee yourself (in person, a call, a message you trust): whoever has it can ask to "
+        f"join. Your fingerprint, which they should see: {identity.fingerprint}. Then run "
+        f"`tapes team approve {team_id}`."
+    )
+
+
+@app.command("join")
+def join(
+    ctx: typer.Context, code: Annotated[str, typer.Argument(help="The invite code (TAPES-…).")]
+) -> None:
+    """Ask to join a team with an invite code; run it again once approved, to verify the team."""
+    settings = _settings(ctx)
+    api, identity = connect(settings)
+    outcome = flows.join(api, identity, settings.dotdir.path, code)
+    if outcome.status == "joined":
+        output.stdout.print(f"joined team {outcome.team} as {outcome.role}", markup=False)
+        output.note(
+            "the team's chain verified against your invite code; sync into it with "
+            f"`tapes storage configure --team {outcome.team}`"
+        )
+        return
+    output.stdout.print(f"asked to join team {outcome.team}", markup=False)
+    output.note(
+        f"tell the inviter your fingerprint {identity.fingerprint} so they can compare it when "
+        f"they approve; then run `tapes team join` with the same code again"
+    )
+
+
+@app.command("approve")
+def approve(
+    ctx: typer.Context,
+    team: Annotated[str, typer.Argument(help="Team id or name.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Approve without asking.")] = False,
+) -> None:
+    """Verify pending join requests with the invite secret and admit the joiners you accept."""
+    if not yes and not (sys.stdin is not None and sys.stdin.isatty()):
+        raise TeamError(
+            "approving asks about each joiner", hint="run it in a terminal, or pass --yes"
+        )
+    settings = _settings(ctx)
+    api, identity = connect(settings)
+    team_id = resolve_team(api, team)
+
+    def confirm(fingerprint: str, role: str) -> bool:
+        output.note(f"joiner {fingerprint} wants to join as {role}")
+        return yes or typer.confirm("Is that the fingerprint the joiner told you?", default=False)
+
+    results = flows.approve_requests(api, identity, settings.dotdir.path, team_id, confirm)
+    if not results:
+        output.note(f"no pending join requests for {team_id}")
+    for result in results:
+        if result.outcome == "refused":
+            output.error(
+                f"join request {result.request_id} refused: {result.reason}",
+                "ask the joiner to use a fresh invite; the server may have altered it",
+            )
+        else:
+            detail = f" ({result.reason})" if result.reason else ""
+            output.stdout.print(
+                f"{result.outcome}: {result.fingerprint} as {result.role}{detail}", markup=False
+            )
+    if any(r.outcome == "refused" for r in results):
+        raise typer.Exit(1)
+
+
+@app.command("remove")
+def remove(
+    ctx: typer.Context,
+    team: Annotated[str, typer.Argument(help="Team id or name.")],
+    member: Annotated[str, typer.Argument(help="The member's key fingerprint (or its start).")],
+) -> None:
+    """Remove a member. Removal starts a new key epoch; only the others get its key."""
+    settings = _settings(ctx)
+    api, identity = connect(settings)
+    team_id = resolve_team(api, team)
+    state = flows.remove_member(api, identity, settings.dotdir.path, team_id, member)
+    output.stdout.print(f"removed {member} from {team_id}", markup=False)
+    output.note(
+        f"a new key epoch {state.epoch} was made and sealed to the {len(state.readers)} remaining "
+        "reader(s); what you push from now on uses it. What the removed member already "
+        "downloaded stays with them."
+    )

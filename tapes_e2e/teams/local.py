@@ -1,0 +1,122 @@
+"""What this client keeps about its teams: ``teams.json`` in the .tapes directory.
+
+- ``teams``: per team the name and the **last verified chain head** (``keymgmt.ChainHead``), so
+  that the next verification refuses a chain that forks from it or shrinks below it;
+- ``invites``: the invites this client made, with their codes. A code holds the invite's
+  one-time secret, which the inviter needs to check join requests and to sign the ``add``; it is
+  kept until the invite is used, and never sent to the server;
+- ``joins``: the codes of this client's own join requests, until the chain is verified against
+  them (the code pins the inviter's fingerprint and the secret proves the ``add``);
+- ``pending_keyrings``: a removal's new-epoch keyring, sealed (safe on disk) before the removal
+  is appended, so that a crash between the two steps never loses the new epoch key.
+
+The file holds invite secrets, so it is written like ``session.json``: mode 0600, atomically
+(``config.write_private``). A malformed file is an error, never silently replaced.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import msgspec
+
+import keymgmt
+from tapes_e2e.config import write_private
+from tapes_e2e.errors import ConfigError
+
+__all__ = [
+    "TEAMS_FILE",
+    "InviteRecord",
+    "JoinRecord",
+    "PendingKeyring",
+    "TeamRecord",
+    "TeamsFile",
+    "load",
+    "save_head",
+    "update",
+]
+
+TEAMS_FILE = "teams.json"
+
+
+class TeamRecord(msgspec.Struct, forbid_unknown_fields=True):
+    name: str = ""
+    head: dict[str, object] | None = None
+
+    def chain_head(self) -> keymgmt.ChainHead | None:
+        return keymgmt.ChainHead.from_dict(self.head) if self.head is not None else None
+
+
+class InviteRecord(msgspec.Struct, forbid_unknown_fields=True):
+    team: str
+    role: str
+    code: str
+
+
+class JoinRecord(msgspec.Struct, forbid_unknown_fields=True):
+    team: str
+    code: str
+
+
+class PendingKeyring(msgspec.Struct, forbid_unknown_fields=True):
+    statement: dict[str, str]
+    keyring: dict[str, str]
+
+
+class TeamsFile(msgspec.Struct, forbid_unknown_fields=True):
+    version: int = 1
+    teams: dict[str, TeamRecord] = msgspec.field(default_factory=dict)
+    invites: dict[str, InviteRecord] = msgspec.field(default_factory=dict)
+    joins: dict[str, JoinRecord] = msgspec.field(default_factory=dict)
+    pending_keyrings: dict[str, PendingKeyring] = msgspec.field(default_factory=dict)
+
+    def team(self, team_id: str) -> TeamRecord:
+        """The team's record, created empty when missing."""
+        return self.teams.setdefault(team_id, TeamRecord())
+
+
+_DECODER = msgspec.json.Decoder(TeamsFile)
+
+
+def load(dotdir: Path) -> TeamsFile:
+    """The saved team records; an empty set when there is no file yet."""
+    path = dotdir / TEAMS_FILE
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return TeamsFile()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        data = _DECODER.decode(raw)
+    except msgspec.DecodeError:
+        raise ConfigError(
+            f"{path} is malformed",
+            hint="restore it from a backup; it holds verified team heads and unused invites",
+        ) from None
+    if data.version != 1:
+        raise ConfigError(f"{path} has version {data.version}, which this tapes cannot read")
+    return data
+
+
+def update(dotdir: Path, change: Callable[[TeamsFile], object]) -> TeamsFile:
+    """Read the file, apply ``change``, and write it back atomically with mode 0600."""
+    data = load(dotdir)
+    change(data)
+    write_private(dotdir / TEAMS_FILE, msgspec.json.encode(data).decode("utf-8"))
+    return data
+
+
+def save_head(dotdir: Path, team_id: str, head: keymgmt.ChainHead, name: str = "") -> None:
+    """Remember ``head`` as the team's last verified chain head (never moves it backwards)."""
+
+    def change(data: TeamsFile) -> None:
+        record = data.team(team_id)
+        old = record.chain_head()
+        if old is None or head.seqno >= old.seqno:
+            record.head = head.to_dict()
+        if name:
+            record.name = name
+
+    update(dotdir, change)

@@ -1,0 +1,174 @@
+"""Sharing sessions with a team: share, unshare, and the list of shared sessions, verified.
+
+A share is ``keymgmt.create_share``: signed by the sharer over the team, the session's *keyed*
+leaf ID and the time, with the title and note encrypted under the team's current epoch key. The
+server makes the leaf's ancestry readable to the team (server-enforced ACL: every holder of the
+epoch key could decrypt any node of the vault given its ciphertext).
+
+Listing verifies each share against the verified chain (signature by a current reader, expiry),
+checks that it names the session the server says, decrypts the title, and opens the leaf node so
+the session is named by its tapes hash as everywhere else; a share that fails any check is
+reported and not shown.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import msgspec
+
+import keymgmt
+from tapes_e2e.client import ApiClient
+from tapes_e2e.envelopes import MetadataRecord, open_envelope, seal_envelope
+from tapes_e2e.errors import RemoteError, TeamError
+from tapes_e2e.node import Node
+from tapes_e2e.protocol import MAX_BATCH_NODES
+from tapes_e2e.protocol.teams import ShareOut
+from tapes_e2e.teams.access import TeamAccess, open_team
+
+__all__ = ["SharedView", "list_shared", "push_session", "share_session", "unshare_session"]
+
+log = logging.getLogger("tapes.teams")
+
+
+def push_session(api: ApiClient, access: TeamAccess, identity: keymgmt.Identity,
+                 path: Sequence[Node]) -> None:  # fmt: skip
+    """Push a session (``path`` from root to leaf) into the team vault, sealed for its current
+    epoch and policy. Idempotent: nodes the vault holds are answered ``existing``."""
+    keys = access.content_keys()
+    for start in range(0, len(path), MAX_BATCH_NODES):
+        batch = path[start : start + MAX_BATCH_NODES]
+        envelopes = [
+            seal_envelope(node, state=access.state, keys=keys, author=identity).to_dict()
+            for node in batch
+        ]
+        api.push(access.team, envelopes)
+
+
+def share_session(
+    api: ApiClient, identity: keymgmt.Identity, dotdir: Path, team: str, path: Sequence[Node],
+    *, title: str = "", note: str = "", expires_at: datetime | None = None,
+) -> str:  # fmt: skip
+    """Push the session into the team vault if needed and share it; returns its keyed leaf ID."""
+    access = open_team(api, team, identity, dotdir)
+    keys = access.content_keys()
+    if expires_at is not None:  # the signed expiry is in whole seconds; the two must agree
+        expires_at = expires_at.replace(microsecond=0)
+    push_session(api, access, identity, path)
+    leaf_id = keymgmt.node_id(keys.vault_id_key, path[-1].hash)
+    share = keymgmt.create_share(
+        state=access.state, keys=keys, sharer=identity, leaf_id=leaf_id, title=title, note=note,
+        expires_at=int(expires_at.timestamp()) if expires_at is not None else None,
+    )  # fmt: skip
+    try:
+        api.share(leaf_id, team, share.to_dict(), expires_at)
+    except RemoteError as exc:
+        if exc.status == 409:
+            raise TeamError(
+                f"session {path[-1].hash[:12]} is already shared with team {team}",
+                hint="unshare it first to share it again with another title or expiry",
+            ) from None
+        raise
+    return leaf_id
+
+
+def unshare_session(
+    api: ApiClient, identity: keymgmt.Identity, dotdir: Path, team: str, leaf_hash: str
+) -> None:
+    """Withdraw the share of the session whose leaf is ``leaf_hash``."""
+    keys = open_team(api, team, identity, dotdir).content_keys()
+    try:
+        api.unshare(keymgmt.node_id(keys.vault_id_key, leaf_hash), team)
+    except RemoteError as exc:
+        if exc.status == 404:
+            raise TeamError(
+                f"session {leaf_hash[:12]} is not shared with team {team}",
+                hint=f"list the shares with `tapes session shared --team {team}`",
+            ) from None
+        raise
+
+
+@dataclass(frozen=True)
+class SharedView:
+    """One verified share: ``session_id`` is the leaf's tapes hash (None when the team keeps
+    metadata only and there is no content to name it by), ``leaf_id`` its keyed node ID."""
+
+    team_id: str
+    session_id: str | None
+    leaf_id: str
+    shared_by: str
+    title: str
+    note: str
+    shared_at: datetime
+    expires_at: datetime | None
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "team_id": self.team_id,
+            "session_id": self.session_id,
+            "leaf_id": self.leaf_id,
+            "shared_by": self.shared_by,
+            "title": self.title,
+            "note": self.note,
+            "shared_at": self.shared_at.isoformat(),
+            "expires_at": self.expires_at.isoformat() if self.expires_at else None,
+        }
+
+
+def _when(seconds: int | None) -> datetime | None:
+    return None if seconds is None else datetime.fromtimestamp(seconds, UTC)
+
+
+def _verify(api: ApiClient, access: TeamAccess, share: ShareOut) -> SharedView:
+    """Raise keymgmt's ``ShareError``/``IntegrityError`` unless every check passes."""
+    verified = keymgmt.verify_share(msgspec.to_builtins(share.statement), state=access.state)
+    if verified.leaf_id != share.session_id:
+        raise keymgmt.ShareError("the share names another session than the server lists")
+    keys = access.content_keys()
+    title, note = keymgmt.open_share_text(verified, keys=keys)
+    leaf = api.node(verified.leaf_id)  # opening checks its ID is the keyed hash of its content
+    opened = open_envelope(msgspec.structs.asdict(leaf.envelope), state=access.state, keys=keys)
+    if opened is not None and leaf.envelope.node_id != verified.leaf_id:
+        raise keymgmt.IntegrityError()
+    session = None if isinstance(opened, MetadataRecord) else opened.hash
+    shared_at = _when(verified.time) or datetime.now(UTC)
+    return SharedView(
+        access.team, session, verified.leaf_id, verified.sharer, title, note, shared_at,
+        _when(verified.expires_at),
+    )  # fmt: skip
+
+
+def _team_shares(api: ApiClient, team: str) -> list[ShareOut]:
+    shares, after = [], 0
+    while True:
+        page = api.team_sessions(team, after)
+        shares += page.items
+        if not page.more:
+            return shares
+        after = page.cursor
+
+
+def list_shared(
+    api: ApiClient, identity: keymgmt.Identity, dotdir: Path, team: str | None = None
+) -> tuple[list[SharedView], list[str]]:
+    """The verified shares of ``team`` (or of every team), and one message per refused share."""
+    shares = _team_shares(api, team) if team is not None else api.shared()
+    teams: dict[str, TeamAccess] = {}
+    views: list[SharedView] = []
+    refused: list[str] = []
+    for share in shares:
+        if share.team_id not in teams:
+            teams[share.team_id] = open_team(api, share.team_id, identity, dotdir)
+        try:
+            views.append(_verify(api, teams[share.team_id], share))
+        except keymgmt.KeymgmtError as exc:
+            log.debug("share %s refused: %s", share.share_id, exc.message)
+            refused.append(
+                f"integrity: the share of {share.session_id[:16]}… in team {share.team_id} "
+                f"does not verify ({exc.message}); not shown"
+            )
+    return views, refused

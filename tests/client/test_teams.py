@@ -1,0 +1,367 @@
+"""Teams through the ``tapes`` CLI against the real app: create, invite, join, approve, sync with
+``team_id`` and ``auto_share``, read a teammate's shared session bit for bit, removal and its new
+epoch, a metadata-only team, and every bad input as one line with a hint."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+from litestar.testing import TestClient
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+import keymgmt
+from server.db.models import NodeRecord
+from tapes_e2e import account
+from tapes_e2e.cli.context import Settings
+from tapes_e2e.client import ApiClient
+from tapes_e2e.envelopes import MetadataRecord, open_envelope
+from tapes_e2e.identity import unlock
+from tapes_e2e.providers import open_provider
+from tapes_e2e.providers.hybrid import HybridProvider
+from tapes_e2e.providers.local import LocalProvider
+from tapes_e2e.teams import local
+from tapes_e2e.teams.access import TeamAccess, open_team
+from tapes_e2e.teams.routing import TeamCloudProvider
+from tests.client.conftest import FAST, Tapes
+from tests.client.test_sync_round_trip import hashes
+from tests.conftest import chain
+from tests.server.conftest import AUDIENCE
+
+CODE = re.compile(r"TAPES-[A-Z2-7-]+")
+
+
+def ok(result: tuple[int, str, str]) -> str:
+    code, out, err = result
+    assert code == 0, err
+    return out
+
+
+def one_error(result: tuple[int, str, str], *words: str) -> str:
+    """The command failed with exit 1 and one ``tapes: error:`` line (plus its hint)."""
+    code, _, err = result
+    assert code == 1, err
+    lines = err.strip().splitlines()
+    assert lines[0].startswith("tapes: error: "), err
+    assert all(line.startswith(("tapes: error: ", "tapes: hint: ")) for line in lines), err
+    assert sum(line.startswith("tapes: error: ") for line in lines) == 1, err
+    assert any(line.startswith("tapes: hint: ") for line in lines), err
+    for word in words:
+        assert word in lines[0], err
+    return lines[0]
+
+
+def record(home: Path, *texts: str, parent: Any = None) -> list[str]:
+    """Record one session of ``texts`` in ``home``'s store; its hashes, root first."""
+    nodes = chain(list(texts), parent=parent)
+    with LocalProvider(home / "tapes.sqlite") as store:
+        store.put_many(nodes)
+    return [n.hash for n in nodes]
+
+
+def fingerprint(home: Path) -> str:
+    return str(json.loads((home / "session.json").read_text())["fingerprint"])
+
+
+def api_for(home: Path, client: TestClient[Any]) -> ApiClient:
+    return ApiClient(client, api_url=AUDIENCE, session=account.load_session(home))
+
+
+def access_for(home: Path, client: TestClient[Any], team: str) -> TeamAccess:
+    identity = unlock(home, floor=FAST)
+    return open_team(api_for(home, client), team, identity, home)
+
+
+def team_rows(client: TestClient[Any], team: str) -> list[NodeRecord]:
+    with Session(client.app.state.engine) as db:
+        return list(db.scalars(select(NodeRecord).where(NodeRecord.vault_id == team)).all())
+
+
+class Team:
+    """Alice's team with Bob admitted through the CLI's invite, join and approve."""
+
+    def __init__(self, tapes: Tapes, tmp_path: Path, *args: str) -> None:
+        self.tapes, self.root = tapes, tmp_path
+        for who in ("alice", "bob"):
+            ok(tapes(who, "auth", "login", "--server", AUDIENCE, "--handle", who))
+        out = ok(tapes("alice", "team", "create", "Acme", *args))
+        self.id = re.search(r"\((t_[A-Za-z0-9_-]+)\)", out).group(1)  # type: ignore[union-attr]
+        self.code = self.invite()
+        assert "asked to join" in ok(tapes("bob", "team", "join", self.code))
+        approved = ok(tapes("alice", "team", "approve", self.id, "--yes"))
+        assert f"approved: {fingerprint(tmp_path / 'bob')} as member" in approved
+        assert "joined team" in ok(tapes("bob", "team", "join", self.code))
+
+    def invite(self, *args: str) -> str:
+        out = ok(self.tapes("alice", "team", "invite", self.id, *args))
+        match = CODE.search(out)
+        assert match is not None
+        return match.group(0)
+
+    def home(self, who: str) -> Path:
+        return self.root / who
+
+    def sync_into_team(self, who: str, *, auto_share: bool) -> None:
+        flag = "--auto-share" if auto_share else "--no-auto-share"
+        ok(self.tapes(who, "storage", "configure", "--team", self.id, flag))
+
+
+@pytest.fixture
+def team(tapes: Tapes, tmp_path: Path) -> Team:
+    return Team(tapes, tmp_path)
+
+
+def test_create_invite_join_approve_and_show(team: Team, tapes: Tapes, tmp_path: Path) -> None:
+    bob = fingerprint(tmp_path / "bob")
+    shown = json.loads(ok(tapes("bob", "team", "show", team.id, "--json")))
+    assert {(m["fingerprint"], m["role"]) for m in shown["members"]} == {
+        (fingerprint(tmp_path / "alice"), "owner"),
+        (bob, "member"),
+    }
+    assert (shown["epoch"], shown["metadata_policy"], shown["content_policy"]) == (
+        1, "coarse", "encrypted",
+    )  # fmt: skip
+    # both see the same chain: the same safety number
+    alices = json.loads(ok(tapes("alice", "team", "show", "Acme", "--json")))
+    assert alices["safety_number"] == shown["safety_number"]
+    listed = json.loads(ok(tapes("bob", "team", "list", "--json")))
+    assert [(t["team_id"], t["role"]) for t in listed] == [(team.id, "member")]
+    # nothing secret left behind: the used invite and the finished join are forgotten
+    assert local.load(tmp_path / "alice").invites == {}
+    assert local.load(tmp_path / "bob").joins == {}
+    for who in ("alice", "bob"):
+        assert (tmp_path / who / local.TEAMS_FILE).stat().st_mode & 0o777 == 0o600
+
+
+def test_shared_sessions_reach_the_team_bit_for_bit_and_unshared_ones_do_not(
+    team: Team, tapes: Tapes, tmp_path: Path, client: TestClient[Any]
+) -> None:
+    alice, bob = team.home("alice"), team.home("bob")
+    team.sync_into_team("alice", auto_share=False)
+    private = record(alice, "my private notes", "not for the team")
+    ok(tapes("alice", "storage", "sync"))
+    team.sync_into_team("alice", auto_share=True)
+    shared = record(alice, "Why is the build red?", "A flaky test.", "Which one?")
+    branch = record(alice, "Regenerated: test_sync.", parent=chain(
+        ["Why is the build red?", "A flaky test."])[-1])  # fmt: skip
+    ok(tapes("alice", "storage", "sync"))
+    rows = team_rows(client, team.id)
+    assert len(rows) == 6
+    assert {r.epoch for r in rows} == {1}
+    # Bob syncs the team and gets exactly the shared sessions, verified
+    team.sync_into_team("bob", auto_share=True)
+    report = json.loads(ok(tapes("bob", "storage", "sync", "--json")))
+    assert report["rejected"] == []
+    assert hashes(bob) == sorted(shared + branch)
+    assert not set(private) & set(hashes(bob))
+    for leaf in (shared[-1], branch[-1]):
+        assert ok(tapes("alice", "session", "export", leaf)) == ok(
+            tapes("bob", "session", "export", leaf)
+        )
+    # the shared list names the sessions by their tapes hash, with decrypted titles
+    listed = json.loads(ok(tapes("bob", "session", "shared", "--team", team.id, "--json")))
+    assert {s["session_id"] for s in listed} == {shared[-1], branch[-1]}
+    assert {s["title"] for s in listed} == {"Why is the build red?"}
+    assert {s["shared_by"] for s in listed} == {fingerprint(alice)}
+    # the server refuses Bob the unshared session's nodes
+    keys = access_for(bob, client, team.id).content_keys()
+    secret_id = keymgmt.node_id(keys.vault_id_key, private[-1])
+    refused = tapes_get(bob, client, f"/api/v1/nodes/{secret_id}")
+    assert refused == 404
+    # auto-share is idempotent: another sync shares nothing twice, and an extended leaf is shared
+    ok(tapes("alice", "storage", "sync"))
+    longer = record(alice, "And the fix?", parent=chain(
+        ["Why is the build red?", "A flaky test.", "Which one?"])[-1])  # fmt: skip
+    ok(tapes("alice", "storage", "sync"))
+    ok(tapes("bob", "storage", "sync"))
+    assert longer[0] in hashes(bob)
+    listed = json.loads(ok(tapes("bob", "session", "shared", "--json")))
+    assert sorted(s["session_id"] for s in listed) == sorted({shared[-1], branch[-1], longer[0]})
+
+
+def tapes_get(home: Path, client: TestClient[Any], path: str) -> int:
+    session = account.load_session(home)
+    assert session is not None
+    headers = {"Authorization": f"Bearer {session.access_token}"}
+    return client.get(path, headers=headers).status_code
+
+
+def test_explicit_share_unshare_and_expiry(team: Team, tapes: Tapes, tmp_path: Path) -> None:
+    alice = team.home("alice")
+    session = record(alice, "share me by hand", "sure")
+    # not synced at all: share pushes the session into the team vault first
+    out = ok(tapes(
+        "alice", "session", "share", session[-1][:10], "--team", "Acme", "--title", "by hand",
+        "--note", "look at turn 2", "--expires-in", "2d",
+    ))  # fmt: skip
+    assert session[-1] in out
+    one_error(tapes("alice", "session", "share", session[-1], "--team", team.id), "already shared")
+    listed = json.loads(ok(tapes("bob", "session", "shared", "--json")))
+    assert [(s["session_id"], s["title"], s["note"]) for s in listed] == [
+        (session[-1], "by hand", "look at turn 2")
+    ]
+    assert listed[0]["expires_at"] is not None
+    ok(tapes("alice", "session", "unshare", session[-1], "--team", team.id))
+    assert json.loads(ok(tapes("bob", "session", "shared", "--json"))) == []
+    one_error(tapes("alice", "session", "unshare", session[-1], "--team", team.id), "not shared")
+
+
+def test_after_removal_new_content_is_under_an_epoch_the_removed_member_lacks(
+    team: Team, tapes: Tapes, tmp_path: Path, client: TestClient[Any]
+) -> None:
+    alice, bob = team.home("alice"), team.home("bob")
+    team.sync_into_team("alice", auto_share=True)
+    team.sync_into_team("bob", auto_share=True)
+    before = record(alice, "before the removal", "fine")
+    ok(tapes("alice", "storage", "sync"))
+    ok(tapes("bob", "storage", "sync"))
+    assert set(before) <= set(hashes(bob))
+    bobs_keys = access_for(bob, client, team.id).content_keys()
+    out = ok(tapes("alice", "team", "remove", team.id, fingerprint(bob)[:9]))
+    assert "removed" in out
+    after = record(alice, "after the removal", "secret plans")
+    ok(tapes("alice", "storage", "sync"))
+    rows = {r.node_id: r for r in team_rows(client, team.id)}
+    new_ids = {keymgmt.node_id(bobs_keys.vault_id_key, h) for h in after}
+    assert {rows[i].epoch for i in new_ids} == {2}
+    assert 2 not in bobs_keys.epochs
+    shown = json.loads(ok(tapes("alice", "team", "show", team.id, "--json")))
+    assert (shown["epoch"], len(shown["members"])) == (2, 1)
+    # the server refuses Bob, and his old keys open none of the new nodes
+    one_error(tapes("bob", "team", "show", team.id), "no team")
+    code, _, _ = tapes("bob", "storage", "sync")
+    assert code == 1
+    assert not set(after) & set(hashes(bob))
+    for node_id in new_ids:
+        assert tapes_get(bob, client, f"/api/v1/nodes/{node_id}") == 404
+        envelope = json.loads(rows[node_id].envelope)
+        with pytest.raises(keymgmt.IntegrityError):
+            open_envelope(envelope, state=access_state(alice, client, team.id), keys=bobs_keys)
+
+
+def access_state(home: Path, client: TestClient[Any], team: str) -> keymgmt.VerifiedTeamState:
+    return access_for(home, client, team).state
+
+
+def test_metadata_only_team_sends_no_body_and_pulls_no_content(
+    tapes: Tapes, tmp_path: Path, client: TestClient[Any]
+) -> None:
+    team = Team(tapes, tmp_path, "--content", "omit", "--metadata", "coarse")
+    team.sync_into_team("alice", auto_share=True)
+    team.sync_into_team("bob", auto_share=True)
+    recorded = record(team.home("alice"), "usage only", "no content leaves")
+    ok(tapes("alice", "storage", "sync"))
+    rows = team_rows(client, team.id)
+    assert len(rows) == 2
+    for row in rows:
+        envelope = json.loads(row.envelope)
+        assert (envelope["ciphertext"], envelope["nonce"], envelope["padded_size"]) == (
+            None,
+            None,
+            0,
+        )
+        assert b"usage only" not in row.envelope
+    report = json.loads(ok(tapes("bob", "storage", "sync", "--json")))
+    assert (report["rejected"], hashes(team.home("bob"))) == ([], [])  # nothing fake is stored
+    access = access_for(team.home("bob"), client, team.id)
+    page = api_for(team.home("bob"), client).pull(team.id)
+    opened = [
+        open_envelope(msgspec.structs.asdict(i.envelope), state=access.state, keys=access.keys)
+        for i in page.items
+    ]
+    assert len(opened) == 2
+    assert all(isinstance(o, MetadataRecord) for o in opened)
+    assert {o.metadata.get("role") for o in opened if isinstance(o, MetadataRecord)} == {
+        "user", "assistant",
+    }  # fmt: skip
+    assert recorded  # Alice's own store still holds the content
+
+
+BAD_CODES: dict[str, Callable[[str], str]] = {
+    "garbage": lambda code: "hello",
+    "typo": lambda code: code[:-3] + ("AAA" if not code.endswith("AAA") else "BBB"),
+    "truncated": lambda code: code[:40],
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_CODES))
+def test_malformed_codes_are_one_line_errors_and_write_nothing(
+    name: str, tapes: Tapes, tmp_path: Path
+) -> None:
+    ok(tapes("carol", "auth", "login", "--server", AUDIENCE, "--handle", "carol"))
+    invite = keymgmt.create_invite(team="t_nothing123", inviter=keymgmt.generate_identity())
+    one_error(tapes("carol", "team", "join", BAD_CODES[name](invite.code.text)), "invite code")
+    assert not (tmp_path / "carol" / local.TEAMS_FILE).exists()
+
+
+def test_expired_reused_and_unknown_codes(team: Team, tapes: Tapes, tmp_path: Path) -> None:
+    ok(tapes("carol", "auth", "login", "--server", AUDIENCE, "--handle", "carol"))
+    expired = keymgmt.create_invite(
+        team=team.id, inviter=keymgmt.generate_identity(), now=1_000_000, ttl=60
+    )
+    one_error(tapes("carol", "team", "join", expired.code.text), "expired")
+    one_error(tapes("carol", "team", "join", team.code), "already used")
+    unknown = keymgmt.create_invite(team=team.id, inviter=keymgmt.generate_identity())
+    one_error(tapes("carol", "team", "join", unknown.code.text), "no such invite")
+    assert not (tmp_path / "carol" / local.TEAMS_FILE).exists()
+
+
+def test_other_bad_inputs_are_one_line_errors(team: Team, tapes: Tapes, tmp_path: Path) -> None:
+    one_error(tapes("nobody", "team", "list"), "not logged in")
+    one_error(tapes("alice", "team", "show", "no-such-team"), "no team")
+    one_error(tapes("bob", "team", "invite", team.id), "owner or admin")
+    one_error(tapes("bob", "team", "remove", team.id, fingerprint(tmp_path / "alice")),
+              "owner or admin")  # fmt: skip
+    one_error(tapes("alice", "team", "remove", team.id, "ZZZZ"), "fingerprint")
+    one_error(tapes("alice", "team", "invite", team.id, "--role", "king"), "--role")
+    one_error(tapes("alice", "team", "invite", team.id, "--expires-in", "soon"), "duration")
+    one_error(tapes("alice", "team", "invite", team.id, "--expires-in", "90d"), "too long")
+    one_error(tapes("alice", "team", "create", "X", "--metadata", "all"), "--metadata")
+    one_error(tapes("alice", "team", "approve", team.id), "asks about each joiner")
+    assert local.load(tmp_path / "alice").invites == {}  # no refused invite left a secret behind
+
+
+def test_the_cloud_provider_puts_into_the_team_and_auto_shares_on_close(
+    team: Team, tapes: Tapes, tmp_path: Path, client: TestClient[Any]
+) -> None:
+    alice = team.home("alice")
+    team.sync_into_team("alice", auto_share=True)
+    ok(tapes("alice", "storage", "set-provider", "cloud"))
+    settings = Settings.resolve(config_dir=alice, db=None, debug=False)
+    cloud = open_provider(settings)
+    assert isinstance(cloud, TeamCloudProvider)
+    nodes = chain(["straight to the cloud", "no local copy"])
+    assert [cloud.put(n) for n in nodes] == [True, True]
+    cloud.close()
+    rows = team_rows(client, team.id)
+    assert len(rows) == 2
+    assert {r.epoch for r in rows} == {1}
+    listed = json.loads(ok(tapes("bob", "session", "shared", "--json")))
+    assert [(s["session_id"], s["title"]) for s in listed] == [
+        (nodes[-1].hash, "straight to the cloud")
+    ]
+
+
+def test_the_hybrid_worker_syncs_into_the_team_and_auto_shares(
+    team: Team, tapes: Tapes, tmp_path: Path, client: TestClient[Any]
+) -> None:
+    alice = team.home("alice")
+    team.sync_into_team("alice", auto_share=True)
+    ok(tapes("alice", "storage", "set-provider", "hybrid"))
+    settings = Settings.resolve(config_dir=alice, db=alice / "tapes.sqlite", debug=False)
+    hybrid = open_provider(settings)
+    assert isinstance(hybrid, HybridProvider)
+    nodes = chain(["recorded through the proxy", "synced in the background"])
+    for node in nodes:
+        hybrid.put(node)
+    hybrid.close()  # sync_on_close: one last bounded round
+    assert {r.epoch for r in team_rows(client, team.id)} == {1}
+    assert len(team_rows(client, team.id)) == 2
+    listed = json.loads(ok(tapes("bob", "session", "shared", "--json")))
+    assert [s["session_id"] for s in listed] == [nodes[-1].hash]
