@@ -106,10 +106,10 @@ def _text(rng: random.Random, size: int) -> str:
     return " ".join(words)[:size]
 
 
-def make_node(rng: random.Random, parent: Node | None, index: int) -> Node:
-    """A node whose stored ``bucket`` JSON is about 2 KB."""
+def make_node(rng: random.Random, parent: Node | None, index: int, size: int = NODE_BYTES) -> Node:
+    """A node whose stored ``bucket`` JSON is about ``size`` bytes (2 KB by default)."""
     assistant = index % 2 == 1
-    text = _text(rng, NODE_BYTES - 140)
+    text = _text(rng, size - 140)
     bucket = Bucket(
         type="message",
         role="assistant" if assistant else "user",
@@ -136,12 +136,13 @@ def make_chain(rng: random.Random, length: int) -> list[Node]:
     return nodes
 
 
-def make_sessions(rng: random.Random, total: int) -> Iterator[Node]:
+def make_sessions(rng: random.Random, total: int, size: int = NODE_BYTES) -> Iterator[Node]:
+    """``total`` nodes in sessions of ``SESSION_LEN``, each node the child of the previous one."""
     made = 0
     while made < total:
         parent: Node | None = None
         for i in range(min(SESSION_LEN, total - made)):
-            parent = make_node(rng, parent, i)
+            parent = make_node(rng, parent, i, size)
             yield parent
             made += 1
 

@@ -26,7 +26,6 @@ import json
 import os
 import random
 import shutil
-import sqlite3
 import statistics
 import sys
 import tempfile
@@ -39,20 +38,17 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-import httpx  # noqa: E402
 
 import keymgmt  # noqa: E402
+from bench._common import OUT, PASSPHRASE, make_home, use_pro_plan  # noqa: E402
 from bench.bench_local import make_sessions  # noqa: E402
-from tapes_e2e import account, envelopes, identity, remote_sync  # noqa: E402
+from tapes_e2e import envelopes, remote_sync  # noqa: E402
 from tapes_e2e.client import ApiClient  # noqa: E402
 from tapes_e2e.demo import local_server  # noqa: E402
 from tapes_e2e.node import node_from_bytes  # noqa: E402
 from tapes_e2e.providers.local import LocalProvider  # noqa: E402
 from tapes_e2e.remote_sync import vault_runner  # noqa: E402
 from tapes_e2e.sync.worker import run_sync  # noqa: E402
-
-OUT = REPO / "bench" / "out"
-FAST = keymgmt.KdfParams(time_cost=1, memory_kib=8 * 1024, lanes=1)
 
 
 @contextmanager
@@ -78,24 +74,6 @@ def encryption_off():  # type: ignore[no-untyped-def]
         yield
     finally:
         remote_sync.seal_envelope, remote_sync.open_envelope = real_seal, real_open
-
-
-Home = tuple[Path, ApiClient, keymgmt.Identity]
-
-
-def make_home(root: Path, name: str, url: str, handle: str | None, source: Path | None) -> Home:
-    home = root / name
-    home.mkdir(parents=True)
-    if source is None:
-        who = identity.create_identity(home, "bench passphrase", params=FAST, floor=FAST)
-    else:
-        shutil.copy(source / identity.IDENTITY_FILE, home / identity.IDENTITY_FILE)
-        who = identity.unlock(home, environ={"TAPES_PASSPHRASE": "bench passphrase"},
-                              use_os_keyring=False, floor=FAST)  # fmt: skip
-    api = ApiClient(httpx.Client(timeout=120), api_url=url)
-    session = api.login(who, handle=handle)
-    account.ensure_personal_vault(api, session, who)
-    return home, api, who
 
 
 def one_way(
@@ -128,9 +106,7 @@ def run(root: Path, count: int, label: str, *, plain: bool) -> dict[str, Any]:
     with local_server(root) as (url, database):
         sessions = list(make_sessions(random.Random(5), count))
         laptop, api1, alice = make_home(root, f"{label}-laptop", url, "bench" + label, None)
-        # 1,000 sessions exceed the free plan's 100 a month: the bench account is on pro.
-        with sqlite3.connect(database) as server_db:
-            server_db.execute("UPDATE teams SET tier = 'pro'")
+        use_pro_plan(database)
         vault = api1.session.personal_vault  # type: ignore[union-attr]
         with LocalProvider(laptop / "tapes.sqlite") as store:
             store.put_many(sessions)
@@ -159,7 +135,7 @@ def main() -> int:
     args = parser.parse_args()
     count = 10_000 if args.quick else 100_000
     OUT.mkdir(parents=True, exist_ok=True)
-    os.environ["TAPES_PASSPHRASE"] = "bench passphrase"  # noqa: S105 - throwaway identities
+    os.environ["TAPES_PASSPHRASE"] = PASSPHRASE
     root = Path(tempfile.mkdtemp(prefix="sync-", dir=OUT))
     try:
         enc = run(root / "enc", count, "e", plain=False)

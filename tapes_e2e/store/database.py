@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -62,10 +62,14 @@ def _on_begin(connection: Connection) -> None:
 
 @contextmanager
 def write(engine: Engine) -> Iterator[Connection]:
-    """A transaction begun with ``BEGIN IMMEDIATE``: commits on success, rolls back on error."""
+    """A transaction begun with ``BEGIN IMMEDIATE``: commits on success, rolls back on error.
+
+    It runs with the connection's memory map dropped (see :func:`_unmapped`).
+    """
     try:
         with (
             engine.connect().execution_options(**{_BEGIN_OPTION: "IMMEDIATE"}) as conn,
+            _unmapped(driver(conn)),
             conn.begin(),
         ):
             yield conn
@@ -75,6 +79,25 @@ def write(engine: Engine) -> Iterator[Connection]:
                 f"the database stayed locked by another writer for {BUSY_TIMEOUT_MS // 1000} s"
             ) from exc
         raise
+
+
+@contextmanager
+def _unmapped(raw: sqlite3.Connection) -> Iterator[None]:
+    """The connection without its memory map for the block; mapped again, lazily, after it.
+
+    Why: a write gains nothing from the map (SQLite copies every page it changes into its own
+    cache), but the inserts of a bulk write (a pull, an import) descend the random-keyed hash
+    indexes of ``nodes`` and ``e2e_remote`` all over the file, and every page read through the
+    map stays resident in this process: pulling grew RSS by ~1 KB a node, up to the whole
+    ``MMAP_BYTES`` window per connection. Size 0 unmaps it (the RSS goes back); the next read
+    maps it again on demand, so ancestry reads keep it.
+    """
+    raw.execute("PRAGMA mmap_size = 0")
+    try:
+        yield
+    finally:
+        with suppress(sqlite3.Error):  # a broken connection: it is discarded anyway
+            raw.execute(f"PRAGMA mmap_size = {MMAP_BYTES}")
 
 
 def _is_busy(exc: OperationalError) -> bool:
