@@ -92,7 +92,7 @@ _KEY_HINT = "create a new key with `tapes auth api-key create` and put it in the
 
 def encode_push(vault: str, envelopes: Sequence[Mapping[str, object]]) -> bytes:
     """The body of a push of ``envelopes`` to ``vault``."""
-    return _encode({"vault": vault, "envelopes": [dict(e) for e in envelopes]})
+    return _encode({"vault": vault, "envelopes": envelopes})
 
 
 def _utc_now() -> datetime:

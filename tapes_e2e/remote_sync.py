@@ -47,11 +47,13 @@ __all__ = [
     "pull_fn",
     "push_fn",
     "refresh_fn",
+    "sync_failure",
     "vault_runner",
 ]
 
 
-def _failure(exc: ServerError) -> SyncError:
+def sync_failure(exc: ServerError) -> SyncError:
+    """The sync engine's failure kind for a client error."""
     if isinstance(exc, ServerUnreachableError):
         return SyncError("offline", exc.message)
     if isinstance(exc, AuthError):
@@ -155,7 +157,7 @@ class VaultPusher:
         try:
             result = self.api.push_encoded(prepared.body)
         except ServerError as exc:
-            raise _failure(exc) from exc
+            raise sync_failure(exc) from exc
         if set(prepared.node_ids) - set(result.stored) - set(result.existing):
             raise SyncError("server", "the server did not acknowledge every node of the batch")
         if self.hooks is not None:
@@ -188,14 +190,14 @@ class VaultPuller:
         try:
             return self.api.pull(vault, after, limit)
         except ServerError as exc:
-            raise _failure(exc) from exc
+            raise sync_failure(exc) from exc
 
     def open(self, vault: str, after: int, fetched: object) -> PulledBatch:
         page = cast("PullPage", fetched)  # the runner hands back what fetch returned
         try:
             self.holder.follow(page.chain_seqno)
         except ServerError as exc:
-            raise _failure(exc) from exc
+            raise sync_failure(exc) from exc
         except keymgmt.KeymgmtError as exc:  # the moved chain does not verify: refuse it all
             raise SyncError(
                 "integrity", f"the server's team chain is refused: {exc.message}"
@@ -235,7 +237,7 @@ def refresh_fn(api: ApiClient) -> RefreshFn:
         try:
             api.refresh()
         except ServerError as exc:
-            raise _failure(exc) from exc
+            raise sync_failure(exc) from exc
 
     return refresh
 

@@ -249,9 +249,10 @@ class SyncState:
     def mark_pushed(self, vault: str, batch: Sequence[PushedNode], new_hwm: int) -> None:
         """After the server acknowledged ``batch``: record it and raise the mark, atomically.
 
-        The mark never moves down (a stale ``new_hwm`` from a slower pusher is ignored).
+        The mark never moves down (a stale ``new_hwm`` from a slower pusher is ignored). Not
+        fsynced: lost to a power cut, the batch is pushed again (the server keeps each node once).
         """
-        with write(self._engine) as conn:
+        with write(self._engine, durable=False) as conn:
             raw = driver(conn)
             raw.executemany(
                 _INSERT_REMOTE, [(node_hash, vault, node_id) for _, node_hash, node_id in batch]
@@ -297,7 +298,9 @@ class SyncState:
     ) -> int:
         """Store a pulled page: insert the nodes (parents first), record them, move the cursor.
 
-        All in one transaction: on any error nothing is stored and the cursor stays. ``head``,
+        All in one transaction: on any error nothing is stored and the cursor stays. Without a
+        ``head`` it is not fsynced: a power cut may lose the page whole, with its cursor, and it
+        is pulled again. ``head``,
         when given, is the chain head verified with this page, stored in the same transaction.
         The cursor never moves back. Returns how many nodes were new locally.
 
@@ -311,7 +314,7 @@ class SyncState:
             if check_hashes and not node.verify():
                 raise InvalidNodeError(f"pulled node {node.hash} does not match its content")
             rows.append(node_to_row(node))
-        with write(self._engine) as conn:
+        with write(self._engine, durable=head is not None) as conn:
             raw = driver(conn)
             inserted = insert_rows(raw, rows)
             raw.executemany(

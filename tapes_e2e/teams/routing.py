@@ -27,11 +27,11 @@ import keymgmt
 from tapes_e2e.account import VaultAccess
 from tapes_e2e.client import ApiClient
 from tapes_e2e.config import CloudSettings
-from tapes_e2e.errors import AuthError, RemoteError, ServerError, ServerUnreachableError
+from tapes_e2e.errors import RemoteError, ServerError
 from tapes_e2e.node import Node
 from tapes_e2e.providers.cloud import CloudProvider
 from tapes_e2e.providers.local import LocalProvider
-from tapes_e2e.remote_sync import VaultHolder
+from tapes_e2e.remote_sync import VaultHolder, sync_failure
 from tapes_e2e.store.database import driver
 from tapes_e2e.store.syncstate import SyncState
 from tapes_e2e.sync.worker import SyncError
@@ -46,6 +46,7 @@ __all__ = [
     "TeamCloudProvider",
     "TeamPushHooks",
     "prepare_team_sync",
+    "share_leaf",
     "team_cloud_provider",
     "team_sync_hooks",
 ]
@@ -56,12 +57,20 @@ AUTO_NOTE = "shared automatically (auto_share)"
 _PENDING_SCOPE = "autoshare-pending:"
 
 
-def _failure(exc: ServerError) -> SyncError:
-    if isinstance(exc, ServerUnreachableError):
-        return SyncError("offline", exc.message)
-    if isinstance(exc, AuthError):
-        return SyncError("auth", exc.message)
-    return SyncError("server", exc.message)
+def share_leaf(
+    api: ApiClient, access: VaultAccess, sharer: keymgmt.Identity, leaf_id: str, root: Node
+) -> None:
+    """Share the session whose leaf is ``leaf_id`` with ``access``'s team, titled by its root's
+    text; a leaf the server says is shared already (409) counts as done."""
+    share = keymgmt.create_share(
+        state=access.state, keys=access.keys, sharer=sharer, leaf_id=leaf_id,
+        title=" ".join(root.bucket.text().split())[:80], note=AUTO_NOTE,
+    )  # fmt: skip
+    try:
+        api.share(leaf_id, access.state.team, share.to_dict())
+    except RemoteError as exc:
+        if exc.status != 409:  # 409: this leaf is shared already
+            raise
 
 
 def prepare_team_sync(
@@ -130,17 +139,7 @@ class AutoShare:
             self.state.set_values(self.scope, **{leaf_hash: None})
 
     def _share(self, access: VaultAccess, leaf_hash: str, leaf_id: str) -> None:
-        root = self.store.ancestry(leaf_hash)[-1]
-        title = " ".join(root.bucket.text().split())[:80]
-        share = keymgmt.create_share(
-            state=access.state, keys=access.keys, sharer=self.identity, leaf_id=leaf_id,
-            title=title, note=AUTO_NOTE,
-        )  # fmt: skip
-        try:
-            self.api.share(leaf_id, self.team, share.to_dict())
-        except RemoteError as exc:
-            if exc.status != 409:  # 409: this leaf is shared already
-                raise
+        share_leaf(self.api, access, self.identity, leaf_id, self.store.ancestry(leaf_hash)[-1])
         self.shared += 1
 
 
@@ -155,7 +154,7 @@ class TeamPushHooks:
         try:
             holder.follow(self.api.chain(holder.vault, after=verified).head.seqno)
         except ServerError as exc:
-            raise _failure(exc) from exc
+            raise sync_failure(exc) from exc
         except keymgmt.KeymgmtError as exc:
             raise SyncError(
                 "integrity", f"the server's team chain is refused: {exc.message}"
@@ -201,16 +200,7 @@ class TeamCloudProvider(CloudProvider):
 
     def _share_leaf(self, leaf: Node) -> None:
         root = self.ancestry(leaf.hash)[-1]
-        leaf_id = self._node_id(leaf.hash)
-        share = keymgmt.create_share(
-            state=self.access.state, keys=self.access.keys, sharer=self.identity,
-            leaf_id=leaf_id, title=" ".join(root.bucket.text().split())[:80], note=AUTO_NOTE,
-        )  # fmt: skip
-        try:
-            self.api.share(leaf_id, self.vault, share.to_dict())
-        except RemoteError as exc:
-            if exc.status != 409:
-                raise
+        share_leaf(self.api, self.access, self.identity, self._node_id(leaf.hash), root)
 
 
 def team_sync_hooks(

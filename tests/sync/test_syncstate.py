@@ -21,6 +21,7 @@ import pytest
 from tapes_e2e.errors import InvalidNodeError, MissingParentError
 from tapes_e2e.node import Node, node_from_json
 from tapes_e2e.providers.local import LocalProvider
+from tapes_e2e.store import database
 from tapes_e2e.store import syncstate as syncstate_module
 from tapes_e2e.store.rows import INSERT_SQL, node_to_row
 from tapes_e2e.store.schema import GO_DDL
@@ -463,3 +464,22 @@ def test_repeated_kills_during_a_push_converge(tmp_path: Path) -> None:
     assert finish(run_child("push", db, server_path, 15, 0)) == {"result": "ok"}
     assert server.hashes() == [n.hash for n in nodes]
     assert sorted(remote_rows(db)) == sorted(n.hash for n in nodes)
+
+
+def _synchronous(conn: Any) -> int:
+    return int(database.driver(conn).execute("PRAGMA synchronous").fetchone()[0])
+
+
+def test_sync_bookkeeping_skips_the_fsync_and_the_recording_path_keeps_it(
+    tmp_path: Path,
+) -> None:
+    """``write(durable=False)`` runs at synchronous NORMAL (1) in WAL mode; every other write,
+    and the connection after it, at FULL (2)."""
+    with LocalProvider(tmp_path / "tapes.sqlite") as store:
+        with database.write(store.engine, durable=False) as conn:
+            relaxed = _synchronous(conn)
+        with database.write(store.engine) as conn:
+            durable = _synchronous(conn)
+        with store.engine.connect() as conn:
+            after = _synchronous(conn)
+    assert (relaxed, durable, after) == (1, 2, 2)
