@@ -246,11 +246,22 @@ class SyncState:
             rows = driver(conn).execute(UNPUSHED_SQL, (after_rowid, limit)).fetchall()
         return [(int(row[0]), row_to_node(row[1:])) for row in rows]
 
-    def mark_pushed(self, vault: str, batch: Sequence[PushedNode], new_hwm: int) -> None:
+    def mark_pushed(
+        self,
+        vault: str,
+        batch: Sequence[PushedNode],
+        new_hwm: int,
+        *,
+        stored_seqs: tuple[int, int] | None = None,
+    ) -> int | None:
         """After the server acknowledged ``batch``: record it and raise the mark, atomically.
 
-        The mark never moves down (a stale ``new_hwm`` from a slower pusher is ignored). Not
-        fsynced: lost to a power cut, the batch is pushed again (the server keeps each node once).
+        The mark never moves down (a stale ``new_hwm`` from a slower pusher is ignored).
+        ``stored_seqs`` are the server's first and last sequence numbers of the nodes it stored
+        from this batch: when they follow the pull cursor directly, the cursor moves past them
+        in the same transaction (our own nodes need no pulling back); the new cursor is
+        returned, else None. Not fsynced: lost to a power cut, the batch is pushed again (the
+        server keeps each node once) and the cursor stays where it was.
         """
         with write(self._engine, durable=False) as conn:
             raw = driver(conn)
@@ -258,6 +269,10 @@ class SyncState:
                 _INSERT_REMOTE, [(node_hash, vault, node_id) for _, node_hash, node_id in batch]
             )
             _raise_mark(raw, vault, new_hwm)
+            if stored_seqs is None or _stored_int(raw, vault, CURSOR) != stored_seqs[0] - 1:
+                return None
+            raw.execute(_UPSERT_STATE, (vault, CURSOR, str(stored_seqs[1])))
+            return stored_seqs[1]
 
     def advance_past_remote(self, vault: str) -> int:
         """Move the mark over the rows above it that the server already holds; return the mark.

@@ -186,6 +186,7 @@ class _OneStep:
 
 
 _T = TypeVar("_T")
+_Prepared = tuple[Sequence[tuple[int, Node]], object]  # a batch (rowid, node) and its sealed form
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,7 +195,6 @@ class _Ahead(Generic[_T]):
 
     after: int
     future: Future[_T]
-    batch: Sequence[tuple[int, Node]] = ()
 
 
 class SyncRunner:
@@ -222,7 +222,7 @@ class SyncRunner:
         self._pusher = push if isinstance(push, Pusher) else _OneStep(push)
         self._puller = pull if isinstance(pull, Puller) else _OneStepPull(pull)
         self._executor: ThreadPoolExecutor | None = None
-        self._push_ahead: _Ahead[object] | None = None
+        self._push_ahead: _Ahead[_Prepared] | None = None
         self._pull_ahead: _Ahead[object] | None = None
         self._refresh = refresh_login
         self._batch_size = batch_size
@@ -322,44 +322,46 @@ class SyncRunner:
                 "server", f"the server acknowledged {len(node_ids)} of {len(batch)} nodes"
             )
         new_hwm = batch[-1][0]
-        self.state.mark_pushed(
+        # Our nodes were stored right after what we had pulled: the cursor skips them (in the
+        # same transaction), so they are not pulled back.
+        stored = (
+            (receipt.first_seq, receipt.last_seq)
+            if isinstance(receipt, PushReceipt) and receipt.first_seq
+            else None
+        )
+        cursor = self.state.mark_pushed(
             self.vault,
             [
                 (rowid, node.hash, node_id)
                 for (rowid, node), node_id in zip(batch, node_ids, strict=True)
             ],
             new_hwm,
+            stored_seqs=stored,
         )
         self.pushed += len(batch)
-        cursor = None
-        # Our nodes were stored right after what we had pulled: skip pulling them back.
-        if (
-            isinstance(receipt, PushReceipt)
-            and receipt.first_seq
-            and self.state.cursor(self.vault) == receipt.first_seq - 1
-        ):
-            self.state.set_cursor(self.vault, receipt.last_seq)
-            cursor = receipt.last_seq
         return PushAcked(len(batch), new_hwm, cursor)
 
-    def _take_push_ahead(self, after: int) -> tuple[Sequence[tuple[int, Node]], object]:
-        """The batch above ``after`` and its prepared form: the one sealed ahead if it is that
-        batch, else read and prepared now."""
+    def _take_push_ahead(self, after: int) -> _Prepared:
+        """The batch above ``after`` and its prepared form: the one read and sealed ahead if it
+        is that batch, else read and prepared now."""
         ahead, self._push_ahead = self._push_ahead, None
         if ahead is not None and ahead.after == after:
-            return ahead.batch, ahead.future.result()
+            return ahead.future.result()
+        return self._read_and_prepare(after)
+
+    def _read_and_prepare(self, after: int) -> _Prepared:
         batch = self.state.unpushed(self.vault, after, self._batch_size)
         if not batch:
             return batch, None
         return batch, self._pusher.prepare(self.vault, [node for _, node in batch])
 
     def _start_push_ahead(self, after: int) -> None:
-        """Read the batch above ``after`` and start sealing it while this one is sent."""
-        batch = self.state.unpushed(self.vault, after, self._batch_size)
-        if batch:
-            nodes = [node for _, node in batch]
-            future = self._background().submit(self._pusher.prepare, self.vault, nodes)
-            self._push_ahead = _Ahead(after, future, batch)
+        """Read and seal the batch above ``after`` on the helper thread while this one is sent.
+
+        The read runs on the helper's own connection; the mark it is taken above is this
+        batch's last row, so what it reads is exactly what the engine asks for next."""
+        future = self._background().submit(self._read_and_prepare, after)
+        self._push_ahead = _Ahead(after, future)
 
     def _pull_page(self, after_cursor: int) -> Event:
         after = max(after_cursor, self.state.cursor(self.vault))

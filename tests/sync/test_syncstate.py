@@ -483,3 +483,22 @@ def test_sync_bookkeeping_skips_the_fsync_and_the_recording_path_keeps_it(
         with store.engine.connect() as conn:
             after = _synchronous(conn)
     assert (relaxed, durable, after) == (1, 2, 2)
+
+
+def test_a_pushed_batch_moves_the_cursor_only_when_it_follows_the_cursor_directly(
+    provider: LocalProvider,
+) -> None:
+    """Our own nodes stored at seqs 11..15 right after cursor 10 need no pulling back; stored
+    after a gap (someone else's nodes at 11..12), the cursor must stay to pull those."""
+    state = SyncState(provider)
+    provider.put_many(chain([f"mine {i}" for i in range(10)]))
+    batch = state.unpushed(VAULT, limit=5)
+    pushed = [(r, n.hash, f"nid-{i}") for i, (r, n) in enumerate(batch)]
+    state.set_cursor(VAULT, 10)
+    assert state.mark_pushed(VAULT, pushed, batch[-1][0], stored_seqs=(11, 15)) == 15
+    assert state.cursor(VAULT) == 15
+    rest = state.unpushed(VAULT, limit=5)
+    later = [(r, n.hash, f"nid-later-{i}") for i, (r, n) in enumerate(rest)]
+    assert state.mark_pushed(VAULT, later, rest[-1][0], stored_seqs=(18, 22)) is None
+    assert state.cursor(VAULT) == 15
+    assert state.push_rowid(VAULT) == rest[-1][0]
