@@ -81,7 +81,6 @@ def one_way(
 ) -> tuple[float, int, int]:
     with LocalProvider(home / "tapes.sqlite") as store:
         runner = vault_runner(store, api, vault, who)
-        runner._batch_size = runner._page_size = 1000
         start = time.perf_counter()
         result = run_sync(runner)
         elapsed = time.perf_counter() - start

@@ -204,12 +204,17 @@ def _frame(body: bytes) -> bytes:
     return framed + bytes(padded_length(len(framed)) - len(framed))
 
 
+def _nonzero(data: bytes, start: int) -> bool:
+    """Whether any byte of ``data`` from ``start`` on is not zero (one C-level comparison)."""
+    return data[start:] != bytes(len(data) - start)
+
+
 def _unframe(padded: bytes) -> bytes:
     if len(padded) < _FRAME.size:
         raise _fail("frame too short")
     fmt, size = _FRAME.unpack_from(padded)
     end = _FRAME.size + size
-    if end > len(padded) or padded_length(end) != len(padded) or any(padded[end:]):
+    if end > len(padded) or padded_length(end) != len(padded) or _nonzero(padded, end):
         raise _fail("bad padding")
     payload = padded[_FRAME.size : end]
     if fmt == _RAW:

@@ -81,8 +81,11 @@ from tapes_e2e.sync.engine import (
 )
 
 __all__ = [
+    "BATCH_SIZE",
+    "PAGE_SIZE",
     "PullFn",
     "PulledBatch",
+    "Puller",
     "PushFn",
     "Pusher",
     "RefreshFn",
@@ -93,6 +96,11 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+# Nodes per push request and per pulled page. 1,000 is the server's largest page; a batch of
+# 1,000 nodes of 2 KB is ~3 MB, well under the server's 16 MiB request limit, and amortizes the
+# server's per-request commit.
+BATCH_SIZE = PAGE_SIZE = 1000
 
 
 class SyncError(Exception):
@@ -209,8 +217,8 @@ class SyncRunner:
         *,
         refresh_login: RefreshFn | None = None,
         config: EngineConfig | None = None,
-        batch_size: int = 500,
-        page_size: int = 500,
+        batch_size: int = BATCH_SIZE,
+        page_size: int = PAGE_SIZE,
         clock: Callable[[], float] = time.monotonic,
         random: Callable[[], float] = _random.random,
         wall_clock: Callable[[], float] = time.time,
