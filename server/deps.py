@@ -6,11 +6,12 @@ import hashlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TypeAlias
 
 import anyio.to_thread
 from litestar import Request
 from litestar.datastructures import State
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
@@ -21,7 +22,10 @@ from tapes_e2e.protocol import API_KEY_PREFIX
 __all__ = [
     "AUTHENTICATED",
     "Clock",
+    "NowDep",
     "Principal",
+    "PrincipalDep",
+    "SessionDep",
     "aware",
     "provide_db",
     "provide_now",
@@ -83,10 +87,16 @@ class Principal:
         )
 
 
+# Handler parameters injected by name (Litestar 3 no longer infers it from the dependency map):
+# declare ``db: SessionDep``, ``now: NowDep`` and ``principal: PrincipalDep``.
+SessionDep: TypeAlias = NamedDependency[Session]
+NowDep: TypeAlias = NamedDependency[datetime]
+PrincipalDep: TypeAlias = NamedDependency[Principal]
+
 _CREDENTIALS = "missing, expired or revoked credentials"
 
 
-def provide_principal(request: Request[object, object, State], db: Session) -> Principal:
+def provide_principal(request: Request[object, object, State], db: SessionDep) -> Principal:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token or len(token) > 200:

@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 
 from litestar import Controller, Request, Response
 from litestar.datastructures import State
+from litestar.params import FromPath, JSONBody
 from sqlalchemy import delete as sql_delete
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
@@ -36,7 +37,14 @@ from server.db.models import (
     TeamMember,
     User,
 )
-from server.deps import AUTHENTICATED, Principal, aware, token_hash
+from server.deps import (
+    AUTHENTICATED,
+    NowDep,
+    PrincipalDep,
+    SessionDep,
+    aware,
+    token_hash,
+)
 from server.errors import BadRequest, Conflict, NotFound, Unauthorized, problem
 from server.openapi import delete, get, post
 from server.settings import Settings
@@ -138,7 +146,7 @@ class AuthController(Controller):
 
     @post("/challenge", sync_to_thread=True, status_code=200)
     def challenge(
-        self, request: Request[object, object, State], db: Session, now: datetime
+        self, request: Request[object, object, State], db: SessionDep, now: NowDep
     ) -> Challenge:
         """A single-use nonce to sign with the identity key."""
         settings: Settings = request.app.state.settings
@@ -159,8 +167,8 @@ class AuthController(Controller):
 
     @post("/login", sync_to_thread=True, status_code=200)
     def login(
-        self, request: Request[object, object, State], data: LoginRequest, db: Session,
-        now: datetime,
+        self, request: Request[object, object, State], data: JSONBody[LoginRequest], db: SessionDep,
+        now: NowDep,
     ) -> TokenPair:  # fmt: skip
         """Log in (or, with ``handle``, register) by signing a challenge."""
         settings: Settings = request.app.state.settings
@@ -198,8 +206,8 @@ class AuthController(Controller):
 
     @post("/token/refresh", sync_to_thread=True, status_code=200)
     def refresh(
-        self, request: Request[object, object, State], data: RefreshRequest, db: Session,
-        now: datetime,
+        self, request: Request[object, object, State], data: JSONBody[RefreshRequest],
+        db: SessionDep, now: NowDep,
     ) -> TokenPair | Response[dict[str, object]]:  # fmt: skip
         """Rotate the refresh token. Reusing a spent one revokes its whole family."""
         settings: Settings = request.app.state.settings
@@ -232,7 +240,7 @@ class AuthController(Controller):
         sync_to_thread=True,
         dependencies=AUTHENTICATED,
     )
-    def me(self, db: Session, principal: Principal) -> UserOut:
+    def me(self, db: SessionDep, principal: PrincipalDep) -> UserOut:
         """The calling account."""
         user = db.get(User, principal.user_id)
         if user is None:  # pragma: no cover - a principal always has a user
@@ -269,7 +277,7 @@ class ApiKeyController(Controller):
 
     @post("/", sync_to_thread=True, status_code=201)
     def create(
-        self, data: ApiKeyCreate, db: Session, principal: Principal, now: datetime
+        self, data: JSONBody[ApiKeyCreate], db: SessionDep, principal: PrincipalDep, now: NowDep
     ) -> ApiKeyCreated:
         """Create a key for one vault. Needs an interactive login and admin rights there."""
         if principal.api_key_id is not None:
@@ -297,7 +305,7 @@ class ApiKeyController(Controller):
         return ApiKeyCreated(api_key=secret, info=_info(key))
 
     @get("/", sync_to_thread=True)
-    def list_keys(self, db: Session, principal: Principal) -> list[ApiKeyInfo]:
+    def list_keys(self, db: SessionDep, principal: PrincipalDep) -> list[ApiKeyInfo]:
         """Keys this account created."""
         keys = db.scalars(
             select(ApiKey).where(ApiKey.user_id == principal.user_id).order_by(ApiKey.created_at)
@@ -305,7 +313,9 @@ class ApiKeyController(Controller):
         return [_info(k) for k in keys]
 
     @delete("/{key_id:str}", sync_to_thread=True, status_code=204)
-    def revoke(self, key_id: str, db: Session, principal: Principal, now: datetime) -> None:
+    def revoke(
+        self, key_id: FromPath[str], db: SessionDep, principal: PrincipalDep, now: NowDep
+    ) -> None:
         """Revoke a key at once."""
         key = db.get(ApiKey, key_id)
         if key is None or key.user_id != principal.user_id:

@@ -22,13 +22,14 @@ from datetime import datetime
 
 import msgspec
 from litestar import Controller
+from litestar.params import JSONBody
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from keymgmt import ChainError, verify_chain
 from server import acl, audit
 from server.db.models import ChainStatement, Team, TeamMember
-from server.deps import AUTHENTICATED, Principal
+from server.deps import AUTHENTICATED, NowDep, Principal, PrincipalDep, SessionDep
 from server.domain.teams import (
     AfterSeqno,
     TeamPath,
@@ -106,15 +107,15 @@ class VaultChainController(Controller):
 
     @post("/teams/{vault:str}/genesis", sync_to_thread=True, status_code=201)
     def genesis(
-        self, vault: TeamPath, data: GenesisCreate, db: Session, principal: Principal,
-        now: datetime,
+        self, vault: TeamPath, data: JSONBody[GenesisCreate], db: SessionDep,
+        principal: PrincipalDep, now: NowDep,
     ) -> GenesisCreated:  # fmt: skip
         """Upload a personal vault's genesis statement and keyring (the owner, once)."""
         return create_genesis(db, principal, vault, data, now)
 
     @get("/vaults/{vault:str}/chain", sync_to_thread=True)
     def chain(
-        self, vault: TeamPath, db: Session, principal: Principal, after: AfterSeqno = -1
+        self, vault: TeamPath, db: SessionDep, principal: PrincipalDep, after: AfterSeqno = -1
     ) -> ChainPage:
         """The signed statements after ``after`` (any live member, viewers included)."""
         team, _member = _vault_member(db, principal, vault)
@@ -131,7 +132,9 @@ class VaultChainController(Controller):
         )
 
     @get("/vaults/{vault:str}/keyrings", sync_to_thread=True)
-    def keyrings(self, vault: TeamPath, db: Session, principal: Principal) -> list[KeyringOut]:
+    def keyrings(
+        self, vault: TeamPath, db: SessionDep, principal: PrincipalDep
+    ) -> list[KeyringOut]:
         """The keyrings sealed to the caller, by epoch (a viewer has none)."""
         team, member = _vault_member(db, principal, vault)
         if member.role not in acl.READERS:

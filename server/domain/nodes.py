@@ -17,13 +17,13 @@ from typing import Annotated
 
 import msgspec
 from litestar import Controller
-from litestar.params import Parameter
+from litestar.params import JSONBody, Parameter
 from sqlalchemy import and_, literal, select
 from sqlalchemy.orm import Session
 
 from server import acl, plans
 from server.db.models import NodeRecord, Team, TeamMember
-from server.deps import AUTHENTICATED, Principal
+from server.deps import AUTHENTICATED, NowDep, Principal, PrincipalDep, SessionDep
 from server.domain.shares import record_shared_read
 from server.errors import BadRequest, NotFound, PayloadTooLarge
 from server.openapi import get, post
@@ -184,7 +184,7 @@ class SyncController(Controller):
 
     @post("/push", sync_to_thread=True, status_code=200)
     def push(
-        self, data: PushRequest, db: Session, principal: Principal, now: datetime
+        self, data: JSONBody[PushRequest], db: SessionDep, principal: PrincipalDep, now: NowDep
     ) -> PushResult:
         """Store a batch of envelopes atomically; already-stored IDs are no-ops."""
         return push(db, principal, data, now)
@@ -192,9 +192,9 @@ class SyncController(Controller):
     @get("/pull", sync_to_thread=True)
     def pull(
         self,
-        db: Session,
-        principal: Principal,
-        now: datetime,
+        db: SessionDep,
+        principal: PrincipalDep,
+        now: NowDep,
         vault: VaultQuery,
         after: Annotated[int, Parameter(ge=0, le=2**62)] = 0,
         limit: Annotated[int, Parameter(ge=1, le=MAX_PAGE)] = 500,
@@ -223,8 +223,8 @@ class SyncController(Controller):
     @get("/status", sync_to_thread=True)
     def status(
         self,
-        db: Session,
-        principal: Principal,
+        db: SessionDep,
+        principal: PrincipalDep,
         vault: VaultQuery,
         after: Annotated[int, Parameter(ge=0, le=2**62)] = 0,
     ) -> SyncStatusOut:
@@ -271,14 +271,14 @@ class NodeController(Controller):
 
     @post("/nodes", sync_to_thread=True, status_code=200)
     def create_nodes(
-        self, data: PushRequest, db: Session, principal: Principal, now: datetime
+        self, data: JSONBody[PushRequest], db: SessionDep, principal: PrincipalDep, now: NowDep
     ) -> PushResult:
         """Create or sync nodes (the RFC's path; same body and rules as sync/push)."""
         return push(db, principal, data, now)
 
     @get("/nodes/{node_id:str}", sync_to_thread=True)
     def get_node(
-        self, node_id: Hex64Path, db: Session, principal: Principal, now: datetime
+        self, node_id: Hex64Path, db: SessionDep, principal: PrincipalDep, now: NowDep
     ) -> NodeOut:
         """One envelope by its keyed node ID."""
         record = _find(db, principal, node_id, now)
@@ -287,7 +287,7 @@ class NodeController(Controller):
 
     @get("/nodes/{node_id:str}/ancestry", sync_to_thread=True)
     def ancestry(
-        self, node_id: Hex64Path, db: Session, principal: Principal, now: datetime
+        self, node_id: Hex64Path, db: SessionDep, principal: PrincipalDep, now: NowDep
     ) -> list[NodeOut]:
         """The node and its ancestors, node first, in one request (one recursive query)."""
         return _ancestry(db, principal, node_id, now)
@@ -295,9 +295,9 @@ class NodeController(Controller):
     @get("/sessions", sync_to_thread=True)
     def sessions(
         self,
-        db: Session,
-        principal: Principal,
-        now: datetime,
+        db: SessionDep,
+        principal: PrincipalDep,
+        now: NowDep,
         vault: VaultQuery,
         after: Annotated[int, Parameter(ge=0, le=2**62)] = 0,
         limit: Annotated[int, Parameter(ge=1, le=MAX_PAGE)] = 100,
@@ -336,7 +336,7 @@ class NodeController(Controller):
 
     @get("/sessions/{session_id:str}", sync_to_thread=True)
     def session(
-        self, session_id: Hex64Path, db: Session, principal: Principal, now: datetime
+        self, session_id: Hex64Path, db: SessionDep, principal: PrincipalDep, now: NowDep
     ) -> list[NodeOut]:
         """A session: its leaf and every ancestor (same as the node's ancestry)."""
         return _ancestry(db, principal, session_id, now)

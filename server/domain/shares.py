@@ -23,14 +23,14 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller
-from litestar.params import Parameter
+from litestar.params import JSONBody, Parameter
 from sqlalchemy import ColumnElement, CursorResult, and_, insert, literal, or_, select
 from sqlalchemy.orm import Session
 
 from keymgmt import ShareError, verify_share
 from server import acl, audit
 from server.db.models import NodeRecord, Share, ShareNode, Team, TeamMember, User
-from server.deps import AUTHENTICATED, Principal, aware
+from server.deps import AUTHENTICATED, NowDep, Principal, PrincipalDep, SessionDep, aware
 from server.domain.teams import MANAGERS, lock_team, verified_state
 from server.errors import BadRequest, Conflict, Forbidden, NotFound
 from server.openapi import delete, get, post
@@ -220,16 +220,16 @@ class ShareController(Controller):
 
     @post("/{session_id:str}/share", sync_to_thread=True, status_code=201)
     def share(
-        self, session_id: Hex64Path, data: ShareCreate, db: Session, principal: Principal,
-        now: datetime,
+        self, session_id: Hex64Path, data: JSONBody[ShareCreate], db: SessionDep,
+        principal: PrincipalDep, now: NowDep,
     ) -> ShareOut:  # fmt: skip
         """Share the session ending at this leaf with a team (signed by the sharer)."""
         return share_session(db, principal, session_id, data, now)
 
     @delete("/{session_id:str}/share", sync_to_thread=True, status_code=204)
     def unshare(
-        self, session_id: Hex64Path, team: VaultQuery, db: Session, principal: Principal,
-        now: datetime,
+        self, session_id: Hex64Path, team: VaultQuery, db: SessionDep, principal: PrincipalDep,
+        now: NowDep,
     ) -> None:  # fmt: skip
         """Stop sharing the session with ``team``; its nodes are unreadable to others at once."""
         unshare_session(db, principal, session_id, team, now)
@@ -242,7 +242,7 @@ class SharedController(Controller):
 
     @get("/shared", sync_to_thread=True)
     def shared(
-        self, db: Session, principal: Principal, now: datetime,
+        self, db: SessionDep, principal: PrincipalDep, now: NowDep,
         limit: Annotated[int, Parameter(ge=1, le=MAX_PAGE)] = 500,
     ) -> list[ShareOut]:  # fmt: skip
         """Live shares of every team the caller reads content in, by team and sequence."""
@@ -261,7 +261,7 @@ class SharedController(Controller):
 
     @get("/teams/{team_id:str}/sessions", sync_to_thread=True)
     def team_sessions(
-        self, team_id: VaultQuery, db: Session, principal: Principal, now: datetime,
+        self, team_id: VaultQuery, db: SessionDep, principal: PrincipalDep, now: NowDep,
         after: Annotated[int, Parameter(ge=0, le=2**62)] = 0,
         limit: Annotated[int, Parameter(ge=1, le=MAX_PAGE)] = 100,
     ) -> SharePage:  # fmt: skip

@@ -33,7 +33,7 @@ from typing import Annotated
 
 import msgspec
 from litestar import Controller
-from litestar.params import Parameter
+from litestar.params import JSONBody, Parameter
 from sqlalchemy import delete as sql_delete
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
@@ -63,7 +63,7 @@ from server.db.models import (
     TeamMember,
     User,
 )
-from server.deps import AUTHENTICATED, Principal, aware
+from server.deps import AUTHENTICATED, NowDep, Principal, PrincipalDep, SessionDep, aware
 from server.errors import (
     BadRequest,
     Conflict,
@@ -556,7 +556,9 @@ def _create_team(db: Session, principal: Principal, data: TeamCreate, now: datet
     tags=["teams"],
     dependencies=AUTHENTICATED,
 )
-def create_team(data: TeamCreate, db: Session, principal: Principal, now: datetime) -> TeamCreated:
+def create_team(
+    data: JSONBody[TeamCreate], db: SessionDep, principal: PrincipalDep, now: NowDep
+) -> TeamCreated:
     """Create a team vault from a signed genesis statement and the owner's keyring.
 
     A plain handler, not a ``TeamController`` method: ``GET /api/v1/teams`` lives in another
@@ -572,7 +574,7 @@ class TeamController(Controller):
 
     @get("/{team_id:str}/chain", sync_to_thread=True)
     def chain(
-        self, team_id: TeamPath, db: Session, principal: Principal, after: AfterSeqno = -1
+        self, team_id: TeamPath, db: SessionDep, principal: PrincipalDep, after: AfterSeqno = -1
     ) -> ChainPage:
         """The signed statements after ``after`` (any live member, viewers included)."""
         team, _member = _team_member(db, principal, team_id)
@@ -590,8 +592,8 @@ class TeamController(Controller):
 
     @post("/{team_id:str}/chain", sync_to_thread=True, status_code=200)
     def append(
-        self, team_id: TeamPath, data: ChainAppend, db: Session, principal: Principal,
-        now: datetime,
+        self, team_id: TeamPath, data: JSONBody[ChainAppend], db: SessionDep,
+        principal: PrincipalDep, now: NowDep,
     ) -> ChainHeadOut:  # fmt: skip
         """Append statements if the head is still ``expected_head_seqno`` (else 409)."""
         return append_statements(
@@ -600,8 +602,8 @@ class TeamController(Controller):
 
     @post("/{team_id:str}/members", sync_to_thread=True, status_code=201)
     def add_member(
-        self, team_id: TeamPath, data: MemberAdd, db: Session, principal: Principal,
-        now: datetime,
+        self, team_id: TeamPath, data: JSONBody[MemberAdd], db: SessionDep, principal: PrincipalDep,
+        now: NowDep,
     ) -> ChainHeadOut:  # fmt: skip
         """Add a member: one signed ``add`` statement, appended like ``POST …/chain``."""
         return append_statements(
@@ -613,9 +615,9 @@ class TeamController(Controller):
         self,
         team_id: TeamPath,
         user_id: Annotated[str, Parameter(max_length=36)],
-        db: Session,
-        principal: Principal,
-        now: datetime,
+        db: SessionDep,
+        principal: PrincipalDep,
+        now: NowDep,
         expected_head_seqno: Annotated[int, Parameter(ge=0, le=2**31 - 1)],
         statement_body: Annotated[str, Parameter(min_length=2, max_length=8192)],
         signature: Annotated[str, Parameter(pattern=r"^[A-Za-z0-9_-]{86}$")],
@@ -633,8 +635,8 @@ class TeamController(Controller):
 
     @post("/{team_id:str}/keyrings", sync_to_thread=True, status_code=201)
     def upload_keyring(
-        self, team_id: TeamPath, data: KeyringUpload, db: Session, principal: Principal,
-        now: datetime,
+        self, team_id: TeamPath, data: JSONBody[KeyringUpload], db: SessionDep,
+        principal: PrincipalDep, now: NowDep,
     ) -> KeyringUploaded:  # fmt: skip
         """Store an epoch's keyring for each of its recipients (owners and admins)."""
         _team_manager(db, principal, team_id)
@@ -651,15 +653,17 @@ class TeamController(Controller):
         return KeyringUploaded(epoch=keyring.body.epoch, recipients=recipients)
 
     @get("/{team_id:str}/keyrings", sync_to_thread=True)
-    def keyrings(self, team_id: TeamPath, db: Session, principal: Principal) -> list[KeyringOut]:
+    def keyrings(
+        self, team_id: TeamPath, db: SessionDep, principal: PrincipalDep
+    ) -> list[KeyringOut]:
         """The keyrings sealed to the caller, by epoch (a viewer has none)."""
         team, _member = _team_member(db, principal, team_id)
         return keyrings_for(db, team.id, _caller(db, principal).fingerprint)
 
     @post("/{team_id:str}/invite", sync_to_thread=True, status_code=201)
     def invite(
-        self, team_id: TeamPath, data: InviteCreate, db: Session, principal: Principal,
-        now: datetime,
+        self, team_id: TeamPath, data: JSONBody[InviteCreate], db: SessionDep,
+        principal: PrincipalDep, now: NowDep,
     ) -> InviteOut:  # fmt: skip
         """Record an invite (id, role, expiry). The secret stays with the inviter's client."""
         _team, member = _team_manager(db, principal, team_id)
@@ -694,7 +698,7 @@ class TeamController(Controller):
 
     @get("/{team_id:str}/join-requests", sync_to_thread=True)
     def join_requests(
-        self, team_id: TeamPath, db: Session, principal: Principal,
+        self, team_id: TeamPath, db: SessionDep, principal: PrincipalDep,
         status: Annotated[str, Parameter(pattern=r"^(pending|approved|rejected)$")] = "pending",
     ) -> list[JoinRequestOut]:  # fmt: skip
         """Join requests for this team's invites (owners and admins)."""
@@ -710,7 +714,7 @@ class TeamController(Controller):
 
     @get("/{team_id:str}/audit", sync_to_thread=True)
     def audit_log(
-        self, team_id: TeamPath, db: Session, principal: Principal,
+        self, team_id: TeamPath, db: SessionDep, principal: PrincipalDep,
         after: Annotated[int, Parameter(ge=0, le=2**62)] = 0, limit: Limit = 100,
     ) -> AuditPage:  # fmt: skip
         """The team's audit entries after ``after`` and whether the whole hash chain verifies."""
@@ -752,10 +756,10 @@ class InviteController(Controller):
     def join(
         self,
         invite_id: Annotated[str, Parameter(pattern=r"^[0-9a-f]{16}$")],
-        data: JoinRequestWire,
-        db: Session,
-        principal: Principal,
-        now: datetime,
+        data: JSONBody[JoinRequestWire],
+        db: SessionDep,
+        principal: PrincipalDep,
+        now: NowDep,
     ) -> JoinResult:
         """Ask to join with an invite: the keys MACed with the invite secret, for the admins."""
         user = _interactive_user(db, principal, "join teams")

@@ -8,17 +8,16 @@ role, token counts) plus the server's own upload time and uploader — never a b
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Annotated
 
 from litestar import Controller
-from litestar.params import Parameter
+from litestar.params import FromPath, Parameter
 from sqlalchemy import String, func, select
-from sqlalchemy.orm import Session
 
 from server import acl
 from server.db.models import NodeRecord, User
-from server.deps import AUTHENTICATED, Principal
+from server.deps import AUTHENTICATED, NowDep, PrincipalDep, SessionDep
 from server.openapi import get
 from tapes_e2e.protocol import UsagePage, UsageRow
 
@@ -36,10 +35,10 @@ class UsageController(Controller):
     @get("/", sync_to_thread=True)
     def usage(
         self,
-        team_id: str,
-        db: Session,
-        principal: Principal,
-        now: datetime,
+        team_id: FromPath[str],
+        db: SessionDep,
+        principal: PrincipalDep,
+        now: NowDep,
         days: Annotated[int, Parameter(ge=1, le=MAX_RANGE.days)] = 30,
     ) -> UsagePage:
         """Nodes and tokens per day, model and uploader over the last ``days`` days."""

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from litestar import Controller
+from litestar.params import FromPath
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from server import acl
 from server.db.models import Team, TeamMember
-from server.deps import AUTHENTICATED, Principal
+from server.deps import AUTHENTICATED, PrincipalDep, SessionDep
 from server.openapi import get
 from tapes_e2e.protocol import VaultOut
 
@@ -33,7 +33,7 @@ class VaultController(Controller):
     dependencies = AUTHENTICATED
 
     @get("/", sync_to_thread=True)
-    def list_teams(self, db: Session, principal: Principal) -> list[VaultOut]:
+    def list_teams(self, db: SessionDep, principal: PrincipalDep) -> list[VaultOut]:
         """The caller's vaults: their personal vault and the teams they belong to."""
         rows = db.execute(
             select(Team, TeamMember)
@@ -48,7 +48,7 @@ class VaultController(Controller):
         ]
 
     @get("/{team_id:str}", sync_to_thread=True)
-    def get_team(self, team_id: str, db: Session, principal: Principal) -> VaultOut:
+    def get_team(self, team_id: FromPath[str], db: SessionDep, principal: PrincipalDep) -> VaultOut:
         """One vault of the caller's."""
         team, member = acl.require_vault(db, principal, team_id, "read-usage")
         return _out(team, member)
