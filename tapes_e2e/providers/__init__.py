@@ -30,6 +30,7 @@ def open_provider(settings: Settings, *, prompt: Callable[[], str] | None = None
     from tapes_e2e.providers.local import LocalProvider  # noqa: PLC0415
     from tapes_e2e.remote_sync import vault_runner  # noqa: PLC0415
     from tapes_e2e.teams import routing  # noqa: PLC0415
+    from tapes_e2e.teams.sharing import TeamSharing  # noqa: PLC0415
 
     kind = settings.config.provider
     if kind == "local":
@@ -43,17 +44,22 @@ def open_provider(settings: Settings, *, prompt: Callable[[], str] | None = None
     api = auth.api_client(settings, session.server)
     cloud = settings.config.cloud
     vault = cloud.team_id or session.personal_vault
+    provider: CloudProvider | HybridProvider
     if kind == "cloud":
         if cloud.team_id:
-            return routing.team_cloud_provider(api, identity, settings.dotdir.path, cloud)
-        return CloudProvider(api, account.open_vault(api, vault, identity), identity)
-    store = LocalProvider(settings.database.path)
-    try:
-        hooks = routing.team_sync_hooks(api, identity, settings, store, vault)
-        runner = vault_runner(
-            store, api, vault, identity, sync_interval=cloud.sync_interval, hooks=hooks
-        )
-    except BaseException:
-        store.close()
-        raise
-    return HybridProvider(store, runner, sync_on_close=cloud.sync_on_close)
+            provider = routing.team_cloud_provider(api, identity, settings.dotdir.path, cloud)
+        else:
+            provider = CloudProvider(api, account.open_vault(api, vault, identity), identity)
+    else:
+        store = LocalProvider(settings.database.path)
+        try:
+            hooks = routing.team_sync_hooks(api, identity, settings, store, vault)
+            runner = vault_runner(
+                store, api, vault, identity, sync_interval=cloud.sync_interval, hooks=hooks
+            )
+        except BaseException:
+            store.close()
+            raise
+        provider = HybridProvider(store, runner, sync_on_close=cloud.sync_on_close)
+    provider.sharing = TeamSharing(api, identity, settings.dotdir.path, provider.ancestry)
+    return provider

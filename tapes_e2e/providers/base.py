@@ -21,12 +21,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
+from tapes_e2e.errors import ConfigError
 from tapes_e2e.node import Node
 
 __all__ = [
+    "DelegatedSharing",
     "Provider",
     "ShareOptions",
     "SharedSession",
+    "Sharing",
     "SyncProvider",
     "SyncStatus",
     "TeamProvider",
@@ -142,8 +145,8 @@ class SyncProvider(Provider, Protocol):
 
 
 @runtime_checkable
-class TeamProvider(Provider, Protocol):
-    """A provider that can share sessions with teams."""
+class Sharing(Protocol):
+    """Sharing sessions with teams (the RFC's TeamProvider methods)."""
 
     def shared_sessions(self, team_id: str) -> Sequence[SharedSession]:
         """Sessions shared with ``team_id`` that the caller may read (live, unexpired shares)."""
@@ -161,3 +164,33 @@ class TeamProvider(Provider, Protocol):
         """Withdraw a share. Members lose access from that moment; what they already pulled
         stays on their machines."""
         ...
+
+
+@runtime_checkable
+class TeamProvider(Provider, Sharing, Protocol):
+    """A provider that can share sessions with teams."""
+
+
+class DelegatedSharing:
+    """The :class:`TeamProvider` methods of a provider that hands them to ``sharing`` (a
+    ``tapes_e2e.teams.sharing.TeamSharing``, set by ``open_provider``), so that the hybrid and
+    cloud providers share sessions the same way ``tapes session share`` does."""
+
+    sharing: Sharing | None = None
+
+    def _sharing(self) -> Sharing:
+        if self.sharing is None:
+            raise ConfigError(
+                "this provider was opened without a login, so it cannot share sessions",
+                hint="open it with `open_provider` after `tapes auth login`",
+            )
+        return self.sharing
+
+    def shared_sessions(self, team_id: str) -> Sequence[SharedSession]:
+        return self._sharing().shared_sessions(team_id)
+
+    def share_session(self, session_id: str, team_id: str, options: ShareOptions) -> None:
+        self._sharing().share_session(session_id, team_id, options)
+
+    def unshare_session(self, session_id: str, team_id: str) -> None:
+        self._sharing().unshare_session(session_id, team_id)

@@ -21,14 +21,16 @@ from tapes_e2e.envelopes import MetadataRecord, open_envelope, seal_envelope
 from tapes_e2e.errors import InvalidNodeError, MissingParentError, NodeNotFoundError, RemoteError
 from tapes_e2e.node import Node
 from tapes_e2e.protocol import NodeOut
+from tapes_e2e.providers.base import DelegatedSharing
 
 __all__ = ["CloudProvider"]
 
 PAGE = 1000
 
 
-class CloudProvider:
-    """A vault on the server, read and written through an :class:`ApiClient`."""
+class CloudProvider(DelegatedSharing):
+    """A vault on the server, read and written through an :class:`ApiClient`; sharing with
+    teams through ``sharing`` (see :class:`~tapes_e2e.providers.base.DelegatedSharing`)."""
 
     def __init__(self, api: ApiClient, access: VaultAccess, identity: keymgmt.Identity) -> None:
         self.api, self.access, self.identity = api, access, identity

@@ -17,7 +17,7 @@ from datetime import datetime
 from keymgmt import PROTOCOL_VERSION
 from tapes_e2e.errors import TapesError
 from tapes_e2e.node import Node
-from tapes_e2e.providers.base import SyncStatus
+from tapes_e2e.providers.base import DelegatedSharing, SyncStatus
 from tapes_e2e.providers.local import LocalProvider
 from tapes_e2e.sync.worker import SyncRunner, SyncWorker, run_sync
 
@@ -28,8 +28,9 @@ class SyncFailedError(TapesError):
     default_hint = "the nodes stay recorded locally and are pushed on the next successful sync"
 
 
-class HybridProvider:
-    """A :class:`LocalProvider` plus a background sync of one vault."""
+class HybridProvider(DelegatedSharing):
+    """A :class:`LocalProvider` plus a background sync of one vault; sharing with teams through
+    ``sharing`` (see :class:`~tapes_e2e.providers.base.DelegatedSharing`)."""
 
     def __init__(
         self,

@@ -14,7 +14,7 @@ reported and not shown.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,9 +28,17 @@ from tapes_e2e.errors import RemoteError, TeamError
 from tapes_e2e.node import Node
 from tapes_e2e.protocol import MAX_BATCH_NODES
 from tapes_e2e.protocol.teams import ShareOut
+from tapes_e2e.providers.base import SharedSession, ShareOptions
 from tapes_e2e.teams.access import TeamAccess, open_team
 
-__all__ = ["SharedView", "list_shared", "push_session", "share_session", "unshare_session"]
+__all__ = [
+    "SharedView",
+    "TeamSharing",
+    "list_shared",
+    "push_session",
+    "share_session",
+    "unshare_session",
+]
 
 log = logging.getLogger("tapes.teams")
 
@@ -172,3 +180,51 @@ def list_shared(
                 f"does not verify ({exc.message}); not shown"
             )
     return views, refused
+
+
+def _session(view: SharedView) -> SharedSession:
+    """A verified share as the RFC's SharedSession; a metadata-only team's session is named by
+    its keyed leaf ID (there is no content to name it by)."""
+    return SharedSession(
+        session_id=view.session_id or view.leaf_id,
+        team_id=view.team_id,
+        shared_by=view.shared_by,
+        title=view.title,
+        note=view.note,
+        shared_at=view.shared_at,
+        expires_at=view.expires_at,
+    )
+
+
+class TeamSharing:
+    """The RFC's ``TeamProvider`` operations for a provider (hybrid or cloud) of this client.
+
+    ``ancestry`` is the provider's own (node first, then its ancestors), so a session is shared
+    from wherever the provider keeps it. Shares that fail verification are logged and left out
+    of :meth:`shared_sessions`, as ``tapes session shared`` reports them.
+    """
+
+    def __init__(
+        self,
+        api: ApiClient,
+        identity: keymgmt.Identity,
+        dotdir: Path,
+        ancestry: Callable[[str], Sequence[Node]],
+    ) -> None:
+        self.api, self.identity, self.dotdir, self._ancestry = api, identity, dotdir, ancestry
+
+    def shared_sessions(self, team_id: str) -> list[SharedSession]:
+        views, refused = list_shared(self.api, self.identity, self.dotdir, team_id)
+        for message in refused:
+            log.error("%s", message)
+        return [_session(view) for view in views]
+
+    def share_session(self, session_id: str, team_id: str, options: ShareOptions) -> None:
+        path = list(reversed(self._ancestry(session_id)))
+        share_session(
+            self.api, self.identity, self.dotdir, team_id, path,
+            title=options.title, note=options.note, expires_at=options.expires_at,
+        )  # fmt: skip
+
+    def unshare_session(self, session_id: str, team_id: str) -> None:
+        unshare_session(self.api, self.identity, self.dotdir, team_id, session_id)

@@ -22,10 +22,14 @@ from tapes_e2e import account
 from tapes_e2e.cli.context import Settings
 from tapes_e2e.client import ApiClient
 from tapes_e2e.envelopes import MetadataRecord, open_envelope
+from tapes_e2e.errors import ConfigError
 from tapes_e2e.identity import unlock
-from tapes_e2e.providers import open_provider
+from tapes_e2e.providers import TeamProvider, open_provider
+from tapes_e2e.providers.base import ShareOptions
 from tapes_e2e.providers.hybrid import HybridProvider
 from tapes_e2e.providers.local import LocalProvider
+from tapes_e2e.store.syncstate import SyncState
+from tapes_e2e.sync.worker import SyncRunner
 from tapes_e2e.teams import local
 from tapes_e2e.teams.access import TeamAccess, open_team
 from tapes_e2e.teams.routing import TeamCloudProvider
@@ -365,3 +369,40 @@ def test_the_hybrid_worker_syncs_into_the_team_and_auto_shares(
     assert len(team_rows(client, team.id)) == 2
     listed = json.loads(ok(tapes("bob", "session", "shared", "--json")))
     assert [s["session_id"] for s in listed] == [nodes[-1].hash]
+
+
+def test_the_hybrid_and_cloud_providers_share_through_the_team_provider_protocol(
+    team: Team, tapes: Tapes, tmp_path: Path
+) -> None:
+    """The RFC's TeamProvider: Alice shares a hybrid-recorded session with the team, Bob's cloud
+    provider lists it with its decrypted title, and Alice's unshare withdraws it."""
+    alice, bob = team.home("alice"), team.home("bob")
+    ok(tapes("alice", "storage", "set-provider", "hybrid"))
+    ok(tapes("bob", "storage", "set-provider", "cloud"))
+    hybrid = open_provider(Settings.resolve(config_dir=alice, db=alice / "t.sqlite", debug=False))
+    cloud = open_provider(Settings.resolve(config_dir=bob, db=None, debug=False))
+    try:
+        assert isinstance(hybrid, TeamProvider)
+        assert isinstance(cloud, TeamProvider)
+        nodes = chain(["shared through the provider", "its answer"])
+        for node in nodes:
+            hybrid.put(node)
+        hybrid.share_session(nodes[-1].hash, team.id, ShareOptions(title="Provider share"))
+        shared = cloud.shared_sessions(team.id)
+        assert [(s.session_id, s.title, s.team_id) for s in shared] == [
+            (nodes[-1].hash, "Provider share", team.id)
+        ]
+        assert shared[0].shared_by == fingerprint(alice)
+        hybrid.unshare_session(nodes[-1].hash, team.id)
+        assert cloud.shared_sessions(team.id) == []
+    finally:
+        hybrid.close()
+        cloud.close()
+
+
+def test_a_provider_opened_without_a_login_refuses_to_share(tmp_path: Path) -> None:
+    with LocalProvider(tmp_path / "t.sqlite") as store:
+        runner = SyncRunner(SyncState(store), "v", lambda *_: [], lambda *_: None)  # type: ignore[arg-type,return-value]
+        hybrid = HybridProvider(store, runner, background=False)
+        with pytest.raises(ConfigError, match="cannot share sessions"):
+            hybrid.share_session("0" * 64, "t_team", ShareOptions())
