@@ -14,6 +14,8 @@ In one run, against one ``tapes-server serve`` on SQLite (database under bench/o
    seal and open steps with plain base64 framing, so everything else — batching, HTTP, the
    server, the local bookkeeping — is the same). Goal: encrypted within 1.3 times of it.
 4. ``no-op sync`` at N stored: one request, median over 20 syncs. Goal < 50 ms.
+5. ``bare store``: the same N rows inserted with bare ``sqlite3`` as a pull stores them, the
+   ceiling of any pull on this machine.
 
 Printed as a table with the goals (≥ 10,000 nodes/s each way); JSON in bench/out/sync.json.
 """
@@ -26,6 +28,7 @@ import json
 import os
 import random
 import shutil
+import sqlite3
 import statistics
 import sys
 import tempfile
@@ -48,6 +51,8 @@ from tapes_e2e.demo import local_server  # noqa: E402
 from tapes_e2e.node import node_from_bytes  # noqa: E402
 from tapes_e2e.providers.local import LocalProvider  # noqa: E402
 from tapes_e2e.remote_sync import vault_runner  # noqa: E402
+from tapes_e2e.store.rows import INSERT_SQL, node_to_row  # noqa: E402
+from tapes_e2e.store.syncstate import SyncState  # noqa: E402
 from tapes_e2e.sync.worker import run_sync  # noqa: E402
 
 
@@ -119,6 +124,32 @@ def run(root: Path, count: int, label: str, *, plain: bool) -> dict[str, Any]:
     return {"push_s": push_s, "pull_s": pull_s, "pulled": pulled, "noop_ms": noop}
 
 
+def bare_store_rate(root: Path, count: int) -> float:
+    """Nodes/s of a bare ``sqlite3`` ``executemany`` of the same rows a pull stores (into
+    ``nodes`` and ``e2e_remote``, pages of 1,000, one commit each, synchronous NORMAL in WAL as
+    the sync bookkeeping runs): the ceiling of a pull on this machine however cheap the rest."""
+    rows = [node_to_row(n) for n in make_sessions(random.Random(5), count)]
+    path = root / "bare-store.sqlite"
+    with LocalProvider(path) as store:  # Go's schema and our e2e tables, nothing else
+        SyncState(store)
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    start = time.perf_counter()
+    for at in range(0, count, 1000):
+        page = rows[at : at + 1000]
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany(INSERT_SQL, page)
+        conn.executemany(
+            "INSERT INTO e2e_remote (hash, vault, node_id) VALUES (?, 'v', ?)",
+            [(row[0], row[0]) for row in page],
+        )
+        conn.execute("COMMIT")
+    elapsed = time.perf_counter() - start
+    conn.close()
+    return count / elapsed
+
+
 @contextmanager
 def _maybe(plain: bool):  # type: ignore[no-untyped-def]
     if plain:
@@ -139,6 +170,7 @@ def main() -> int:
     try:
         enc = run(root / "enc", count, "e", plain=False)
         plain = run(root / "plain", count, "p", plain=True)
+        bare_store = bare_store_rate(root, count)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     rows = [
@@ -147,7 +179,9 @@ def main() -> int:
          ">= 10,000/s; <= 1.3x"),
     ]  # fmt: skip
     print(f"{'figure':<18} {'encrypted':>12} {'no crypto':>12} {'time ratio':>10}  goal")
-    results: dict[str, Any] = {"count": count, "encrypted": enc, "plain": plain}
+    results: dict[str, Any] = {
+        "count": count, "encrypted": enc, "plain": plain, "bare_store_per_s": bare_store,
+    }  # fmt: skip
     ok = True
     for name, ours, base, goal in rows:
         ratio = base / ours
@@ -159,6 +193,8 @@ def main() -> int:
     ok &= noop_pass
     print(f"{'no-op sync (ms)':<18} {enc['noop_ms']:>12.2f} {plain['noop_ms']:>12.2f} "
           f"{'':>10}  < 50 ms, one request {'PASS' if noop_pass else 'MISS'}")  # fmt: skip
+    print(f"{'bare store (n/s)':<18} {bare_store:>12,.0f} {'':>12} {'':>10}  "
+          "the pulled rows stored by bare sqlite3 alone: any pull's ceiling here")  # fmt: skip
     (OUT / "sync.json").write_text(json.dumps(results, indent=2))
     print(f"wrote {OUT / 'sync.json'}")
     return 0 if ok else 1
