@@ -5,15 +5,19 @@
    answer, so a branch), and syncs: the nodes leave sealed.
 3. Bob registers too: the server has two tenants.
 4. Alice's second machine (her identity restored from its key file) syncs and reads the sessions.
-5. Show what the server stored: opaque envelopes and coarse metadata, never a prompt.
-6. Stop the server.
+5. Alice makes a team and invites Bob (the code goes out of band); Bob joins, Alice approves his
+   fingerprint, shares one session with the team, and Bob syncs the team vault and reads it.
+6. Show what the server stored, per vault: opaque envelopes and coarse metadata, never a prompt.
+7. Stop the server.
 
 Run with ``python -m tapes_e2e.demo``. The user's own ~/.tapes is never touched.
 """
 
 from __future__ import annotations
 
+import io
 import os
+import re
 import shutil
 import signal
 import socket
@@ -23,7 +27,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
 
 import httpx
@@ -109,11 +113,50 @@ def _say(title: str) -> None:
 
 def _run(home: Path, *args: str) -> None:
     print("$ tapes " + " ".join(args), flush=True)  # noqa: T201
+    _call(home, *args)
+
+
+def _call(home: Path, *args: str) -> None:
     try:
         tapes(["--config-dir", str(home), *args])
     except SystemExit as exit_:
         if exit_.code not in (0, None):
             raise
+
+
+def _run_and_read(home: Path, *args: str) -> str:
+    """``_run``, and what the command printed on stdout (shown as well, after the command line
+    and before anything it says on stderr would be out of order, so notes go last)."""
+    print("$ tapes " + " ".join(args), flush=True)  # noqa: T201
+    buffer = io.StringIO()
+    with redirect_stdout(buffer):
+        _call(home, *args)
+    text = buffer.getvalue()
+    print(text, end="", flush=True)  # noqa: T201
+    return text
+
+
+def _share_with_bob(laptop: Path, bob: Path, leaf: str) -> None:
+    """Alice makes a team, invites Bob, approves him and shares one session; Bob reads it."""
+    _say("alice makes a team and invites bob; the code goes to him out of band")
+    created = _run_and_read(laptop, "team", "create", "Platform")
+    team = re.search(r"\((t_[A-Za-z0-9_-]+)\)", created)
+    if team is None:
+        raise SystemExit("demo failed: no team id in the output of `tapes team create`")
+    invited = _run_and_read(laptop, "team", "invite", team.group(1))
+    code = next((w for w in invited.split() if w.startswith("TAPES-")), None)
+    if code is None:
+        raise SystemExit("demo failed: no invite code in the output of `tapes team invite`")
+    _say("bob joins with the code; alice approves the fingerprint she was told")
+    _run(bob, "team", "join", code)
+    _run(laptop, "team", "approve", team.group(1), "--yes")
+    _run(bob, "team", "join", code)  # checks the chain against the inviter named in the code
+    _say("alice shares one session with the team; bob syncs the team vault and reads it")
+    _run(laptop, "session", "share", leaf[:12], "--team", team.group(1), "--title", "a fix")
+    _run(bob, "storage", "configure", "--team", team.group(1))
+    _run(bob, "session", "shared")
+    _run(bob, "storage", "sync")
+    _run(bob, "session", "show", leaf[:12])
 
 
 def _free_port() -> int:
@@ -165,13 +208,13 @@ def local_server(root: Path) -> Iterator[tuple[str, Path]]:
 def show_server_rows(database: Path) -> None:
     with sqlite3.connect(database) as db:
         rows = db.execute(
-            "SELECT substr(node_id, 1, 16), epoch, padded_size, metadata_only, clear_metadata, "
-            "length(envelope) FROM nodes ORDER BY seq"
+            "SELECT vault_id, substr(node_id, 1, 16), epoch, padded_size, metadata_only, "
+            "clear_metadata, length(envelope) FROM nodes ORDER BY vault_id, seq"
         ).fetchall()
         stored = b"".join(bytes(r[0] or b"") for r in db.execute("SELECT envelope FROM nodes"))
-    for node_id, epoch, padded, metadata_only, metadata, size in rows:
+    for vault, node_id, epoch, padded, metadata_only, metadata, size in rows:
         print(  # noqa: T201
-            f"  node {node_id}… epoch {epoch}, {size} B sealed (padded body {padded} B), "
+            f"  {vault} node {node_id}… epoch {epoch}, {size} B sealed (padded body {padded} B), "
             f"metadata-only={bool(metadata_only)}, clear metadata {metadata}"
         )
     found = SECRET_WORDS.encode() in stored
@@ -205,6 +248,7 @@ def main() -> None:
             _run(desktop, "storage", "sync")
             _run(desktop, "session", "show", nodes[4].hash[:12])
             _run(desktop, "verify")
+            _share_with_bob(laptop, bob, nodes[4].hash)
             _say("what the server stored: sealed envelopes and coarse metadata, no content")
             show_server_rows(database)
         _say("server stopped; the temporary directories are removed")

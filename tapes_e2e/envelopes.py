@@ -14,6 +14,7 @@ Every failure is keymgmt's one ``IntegrityError``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -51,15 +52,20 @@ def node_body(node: Node) -> bytes:
     return _encode(node.to_json())
 
 
+_FRACTION = re.compile(r"(\d{1,9})(\D.*)?\Z", re.DOTALL)
+
+
 def _iso(created_at: str) -> str | None:
     """Go's ``2006-01-02 15:04:05.999999999-07:00`` as ISO-8601 (microseconds), or None."""
     if not created_at:
         return None
     text = created_at.replace("T", " ")
     head, _, rest = text.partition(".")
-    if rest:  # nanoseconds -> microseconds; the offset follows the digits
-        digits = "".join(c for c in rest[:9] if c.isdigit())
-        offset = rest[len(digits) :]
+    if rest:  # 1 to 9 fraction digits (Go drops trailing zeros) -> microseconds, then the offset
+        fraction = _FRACTION.match(rest)
+        if fraction is None:
+            return None
+        digits, offset = fraction.group(1), fraction.group(2) or ""
         text = f"{head}.{digits[:6].ljust(6, '0')}{offset}"
     try:
         return datetime.fromisoformat(text).isoformat()  # 3.11 reads "Z" and offsets

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import keymgmt
 from tapes_e2e.envelopes import (
@@ -155,3 +158,33 @@ def test_a_stored_bucket_the_fast_reader_would_not_take_is_decoded_in_full(
     body, _ = body_and_fields(stored)
     assert raw not in body
     assert team.open(team.seal(stored)) == odd
+
+
+@st.composite
+def _nanos(draw: st.DrawFn) -> int:
+    """Nanoseconds with 0 to 9 significant fraction digits, each length equally likely."""
+    digits = draw(st.integers(min_value=0, max_value=9))
+    return draw(st.integers(min_value=0, max_value=10**digits - 1)) * 10 ** (9 - digits)
+
+
+@given(
+    seconds=st.integers(min_value=0, max_value=4_102_444_799),  # 1970 .. 2099
+    nanos=_nanos(),
+    offset_minutes=st.integers(min_value=-14 * 60, max_value=14 * 60),
+)
+def test_every_go_timestamp_keeps_its_time_in_the_metadata(
+    seconds: int, nanos: int, offset_minutes: int
+) -> None:
+    """Go writes 0 to 9 fraction digits (trailing zeros dropped) and an offset; each becomes the
+    ISO time to the microsecond. (A fraction shorter than 9 digits once lost its time: the
+    offset's digits were read as fraction digits.)"""
+    zone = timezone(timedelta(minutes=offset_minutes))
+    moment = datetime.fromtimestamp(seconds, UTC).astimezone(zone)
+    text = moment.strftime("%Y-%m-%d %H:%M:%S")
+    if nanos:
+        text += "." + f"{nanos:09d}".rstrip("0")
+    sign = "+" if offset_minutes >= 0 else "-"
+    text += f"{sign}{abs(offset_minutes) // 60:02d}:{abs(offset_minutes) % 60:02d}"
+    node = dataclasses.replace(chain(["t"])[0], created_at=text)
+    expected = moment.replace(microsecond=nanos // 1000).isoformat()
+    assert clear_fields(node)["created_at"] == expected

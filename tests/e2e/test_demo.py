@@ -19,4 +19,11 @@ def test_the_demo_runs_end_to_end(tmp_path: object) -> None:
     assert "sync ok: pushed 0, pulled 7" in done.stderr
     assert "checked 7 node(s), 0 damaged" in done.stderr
     assert "appear on the server: False" in done.stdout
+    # The team story: invite, join, approve, share, and Bob reads Alice's session.
+    assert "approved: " in done.stdout
+    assert "joined team t_" in done.stdout
+    assert "sync ok: pushed 0, pulled 4" in done.stderr
+    assert done.stdout.count("Set busy_timeout so writers wait for each other.") == 2
+    vaults = [line.split()[0] for line in done.stdout.splitlines() if "B sealed (padded" in line]
+    assert sorted(v[:2] for v in vaults) == ["t_"] * 4 + ["v_"] * 7  # personal vault and team
     assert "Traceback" not in done.stderr
