@@ -43,7 +43,10 @@ ERROR_RESPONSES: dict[int, ResponseSpec] = {
     402: _spec("The team's plan refuses it."),
     403: _spec("Authenticated, but this role may not do it."),
     404: _spec("Absent, or not yours: the same answer for both."),
-    409: _spec("A conflict: the chain head moved, a name is taken, an invite was used."),
+    409: _spec(
+        "A conflict: the chain head moved, a name is taken, an invite was used, or a pushed "
+        "node is sealed under a key epoch that is not the vault's current one."
+    ),
     410: _spec("It existed but can no longer be used (an expired invite)."),
     413: _spec("The request body is too large."),
     429: _spec("Too many attempts; wait and retry."),

@@ -25,9 +25,9 @@ from tapes_e2e.account import (
 )
 from tapes_e2e.client import ApiClient, encode_push
 from tapes_e2e.envelopes import MetadataRecord, open_envelope, seal_envelope
-from tapes_e2e.errors import AuthError, ServerError, ServerUnreachableError
+from tapes_e2e.errors import AuthError, RemoteError, ServerError, ServerUnreachableError
 from tapes_e2e.node import Node
-from tapes_e2e.protocol import PullPage
+from tapes_e2e.protocol import PullPage, PushResult
 from tapes_e2e.providers.local import LocalProvider
 from tapes_e2e.store.syncstate import SyncState
 from tapes_e2e.sync.engine import EngineConfig, Event
@@ -133,7 +133,9 @@ class VaultPusher:
 
     ``prepare`` seals and encodes: CPU only, so the runner runs it on a helper thread for the
     next batch while ``send`` waits for the server. A batch sealed under keys that have since
-    been replaced (the chain moved) is sealed again before it is sent.
+    been replaced (the chain moved) is sealed again before it is sent. A batch the server refuses
+    with 409 (sealed under another key epoch than the vault's: this client missed a removal) is
+    sealed again after the chain is refetched and verified, and sent once more.
     """
 
     def __init__(self, api: ApiClient, holder: VaultHolder, hooks: PushHooks | None = None) -> None:
@@ -156,6 +158,11 @@ class VaultPusher:
             prepared = self.prepare(vault, prepared.nodes)
         try:
             result = self.api.push_encoded(prepared.body)
+        except RemoteError as exc:
+            if exc.status != 409:  # 409: the vault is in another key epoch than the batch
+                raise sync_failure(exc) from exc
+            prepared = self._resealed(vault, prepared)
+            result = self._push_once(prepared)
         except ServerError as exc:
             raise sync_failure(exc) from exc
         if set(prepared.node_ids) - set(result.stored) - set(result.existing):
@@ -164,6 +171,26 @@ class VaultPusher:
             self.hooks.after_push(prepared.access, prepared.nodes, prepared.node_ids)
         last = result.head_seq if result.first_seq else 0
         return PushReceipt(prepared.node_ids, result.first_seq, last)
+
+    def _resealed(self, vault: str, prepared: _Sealed) -> _Sealed:
+        """Catch up with a chain this client missed (fetched and verified from the last verified
+        head) and seal the batch again under its keys."""
+        try:
+            self.holder.refresh()
+        except ServerError as exc:
+            raise sync_failure(exc) from exc
+        except keymgmt.KeymgmtError as exc:
+            raise SyncError(
+                "integrity", f"the server's team chain is refused: {exc.message}"
+            ) from exc
+        return self.prepare(vault, prepared.nodes)
+
+    def _push_once(self, prepared: _Sealed) -> PushResult:
+        """The resealed batch's push: a second refusal is an ordinary failure."""
+        try:
+            return self.api.push_encoded(prepared.body)
+        except ServerError as exc:
+            raise sync_failure(exc) from exc
 
     def __call__(self, vault: str, nodes: Sequence[Node]) -> PushReceipt:
         """Both steps at once: a plain push function."""

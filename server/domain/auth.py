@@ -132,6 +132,7 @@ def _register(db: Session, public: PublicIdentity, handle: str, now: datetime) -
             head_seq=0,
             node_count=0,
             chain_seqno=-1,
+            epoch=1,  # no chain yet; its genesis (epoch 1) comes at the first login
             created_at=now,
         )
     )

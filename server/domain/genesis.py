@@ -88,8 +88,7 @@ def create_genesis(
     team = lock_team(db, vault)  # two uploads at once: the second waits here, then gets 409
     if team.chain_seqno != -1:
         raise Conflict(_HAS_GENESIS)
-    _store_statements(db, team, [statement], now)
-    team.chain_head = state.head.hash
+    _store_statements(db, team, [statement], state, now)
     _store_keyring(db, team.id, keyring, now)
     audit.record(
         db, team_id=team.id, actor_id=owner.id, action="vault_genesis", subject=team.id,

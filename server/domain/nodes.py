@@ -3,7 +3,9 @@
 - ``POST /api/v1/sync/push`` (and ``POST /api/v1/nodes``, the RFC's single-node path, which takes
   the same batch body): a bounded batch of envelopes, atomic, parents before children (or already
   stored); an ID already stored is reported as ``existing`` and not touched. Each stored node gets
-  the vault's next sequence number, taken under a lock on the vault row.
+  the vault's next sequence number, taken under a lock on the vault row. A new node sealed under
+  another key epoch than the vault's current one (``Team.epoch``, which follows the verified
+  chain) is refused with 409, and the batch stores nothing.
 - ``GET /api/v1/sync/pull?vault=&after=&limit=``: what the caller may read with ``seq > after``,
   ``limit`` at a time; ``cursor`` is the last sequence number looked at, so an up-to-date client
   costs one small request.
@@ -12,6 +14,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -25,7 +28,7 @@ from server import acl, plans
 from server.db.models import NodeRecord, Team, TeamMember
 from server.deps import AUTHENTICATED, NowDep, Principal, PrincipalDep, SessionDep
 from server.domain.shares import record_shared_read
-from server.errors import BadRequest, NotFound, PayloadTooLarge
+from server.errors import BadRequest, Conflict, NotFound, PayloadTooLarge
 from server.openapi import get, post
 from tapes_e2e.protocol import (
     MAX_BATCH_BYTES,
@@ -59,6 +62,22 @@ def _check_envelope(vault: str, env: EnvelopeWire) -> None:
         raise BadRequest(f"envelope {env.node_id}: an encrypted record needs a nonce")
 
 
+def _check_epoch(team: Team, envelopes: Sequence[EnvelopeWire], present: set[str]) -> None:
+    """Refuse a new node sealed under any epoch but the vault's current one (409).
+
+    Defence in depth behind the client, which seals under its verified chain's epoch: a client
+    that missed a removal would otherwise keep writing under the epoch whose key the removed
+    member holds. Metadata-only records carry a signed epoch too and follow the same rule. Nodes
+    the vault already holds stay idempotent (``existing``) whatever their epoch.
+    """
+    for env in envelopes:
+        if env.epoch != team.epoch and env.node_id not in present:
+            raise Conflict(
+                f"node {env.node_id} is sealed under key epoch {env.epoch} but vault {team.id} "
+                f"is in epoch {team.epoch}; fetch the chain, verify it and seal again"
+            )
+
+
 def push(db: Session, principal: Principal, data: PushRequest, now: datetime) -> PushResult:
     team, _member = acl.require_vault(db, principal, data.vault, "push")
     encoded = [_encode(env) for env in data.envelopes]
@@ -86,6 +105,7 @@ def push(db: Session, principal: Principal, data: PushRequest, now: datetime) ->
             )
         )
     )
+    _check_epoch(team, data.envelopes, present)
     new_roots = sum(1 for e in data.envelopes if e.parent_id is None and e.node_id not in present)
     plans.check_new_sessions(db, team, new_roots, now)
     stored: list[str] = []

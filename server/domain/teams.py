@@ -197,8 +197,14 @@ def _head(state: VerifiedTeamState) -> ChainHeadOut:
 
 
 def _store_statements(
-    db: Session, team: Team, statements: Sequence[UnverifiedStatement], now: datetime
+    db: Session,
+    team: Team,
+    statements: Sequence[UnverifiedStatement],
+    state: VerifiedTeamState,
+    now: datetime,
 ) -> None:
+    """Store statements that ``state`` (the chain verified through them) ends with, and move
+    the vault row's head and key epoch to it in the same transaction."""
     try:
         with db.begin_nested():
             db.add_all(
@@ -213,7 +219,8 @@ def _store_statements(
             )
     except IntegrityError:  # pragma: no cover - the row lock makes this a lost race only
         raise Conflict("the team chain moved; fetch it, verify it and sign again") from None
-    team.chain_seqno = statements[-1].body.seqno
+    team.chain_seqno, team.chain_head = state.head.seqno, state.head.hash
+    team.epoch = state.epoch
 
 
 def _live_members(db: Session, team_id: str) -> int:
@@ -357,8 +364,7 @@ def append_statements(
         raise BadRequest(f"the team chain refuses this statement: {exc}") from None
     for st in statements:
         _apply(db, team, st, actor, now)
-    _store_statements(db, team, statements, now)
-    team.chain_head = extended.head.hash
+    _store_statements(db, team, statements, extended, now)
     return _head(extended)
 
 
@@ -529,7 +535,7 @@ def _create_team(db: Session, principal: Principal, data: TeamCreate, now: datet
     team = Team(
         id=data.team_id, name=data.name, slug=data.slug, kind="team", owner_id=owner.id,
         tier=tier_name, head_seq=0, node_count=0, chain_seqno=-1,
-        chain_head=state.head.hash, created_at=now,
+        chain_head=state.head.hash, epoch=state.epoch, created_at=now,
     )  # fmt: skip
     try:
         with db.begin_nested():
@@ -538,7 +544,7 @@ def _create_team(db: Session, principal: Principal, data: TeamCreate, now: datet
     except IntegrityError:
         raise Conflict("the team id or slug was just taken; pick another") from None
     db.add(TeamMember(team_id=team.id, user_id=owner.id, role="owner", joined_at=now))
-    _store_statements(db, team, [statement], now)
+    _store_statements(db, team, [statement], state, now)
     _store_keyring(db, team.id, keyring, now)
     audit.record(
         db, team_id=team.id, actor_id=owner.id, action="team_created", subject=team.id,

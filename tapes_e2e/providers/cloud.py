@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import msgspec
 
 import keymgmt
-from tapes_e2e.account import VaultAccess
+from tapes_e2e.account import VaultAccess, open_vault
 from tapes_e2e.client import ApiClient
 from tapes_e2e.envelopes import MetadataRecord, open_envelope, seal_envelope
 from tapes_e2e.errors import InvalidNodeError, MissingParentError, NodeNotFoundError, RemoteError
@@ -50,8 +50,22 @@ class CloudProvider(DelegatedSharing):
         return opened
 
     def put(self, node: Node) -> bool:
+        """Seal and push ``node``. A 409 means the vault moved to another key epoch (a removal)
+        since this provider verified its chain: it catches up (verifying from the head it had)
+        and seals the node again, once."""
         if not node.verify():
             raise InvalidNodeError(f"node {node.hash} does not match its content")
+        try:
+            return self._push(node)
+        except RemoteError as exc:
+            if exc.status != 409:
+                raise
+        self.access = open_vault(
+            self.api, self.vault, self.identity, last_verified_head=self.access.state.head
+        )
+        return self._push(node)
+
+    def _push(self, node: Node) -> bool:
         envelope = seal_envelope(
             node, state=self.access.state, keys=self.access.keys, author=self.identity
         )

@@ -63,10 +63,17 @@ def share_session(
 ) -> str:  # fmt: skip
     """Push the session into the team vault if needed and share it; returns its keyed leaf ID."""
     access = open_team(api, team, identity, dotdir)
-    keys = access.content_keys()
     if expires_at is not None:  # the signed expiry is in whole seconds; the two must agree
         expires_at = expires_at.replace(microsecond=0)
-    push_session(api, access, identity, path)
+    try:
+        push_session(api, access, identity, path)
+    except RemoteError as exc:
+        if exc.status != 409:
+            raise
+        # 409: the vault left the epoch just opened (a removal since): catch up, seal again, once
+        access = open_team(api, team, identity, dotdir)
+        push_session(api, access, identity, path)
+    keys = access.content_keys()
     leaf_id = keymgmt.node_id(keys.vault_id_key, path[-1].hash)
     share = keymgmt.create_share(
         state=access.state, keys=keys, sharer=identity, leaf_id=leaf_id, title=title, note=note,

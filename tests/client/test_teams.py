@@ -22,15 +22,17 @@ from tapes_e2e import account
 from tapes_e2e.cli.context import Settings
 from tapes_e2e.client import ApiClient
 from tapes_e2e.envelopes import MetadataRecord, open_envelope
-from tapes_e2e.errors import ConfigError
+from tapes_e2e.errors import ConfigError, RemoteError
 from tapes_e2e.identity import unlock
+from tapes_e2e.protocol import PushResult
 from tapes_e2e.providers import TeamProvider, open_provider
 from tapes_e2e.providers.base import ShareOptions
 from tapes_e2e.providers.hybrid import HybridProvider
 from tapes_e2e.providers.local import LocalProvider
+from tapes_e2e.remote_sync import VaultHolder, VaultPusher
 from tapes_e2e.store.syncstate import SyncState
-from tapes_e2e.sync.worker import SyncRunner
-from tapes_e2e.teams import local
+from tapes_e2e.sync.worker import SyncError, SyncRunner
+from tapes_e2e.teams import local, sharing
 from tapes_e2e.teams.access import TeamAccess, open_team
 from tapes_e2e.teams.routing import TeamCloudProvider
 from tests.client.conftest import FAST, Tapes
@@ -247,6 +249,94 @@ def test_after_removal_new_content_is_under_an_epoch_the_removed_member_lacks(
         envelope = json.loads(rows[node_id].envelope)
         with pytest.raises(keymgmt.IntegrityError):
             open_envelope(envelope, state=access_state(alice, client, team.id), keys=bobs_keys)
+
+
+class PushSpy:
+    """Counts the pushes of an :class:`ApiClient`; ``refuse`` answers each with this 409."""
+
+    def __init__(self, api: ApiClient, refuse: RemoteError | None = None) -> None:
+        self.calls, self.refuse, self._push = 0, refuse, api.push_encoded
+        api.push_encoded = self  # type: ignore[method-assign]
+
+    def __call__(self, body: bytes) -> PushResult:
+        self.calls += 1
+        if self.refuse is not None:
+            raise self.refuse
+        return self._push(body)
+
+
+def _behind_the_removal(team: Team, tapes: Tapes, client: TestClient[Any]) -> keymgmt.TeamKeys:
+    """Alice's store caches the epoch-1 chain, then Alice removes Bob (epoch 2) elsewhere;
+    Bob's keys, taken while he was a member."""
+    team.sync_into_team("alice", auto_share=False)
+    record(team.home("alice"), "before the removal", "fine")
+    ok(tapes("alice", "storage", "sync"))
+    bobs_keys = access_for(team.home("bob"), client, team.id).content_keys()
+    ok(tapes("alice", "team", "remove", team.id, fingerprint(team.home("bob"))[:9]))
+    return bobs_keys
+
+
+def test_a_client_behind_the_chain_reseals_under_the_new_epoch_after_one_409(
+    team: Team, tapes: Tapes, client: TestClient[Any]
+) -> None:
+    alice = team.home("alice")
+    bobs_keys = _behind_the_removal(team, tapes, client)
+    after = record(alice, "after the removal", "secret plans")
+    api = api_for(alice, client)
+    with LocalProvider(alice / "tapes.sqlite") as store:
+        holder = VaultHolder(api, SyncState(store), team.id, unlock(alice, floor=FAST))
+        assert holder.access.state.epoch == 1  # the cached chain did not see the removal
+        spy = PushSpy(api)
+        # no team hooks: nothing catches up before the push, so the batch goes out under epoch 1
+        receipt = VaultPusher(api, holder)(team.id, [store.get(h) for h in after])
+    assert spy.calls == 2  # refused once (409), then resealed and stored
+    assert holder.access.state.epoch == 2
+    rows = {r.node_id: r for r in team_rows(client, team.id)}
+    assert set(receipt.node_ids) <= set(rows)
+    assert {rows[i].epoch for i in receipt.node_ids} == {2}
+    for node_id in receipt.node_ids:  # Bob's keys open none of them
+        with pytest.raises(keymgmt.IntegrityError):
+            open_envelope(
+                json.loads(rows[node_id].envelope),
+                state=access_state(alice, client, team.id), keys=bobs_keys,
+            )  # fmt: skip
+
+
+def test_a_second_refusal_after_resealing_is_an_ordinary_sync_failure(
+    team: Team, tapes: Tapes, client: TestClient[Any]
+) -> None:
+    alice = team.home("alice")
+    _behind_the_removal(team, tapes, client)
+    after = record(alice, "after the removal", "refused twice")
+    api = api_for(alice, client)
+    with LocalProvider(alice / "tapes.sqlite") as store:
+        holder = VaultHolder(api, SyncState(store), team.id, unlock(alice, floor=FAST))
+        spy = PushSpy(api, refuse=RemoteError(409, "node … is sealed under key epoch 2 …"))
+        with pytest.raises(SyncError) as failure:
+            VaultPusher(api, holder)(team.id, [store.get(h) for h in after])
+    assert (spy.calls, failure.value.kind) == (2, "server")
+    assert not set(team_rows(client, team.id)) & set(after)
+
+
+def test_the_cloud_provider_and_share_follow_a_removal_they_missed(
+    team: Team, tapes: Tapes, client: TestClient[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alice = team.home("alice")
+    identity = unlock(alice, floor=FAST)
+    stale = access_for(alice, client, team.id)  # opened before the removal
+    provider = TeamCloudProvider(api_for(alice, client), stale, identity, auto_share=False)
+    _behind_the_removal(team, tapes, client)
+    nodes = chain(["put after the removal", "and shared"])
+    assert [provider.put(n) for n in nodes] == [True, True]
+    assert provider.access.state.epoch == 2
+    # share: the team opened just before a removal lands (a race), then pushed
+    opened = iter([stale])
+    real_open = sharing.open_team
+    monkeypatch.setattr(sharing, "open_team", lambda *args: next(opened, None) or real_open(*args))
+    shared = chain(["shared after the removal"])
+    sharing.share_session(api_for(alice, client), identity, alice, team.id, shared)
+    ids = {keymgmt.node_id(stale.content_keys().vault_id_key, n.hash) for n in nodes + shared}
+    assert {r.epoch for r in team_rows(client, team.id) if r.node_id in ids} == {2}
 
 
 def access_state(home: Path, client: TestClient[Any], team: str) -> keymgmt.VerifiedTeamState:

@@ -157,6 +157,7 @@ class Vault:
         self.author = author
         self.vault_key = keymgmt.new_key()
         self.epoch_key = keymgmt.new_key()
+        self.epoch = 1
 
     def seal(
         self, text: str, parent_hash: str | None = None, *, size: int = 0
@@ -166,7 +167,7 @@ class Vault:
         tapes_hash = hashlib.sha256(b"%s|%s" % ((parent_hash or "").encode(), body)).hexdigest()
         envelope = keymgmt.seal_node(
             team=self.vault_id,
-            epoch=1,
+            epoch=self.epoch,
             epoch_key=self.epoch_key,
             vault_id_key=self.vault_key,
             tapes_hash=tapes_hash,

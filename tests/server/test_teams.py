@@ -19,6 +19,7 @@ from server.db.models import (
     Invite,
     JoinRequest,
     Keyring,
+    NodeRecord,
     Team,
     TeamMember,
 )
@@ -127,10 +128,12 @@ class TeamKit:
     def team_keys(self) -> keymgmt.TeamKeys:
         return keymgmt.TeamKeys(self.team_id, self.vault_key, dict(self.epoch_keys))
 
-    def vault(self, author: User) -> Vault:
-        """Envelope sealing into this team's vault with the team's keys."""
+    def vault(self, author: User, epoch: int | None = None) -> Vault:
+        """Envelope sealing into this team's vault with the team's keys, under its current
+        epoch unless ``epoch`` names another (the server refuses new nodes under any other)."""
         vault = Vault(self.team_id, author.identity)
-        vault.vault_key, vault.epoch_key = self.vault_key, self.epoch_keys[1]
+        vault.epoch = epoch or self.state.epoch
+        vault.vault_key, vault.epoch_key = self.vault_key, self.epoch_keys[vault.epoch]
         return vault
 
 
@@ -605,6 +608,59 @@ def test_removal_drops_keyrings_and_old_positions_are_refused(
         "recipients": [alice.identity.fingerprint],
     }
     assert bob.get(f"/api/v1/teams/{kit.team_id}/keyrings").status_code == 404
+
+
+def _push(user: User, vault: str, envelopes: list[dict[str, Any]]) -> Any:
+    return user.post("/api/v1/sync/push", {"vault": vault, "envelopes": envelopes})
+
+
+def _stored(client: TestClient[Any], team_id: str) -> dict[str, int]:
+    """node_id → epoch of every node the vault holds."""
+    with db_session(client) as db:
+        rows = db.execute(
+            select(NodeRecord.node_id, NodeRecord.epoch).where(NodeRecord.vault_id == team_id)
+        ).all()
+    return dict(rows)
+
+
+def test_after_a_removal_new_nodes_under_the_old_epoch_are_refused(
+    alice: User, bob: User, clock: Clock, client: TestClient[Any]
+) -> None:
+    kit = TeamKit(alice, clock)
+    assert kit.add(bob).status_code == 200
+    old = kit.vault(alice).chain(2)
+    assert _push(alice, kit.team_id, old[:1]).status_code == 200
+    assert kit.remove(bob).status_code == 200
+    with db_session(client) as db:
+        assert db.get(Team, kit.team_id).epoch == 2  # type: ignore[union-attr]
+    # a new node sealed under epoch 1 (the removed member holds its key): 409, nothing stored
+    refused = _push(alice, kit.team_id, old)
+    assert refused.status_code == 409
+    assert refused.json()["detail"] == (
+        f"node {old[1]['node_id']} is sealed under key epoch 1 but vault {kit.team_id} is in "
+        "epoch 2; fetch the chain, verify it and seal again"
+    )
+    assert _stored(client, kit.team_id) == {old[0]["node_id"]: 1}
+    # a metadata-only record carries a signed epoch too, and follows the same rule
+    metadata_only = keymgmt.seal_node(
+        team=kit.team_id, epoch=1, epoch_key=None, vault_id_key=kit.vault_key,
+        tapes_hash="b" * 64, parent_tapes_hash=None, body=None,
+        metadata=keymgmt.project_metadata("coarse", {"model": "m"}),
+        author=alice.identity.fingerprint, signer=alice.identity,
+    ).to_dict()  # fmt: skip
+    assert _push(alice, kit.team_id, [metadata_only]).status_code == 409
+    # the node already stored under epoch 1 is still an idempotent no-op
+    again = _push(alice, kit.team_id, old[:1])
+    assert (again.status_code, again.json()["existing"]) == (200, [old[0]["node_id"]])
+    # the same content sealed under epoch 2 is stored (its keyed node ID does not change)
+    new = kit.vault(alice).chain(2)
+    assert kit.vault(alice).epoch == 2
+    stored = _push(alice, kit.team_id, new)
+    assert stored.status_code == 200, stored.text
+    assert (stored.json()["existing"], stored.json()["stored"]) == (
+        [new[0]["node_id"]], [new[1]["node_id"]],
+    )  # fmt: skip
+    assert _stored(client, kit.team_id) == {old[0]["node_id"]: 1, new[1]["node_id"]: 2}
 
 
 # --- invites -----------------------------------------------------------------------------------

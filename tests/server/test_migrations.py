@@ -1,0 +1,96 @@
+"""Alembic migrations on data: a database made at an older revision, upgraded to the head."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+import keymgmt
+from server.db.engine import make_engine
+from server.db.migrate import current_revision, head_revision, upgrade
+from server.db.models import JsonType
+
+NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+_users = sa.table(
+    "users", *(sa.column(c) for c in ("id", "handle", "x25519", "ed25519", "fingerprint")),
+    sa.column("personal_vault"), sa.column("created_at", sa.DateTime(timezone=True)),
+)  # fmt: skip
+_teams = sa.table(
+    "teams", *(sa.column(c) for c in ("id", "name", "slug", "kind", "owner_id", "tier")),
+    *(sa.column(c) for c in ("head_seq", "node_count", "chain_seqno", "chain_head")),
+    sa.column("created_at", sa.DateTime(timezone=True)),
+)  # fmt: skip
+_statements = sa.table(
+    "chain_statements", sa.column("team_id"), sa.column("seqno"), sa.column("hash"),
+    sa.column("statement", JsonType), sa.column("created_at", sa.DateTime(timezone=True)),
+)  # fmt: skip
+
+
+def _user(conn: sa.Connection, name: str) -> keymgmt.Identity:
+    identity = keymgmt.generate_identity()
+    conn.execute(
+        sa.insert(_users).values(
+            id=name, handle=name, x25519=identity.public.x25519,
+            ed25519=identity.public.ed25519, fingerprint=identity.fingerprint,
+            personal_vault=f"p_{name}", created_at=NOW,
+        )
+    )  # fmt: skip
+    return identity
+
+
+def _team(conn: sa.Connection, team_id: str, owner: str, chain: list[Any]) -> None:
+    """A vault row at revision 0001 and its chain (``chain``: statements, possibly none)."""
+    head = chain[-1] if chain else None
+    conn.execute(
+        sa.insert(_teams).values(
+            id=team_id, name=team_id, slug=team_id, kind="team", owner_id=owner, tier="free",
+            head_seq=0, node_count=0, chain_seqno=head.body.seqno if head else -1,
+            chain_head=head.hash if head else None, created_at=NOW,
+        )
+    )  # fmt: skip
+    for st in chain:
+        conn.execute(
+            sa.insert(_statements).values(
+                team_id=team_id, seqno=st.body.seqno, hash=st.hash, statement=st.to_dict(),
+                created_at=NOW,
+            )
+        )  # fmt: skip
+
+
+def _chain(owner: keymgmt.Identity, team: str, *others: keymgmt.Identity) -> list[Any]:
+    """Genesis, then each of ``others`` added and removed (each removal starts an epoch)."""
+    now = int(NOW.timestamp())
+    genesis = keymgmt.create_team(
+        team=team, owner=owner, vault_id_key=keymgmt.new_key(), epoch_key=keymgmt.new_key(),
+        now=now,
+    )  # fmt: skip
+    state = keymgmt.verify_chain([genesis])
+    for other in others:
+        added = keymgmt.add_member(state, signer=owner, member=other.public, role="member", now=now)
+        state = keymgmt.extend_chain(state, [added])
+        removed = keymgmt.remove_member(
+            state, signer=owner, member=other.fingerprint, new_epoch_key=keymgmt.new_key(),
+            now=now,
+        )  # fmt: skip
+        state = keymgmt.extend_chain(state, [removed])
+    return list(state.statements)
+
+
+def test_0002_backfills_each_vaults_epoch_from_its_chain_head(database_url: str) -> None:
+    engine = make_engine(database_url)
+    upgrade(engine, "0001")
+    with engine.begin() as conn:
+        alice, bob, carol = (_user(conn, name) for name in ("alice", "bob", "carol"))
+        _team(conn, "t_rotated_twice", "alice", _chain(alice, "t_rotated_twice", bob, carol))
+        _team(conn, "t_rotated", "alice", _chain(alice, "t_rotated", bob))
+        _team(conn, "t_genesis_only", "alice", _chain(alice, "t_genesis_only"))
+        _team(conn, "p_alice", "alice", [])  # a personal vault before its first login
+    upgrade(engine)
+    assert current_revision(engine) == head_revision(engine) == "0002"
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT id, epoch FROM teams")).all()
+    epochs = dict(rows)
+    assert epochs == {"t_rotated_twice": 3, "t_rotated": 2, "t_genesis_only": 1, "p_alice": 1}
+    engine.dispose()
