@@ -10,7 +10,8 @@ without stopping the page.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol, cast
 
@@ -44,12 +45,25 @@ __all__ = [
     "VaultHolder",
     "VaultPuller",
     "VaultPusher",
+    "chain_failures",
     "pull_fn",
     "push_fn",
     "refresh_fn",
     "sync_failure",
     "vault_runner",
 ]
+
+
+@contextmanager
+def chain_failures() -> Iterator[None]:
+    """Around fetching and verifying a vault's chain: a client error becomes its failure kind,
+    and a chain that does not verify an integrity failure (nothing from it is used)."""
+    try:
+        yield
+    except ServerError as exc:
+        raise sync_failure(exc) from exc
+    except keymgmt.KeymgmtError as exc:
+        raise SyncError("integrity", f"the server's team chain is refused: {exc.message}") from exc
 
 
 def sync_failure(exc: ServerError) -> SyncError:
@@ -175,14 +189,8 @@ class VaultPusher:
     def _resealed(self, vault: str, prepared: _Sealed) -> _Sealed:
         """Catch up with a chain this client missed (fetched and verified from the last verified
         head) and seal the batch again under its keys."""
-        try:
+        with chain_failures():
             self.holder.refresh()
-        except ServerError as exc:
-            raise sync_failure(exc) from exc
-        except keymgmt.KeymgmtError as exc:
-            raise SyncError(
-                "integrity", f"the server's team chain is refused: {exc.message}"
-            ) from exc
         return self.prepare(vault, prepared.nodes)
 
     def _push_once(self, prepared: _Sealed) -> PushResult:
@@ -221,14 +229,8 @@ class VaultPuller:
 
     def open(self, vault: str, after: int, fetched: object) -> PulledBatch:
         page = cast("PullPage", fetched)  # the runner hands back what fetch returned
-        try:
+        with chain_failures():
             self.holder.follow(page.chain_seqno)
-        except ServerError as exc:
-            raise sync_failure(exc) from exc
-        except keymgmt.KeymgmtError as exc:  # the moved chain does not verify: refuse it all
-            raise SyncError(
-                "integrity", f"the server's team chain is refused: {exc.message}"
-            ) from exc
         access = self.holder.access
         nodes: list[tuple[Node, str]] = []
         rejected: list[str] = []

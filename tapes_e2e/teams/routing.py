@@ -31,10 +31,9 @@ from tapes_e2e.errors import RemoteError, ServerError
 from tapes_e2e.node import Node
 from tapes_e2e.providers.cloud import CloudProvider
 from tapes_e2e.providers.local import LocalProvider
-from tapes_e2e.remote_sync import VaultHolder, sync_failure
+from tapes_e2e.remote_sync import VaultHolder, chain_failures
 from tapes_e2e.store.database import driver
 from tapes_e2e.store.syncstate import SyncState
-from tapes_e2e.sync.worker import SyncError
 from tapes_e2e.teams import local
 from tapes_e2e.teams.access import TeamAccess, open_team
 
@@ -151,14 +150,8 @@ class TeamPushHooks:
 
     def before_push(self, holder: VaultHolder) -> None:
         verified = holder.access.state.head.seqno
-        try:
+        with chain_failures():
             holder.follow(self.api.chain(holder.vault, after=verified).head.seqno)
-        except ServerError as exc:
-            raise sync_failure(exc) from exc
-        except keymgmt.KeymgmtError as exc:
-            raise SyncError(
-                "integrity", f"the server's team chain is refused: {exc.message}"
-            ) from exc
 
     def after_push(
         self, access: VaultAccess, nodes: Sequence[Node], node_ids: Sequence[str]
