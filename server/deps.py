@@ -125,5 +125,8 @@ def aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-# The dependency map of every controller (or handler) that needs a logged-in caller.
-AUTHENTICATED = {"principal": Provide(provide_principal, sync_to_thread=False)}
+# The dependency map of every controller (or handler) that needs a logged-in caller. The lookup
+# reads the database, so it runs in a worker thread: on the event loop, a lookup waiting for
+# SQLite's write lock (every server transaction takes it) stopped the loop, and with it the
+# commit of the very request holding the lock, until the 30 s busy timeout failed one of them.
+AUTHENTICATED = {"principal": Provide(provide_principal, sync_to_thread=True)}
