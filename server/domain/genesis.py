@@ -30,17 +30,15 @@ from keymgmt import ChainError, verify_chain
 from server import acl, audit
 from server.db.models import ChainStatement, Team, TeamMember
 from server.deps import AUTHENTICATED, NowDep, Principal, PrincipalDep, SessionDep
+from server.domain.keyrings import check_keyring, keyrings_for, store_keyring
 from server.domain.teams import (
     AfterSeqno,
     TeamPath,
     _caller,
-    _check_keyring,
     _head,
     _interactive_user,
     _parse,
-    _store_keyring,
     _store_statements,
-    keyrings_for,
     lock_team,
 )
 from server.errors import BadRequest, Conflict, NotFound
@@ -84,12 +82,12 @@ def create_genesis(
         raise BadRequest(f"the genesis statement does not verify: {exc}") from None
     if statement.body.signer != owner.fingerprint:
         raise BadRequest("the genesis statement is not signed by your identity")
-    keyring = _check_keyring(data.keyring, state, owner.fingerprint)
+    keyring = check_keyring(data.keyring, state, owner.fingerprint)
     team = lock_team(db, vault)  # two uploads at once: the second waits here, then gets 409
     if team.chain_seqno != -1:
         raise Conflict(_HAS_GENESIS)
     _store_statements(db, team, [statement], state, now)
-    _store_keyring(db, team.id, keyring, now)
+    store_keyring(db, team.id, keyring, now)
     audit.record(
         db, team_id=team.id, actor_id=owner.id, action="vault_genesis", subject=team.id,
         detail={"epoch": keyring.body.epoch}, now=now,

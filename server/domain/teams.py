@@ -44,13 +44,10 @@ from keymgmt import (
     UnverifiedStatement,
     VerifiedTeamState,
     extend_chain,
-    labels,
     parse_statement,
     verify_chain,
 )
-from keymgmt import IntegrityError as KeyIntegrityError
 from keymgmt.chain import StatementBody
-from keymgmt.keyring import UnverifiedKeyring, parse_keyring
 from server import acl, audit
 from server.db.models import (
     AuditEntry,
@@ -64,6 +61,7 @@ from server.db.models import (
     User,
 )
 from server.deps import AUTHENTICATED, NowDep, Principal, PrincipalDep, SessionDep, aware
+from server.domain.keyrings import check_keyring, keyrings_for, store_keyring
 from server.errors import (
     BadRequest,
     Conflict,
@@ -368,80 +366,6 @@ def append_statements(
     return _head(extended)
 
 
-# --- keyrings --------------------------------------------------------------------------------
-
-
-def keyrings_for(db: Session, team_id: str, fingerprint: str) -> list[KeyringOut]:
-    """The keyrings of ``team_id`` sealed to ``fingerprint``, by epoch, as stored."""
-    rows = db.scalars(
-        select(Keyring)
-        .where(Keyring.team_id == team_id, Keyring.recipient == fingerprint)
-        .order_by(Keyring.epoch)
-    ).all()
-    return [
-        KeyringOut(
-            epoch=r.epoch,
-            keyring=msgspec.convert(r.sealed, SignedWire),
-            created_at=aware(r.created_at).isoformat(),
-        )
-        for r in rows
-    ]
-
-
-def _check_keyring(wire: SignedWire, state: VerifiedTeamState, sealer: str) -> UnverifiedKeyring:
-    """Refuse a keyring clients would refuse, or one sealed to anybody who is not now a reader."""
-    try:
-        keyring = parse_keyring(_to_builtins(wire))
-    except KeyIntegrityError:
-        raise BadRequest("malformed keyring") from None
-    body = keyring.body
-    if body.version != labels.PROTOCOL_VERSION or body.team != state.team:
-        raise BadRequest("the keyring belongs to another team or protocol version")
-    if body.sealer != sealer:
-        raise BadRequest("the keyring is not sealed by your identity")
-    if not 0 <= body.at_seqno < len(state.checkpoints):
-        raise BadRequest("the keyring names a chain position the team does not have")
-    point = state.checkpoints[body.at_seqno]
-    if point.hash != body.at_hash:
-        raise BadRequest("the keyring was sealed against a different chain")
-    if sealer not in point.managers:
-        raise BadRequest("the sealer was not an owner or admin at the keyring's chain position")
-    if not 1 <= body.epoch <= point.epoch:
-        raise BadRequest(f"epoch {body.epoch} had not started at the keyring's chain position")
-    recipients = set(body.recipients)
-    if recipients != point.readers or not recipients <= state.readers:
-        raise BadRequest(
-            "the keyring's recipients must be exactly the team's content readers "
-            "(owners, admins, members; never viewers or removed members)"
-        )
-    public = state.known_identities[sealer]
-    if not public.verify(labels.KEYRING_SIGNATURE + keyring.body_bytes, keyring.signature):
-        raise BadRequest("the keyring's signature does not verify")
-    return keyring
-
-
-def _store_keyring(db: Session, team_id: str, keyring: UnverifiedKeyring, now: datetime) -> None:
-    body = keyring.body
-    recipients = sorted(body.recipients)
-    db.execute(
-        sql_delete(Keyring).where(
-            Keyring.team_id == team_id,
-            Keyring.epoch == body.epoch,
-            Keyring.recipient.in_(recipients),
-        )
-    )
-    db.add_all(
-        Keyring(
-            team_id=team_id,
-            epoch=body.epoch,
-            recipient=fp,
-            sealed=keyring.to_dict(),
-            created_at=now,
-        )
-        for fp in recipients
-    )
-
-
 # --- invites ---------------------------------------------------------------------------------
 
 
@@ -526,7 +450,7 @@ def _create_team(db: Session, principal: Principal, data: TeamCreate, now: datet
         raise BadRequest(f"the genesis statement does not verify: {exc}") from None
     if statement.body.signer != owner.fingerprint:
         raise BadRequest("the genesis statement is not signed by your identity")
-    keyring = _check_keyring(data.keyring, state, owner.fingerprint)
+    keyring = check_keyring(data.keyring, state, owner.fingerprint)
     if db.get(Team, data.team_id) is not None:
         raise Conflict(f"the team id {data.team_id!r} is taken; pick another")
     if db.scalar(select(Team.id).where(Team.slug == data.slug)) is not None:
@@ -545,7 +469,7 @@ def _create_team(db: Session, principal: Principal, data: TeamCreate, now: datet
         raise Conflict("the team id or slug was just taken; pick another") from None
     db.add(TeamMember(team_id=team.id, user_id=owner.id, role="owner", joined_at=now))
     _store_statements(db, team, [statement], state, now)
-    _store_keyring(db, team.id, keyring, now)
+    store_keyring(db, team.id, keyring, now)
     audit.record(
         db, team_id=team.id, actor_id=owner.id, action="team_created", subject=team.id,
         detail={"slug": team.slug, "tier": team.tier}, now=now,
@@ -647,10 +571,10 @@ class TeamController(Controller):
         """Store an epoch's keyring for each of its recipients (owners and admins)."""
         _team_manager(db, principal, team_id)
         team = lock_team(db, team_id)
-        keyring = _check_keyring(
+        keyring = check_keyring(
             data.keyring, verified_state(db, team), _caller(db, principal).fingerprint
         )
-        _store_keyring(db, team.id, keyring, now)
+        store_keyring(db, team.id, keyring, now)
         recipients = sorted(keyring.body.recipients)
         audit.record(
             db, team_id=team.id, actor_id=principal.user_id, action="keyring_uploaded",
