@@ -124,14 +124,19 @@ def injected(page: dict[str, Any], team: str) -> None:
     page["head"] = {"seqno": body.seqno, "hash": "0" * 64}
 
 
-def test_a_member_injected_into_the_chain_is_refused(
-    team: Team, tapes: Tapes, tmp_path: Path, client: TestClient[Any],
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+def alice_shared_a_session(team: Team, tapes: Tapes) -> None:
+    """Both sync into the team with auto_share; Alice records a session and syncs it (shared)."""
     team.sync_into_team("alice", auto_share=True)
     team.sync_into_team("bob", auto_share=True)
     record(team.home("alice"), "a shared session", "with two turns")
     ok(tapes("alice", "storage", "sync"))
+
+
+def test_a_member_injected_into_the_chain_is_refused(
+    team: Team, tapes: Tapes, tmp_path: Path, client: TestClient[Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    alice_shared_a_session(team, tapes)
     head = local.load(tmp_path / "bob").teams[team.id].head
     use(monkeypatch, client, "/chain", lambda page: injected(page, team.id))
     one_error(tapes("bob", "team", "show", team.id))
@@ -147,10 +152,7 @@ def test_a_forged_keyring_is_refused(
     team: Team, tapes: Tapes, tmp_path: Path, client: TestClient[Any],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
-    team.sync_into_team("alice", auto_share=True)
-    team.sync_into_team("bob", auto_share=True)
-    record(team.home("alice"), "a shared session", "with two turns")
-    ok(tapes("alice", "storage", "sync"))
+    alice_shared_a_session(team, tapes)
 
     def forge(keyrings: list[dict[str, Any]]) -> None:
         for item in keyrings:
