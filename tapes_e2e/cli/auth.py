@@ -15,7 +15,7 @@ import keymgmt
 from tapes_e2e import account
 from tapes_e2e.cli import output
 from tapes_e2e.cli.context import Settings
-from tapes_e2e.client import ApiClient
+from tapes_e2e.client import ApiClient, Session
 from tapes_e2e.config import save_config, storage_table
 from tapes_e2e.errors import ConfigError, TapesError
 from tapes_e2e.identity import create_identity, identity_path, unlock
@@ -56,15 +56,24 @@ def prompt_for_passphrase() -> Callable[[], str] | None:
     return lambda: str(typer.prompt("Passphrase for your identity key", hide_input=True))
 
 
-def api_client(settings: Settings, api_url: str) -> ApiClient:
-    """An ApiClient for ``api_url`` that saves every rotated login."""
+def api_client(settings: Settings, api_url: str, session: Session | None = None) -> ApiClient:
+    """An ApiClient for ``api_url`` that saves every rotated login (``session``: the saved
+    login, when the caller has read it already)."""
     dotdir = settings.dotdir.path
     return ApiClient(
         http_factory(api_url),
         api_url=api_url,
-        session=account.load_session(dotdir),
-        on_session=lambda session: account.save_session(dotdir, session),
+        session=session if session is not None else account.load_session(dotdir),
+        on_session=lambda rotated: account.save_session(dotdir, rotated),
     )
+
+
+def logged_in(settings: Settings) -> tuple[ApiClient, Session]:
+    """The client of the saved login, and the login; a clear error when there is none."""
+    session = account.load_session(settings.dotdir.path)
+    if session is None:
+        raise ConfigError("not logged in to a sync server", hint="run `tapes auth login`")
+    return api_client(settings, session.server, session), session
 
 
 @app.command("login")
@@ -109,7 +118,7 @@ def login(
 @app.command("status")
 def status(
     ctx: typer.Context,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: output.JsonFlag = False,
 ) -> None:
     """Show the saved login and whether the server accepts it."""
     settings = _settings(ctx)
@@ -157,13 +166,6 @@ api_keys = typer.Typer(help="Team-scoped API keys (tapes_…) for automation.", 
 app.add_typer(api_keys, name="api-key")
 
 
-def _logged_in(settings: Settings) -> ApiClient:
-    session = account.load_session(settings.dotdir.path)
-    if session is None:
-        raise ConfigError("not logged in to a sync server", hint="run `tapes auth login`")
-    return api_client(settings, session.server)
-
-
 @api_keys.command("create")
 def create_key(
     ctx: typer.Context,
@@ -177,7 +179,7 @@ def create_key(
 ) -> None:
     """Create a key for one vault; it is shown once and stored only hashed on the server."""
     settings = _settings(ctx)
-    api = _logged_in(settings)
+    api, _ = logged_in(settings)
     session = api.session
     target = vault or (session.personal_vault if session else "")
     created = api.create_api_key(target, permission, name)
@@ -192,10 +194,10 @@ def create_key(
 @api_keys.command("list")
 def list_keys(
     ctx: typer.Context,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: output.JsonFlag = False,
 ) -> None:
     """Keys you created, with their scope and last use (never the keys themselves)."""
-    keys = _logged_in(_settings(ctx)).list_api_keys()
+    keys = logged_in(_settings(ctx))[0].list_api_keys()
     if as_json:
         output.emit_json([msgspec.to_builtins(k) for k in keys])
         return
@@ -215,5 +217,5 @@ def revoke_key(
     key_id: Annotated[str, typer.Argument(help="The key id from `tapes auth api-key list`.")],
 ) -> None:
     """Revoke a key at once."""
-    _logged_in(_settings(ctx)).revoke_api_key(key_id)
+    logged_in(_settings(ctx))[0].revoke_api_key(key_id)
     output.note(f"revoked {key_id}")

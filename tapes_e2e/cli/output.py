@@ -11,13 +11,17 @@ import json
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Annotated, Any
 
+import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-__all__ = ["Progress", "emit_json", "error", "note", "progress", "stdout", "table"]
+# The --json flag of every listing command.
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+
+__all__ = ["JsonFlag", "Progress", "emit_json", "error", "note", "progress", "stdout", "table"]
 
 stdout = Console(highlight=False, soft_wrap=True)
 _stderr = Console(stderr=True, highlight=False, soft_wrap=True)

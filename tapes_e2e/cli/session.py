@@ -24,8 +24,6 @@ from tapes_e2e.transfer import export_nodes, import_nodes
 
 app = typer.Typer(help="List, show, export and import recorded sessions.", no_args_is_help=True)
 
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
-
 
 def _settings(ctx: typer.Context) -> Settings:
     settings: Settings = ctx.obj
@@ -43,7 +41,7 @@ def _preview(node: Node | None, width: int = 60) -> str:
 def list_sessions(
     ctx: typer.Context,
     limit: Annotated[int, typer.Option(min=1, help="How many sessions, newest first.")] = 50,
-    as_json: JsonFlag = False,
+    as_json: output.JsonFlag = False,
 ) -> None:
     """List sessions (leaf nodes and their ancestry), newest first."""
     with _settings(ctx).store() as store:
@@ -90,7 +88,7 @@ def show_session(
     ctx: typer.Context,
     session: Annotated[str, typer.Argument(help="Session ID (leaf hash) or a unique prefix.")],
     full: Annotated[bool, typer.Option("--full", help="Print whole messages.")] = False,
-    as_json: JsonFlag = False,
+    as_json: output.JsonFlag = False,
 ) -> None:
     """Show a session from its first message to its leaf."""
     with _settings(ctx).store() as store:
@@ -263,7 +261,7 @@ def shared_sessions(
     team_name: Annotated[
         str | None, typer.Option("--team", help="Only this team (id or name).")
     ] = None,
-    as_json: JsonFlag = False,
+    as_json: output.JsonFlag = False,
 ) -> None:
     """Sessions shared with your teams, verified, with their decrypted titles."""
     settings = _settings(ctx)

@@ -32,7 +32,7 @@ def _settings(ctx: typer.Context) -> Settings:
 @app.command("status")
 def status(
     ctx: typer.Context,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: output.JsonFlag = False,
 ) -> None:
     """Show the provider, the database file (and why that one), and what it holds."""
     settings = _settings(ctx)
@@ -207,15 +207,12 @@ def configure(
 @app.command("sync")
 def sync(
     ctx: typer.Context,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: output.JsonFlag = False,
 ) -> None:
     """Push local nodes to the server (sealed), then pull, verify and store what is new."""
     settings = _settings(ctx)
-    session = account.load_session(settings.dotdir.path)
-    if session is None:
-        raise ConfigError("not logged in to a sync server", hint="run `tapes auth login`")
+    api, session = auth.logged_in(settings)
     identity = unlock(settings.dotdir.path, prompt=auth.prompt_for_passphrase())
-    api = auth.api_client(settings, session.server)
     vault = settings.config.cloud.team_id or session.personal_vault
     rejected: list[str] = []
     with LocalProvider(settings.database.path) as store, output.progress("syncing", None) as bar:

@@ -14,12 +14,11 @@ from typing import Annotated, Literal, cast
 import typer
 
 import keymgmt
-from tapes_e2e import account
 from tapes_e2e.cli import auth, output
 from tapes_e2e.cli.context import Settings
 from tapes_e2e.client import ApiClient
 from tapes_e2e.config import parse_duration
-from tapes_e2e.errors import ConfigError, TeamError
+from tapes_e2e.errors import TeamError
 from tapes_e2e.identity import unlock
 from tapes_e2e.teams import flows
 from tapes_e2e.teams.access import resolve_team, verify_team
@@ -30,7 +29,6 @@ app = typer.Typer(
     help="Create teams, invite and approve members, remove them.", no_args_is_help=True
 )
 
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 MAX_INVITE_DAYS = 30
 
 
@@ -41,11 +39,8 @@ def _settings(ctx: typer.Context) -> Settings:
 
 def connect(settings: Settings) -> tuple[ApiClient, keymgmt.Identity]:
     """The logged-in client and the unlocked identity; a clear error when not logged in."""
-    session = account.load_session(settings.dotdir.path)
-    if session is None:
-        raise ConfigError("not logged in to a sync server", hint="run `tapes auth login`")
-    identity = unlock(settings.dotdir.path, prompt=auth.prompt_for_passphrase())
-    return auth.api_client(settings, session.server), identity
+    api, _ = auth.logged_in(settings)
+    return api, unlock(settings.dotdir.path, prompt=auth.prompt_for_passphrase())
 
 
 def seconds(text: str, option: str = "--expires-in") -> int:
@@ -92,13 +87,11 @@ def create(
 
 
 @app.command("list")
-def list_teams(ctx: typer.Context, as_json: JsonFlag = False) -> None:
+def list_teams(ctx: typer.Context, as_json: output.JsonFlag = False) -> None:
     """Your teams, with your role in each."""
     settings = _settings(ctx)
-    session = account.load_session(settings.dotdir.path)
-    if session is None:
-        raise ConfigError("not logged in to a sync server", hint="run `tapes auth login`")
-    teams = [v for v in auth.api_client(settings, session.server).vaults() if v.kind == "team"]
+    api, _ = auth.logged_in(settings)
+    teams = [v for v in api.vaults() if v.kind == "team"]
     configured = settings.config.cloud.team_id
     rows = [
         {"team_id": v.vault_id, "name": v.name, "role": v.role, "tier": v.tier,
@@ -122,7 +115,7 @@ def list_teams(ctx: typer.Context, as_json: JsonFlag = False) -> None:
 def show(
     ctx: typer.Context,
     team: Annotated[str, typer.Argument(help="Team id or name.")],
-    as_json: JsonFlag = False,
+    as_json: output.JsonFlag = False,
 ) -> None:
     """Members, roles and key fingerprints from the verified chain; the epoch and policy."""
     settings = _settings(ctx)

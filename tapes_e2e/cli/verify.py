@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 import typer
 
 from tapes_e2e.cli import output
@@ -12,7 +10,7 @@ from tapes_e2e.cli.context import Settings
 
 def verify(
     ctx: typer.Context,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: output.JsonFlag = False,
 ) -> None:
     """Recompute the hash of every stored node; exit 1 if any node is damaged."""
     settings: Settings = ctx.obj
