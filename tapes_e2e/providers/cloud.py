@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import msgspec
 
@@ -26,6 +27,17 @@ from tapes_e2e.providers.base import DelegatedSharing
 __all__ = ["CloudProvider"]
 
 PAGE = 1000
+
+
+@contextmanager
+def _absent_as_not_found(node_hash: str) -> Iterator[None]:
+    """The server's 404 for a node as the Provider contract's ``NodeNotFoundError``."""
+    try:
+        yield
+    except RemoteError as exc:
+        if exc.status == 404:
+            raise NodeNotFoundError(node_hash) from exc
+        raise
 
 
 class CloudProvider(DelegatedSharing):
@@ -78,12 +90,8 @@ class CloudProvider(DelegatedSharing):
         return envelope.node_id in result.stored
 
     def get(self, node_hash: str) -> Node:
-        try:
+        with _absent_as_not_found(node_hash):
             item = self.api.node(self._node_id(node_hash))
-        except RemoteError as exc:
-            if exc.status == 404:
-                raise NodeNotFoundError(node_hash) from exc
-            raise
         node = self._open(item)
         if node.hash != node_hash:  # pragma: no cover - open_envelope checked the keyed id
             raise keymgmt.IntegrityError()
@@ -97,12 +105,8 @@ class CloudProvider(DelegatedSharing):
         return True
 
     def ancestry(self, node_hash: str) -> builtins.list[Node]:
-        try:
+        with _absent_as_not_found(node_hash):
             items = self.api.ancestry(self._node_id(node_hash))
-        except RemoteError as exc:
-            if exc.status == 404:
-                raise NodeNotFoundError(node_hash) from exc
-            raise
         path = [self._open(item) for item in items]
         expected: str | None = node_hash
         for node in path:  # a server cannot splice another chain in: each must be the parent
