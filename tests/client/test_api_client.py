@@ -413,7 +413,7 @@ def _session_of(user: User) -> Session:
         personal_vault=user.vault,
         access_token=user.access,
         refresh_token=user.refresh,
-        access_expires_at=datetime(2030, 1, 1, tzinfo=UTC),
+        access_expires_at=datetime.now(UTC) + timedelta(days=365),
     )
 
 
@@ -473,7 +473,7 @@ SESSION = Session(
     personal_vault="v_one",
     access_token=FIRST_TOKENS[0],
     refresh_token=FIRST_TOKENS[1],
-    access_expires_at=datetime(2030, 1, 1, tzinfo=UTC),
+    access_expires_at=datetime.now(UTC) + timedelta(days=365),
 )
 
 

@@ -31,10 +31,12 @@ AUDIENCE = "http://testserver.local"
 
 
 class Clock:
-    """A clock the tests move by hand."""
+    """A clock the tests move by hand. It starts at the real time (whole seconds), because the
+    client code under test signs with the real clock and the server allows only minutes of skew:
+    a clock pinned to a date stops working once that date is past."""
 
     def __init__(self) -> None:
-        self.now = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+        self.now = datetime.now(UTC).replace(microsecond=0)
 
     def __call__(self) -> datetime:
         return self.now

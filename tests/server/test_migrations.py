@@ -12,7 +12,7 @@ from server.db.engine import make_engine
 from server.db.migrate import current_revision, head_revision, upgrade
 from server.db.models import JsonType
 
-NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+NOW = datetime.now(UTC)
 _users = sa.table(
     "users", *(sa.column(c) for c in ("id", "handle", "x25519", "ed25519", "fingerprint")),
     sa.column("personal_vault"), sa.column("created_at", sa.DateTime(timezone=True)),
