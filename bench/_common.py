@@ -22,6 +22,7 @@ import httpx  # noqa: E402
 import keymgmt  # noqa: E402
 from tapes_e2e import account, identity  # noqa: E402
 from tapes_e2e.client import ApiClient  # noqa: E402
+from tapes_e2e.vaults import Trust  # noqa: E402
 
 __all__ = ["FAST", "OUT", "PASSPHRASE", "REPO", "Home", "make_home", "use_pro_plan"]
 
@@ -46,7 +47,7 @@ def make_home(root: Path, name: str, url: str, handle: str | None, source: Path 
                               use_os_keyring=False, floor=FAST)  # fmt: skip
     api = ApiClient(httpx.Client(timeout=120), api_url=url)
     session = api.login(who, handle=handle)
-    account.ensure_personal_vault(api, session, who)
+    account.ensure_personal_vault(api, session, Trust(home, who))
     return home, api, who
 
 

@@ -55,7 +55,7 @@ if str(REPO) not in sys.path:
 
 from bench._common import OUT, PASSPHRASE, make_home, use_pro_plan  # noqa: E402
 from bench.bench_local import make_sessions  # noqa: E402
-from tapes_e2e.account import VaultAccess, open_vault  # noqa: E402
+from tapes_e2e.account import open_vault  # noqa: E402
 from tapes_e2e.client import ApiClient  # noqa: E402
 from tapes_e2e.demo import local_server  # noqa: E402
 from tapes_e2e.envelopes import seal_envelope  # noqa: E402
@@ -64,6 +64,7 @@ from tapes_e2e.providers.local import LocalProvider  # noqa: E402
 from tapes_e2e.remote_sync import vault_runner  # noqa: E402
 from tapes_e2e.sync.engine import Event, PulledPage  # noqa: E402
 from tapes_e2e.sync.worker import run_sync  # noqa: E402
+from tapes_e2e.vaults import Trust, VaultAccess  # noqa: E402
 
 NODE_SIZE = 180  # make_node's size: bodies (node_body) of 340-510 bytes, ~460 on average
 PUSH_BATCH = 2000  # the server's MAX_BATCH_NODES
@@ -87,7 +88,9 @@ def seed(api: ApiClient, access: VaultAccess, who: Any, count: int) -> float:
     done = 0
     for batch in batches(make_sessions(random.Random(7), count, NODE_SIZE), PUSH_BATCH):
         envelopes = [
-            seal_envelope(node, state=access.state, keys=access.keys, author=who).to_dict()
+            seal_envelope(
+                node, state=access.state, keys=access.content_keys(), author=who
+            ).to_dict()
             for node in batch
         ]
         result = api.push(access.vault, envelopes)
@@ -106,7 +109,7 @@ def run(root: Path, count: int, page_size: int) -> dict[str, Any]:
         laptop, api, alice = make_home(root, "laptop", url, "benchmem", None)
         use_pro_plan(database)
         vault = api.session.personal_vault  # type: ignore[union-attr]
-        seed_s = seed(api, open_vault(api, vault, alice), alice, count)
+        seed_s = seed(api, open_vault(api, vault, Trust(laptop, alice, vault)), alice, count)
         print(f"seeded {count:,} sealed nodes in {seed_s:.1f} s", file=sys.stderr)
         spec = {"root": str(root), "url": url, "source": str(laptop), "vault": vault,
                 "count": count, "page_size": page_size}  # fmt: skip
@@ -158,7 +161,8 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
             checkpoints.append({"nodes": runner.pulled, "seconds": seconds, **memory()})
 
     with LocalProvider(desktop / "tapes.sqlite") as store:
-        runner = vault_runner(store, api, spec["vault"], same, on_progress=on_progress)
+        trust = Trust(desktop, same, spec["vault"])
+        runner = vault_runner(store, api, spec["vault"], trust, on_progress=on_progress)
         runner._page_size = int(spec["page_size"])
         gc.collect()
         reset = reset_peak()

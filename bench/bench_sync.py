@@ -54,6 +54,7 @@ from tapes_e2e.remote_sync import vault_runner  # noqa: E402
 from tapes_e2e.store.rows import INSERT_SQL, node_to_row  # noqa: E402
 from tapes_e2e.store.syncstate import SyncState  # noqa: E402
 from tapes_e2e.sync.worker import run_sync  # noqa: E402
+from tapes_e2e.vaults import Trust  # noqa: E402
 
 
 @contextmanager
@@ -85,7 +86,7 @@ def one_way(
     home: Path, api: ApiClient, who: keymgmt.Identity, vault: str
 ) -> tuple[float, int, int]:
     with LocalProvider(home / "tapes.sqlite") as store:
-        runner = vault_runner(store, api, vault, who)
+        runner = vault_runner(store, api, vault, Trust(home, who, vault))
         start = time.perf_counter()
         result = run_sync(runner)
         elapsed = time.perf_counter() - start
@@ -96,7 +97,7 @@ def one_way(
 
 def noop_ms(home: Path, api: ApiClient, who: keymgmt.Identity, vault: str, tries: int) -> float:
     with LocalProvider(home / "tapes.sqlite") as store:
-        runner = vault_runner(store, api, vault, who)
+        runner = vault_runner(store, api, vault, Trust(home, who, vault))
         times = []
         for _ in range(tries):
             start = time.perf_counter()

@@ -5,13 +5,13 @@
 - The personal vault is a team of one. At the first login the client makes its keys, signs the
   genesis statement and seals the keyring to itself (``POST /api/v1/teams/{vault}/genesis``);
   later logins, on any machine, fetch the chain and the sealed keyring and open them with the
-  identity. Nothing secret about the vault is stored locally.
+  identity, after checking that the chain is this identity's own and extends the pinned head
+  (:mod:`tapes_e2e.vaults`). Nothing secret about the vault is stored locally.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
@@ -20,18 +20,17 @@ import keymgmt
 from tapes_e2e.client import ApiClient, Session
 from tapes_e2e.config import write_private
 from tapes_e2e.errors import AuthError, RemoteError
+from tapes_e2e.vaults import Trust, VaultAccess, VaultMaterial
 
 __all__ = [
     "SESSION_FILE",
-    "VaultAccess",
-    "VaultMaterial",
     "ensure_personal_vault",
     "fetch_vault_material",
     "forget_session",
     "load_session",
     "open_vault",
-    "open_vault_material",
     "save_session",
+    "trust_for",
 ]
 
 SESSION_FILE = "session.json"
@@ -65,18 +64,11 @@ def forget_session(dotdir: Path) -> bool:
     return True
 
 
-@dataclass(frozen=True)
-class VaultAccess:
-    """A vault's verified chain and the keys this identity opened from its sealed keyrings."""
-
-    vault: str
-    state: keymgmt.VerifiedTeamState
-    keys: keymgmt.TeamKeys
-
-
-VaultMaterial = tuple[list[dict[str, str]], list[dict[str, str]]]
-"""A vault's signed chain statements and this identity's sealed keyrings, as wire dicts: safe to
-keep on disk (signed, and sealed to the identity), and verified again every time they are used."""
+def trust_for(dotdir: Path, identity: keymgmt.Identity) -> Trust:
+    """The :class:`~tapes_e2e.vaults.Trust` of ``identity`` in this .tapes directory, knowing
+    the personal vault of the saved login (whose chain only this identity may have written)."""
+    session = load_session(dotdir)
+    return Trust(dotdir, identity, session.personal_vault if session is not None else None)
 
 
 def fetch_vault_material(api: ApiClient, vault: str) -> VaultMaterial:
@@ -86,55 +78,19 @@ def fetch_vault_material(api: ApiClient, vault: str) -> VaultMaterial:
     return statements, keyrings
 
 
-def open_vault(
-    api: ApiClient,
-    vault: str,
-    identity: keymgmt.Identity,
-    *,
-    last_verified_head: keymgmt.ChainHead | None = None,
-) -> VaultAccess:
-    """Fetch, verify and open a vault's chain and this identity's keyrings."""
-    material = fetch_vault_material(api, vault)
-    return open_vault_material(vault, material, identity, last_verified_head=last_verified_head)
+def open_vault(api: ApiClient, vault: str, trust: Trust) -> VaultAccess:
+    """Fetch the vault's chain and this identity's keyrings, verify the chain against the pin
+    (moving it), and open the keys."""
+    return trust.open(vault, fetch_vault_material(api, vault))
 
 
-def open_vault_material(
-    vault: str,
-    material: VaultMaterial,
-    identity: keymgmt.Identity,
-    *,
-    last_verified_head: keymgmt.ChainHead | None = None,
-) -> VaultAccess:
-    """Verify the chain and open the keyrings this identity can open.
-
-    Raises keymgmt's errors when the chain does not verify (a fork, a rollback below
-    ``last_verified_head``, a forged statement, another vault's chain) or no keyring opens.
-    """
-    statements, keyrings = material
-    state = keymgmt.verify_chain(
-        [keymgmt.parse_statement(s) for s in statements], last_verified_head, team=vault
-    )
-    keys: keymgmt.TeamKeys | None = None
-    for wire in keyrings:
-        epoch = keymgmt.open_keyring(wire, state=state, identity=identity)
-        if keys is None:
-            keys = keymgmt.TeamKeys.from_epoch_keys(epoch)
-        else:
-            keys.add(epoch)
-    if keys is None:
-        raise keymgmt.PolicyError(
-            f"no keyring of vault {vault} is sealed to this identity",
-            hint="an admin of the team must seal the current keyring to you",
-        )
-    return VaultAccess(vault, state, keys)
-
-
-def ensure_personal_vault(
-    api: ApiClient, session: Session, identity: keymgmt.Identity
-) -> VaultAccess:
-    """The personal vault, with its genesis and keyring created on the very first login."""
-    vault = session.personal_vault
-    if api.chain(vault).head.seqno < 0:
+def ensure_personal_vault(api: ApiClient, session: Session, trust: Trust) -> VaultAccess:
+    """The personal vault, with its genesis and keyring created on the very first login. Its
+    chain must be this identity's own (:func:`~tapes_e2e.vaults.check_personal`), on every device;
+    a server that says there is no chain while this identity pinned one is refused."""
+    vault, identity = session.personal_vault, trust.identity
+    trust.personal_vault = vault
+    if api.chain(vault).head.seqno < 0 and trust.pin(vault) is None:
         vault_key, epoch_key = keymgmt.new_key(), keymgmt.new_key()
         genesis = keymgmt.create_team(
             team=vault, owner=identity, vault_id_key=vault_key, epoch_key=epoch_key
@@ -148,4 +104,4 @@ def ensure_personal_vault(
         except RemoteError as exc:
             if exc.status != 409:  # another machine of ours made it first: use theirs
                 raise
-    return open_vault(api, vault, identity)
+    return open_vault(api, vault, trust)

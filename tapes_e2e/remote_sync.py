@@ -2,7 +2,7 @@
 
 :func:`push_fn` and :func:`pull_fn` build the callables :class:`tapes_e2e.sync.worker.SyncRunner`
 drives (see its contract), from an :class:`~tapes_e2e.client.ApiClient` and the vault's verified
-chain and opened keys (:class:`~tapes_e2e.account.VaultAccess`). Client failures become the
+chain and opened keys (:class:`~tapes_e2e.vaults.VaultAccess`). Client failures become the
 engine's failure kinds; an envelope that fails verification is rejected (reported, not stored)
 without stopping the page.
 """
@@ -18,19 +18,14 @@ from typing import Protocol, cast
 import msgspec
 
 import keymgmt
-from tapes_e2e.account import (
-    VaultAccess,
-    VaultMaterial,
-    fetch_vault_material,
-    open_vault_material,
-)
+from tapes_e2e.account import fetch_vault_material
 from tapes_e2e.client import ApiClient, encode_push
 from tapes_e2e.envelopes import MetadataRecord, open_envelope, seal_envelope
 from tapes_e2e.errors import AuthError, RemoteError, ServerError, ServerUnreachableError
 from tapes_e2e.node import Node
 from tapes_e2e.protocol import PullPage, PushResult
 from tapes_e2e.providers.local import LocalProvider
-from tapes_e2e.store.syncstate import SyncState
+from tapes_e2e.store.syncstate import HEAD, SyncState
 from tapes_e2e.sync.engine import EngineConfig, Event
 from tapes_e2e.sync.worker import (
     PulledBatch,
@@ -39,6 +34,7 @@ from tapes_e2e.sync.worker import (
     SyncError,
     SyncRunner,
 )
+from tapes_e2e.vaults import Trust, VaultAccess, VaultMaterial
 
 __all__ = [
     "PushHooks",
@@ -77,42 +73,48 @@ def sync_failure(exc: ServerError) -> SyncError:
 
 class VaultHolder:
     """The vault's verified chain and opened keys, shared by push and pull and replaced when the
-    chain moves. The material (signed chain, sealed keyrings) is cached in the store's
-    ``e2e_state`` and verified again on every load, so an up-to-date sync needs no chain
-    request: each pull page says where the chain head is, and only a moved head is refetched."""
+    chain moves. Every verification goes through ``trust`` (:class:`tapes_e2e.vaults.Trust`), from
+    this identity's head pin, which it moves forward. The material (signed chain, sealed keyrings)
+    is cached in the store's ``e2e_state`` and verified again on every load, so an up-to-date
+    sync needs no chain request: each pull page says where the chain head is, and only a moved
+    head is refetched. A cache older than the pin (another command of this identity saw the chain
+    move, e.g. ``tapes team remove``) is refetched; a server that then shows an older chain than
+    the pin is refused, so nothing is ever sealed under an epoch older than the newest verified."""
 
-    def __init__(
-        self, api: ApiClient, state: SyncState, vault: str, identity: keymgmt.Identity
-    ) -> None:
-        self.api, self.state, self.vault, self.identity = api, state, vault, identity
-        stored = state.load(vault)
-        self._head = keymgmt.ChainHead.from_dict(stored.head) if stored.head else None
+    def __init__(self, api: ApiClient, state: SyncState, vault: str, trust: Trust) -> None:
+        self.api, self.state, self.vault, self.trust = api, state, vault, trust
+        self.identity = trust.identity
+        legacy = state.load(vault).head  # stores synced before head pins kept one of their own
+        self._legacy = [keymgmt.ChainHead.from_dict(legacy)] if legacy else []
         cached = state.values(vault)
         if _CHAIN in cached and _KEYRINGS in cached:
             material = (json.loads(cached[_CHAIN]), json.loads(cached[_KEYRINGS]))
-            self.access = self._open(material)
+            try:
+                self.access = self._open(material)
+            except keymgmt.ChainError:  # a stale cache: the server's chain decides (from the pin)
+                self.refresh()
         else:
             self.refresh()
 
     def _open(self, material: VaultMaterial) -> VaultAccess:
-        access = open_vault_material(
-            self.vault, material, self.identity, last_verified_head=self._head
-        )
-        self._head = access.state.head
+        access = self.trust.open(self.vault, material, also_verified=self._legacy)
+        if self._legacy:  # pinned now: the store's own copy of the head is not kept any more
+            self.state.set_values(self.vault, **{HEAD: None})
+            self._legacy = []
         return access
 
     def refresh(self) -> None:
-        """Fetch, verify (against the last verified head) and cache the chain and keyrings."""
+        """Fetch, verify (against the pin) and cache the chain and keyrings."""
         material = fetch_vault_material(self.api, self.vault)
         self.access = self._open(material)
         self.state.set_values(
             self.vault,
             **{_CHAIN: json.dumps(material[0]), _KEYRINGS: json.dumps(material[1])},
         )
-        self.state.set_head(self.vault, self.access.state.head.to_dict())
 
     def follow(self, chain_seqno: int) -> None:
-        """Refetch when the server says the chain moved past what this client verified."""
+        """Refetch when the server says the chain is anywhere but where this client verified it
+        (an older head than the pin is refused by the refetch's verification)."""
         if chain_seqno != self.access.state.head.seqno:
             self.refresh()
 
@@ -158,7 +160,9 @@ class VaultPusher:
     def prepare(self, vault: str, nodes: Sequence[Node]) -> _Sealed:
         access, author = self.holder.access, self.holder.identity
         envelopes = [
-            seal_envelope(node, state=access.state, keys=access.keys, author=author).to_dict()
+            seal_envelope(
+                node, state=access.state, keys=access.content_keys(), author=author
+            ).to_dict()
             for node in nodes
         ]
         ids = [str(envelope["node_id"]) for envelope in envelopes]
@@ -232,13 +236,14 @@ class VaultPuller:
         with chain_failures():
             self.holder.follow(page.chain_seqno)
         access = self.holder.access
+        keys = access.content_keys()
         nodes: list[tuple[Node, str]] = []
         rejected: list[str] = []
         for item in page.items:
             node_id = item.envelope.node_id
             try:
                 opened = open_envelope(
-                    msgspec.structs.asdict(item.envelope), state=access.state, keys=access.keys
+                    msgspec.structs.asdict(item.envelope), state=access.state, keys=keys
                 )
             except keymgmt.IntegrityError:
                 rejected.append(
@@ -275,18 +280,18 @@ def vault_runner(
     store: LocalProvider,
     api: ApiClient,
     vault: str,
-    identity: keymgmt.Identity,
+    trust: Trust,
     *,
     sync_interval: float = 300.0,
     on_integrity: Callable[[str], None] | None = None,
     on_progress: Callable[[Event], None] | None = None,
     hooks: PushHooks | None = None,
 ) -> SyncRunner:
-    """A runner for ``vault`` over ``store``. The chain is verified against the head this store
-    verified last (a fork or rollback is refused) and the keys opened, from the cache when the
-    store has one; the new head is recorded. ``hooks`` are a team vault's push hooks."""
+    """A runner for ``vault`` over ``store``. The chain is verified against ``trust``'s pin (a
+    fork or rollback is refused) and the keys opened, from the cache when the store has one; the
+    pin moves to the new head. ``hooks`` are a team vault's push hooks."""
     state = SyncState(store)
-    holder = VaultHolder(api, state, vault, identity)
+    holder = VaultHolder(api, state, vault, trust)
     return SyncRunner(
         state,
         vault,

@@ -100,7 +100,8 @@ def login(
         output.note(f"created a new identity in {identity_path(dotdir)}")
     api = api_client(settings, api_url)
     session = api.login(identity, handle=handle)
-    vault = account.ensure_personal_vault(api, session, identity)
+    trust = account.trust_for(dotdir, identity)
+    vault = account.ensure_personal_vault(api, session, trust)
     if server and server.rstrip("/") != (settings.config.cloud.api_url or ""):
 
         def edit(doc: tomlkit.TOMLDocument) -> None:

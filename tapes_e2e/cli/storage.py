@@ -20,6 +20,7 @@ from tapes_e2e.store.syncstate import SyncState
 from tapes_e2e.sync.engine import Event, PulledPage, PushAcked
 from tapes_e2e.sync.worker import run_sync
 from tapes_e2e.teams.routing import team_sync_hooks
+from tapes_e2e.vaults import Trust
 
 app = typer.Typer(help="Show and change where sessions are stored.", no_args_is_help=True)
 
@@ -225,8 +226,9 @@ def sync(
             elif isinstance(event, PulledPage):
                 bar.update(task, description=f"pulling: {event.count:,} in the last page")
 
+        trust = Trust(settings.dotdir.path, identity, session.personal_vault)
         runner = vault_runner(
-            store, api, vault, identity, on_integrity=rejected.append, on_progress=show,
+            store, api, vault, trust, on_integrity=rejected.append, on_progress=show,
             hooks=hooks,
         )  # fmt: skip
         bar.update(task, total=runner.state.pending_push_count(vault) or None)

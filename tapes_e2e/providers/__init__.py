@@ -31,6 +31,7 @@ def open_provider(settings: Settings, *, prompt: Callable[[], str] | None = None
     from tapes_e2e.remote_sync import vault_runner  # noqa: PLC0415
     from tapes_e2e.teams import routing  # noqa: PLC0415
     from tapes_e2e.teams.sharing import TeamSharing  # noqa: PLC0415
+    from tapes_e2e.vaults import Trust  # noqa: PLC0415
 
     kind = settings.config.provider
     if kind == "local":
@@ -42,6 +43,7 @@ def open_provider(settings: Settings, *, prompt: Callable[[], str] | None = None
         )
     identity = unlock(settings.dotdir.path, prompt=prompt)
     api = auth.api_client(settings, session.server)
+    trust = Trust(settings.dotdir.path, identity, session.personal_vault)
     cloud = settings.config.cloud
     vault = cloud.team_id or session.personal_vault
     provider: CloudProvider | HybridProvider
@@ -49,13 +51,13 @@ def open_provider(settings: Settings, *, prompt: Callable[[], str] | None = None
         if cloud.team_id:
             provider = routing.team_cloud_provider(api, identity, settings.dotdir.path, cloud)
         else:
-            provider = CloudProvider(api, account.open_vault(api, vault, identity), identity)
+            provider = CloudProvider(api, account.open_vault(api, vault, trust), trust)
     else:
         store = LocalProvider(settings.database.path)
         try:
             hooks = routing.team_sync_hooks(api, identity, settings, store, vault)
             runner = vault_runner(
-                store, api, vault, identity, sync_interval=cloud.sync_interval, hooks=hooks
+                store, api, vault, trust, sync_interval=cloud.sync_interval, hooks=hooks
             )
         except BaseException:
             store.close()

@@ -16,13 +16,14 @@ from contextlib import contextmanager
 import msgspec
 
 import keymgmt
-from tapes_e2e.account import VaultAccess, open_vault
+from tapes_e2e.account import open_vault
 from tapes_e2e.client import ApiClient
 from tapes_e2e.envelopes import MetadataRecord, open_envelope, seal_envelope
 from tapes_e2e.errors import InvalidNodeError, MissingParentError, NodeNotFoundError, RemoteError
 from tapes_e2e.node import Node
 from tapes_e2e.protocol import NodeOut
 from tapes_e2e.providers.base import DelegatedSharing
+from tapes_e2e.vaults import Trust, VaultAccess
 
 __all__ = ["CloudProvider"]
 
@@ -44,19 +45,20 @@ class CloudProvider(DelegatedSharing):
     """A vault on the server, read and written through an :class:`ApiClient`; sharing with
     teams through ``sharing`` (see :class:`~tapes_e2e.providers.base.DelegatedSharing`)."""
 
-    def __init__(self, api: ApiClient, access: VaultAccess, identity: keymgmt.Identity) -> None:
-        self.api, self.access, self.identity = api, access, identity
+    def __init__(self, api: ApiClient, access: VaultAccess, trust: Trust) -> None:
+        self.api, self.access, self.trust = api, access, trust
+        self.identity = trust.identity
 
     @property
     def vault(self) -> str:
         return self.access.vault
 
     def _node_id(self, node_hash: str) -> str:
-        return keymgmt.node_id(self.access.keys.vault_id_key, node_hash)
+        return keymgmt.node_id(self.access.content_keys().vault_id_key, node_hash)
 
     def _open(self, item: NodeOut) -> Node:
         wire = msgspec.structs.asdict(item.envelope)
-        opened = open_envelope(wire, state=self.access.state, keys=self.access.keys)
+        opened = open_envelope(wire, state=self.access.state, keys=self.access.content_keys())
         if isinstance(opened, MetadataRecord):
             raise InvalidNodeError("this vault keeps metadata only: there is no content to read")
         return opened
@@ -72,14 +74,12 @@ class CloudProvider(DelegatedSharing):
         except RemoteError as exc:
             if exc.status != 409:
                 raise
-        self.access = open_vault(
-            self.api, self.vault, self.identity, last_verified_head=self.access.state.head
-        )
+        self.access = open_vault(self.api, self.vault, self.trust)  # from the pin, never back
         return self._push(node)
 
     def _push(self, node: Node) -> bool:
         envelope = seal_envelope(
-            node, state=self.access.state, keys=self.access.keys, author=self.identity
+            node, state=self.access.state, keys=self.access.content_keys(), author=self.identity
         )
         try:
             result = self.api.push(self.vault, [envelope.to_dict()])

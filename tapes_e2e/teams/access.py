@@ -1,49 +1,30 @@
 """Opening a team vault: fetch the chain, verify it, and only then take keys from the server.
 
-Every key of a team comes from the server, so nothing is used before
-:func:`keymgmt.verify_chain` accepted the chain against this client's last verified head (kept in
-``teams.json``): a fork, a rollback below that head or a forged statement raises keymgmt's
-``ChainError`` and nothing is used or recorded. A client that joined by invite also checks the
-chain against its code (:func:`keymgmt.verify_joined`: the ``add`` was signed by the inviter the
-code names, with this identity's keys, and carries a proof under the secret) before the first
-head is recorded, so its first view of the chain is not trust-on-first-use.
+Every key of a team comes from the server, so nothing is used before the chain verified against
+this identity's head pin (:class:`tapes_e2e.vaults.Trust`): a fork, a rollback below the pin or a
+forged statement raises keymgmt's ``ChainError`` and nothing is used or recorded. A client that
+joined by invite also checks the chain against its code (:func:`keymgmt.verify_joined`: the
+``add`` was signed by the inviter the code names, with this identity's keys, and carries a proof
+under the secret) before the first head is pinned, so its first view of the chain is not
+trust-on-first-use.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
 
 import keymgmt
-from keymgmt.keyring import parse_keyring
+from tapes_e2e.account import trust_for
 from tapes_e2e.client import ApiClient
 from tapes_e2e.errors import RemoteError, TeamError
 from tapes_e2e.teams import local
+from tapes_e2e.vaults import VaultAccess
 
-__all__ = ["MANAGERS", "TeamAccess", "open_team", "require_manager", "resolve_team", "verify_team"]
+__all__ = ["MANAGERS", "open_team", "require_manager", "resolve_team", "verify_team"]
 
 MANAGERS = frozenset({"owner", "admin"})
-
-
-@dataclass(frozen=True)
-class TeamAccess:
-    """A team's verified chain, the keys this identity opened (None for a viewer), and to whom
-    this identity's copy of each epoch's keyring was sealed (to find members still missing it)."""
-
-    team: str
-    state: keymgmt.VerifiedTeamState
-    keys: keymgmt.TeamKeys | None
-    sealed_to: dict[int, frozenset[str]]
-
-    def content_keys(self) -> keymgmt.TeamKeys:
-        if self.keys is None:
-            raise TeamError(
-                f"you hold no content key of team {self.team} (a viewer reads usage only)",
-                hint="ask an owner or admin of the team",
-            )
-        return self.keys
 
 
 def resolve_team(api: ApiClient, text: str) -> str:
@@ -78,17 +59,19 @@ def _fetch_chain(api: ApiClient, team: str, pending: bool) -> list[dict[str, str
 def verify_team(
     api: ApiClient, team: str, identity: keymgmt.Identity, dotdir: Path
 ) -> keymgmt.VerifiedTeamState:
-    """The team's chain, verified against the last verified head and any pending invite code."""
+    """The team's chain, verified against the head pin and any pending invite code."""
     saved = local.load(dotdir)
     joins = {i: j for i, j in saved.joins.items() if j.team == team}
-    record = saved.teams.get(team)
-    head = record.chain_head() if record is not None else None
-    state = keymgmt.verify_chain(_fetch_chain(api, team, bool(joins)), head, team=team)
-    for join in joins.values():
-        keymgmt.verify_joined(state, code=keymgmt.parse_invite_code(join.code), identity=identity)
-    if state.member(identity.fingerprint) is None:
-        raise TeamError(f"you are no longer a member of team {team}")
 
+    def check(state: keymgmt.VerifiedTeamState) -> None:
+        for join in joins.values():
+            code = keymgmt.parse_invite_code(join.code)
+            keymgmt.verify_joined(state, code=code, identity=identity)
+        if state.member(identity.fingerprint) is None:
+            raise TeamError(f"you are no longer a member of team {team}")
+
+    chain = _fetch_chain(api, team, bool(joins))
+    state = trust_for(dotdir, identity).verify(team, chain, check=check)
     if joins:  # verified against the code: the secret is not needed any more
 
         def change(data: local.TeamsFile) -> None:
@@ -96,32 +79,18 @@ def verify_team(
                 data.joins.pop(invite_id, None)
 
         local.update(dotdir, change)
-    if head != state.head:
-        local.save_head(dotdir, team, state.head)
     return state
 
 
-def open_team(api: ApiClient, team: str, identity: keymgmt.Identity, dotdir: Path) -> TeamAccess:
+def open_team(api: ApiClient, team: str, identity: keymgmt.Identity, dotdir: Path) -> VaultAccess:
     """Verify the team's chain, finish a removal's keyring upload, and open this identity's keys."""
     state = verify_team(api, team, identity, dotdir)
     _finish_pending_keyring(api, team, state, identity, dotdir)
-    keys: keymgmt.TeamKeys | None = None
-    sealed_to: dict[int, frozenset[str]] = {}
-    for item in api.keyrings(team):
-        wire = msgspec.structs.asdict(item.keyring)
-        epoch = keymgmt.open_keyring(wire, state=state, identity=identity)
-        sealed_to[epoch.epoch] = frozenset(parse_keyring(wire).body.recipients)
-        if keys is None:
-            keys = keymgmt.TeamKeys.from_epoch_keys(epoch)
-        else:
-            keys.add(epoch)
-    member = state.member(identity.fingerprint)
-    if keys is None and member is not None and member.reads_content:
-        raise TeamError(
-            f"no keyring of team {team} is sealed to you yet",
-            hint=f"ask an owner or admin to run `tapes team approve {team}`",
-        )
-    return TeamAccess(team, state, keys, sealed_to)
+    keyrings = [msgspec.structs.asdict(item.keyring) for item in api.keyrings(team)]
+    try:
+        return trust_for(dotdir, identity).open_keys(state, keyrings)
+    except keymgmt.PolicyError as exc:
+        raise TeamError(exc.message, hint=exc.hint) from None
 
 
 def _finish_pending_keyring(

@@ -27,11 +27,13 @@ import msgspec
 
 import keymgmt
 from keymgmt.chain import ContentPolicy, MetadataPolicy
+from tapes_e2e.account import trust_for
 from tapes_e2e.client import ApiClient
 from tapes_e2e.errors import RemoteError, TeamError
 from tapes_e2e.protocol.teams import JoinRequestOut, TeamCreated
 from tapes_e2e.teams import local
-from tapes_e2e.teams.access import TeamAccess, open_team, require_manager, verify_team
+from tapes_e2e.teams.access import open_team, require_manager, verify_team
+from tapes_e2e.vaults import VaultAccess
 
 __all__ = [
     "Approval",
@@ -68,7 +70,7 @@ def create_team(
         state, sealer=identity, epoch=1, epoch_key=epoch_key, vault_id_key=vault_key
     )
     created = api.create_team(team_id, name, _slug(name), genesis.to_dict(), keyring.to_dict())
-    local.save_head(dotdir, team_id, state.head, name)
+    trust_for(dotdir, identity).accept(state)
     return created
 
 
@@ -165,7 +167,7 @@ def approve_requests(
             api, identity, dotdir, state, request=request, invites=invites, confirm=confirm
         )
         results.append(approval)
-    reseal_missing(api, identity, TeamAccess(team, state, access.keys, access.sealed_to))
+    reseal_missing(api, identity, VaultAccess(team, state, access.keys, access.sealed_to))
     return results
 
 
@@ -197,12 +199,12 @@ def _approve_one(
     add = keymgmt.accept_join(state, request=verified, signer=identity)
     api.append_chain(state.team, state.head.seqno, [add.to_dict()])
     state = keymgmt.extend_chain(state, [add])
-    local.save_head(dotdir, state.team, state.head)
+    trust_for(dotdir, identity).accept(state)
     local.update(dotdir, lambda data: data.invites.pop(request.invite_id, None))
     return result("approved", fingerprint), state
 
 
-def reseal_missing(api: ApiClient, identity: keymgmt.Identity, access: TeamAccess) -> list[int]:
+def reseal_missing(api: ApiClient, identity: keymgmt.Identity, access: VaultAccess) -> list[int]:
     """Seal every epoch key this admin holds to the current readers, where one is missing it."""
     if access.keys is None:
         return []
@@ -254,7 +256,7 @@ def remove_member(
     except RemoteError:  # refused: the epoch never started (a lost answer keeps the key)
         local.update(dotdir, lambda data: data.pending_keyrings.pop(team, None))
         raise
-    local.save_head(dotdir, team, after.head)
+    trust_for(dotdir, identity).accept(after)
     api.upload_keyring(team, keyring.to_dict())
     local.update(dotdir, lambda data: data.pending_keyrings.pop(team, None))
     return after

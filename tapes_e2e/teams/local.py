@@ -1,7 +1,8 @@
 """What this client keeps about its teams: ``teams.json`` in the .tapes directory.
 
-- ``teams``: per team the name and the **last verified chain head** (``keymgmt.ChainHead``), so
-  that the next verification refuses a chain that forks from it or shrinks below it;
+- ``teams``: legacy only. Files written before head pins existed kept each team's last verified
+  chain head here; :class:`tapes_e2e.vaults.Pins` reads it once as the pin of a team it has none
+  for, and nothing writes it any more (the pins live in ``pins.json``);
 - ``invites``: the invites this client made, with their codes. A code holds the invite's
   one-time secret, which the inviter needs to check join requests and to sign the ``add``; it is
   kept until the invite is used, and never sent to the server;
@@ -21,7 +22,6 @@ from pathlib import Path
 
 import msgspec
 
-import keymgmt
 from tapes_e2e.config import write_private
 from tapes_e2e.errors import ConfigError
 
@@ -33,7 +33,6 @@ __all__ = [
     "TeamRecord",
     "TeamsFile",
     "load",
-    "save_head",
     "update",
 ]
 
@@ -41,11 +40,10 @@ TEAMS_FILE = "teams.json"
 
 
 class TeamRecord(msgspec.Struct, forbid_unknown_fields=True):
+    """Legacy: what files from before head pins kept per team (read, never written)."""
+
     name: str = ""
     head: dict[str, object] | None = None
-
-    def chain_head(self) -> keymgmt.ChainHead | None:
-        return keymgmt.ChainHead.from_dict(self.head) if self.head is not None else None
 
 
 class InviteRecord(msgspec.Struct, forbid_unknown_fields=True):
@@ -70,10 +68,6 @@ class TeamsFile(msgspec.Struct, forbid_unknown_fields=True):
     invites: dict[str, InviteRecord] = msgspec.field(default_factory=dict)
     joins: dict[str, JoinRecord] = msgspec.field(default_factory=dict)
     pending_keyrings: dict[str, PendingKeyring] = msgspec.field(default_factory=dict)
-
-    def team(self, team_id: str) -> TeamRecord:
-        """The team's record, created empty when missing."""
-        return self.teams.setdefault(team_id, TeamRecord())
 
 
 _DECODER = msgspec.json.Decoder(TeamsFile)
@@ -106,17 +100,3 @@ def update(dotdir: Path, change: Callable[[TeamsFile], object]) -> TeamsFile:
     change(data)
     write_private(dotdir / TEAMS_FILE, msgspec.json.encode(data).decode("utf-8"))
     return data
-
-
-def save_head(dotdir: Path, team_id: str, head: keymgmt.ChainHead, name: str = "") -> None:
-    """Remember ``head`` as the team's last verified chain head (never moves it backwards)."""
-
-    def change(data: TeamsFile) -> None:
-        record = data.team(team_id)
-        old = record.chain_head()
-        if old is None or head.seqno >= old.seqno:
-            record.head = head.to_dict()
-        if name:
-            record.name = name
-
-    update(dotdir, change)

@@ -5,10 +5,10 @@ worker and the cloud provider use that team's vault instead of the personal vaul
 sealed under the team's current epoch and policy, and a pull stores what the server lets this
 member read (their own uploads and the ancestry of sessions shared with the team).
 
-Before the first sync of a team into a store, the team is opened through
+Before the first sync of a team, the team is opened through
 :func:`~tapes_e2e.teams.access.open_team` (which checks a joiner's chain against their invite
-code) and the store's verified head is seeded from it, so the sync's own chain verification
-starts from a pinned head rather than trusting the first chain it sees.
+code and pins its head), so the sync's own chain verification starts from this identity's pin
+(:mod:`tapes_e2e.vaults`) rather than trusting the first chain it sees.
 
 :class:`TeamPushHooks` then, before each push batch, asks for the chain head (one small
 request, only when there is something to push) and follows a moved chain before sealing: after a
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import keymgmt
-from tapes_e2e.account import VaultAccess
+from tapes_e2e.account import trust_for
 from tapes_e2e.client import ApiClient
 from tapes_e2e.config import CloudSettings
 from tapes_e2e.errors import RemoteError, ServerError
@@ -35,7 +35,8 @@ from tapes_e2e.remote_sync import VaultHolder, chain_failures
 from tapes_e2e.store.database import driver
 from tapes_e2e.store.syncstate import SyncState
 from tapes_e2e.teams import local
-from tapes_e2e.teams.access import TeamAccess, open_team
+from tapes_e2e.teams.access import open_team
+from tapes_e2e.vaults import Trust, VaultAccess
 
 if TYPE_CHECKING:
     from tapes_e2e.cli.context import Settings
@@ -62,7 +63,7 @@ def share_leaf(
     """Share the session whose leaf is ``leaf_id`` with ``access``'s team, titled by its root's
     text; a leaf the server says is shared already (409) counts as done."""
     share = keymgmt.create_share(
-        state=access.state, keys=access.keys, sharer=sharer, leaf_id=leaf_id,
+        state=access.state, keys=access.content_keys(), sharer=sharer, leaf_id=leaf_id,
         title=" ".join(root.bucket.text().split())[:80], note=AUTO_NOTE,
     )  # fmt: skip
     try:
@@ -72,20 +73,13 @@ def share_leaf(
             raise
 
 
-def prepare_team_sync(
-    api: ApiClient, identity: keymgmt.Identity, dotdir: Path, store: LocalProvider, team: str
-) -> None:
-    """Open the team when this client has not verified it yet (or a join, or a removal's
-    keyring, is unfinished), and seed the store's verified head from this client's."""
+def prepare_team_sync(api: ApiClient, identity: keymgmt.Identity, dotdir: Path, team: str) -> None:
+    """Open the team when this identity has not pinned it yet (or a join, or a removal's
+    keyring, is unfinished)."""
     saved = local.load(dotdir)
-    record = saved.teams.get(team)
     unfinished = team in saved.pending_keyrings or any(j.team == team for j in saved.joins.values())
-    if record is None or record.head is None or unfinished:
+    if trust_for(dotdir, identity).pin(team) is None or unfinished:
         open_team(api, team, identity, dotdir)
-        record = local.load(dotdir).teams[team]
-    state = SyncState(store)
-    if state.head(team) is None and record.head is not None:
-        state.set_head(team, dict(record.head))
 
 
 class AutoShare:
@@ -170,10 +164,10 @@ class TeamCloudProvider(CloudProvider):
     through it are shared when it closes (nothing is stored locally to do it later)."""
 
     def __init__(
-        self, api: ApiClient, access: TeamAccess, identity: keymgmt.Identity, *, auto_share: bool
+        self, api: ApiClient, access: VaultAccess, trust: Trust, *, auto_share: bool
     ) -> None:
-        super().__init__(api, VaultAccess(access.team, access.state, access.content_keys()),
-                         identity)  # fmt: skip
+        access.content_keys()  # a viewer holds none: refused before anything is put
+        super().__init__(api, access, trust)
         self.auto_share = auto_share
         self._put: dict[str, Node] = {}
 
@@ -205,7 +199,7 @@ def team_sync_hooks(
     cloud = settings.config.cloud
     if vault != cloud.team_id:
         return None
-    prepare_team_sync(api, identity, settings.dotdir.path, store, vault)
+    prepare_team_sync(api, identity, settings.dotdir.path, vault)
     auto = AutoShare(api, identity, store, vault) if cloud.auto_share else None
     return TeamPushHooks(api, auto)
 
@@ -216,4 +210,5 @@ def team_cloud_provider(
     """The cloud provider on the configured team's vault, opened and verified."""
     team = cloud.team_id or ""
     access = open_team(api, team, identity, dotdir)
-    return TeamCloudProvider(api, access, identity, auto_share=cloud.auto_share)
+    trust = trust_for(dotdir, identity)
+    return TeamCloudProvider(api, access, trust, auto_share=cloud.auto_share)

@@ -29,7 +29,8 @@ from tapes_e2e.node import Node
 from tapes_e2e.protocol import MAX_BATCH_NODES
 from tapes_e2e.protocol.teams import ShareOut
 from tapes_e2e.providers.base import SharedSession, ShareOptions
-from tapes_e2e.teams.access import TeamAccess, open_team
+from tapes_e2e.teams.access import open_team
+from tapes_e2e.vaults import VaultAccess
 
 __all__ = [
     "SharedView",
@@ -43,7 +44,7 @@ __all__ = [
 log = logging.getLogger("tapes.teams")
 
 
-def push_session(api: ApiClient, access: TeamAccess, identity: keymgmt.Identity,
+def push_session(api: ApiClient, access: VaultAccess, identity: keymgmt.Identity,
                  path: Sequence[Node]) -> None:  # fmt: skip
     """Push a session (``path`` from root to leaf) into the team vault, sealed for its current
     epoch and policy. Idempotent: nodes the vault holds are answered ``existing``."""
@@ -54,7 +55,7 @@ def push_session(api: ApiClient, access: TeamAccess, identity: keymgmt.Identity,
             seal_envelope(node, state=access.state, keys=keys, author=identity).to_dict()
             for node in batch
         ]
-        api.push(access.team, envelopes)
+        api.push(access.vault, envelopes)
 
 
 def share_session(
@@ -138,7 +139,7 @@ def _when(seconds: int | None) -> datetime | None:
     return None if seconds is None else datetime.fromtimestamp(seconds, UTC)
 
 
-def _verify(api: ApiClient, access: TeamAccess, share: ShareOut) -> SharedView:
+def _verify(api: ApiClient, access: VaultAccess, share: ShareOut) -> SharedView:
     """Raise keymgmt's ``ShareError``/``IntegrityError`` unless every check passes."""
     verified = keymgmt.verify_share(msgspec.to_builtins(share.statement), state=access.state)
     if verified.leaf_id != share.session_id:
@@ -152,7 +153,7 @@ def _verify(api: ApiClient, access: TeamAccess, share: ShareOut) -> SharedView:
     session = None if isinstance(opened, MetadataRecord) else opened.hash
     shared_at = _when(verified.time) or datetime.now(UTC)
     return SharedView(
-        access.team, session, verified.leaf_id, verified.sharer, title, note, shared_at,
+        access.vault, session, verified.leaf_id, verified.sharer, title, note, shared_at,
         _when(verified.expires_at),
     )  # fmt: skip
 
@@ -171,8 +172,10 @@ def list_shared(
     api: ApiClient, identity: keymgmt.Identity, dotdir: Path, team: str | None = None
 ) -> tuple[list[SharedView], list[str]]:
     """The verified shares of ``team`` (or of every team), and one message per refused share."""
+    teams: dict[str, VaultAccess] = {}
+    if team is not None:  # the team is verified even when it lists no share
+        teams[team] = open_team(api, team, identity, dotdir)
     shares = _team_shares(api, team) if team is not None else api.shared()
-    teams: dict[str, TeamAccess] = {}
     views: list[SharedView] = []
     refused: list[str] = []
     for share in shares:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import keymgmt
 from tapes_e2e import identity as identity_module
 from tapes_e2e.cli import auth as auth_cli
 from tapes_e2e.cli import main
+from tapes_e2e.vaults import Pins
 from tests.server import conftest as server
 
 # The server's fixtures, found by pytest by name.
@@ -46,3 +48,9 @@ def tapes(
         return int(info.value.code or 0), out, err
 
     return run
+
+
+def pinned(home: Path, vault: str) -> keymgmt.ChainHead | None:
+    """The chain head ``home``'s identity has pinned for ``vault`` (None: never verified)."""
+    fingerprint = str(json.loads((home / "session.json").read_text())["fingerprint"])
+    return Pins(home).get(fingerprint, vault)

@@ -16,6 +16,7 @@ from tapes_e2e.identity import unlock
 from tapes_e2e.node import Node
 from tapes_e2e.providers.base import Provider
 from tapes_e2e.providers.cloud import CloudProvider
+from tapes_e2e.vaults import Trust
 from tests.client.conftest import Tapes
 from tests.conftest import chain, text_bucket
 from tests.server.conftest import AUDIENCE
@@ -27,7 +28,8 @@ def open_cloud(home: Path) -> CloudProvider:
     assert session is not None
     identity = unlock(home, use_os_keyring=False)
     api = auth_cli.api_client(settings, session.server)
-    return CloudProvider(api, account.open_vault(api, session.personal_vault, identity), identity)
+    trust = Trust(home, identity, session.personal_vault)
+    return CloudProvider(api, account.open_vault(api, session.personal_vault, trust), trust)
 
 
 def test_the_provider_contract_over_the_server(tapes: Tapes, tmp_path: Path) -> None:

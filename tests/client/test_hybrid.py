@@ -16,6 +16,7 @@ from tapes_e2e.providers.base import SyncProvider
 from tapes_e2e.providers.hybrid import HybridProvider
 from tapes_e2e.providers.local import LocalProvider
 from tapes_e2e.remote_sync import vault_runner
+from tapes_e2e.vaults import Trust
 from tests.client.conftest import Tapes
 from tests.conftest import chain
 from tests.server.conftest import AUDIENCE
@@ -28,7 +29,8 @@ def open_hybrid(home: Path, *, background: bool) -> HybridProvider:
     identity = unlock(home, use_os_keyring=False)
     api = auth_cli.api_client(settings, session.server)
     store = LocalProvider(settings.database.path)
-    runner = vault_runner(store, api, session.personal_vault, identity, sync_interval=3600)
+    trust = Trust(home, identity, session.personal_vault)
+    runner = vault_runner(store, api, session.personal_vault, trust, sync_interval=3600)
     return HybridProvider(store, runner, background=background, close_timeout=20)
 
 

@@ -18,7 +18,7 @@ from keymgmt import labels
 from keymgmt.chain import MemberKeys, StatementBody
 from tapes_e2e.cli import auth as auth_cli
 from tapes_e2e.teams import local
-from tests.client.conftest import Tapes
+from tests.client.conftest import Tapes, pinned
 from tests.client.test_hostile_server import _flip, hostile
 from tests.client.test_sync_round_trip import hashes
 from tests.client.test_teams import CODE, Team, fingerprint, ok, one_error, record
@@ -137,7 +137,8 @@ def test_a_member_injected_into_the_chain_is_refused(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
     alice_shared_a_session(team, tapes)
-    head = local.load(tmp_path / "bob").teams[team.id].head
+    head = pinned(tmp_path / "bob", team.id)
+    assert head is not None
     use(monkeypatch, client, "/chain", lambda page: injected(page, team.id))
     one_error(tapes("bob", "team", "show", team.id))
     one_error(tapes("alice", "team", "invite", team.id))
@@ -145,7 +146,7 @@ def test_a_member_injected_into_the_chain_is_refused(
     assert code == 1
     assert "tapes: error: " in err
     assert hashes(team.home("bob")) == []
-    assert local.load(tmp_path / "bob").teams[team.id].head == head
+    assert pinned(tmp_path / "bob", team.id) == head
 
 
 def test_a_forged_keyring_is_refused(

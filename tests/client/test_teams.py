@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -33,8 +34,9 @@ from tapes_e2e.remote_sync import VaultHolder, VaultPusher
 from tapes_e2e.store.syncstate import SyncState
 from tapes_e2e.sync.worker import SyncError, SyncRunner
 from tapes_e2e.teams import local, sharing
-from tapes_e2e.teams.access import TeamAccess, open_team
+from tapes_e2e.teams.access import open_team
 from tapes_e2e.teams.routing import TeamCloudProvider
+from tapes_e2e.vaults import Trust, VaultAccess
 from tests.client.conftest import FAST, Tapes
 from tests.client.test_sync_round_trip import hashes
 from tests.conftest import chain
@@ -79,7 +81,7 @@ def api_for(home: Path, client: TestClient[Any]) -> ApiClient:
     return ApiClient(client, api_url=AUDIENCE, session=account.load_session(home))
 
 
-def access_for(home: Path, client: TestClient[Any], team: str) -> TeamAccess:
+def access_for(home: Path, client: TestClient[Any], team: str) -> VaultAccess:
     identity = unlock(home, floor=FAST)
     return open_team(api_for(home, client), team, identity, home)
 
@@ -266,13 +268,15 @@ class PushSpy:
 
 
 def _behind_the_removal(team: Team, tapes: Tapes, client: TestClient[Any]) -> keymgmt.TeamKeys:
-    """Alice's store caches the epoch-1 chain, then Alice removes Bob (epoch 2) elsewhere;
-    Bob's keys, taken while he was a member."""
+    """Alice's store caches the epoch-1 chain, then Alice removes Bob (epoch 2) on her other
+    machine (a copy of her .tapes directory made before); Bob's keys, taken while a member."""
     team.sync_into_team("alice", auto_share=False)
     record(team.home("alice"), "before the removal", "fine")
     ok(tapes("alice", "storage", "sync"))
     bobs_keys = access_for(team.home("bob"), client, team.id).content_keys()
-    ok(tapes("alice", "team", "remove", team.id, fingerprint(team.home("bob"))[:9]))
+    laptop = team.home("alice").with_name("alice-laptop")
+    shutil.copytree(team.home("alice"), laptop, ignore=shutil.ignore_patterns("tapes.sqlite*"))
+    ok(tapes(laptop.name, "team", "remove", team.id, fingerprint(team.home("bob"))[:9]))
     return bobs_keys
 
 
@@ -284,7 +288,9 @@ def test_a_client_behind_the_chain_reseals_under_the_new_epoch_after_one_409(
     after = record(alice, "after the removal", "secret plans")
     api = api_for(alice, client)
     with LocalProvider(alice / "tapes.sqlite") as store:
-        holder = VaultHolder(api, SyncState(store), team.id, unlock(alice, floor=FAST))
+        holder = VaultHolder(
+            api, SyncState(store), team.id, Trust(alice, unlock(alice, floor=FAST))
+        )
         assert holder.access.state.epoch == 1  # the cached chain did not see the removal
         spy = PushSpy(api)
         # no team hooks: nothing catches up before the push, so the batch goes out under epoch 1
@@ -310,7 +316,9 @@ def test_a_second_refusal_after_resealing_is_an_ordinary_sync_failure(
     after = record(alice, "after the removal", "refused twice")
     api = api_for(alice, client)
     with LocalProvider(alice / "tapes.sqlite") as store:
-        holder = VaultHolder(api, SyncState(store), team.id, unlock(alice, floor=FAST))
+        holder = VaultHolder(
+            api, SyncState(store), team.id, Trust(alice, unlock(alice, floor=FAST))
+        )
         spy = PushSpy(api, refuse=RemoteError(409, "node … is sealed under key epoch 2 …"))
         with pytest.raises(SyncError) as failure:
             VaultPusher(api, holder)(team.id, [store.get(h) for h in after])
@@ -324,7 +332,8 @@ def test_the_cloud_provider_and_share_follow_a_removal_they_missed(
     alice = team.home("alice")
     identity = unlock(alice, floor=FAST)
     stale = access_for(alice, client, team.id)  # opened before the removal
-    provider = TeamCloudProvider(api_for(alice, client), stale, identity, auto_share=False)
+    trust = Trust(alice, identity)
+    provider = TeamCloudProvider(api_for(alice, client), stale, trust, auto_share=False)
     _behind_the_removal(team, tapes, client)
     nodes = chain(["put after the removal", "and shared"])
     assert [provider.put(n) for n in nodes] == [True, True]
@@ -366,7 +375,9 @@ def test_metadata_only_team_sends_no_body_and_pulls_no_content(
     access = access_for(team.home("bob"), client, team.id)
     page = api_for(team.home("bob"), client).pull(team.id)
     opened = [
-        open_envelope(msgspec.structs.asdict(i.envelope), state=access.state, keys=access.keys)
+        open_envelope(
+            msgspec.structs.asdict(i.envelope), state=access.state, keys=access.content_keys()
+        )
         for i in page.items
     ]
     assert len(opened) == 2

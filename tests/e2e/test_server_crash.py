@@ -17,6 +17,7 @@ from tapes_e2e.providers.local import LocalProvider
 from tapes_e2e.remote_sync import vault_runner
 from tapes_e2e.sync.engine import Event, PushAcked
 from tapes_e2e.sync.worker import run_sync
+from tapes_e2e.vaults import Trust
 from tests.conftest import chain
 from tests.e2e.conftest import LiveServer, ServerFactory
 
@@ -39,7 +40,7 @@ def test_kill_9_of_the_server_during_a_push_converges(
     who = identity.create_identity(home, "crash test passphrase", params=FAST, floor=FAST)
     api = ApiClient(httpx.Client(timeout=30), api_url=server.base_url)
     session = api.login(who, handle="crash")
-    account.ensure_personal_vault(api, session, who)
+    account.ensure_personal_vault(api, session, Trust(home, who))
     with sqlite3.connect(database) as db:  # the test is about crashes, not plan limits
         db.execute("UPDATE teams SET tier = 'pro'")
     nodes = [n for i in range(60) for n in chain([f"session {i} q", f"session {i} a"] * 25)]
@@ -53,7 +54,8 @@ def test_kill_9_of_the_server_during_a_push_converges(
                 if len(acked) == 3:  # the server dies with batches still to come
                     _kill(server)
 
-        runner = vault_runner(store, api, session.personal_vault, who, on_progress=after_ack)
+        trust = Trust(home, who, session.personal_vault)
+        runner = vault_runner(store, api, session.personal_vault, trust, on_progress=after_ack)
         runner._batch_size = 50  # many batches, so the kill lands mid-sync
         first = run_sync(runner)
         assert first is not None
@@ -75,4 +77,4 @@ def test_kill_9_of_the_server_during_a_push_converges(
 
 
 def runner_key(home: Path, api: ApiClient, vault: str, who: keymgmt.Identity) -> bytes:
-    return account.open_vault(api, vault, who).keys.vault_id_key
+    return account.open_vault(api, vault, Trust(home, who, vault)).content_keys().vault_id_key

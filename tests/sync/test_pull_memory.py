@@ -30,6 +30,7 @@ from tapes_e2e.remote_sync import vault_runner
 from tapes_e2e.store import database
 from tapes_e2e.sync.engine import Event, PulledPage
 from tapes_e2e.sync.worker import run_sync
+from tapes_e2e.vaults import Trust, VaultAccess
 from tests.conftest import chain
 from tests.server import conftest as server
 from tests.server.conftest import AUDIENCE
@@ -54,12 +55,12 @@ def small_sessions(total: int) -> Iterator[Node]:
         yield from chain(texts[: total - start])
 
 
-def seed(api: ApiClient, access: account.VaultAccess, who: keymgmt.Identity, total: int) -> None:
+def seed(api: ApiClient, access: VaultAccess, who: keymgmt.Identity, total: int) -> None:
     """Seal ``total`` nodes into the vault through the push endpoint, 1,000 at a time."""
     nodes = list(small_sessions(total))
     for start in range(0, total, 1000):
         envelopes = [
-            seal_envelope(n, state=access.state, keys=access.keys, author=who).to_dict()
+            seal_envelope(n, state=access.state, keys=access.content_keys(), author=who).to_dict()
             for n in nodes[start : start + 1000]
         ]
         assert len(api.push(access.vault, envelopes).stored) == len(envelopes)
@@ -75,7 +76,7 @@ def _client_bytes() -> int:
     return sum(stat.size for stat in snapshot.statistics("filename"))
 
 
-def pull_held(api: ApiClient, vault: str, who: keymgmt.Identity, path: Path) -> tuple[int, int]:
+def pull_held(api: ApiClient, vault: str, trust: Trust, path: Path) -> tuple[int, int]:
     """Pull the whole vault into a fresh store; the memory held by objects the client's code
     allocated, after ``QUARTER`` nodes and at the end, counted from the start of the pull."""
     held: dict[str, int] = {}
@@ -85,7 +86,7 @@ def pull_held(api: ApiClient, vault: str, who: keymgmt.Identity, path: Path) -> 
             held["1x"] = _client_bytes()
 
     with LocalProvider(path) as store:
-        runner = vault_runner(store, api, vault, who, on_progress=on_progress)
+        runner = vault_runner(store, api, vault, trust, on_progress=on_progress)
         runner._page_size = PAGE
         tracemalloc.start()
         try:
@@ -107,9 +108,10 @@ def test_memory_of_a_pull_does_not_grow_with_the_node_count(
     who = keymgmt.generate_identity()
     api = ApiClient(client, api_url=AUDIENCE)
     session = api.login(who, handle="mem")
-    access = account.ensure_personal_vault(api, session, who)
+    access = account.ensure_personal_vault(api, session, Trust(tmp_path / "laptop", who))
     seed(api, access, who, 4 * QUARTER)
-    one, four = pull_held(api, access.vault, who, tmp_path / "desktop.sqlite")
+    desktop = Trust(tmp_path / "desktop", who, access.vault)
+    one, four = pull_held(api, access.vault, desktop, tmp_path / "desktop.sqlite")
     assert four - one < SLACK, f"{one / 1024:.0f} KiB held after 1x, {four / 1024:.0f} KiB at 4x"
 
 
