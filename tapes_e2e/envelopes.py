@@ -22,6 +22,7 @@ from datetime import datetime
 import msgspec
 
 import keymgmt
+from keymgmt.chain import MetadataPolicy
 from keymgmt.metadata import MetadataValue
 from tapes_e2e.node import Bucket, BucketHeader, Node, bucket_header, node_from_bytes
 
@@ -153,7 +154,19 @@ def open_envelope(
     if opened.body is None:
         return MetadataRecord(opened.node_id, opened.parent_id, opened.author, opened.metadata)
     node = parsed[-1]
-    expected = keymgmt.project_metadata(state.metadata_policy, clear_fields(node))
-    if dict(opened.metadata) != expected:
+    fields, clear = clear_fields(node), dict(opened.metadata)
+    if clear != keymgmt.project_metadata(state.metadata_policy, fields) and not any(
+        clear == keymgmt.project_metadata(policy, fields) for policy in past_policies(state)
+    ):
         raise keymgmt.IntegrityError()
     return node
+
+
+def past_policies(state: keymgmt.VerifiedTeamState) -> set[MetadataPolicy]:
+    """Every metadata policy the verified chain has put in force, from its genesis on. A node
+    sealed before a policy change carries the clear metadata of the policy of its time (bound by
+    the digest in its AD): it must be exactly that policy's projection of the decrypted node, and
+    keeps opening after the change."""
+    return {
+        st.body.metadata_policy for st in state.statements if st.body.metadata_policy is not None
+    }

@@ -95,6 +95,32 @@ def test_untrue_clear_metadata_is_refused() -> None:
         team.open(envelope)
 
 
+@pytest.mark.parametrize(
+    ("before", "after"), [("coarse", "full"), ("full", "none"), ("none", "coarse")]
+)
+def test_a_policy_change_leaves_history_readable(before: str, after: str) -> None:
+    """Nodes sealed under the policy of their time keep opening after the owner changes it; new
+    nodes carry the new policy's metadata; a node whose metadata fits no policy the chain ever
+    had is still refused."""
+    team = Team(metadata_policy=before)
+    old, new = chain(["sealed before", "the change"]), chain(["sealed after"])
+    sealed_before = [team.seal(node) for node in old]
+    change = keymgmt.change_policy(team.state, signer=team.owner, metadata_policy=after)  # type: ignore[arg-type]
+    team.state = keymgmt.extend_chain(team.state, [change])
+    assert [team.open(e) for e in sealed_before] == old
+    sealed_after = team.seal(new[0])
+    assert sealed_after["metadata"] == keymgmt.project_metadata(after, clear_fields(new[0]))  # type: ignore[arg-type]
+    assert team.open(sealed_after) == new[0]
+    lie = dict(clear_fields(new[0])) | {"total_tokens": 1}
+    forged = keymgmt.seal_node(
+        team="t_envelopes", epoch=1, epoch_key=team.epoch_key, vault_id_key=team.vault_key,
+        tapes_hash=new[0].hash, parent_tapes_hash=None, body=node_body(new[0]),
+        metadata=keymgmt.project_metadata("full", lie), author=team.owner.fingerprint,
+    ).to_dict()  # fmt: skip
+    with pytest.raises(keymgmt.IntegrityError):
+        team.open(forged)
+
+
 def test_a_body_whose_content_does_not_match_its_id_is_refused() -> None:
     team = Team()
     real, other = chain(["real"])[0], chain(["swapped in"])[0]
