@@ -13,7 +13,7 @@ import json
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Protocol, cast
+from typing import TYPE_CHECKING, Protocol, cast
 
 import msgspec
 
@@ -24,7 +24,6 @@ from tapes_e2e.envelopes import MetadataRecord, open_envelope, seal_envelope
 from tapes_e2e.errors import AuthError, RemoteError, ServerError, ServerUnreachableError
 from tapes_e2e.node import Node
 from tapes_e2e.protocol import PullPage, PushResult
-from tapes_e2e.providers.local import LocalProvider
 from tapes_e2e.store.syncstate import HEAD, SyncState
 from tapes_e2e.sync.engine import EngineConfig, Event
 from tapes_e2e.sync.worker import (
@@ -35,6 +34,9 @@ from tapes_e2e.sync.worker import (
     SyncRunner,
 )
 from tapes_e2e.vaults import Trust, VaultAccess, VaultMaterial
+
+if TYPE_CHECKING:
+    from tapes_e2e.providers.local import LocalProvider
 
 __all__ = [
     "PushHooks",

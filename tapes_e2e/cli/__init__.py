@@ -18,7 +18,7 @@ import typer
 import keymgmt
 from tapes_e2e import __version__
 from tapes_e2e.cli import auth, output, session, storage, team, verify
-from tapes_e2e.cli.context import Settings
+from tapes_e2e.context import Settings
 from tapes_e2e.errors import TapesError
 
 __all__ = ["app", "main"]

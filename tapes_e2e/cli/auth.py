@@ -6,7 +6,6 @@ import sys
 from collections.abc import Callable
 from typing import Annotated, Any
 
-import httpx
 import msgspec
 import tomlkit
 import typer
@@ -14,16 +13,12 @@ import typer
 import keymgmt
 from tapes_e2e import account
 from tapes_e2e.cli import output
-from tapes_e2e.cli.context import Settings
-from tapes_e2e.client import ApiClient, Session
 from tapes_e2e.config import save_config, storage_table
+from tapes_e2e.context import Settings, api_client, logged_in
 from tapes_e2e.errors import ConfigError, TapesError
 from tapes_e2e.identity import create_identity, identity_path, unlock
 
 app = typer.Typer(help="Log in to a sync server, show the login, log out.", no_args_is_help=True)
-
-# How the CLI reaches a server; tests replace it with the in-process app's client.
-http_factory: Callable[[str], httpx.Client] = lambda _url: httpx.Client(timeout=30.0)  # noqa: E731
 
 
 def _settings(ctx: typer.Context) -> Settings:
@@ -54,26 +49,6 @@ def prompt_for_passphrase() -> Callable[[], str] | None:
     if not _interactive():
         return None
     return lambda: str(typer.prompt("Passphrase for your identity key", hide_input=True))
-
-
-def api_client(settings: Settings, api_url: str, session: Session | None = None) -> ApiClient:
-    """An ApiClient for ``api_url`` that saves every rotated login (``session``: the saved
-    login, when the caller has read it already)."""
-    dotdir = settings.dotdir.path
-    return ApiClient(
-        http_factory(api_url),
-        api_url=api_url,
-        session=session if session is not None else account.load_session(dotdir),
-        on_session=lambda rotated: account.save_session(dotdir, rotated),
-    )
-
-
-def logged_in(settings: Settings) -> tuple[ApiClient, Session]:
-    """The client of the saved login, and the login; a clear error when there is none."""
-    session = account.load_session(settings.dotdir.path)
-    if session is None:
-        raise ConfigError("not logged in to a sync server", hint="run `tapes auth login`")
-    return api_client(settings, session.server, session), session
 
 
 @app.command("login")

@@ -15,7 +15,7 @@ from typing import IO, Annotated
 import typer
 
 from tapes_e2e.cli import output, team
-from tapes_e2e.cli.context import Settings
+from tapes_e2e.context import Settings
 from tapes_e2e.errors import TapesError, TeamError
 from tapes_e2e.node import Node
 from tapes_e2e.teams import sharing

@@ -7,20 +7,18 @@ from typing import Annotated, Any
 import tomlkit
 import typer
 
-from tapes_e2e import account
+from tapes_e2e import account, context
 from tapes_e2e.cli import auth, output
-from tapes_e2e.cli.context import Settings
 from tapes_e2e.client import ApiClient, Session
 from tapes_e2e.config import PROVIDERS, Config, save_config, storage_table
+from tapes_e2e.context import Settings, api_client
 from tapes_e2e.errors import ConfigError, ServerUnreachableError
-from tapes_e2e.identity import unlock
 from tapes_e2e.providers.local import LocalProvider
 from tapes_e2e.remote_sync import vault_runner
 from tapes_e2e.store.syncstate import SyncState
 from tapes_e2e.sync.engine import Event, PulledPage, PushAcked
 from tapes_e2e.sync.worker import run_sync
 from tapes_e2e.teams.routing import team_sync_hooks
-from tapes_e2e.vaults import Trust
 
 app = typer.Typer(help="Show and change where sessions are stored.", no_args_is_help=True)
 
@@ -119,7 +117,7 @@ def _sync_report(settings: Settings, session: Session, store: LocalProvider) -> 
         "server_reachable": False,
     }
     try:
-        remote = auth.api_client(settings, session.server).status(vault, after=stored.cursor)
+        remote = api_client(settings, session.server).status(vault, after=stored.cursor)
     except ServerUnreachableError:
         pass
     else:
@@ -180,7 +178,7 @@ def configure(
     settings = _settings(ctx)
     if api_url is not None and check:
         # Refuse a URL that is not a reachable tapes server whose logins bind to this very URL.
-        ApiClient(auth.http_factory(api_url), api_url=api_url.rstrip("/")).check_server()
+        ApiClient(context.http_factory(api_url), api_url=api_url.rstrip("/")).check_server()
     values = {
         "api_url": api_url,
         "api_key": api_key,
@@ -212,12 +210,13 @@ def sync(
 ) -> None:
     """Push local nodes to the server (sealed), then pull, verify and store what is new."""
     settings = _settings(ctx)
-    api, session = auth.logged_in(settings)
-    identity = unlock(settings.dotdir.path, prompt=auth.prompt_for_passphrase())
-    vault = settings.config.cloud.team_id or session.personal_vault
+    linked = context.connect(settings, prompt=auth.prompt_for_passphrase())
+    api, identity, vault = linked.api, linked.identity, linked.vault
     rejected: list[str] = []
     with LocalProvider(settings.database.path) as store, output.progress("syncing", None) as bar:
-        hooks = team_sync_hooks(api, identity, settings, store, vault)
+        hooks = team_sync_hooks(
+            api, identity, settings.dotdir.path, settings.config.cloud, store=store, vault=vault
+        )
         task = bar.task_ids[0]
 
         def show(event: Event) -> None:
@@ -226,9 +225,8 @@ def sync(
             elif isinstance(event, PulledPage):
                 bar.update(task, description=f"pulling: {event.count:,} in the last page")
 
-        trust = Trust(settings.dotdir.path, identity, session.personal_vault)
         runner = vault_runner(
-            store, api, vault, trust, on_integrity=rejected.append, on_progress=show,
+            store, api, vault, linked.trust, on_integrity=rejected.append, on_progress=show,
             hooks=hooks,
         )  # fmt: skip
         bar.update(task, total=runner.state.pending_push_count(vault) or None)

@@ -15,9 +15,9 @@ import typer
 
 import keymgmt
 from tapes_e2e.cli import auth, output
-from tapes_e2e.cli.context import Settings
 from tapes_e2e.client import ApiClient
 from tapes_e2e.config import parse_duration
+from tapes_e2e.context import Settings, logged_in
 from tapes_e2e.errors import TeamError
 from tapes_e2e.identity import unlock
 from tapes_e2e.teams import flows
@@ -39,7 +39,7 @@ def _settings(ctx: typer.Context) -> Settings:
 
 def connect(settings: Settings) -> tuple[ApiClient, keymgmt.Identity]:
     """The logged-in client and the unlocked identity; a clear error when not logged in."""
-    api, _ = auth.logged_in(settings)
+    api, _ = logged_in(settings)
     return api, unlock(settings.dotdir.path, prompt=auth.prompt_for_passphrase())
 
 
@@ -90,7 +90,7 @@ def create(
 def list_teams(ctx: typer.Context, as_json: output.JsonFlag = False) -> None:
     """Your teams, with your role in each."""
     settings = _settings(ctx)
-    api, _ = auth.logged_in(settings)
+    api, _ = logged_in(settings)
     teams = [v for v in api.vaults() if v.kind == "team"]
     configured = settings.config.cloud.team_id
     rows = [

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from tapes_e2e.cli import output
-from tapes_e2e.cli.context import Settings
+from tapes_e2e.context import Settings
 
 
 def verify(

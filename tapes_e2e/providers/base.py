@@ -23,6 +23,7 @@ from typing import Protocol, runtime_checkable
 
 from tapes_e2e.errors import ConfigError
 from tapes_e2e.node import Node
+from tapes_e2e.teams.shared import SharedSession, ShareOptions
 
 __all__ = [
     "DelegatedSharing",
@@ -44,28 +45,6 @@ class SyncStatus:
     pending_push: int
     pending_pull: int
     remote_version: str
-
-
-@dataclass(frozen=True, slots=True)
-class ShareOptions:
-    """How a session is shared: a title and note (encrypted for the team) and an optional expiry."""
-
-    title: str = ""
-    note: str = ""
-    expires_at: datetime | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class SharedSession:
-    """A session shared with a team, as a member sees it."""
-
-    session_id: str
-    team_id: str
-    shared_by: str
-    title: str
-    note: str
-    shared_at: datetime
-    expires_at: datetime | None
 
 
 @runtime_checkable

@@ -12,20 +12,24 @@ from __future__ import annotations
 import builtins
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import msgspec
 
 import keymgmt
-from tapes_e2e.account import open_vault
+from tapes_e2e.account import open_vault, trust_for
 from tapes_e2e.client import ApiClient
+from tapes_e2e.config import CloudSettings
 from tapes_e2e.envelopes import MetadataRecord, open_envelope, seal_envelope
 from tapes_e2e.errors import InvalidNodeError, MissingParentError, NodeNotFoundError, RemoteError
 from tapes_e2e.node import Node
 from tapes_e2e.protocol import NodeOut
 from tapes_e2e.providers.base import DelegatedSharing
+from tapes_e2e.teams.access import open_team
+from tapes_e2e.teams.routing import share_leaf
 from tapes_e2e.vaults import Trust, VaultAccess
 
-__all__ = ["CloudProvider"]
+__all__ = ["CloudProvider", "TeamCloudProvider", "team_cloud_provider"]
 
 PAGE = 1000
 
@@ -141,3 +145,44 @@ class CloudProvider(DelegatedSharing):
 
     def close(self) -> None:
         """Nothing to release: the injected HTTP client belongs to the caller."""
+
+
+class TeamCloudProvider(CloudProvider):
+    """The cloud provider on a team vault; with ``auto_share``, the leaves of the sessions put
+    through it are shared when it closes (nothing is stored locally to do it later)."""
+
+    def __init__(
+        self, api: ApiClient, access: VaultAccess, trust: Trust, *, auto_share: bool
+    ) -> None:
+        access.content_keys()  # a viewer holds none: refused before anything is put
+        super().__init__(api, access, trust)
+        self.auto_share = auto_share
+        self._put: dict[str, Node] = {}
+
+    def put(self, node: Node) -> bool:
+        inserted = super().put(node)
+        self._put[node.hash] = node
+        return inserted
+
+    def close(self) -> None:
+        if self.auto_share and self._put:
+            parents = {n.parent_hash for n in self._put.values()}
+            for node in self._put.values():
+                if node.hash not in parents:
+                    self._share_leaf(node)
+            self._put.clear()
+        super().close()
+
+    def _share_leaf(self, leaf: Node) -> None:
+        root = self.ancestry(leaf.hash)[-1]
+        share_leaf(self.api, self.access, self.identity, self._node_id(leaf.hash), root)
+
+
+def team_cloud_provider(
+    api: ApiClient, identity: keymgmt.Identity, dotdir: Path, cloud: CloudSettings
+) -> TeamCloudProvider:
+    """The cloud provider on the configured team's vault, opened and verified."""
+    team = cloud.team_id or ""
+    access = open_team(api, team, identity, dotdir)
+    trust = trust_for(dotdir, identity)
+    return TeamCloudProvider(api, access, trust, auto_share=cloud.auto_share)

@@ -29,25 +29,21 @@ from tapes_e2e.client import ApiClient
 from tapes_e2e.config import CloudSettings
 from tapes_e2e.errors import RemoteError, ServerError
 from tapes_e2e.node import Node
-from tapes_e2e.providers.cloud import CloudProvider
-from tapes_e2e.providers.local import LocalProvider
 from tapes_e2e.remote_sync import VaultHolder, chain_failures
 from tapes_e2e.store.database import driver
 from tapes_e2e.store.syncstate import SyncState
 from tapes_e2e.teams import local
 from tapes_e2e.teams.access import open_team
-from tapes_e2e.vaults import Trust, VaultAccess
+from tapes_e2e.vaults import VaultAccess
 
 if TYPE_CHECKING:
-    from tapes_e2e.cli.context import Settings
+    from tapes_e2e.providers.local import LocalProvider
 
 __all__ = [
     "AutoShare",
-    "TeamCloudProvider",
     "TeamPushHooks",
     "prepare_team_sync",
     "share_leaf",
-    "team_cloud_provider",
     "team_sync_hooks",
 ]
 
@@ -159,56 +155,14 @@ class TeamPushHooks:
             log.exception("auto-share failed")
 
 
-class TeamCloudProvider(CloudProvider):
-    """The cloud provider on a team vault; with ``auto_share``, the leaves of the sessions put
-    through it are shared when it closes (nothing is stored locally to do it later)."""
-
-    def __init__(
-        self, api: ApiClient, access: VaultAccess, trust: Trust, *, auto_share: bool
-    ) -> None:
-        access.content_keys()  # a viewer holds none: refused before anything is put
-        super().__init__(api, access, trust)
-        self.auto_share = auto_share
-        self._put: dict[str, Node] = {}
-
-    def put(self, node: Node) -> bool:
-        inserted = super().put(node)
-        self._put[node.hash] = node
-        return inserted
-
-    def close(self) -> None:
-        if self.auto_share and self._put:
-            parents = {n.parent_hash for n in self._put.values()}
-            for node in self._put.values():
-                if node.hash not in parents:
-                    self._share_leaf(node)
-            self._put.clear()
-        super().close()
-
-    def _share_leaf(self, leaf: Node) -> None:
-        root = self.ancestry(leaf.hash)[-1]
-        share_leaf(self.api, self.access, self.identity, self._node_id(leaf.hash), root)
-
-
 def team_sync_hooks(
-    api: ApiClient, identity: keymgmt.Identity, settings: Settings, store: LocalProvider,
-    vault: str,
+    api: ApiClient, identity: keymgmt.Identity, dotdir: Path, cloud: CloudSettings, *,
+    store: LocalProvider, vault: str,
 ) -> TeamPushHooks | None:  # fmt: skip
     """The push hooks for syncing ``vault`` into ``store``: None for the personal vault; for
     the configured team, after :func:`prepare_team_sync`."""
-    cloud = settings.config.cloud
     if vault != cloud.team_id:
         return None
-    prepare_team_sync(api, identity, settings.dotdir.path, vault)
+    prepare_team_sync(api, identity, dotdir, vault)
     auto = AutoShare(api, identity, store, vault) if cloud.auto_share else None
     return TeamPushHooks(api, auto)
-
-
-def team_cloud_provider(
-    api: ApiClient, identity: keymgmt.Identity, dotdir: Path, cloud: CloudSettings
-) -> TeamCloudProvider:
-    """The cloud provider on the configured team's vault, opened and verified."""
-    team = cloud.team_id or ""
-    access = open_team(api, team, identity, dotdir)
-    trust = trust_for(dotdir, identity)
-    return TeamCloudProvider(api, access, trust, auto_share=cloud.auto_share)

@@ -28,8 +28,8 @@ from tapes_e2e.errors import RemoteError, TeamError
 from tapes_e2e.node import Node
 from tapes_e2e.protocol import MAX_BATCH_NODES
 from tapes_e2e.protocol.teams import ShareOut
-from tapes_e2e.providers.base import SharedSession, ShareOptions
 from tapes_e2e.teams.access import open_team
+from tapes_e2e.teams.shared import SharedSession, ShareOptions
 from tapes_e2e.vaults import VaultAccess
 
 __all__ = [

@@ -11,8 +11,8 @@ import pytest
 from litestar.testing import TestClient
 
 import keymgmt
+from tapes_e2e import context
 from tapes_e2e import identity as identity_module
-from tapes_e2e.cli import auth as auth_cli
 from tapes_e2e.cli import main
 from tapes_e2e.vaults import Pins
 from tests.server import conftest as server
@@ -35,7 +35,7 @@ def tapes(
     tmp_path: Path,
 ) -> Tapes:  # fmt: skip
     """``tapes(home, *args)``: the CLI in-process, in ``tmp_path/home``, talking to the app."""
-    monkeypatch.setattr(auth_cli, "http_factory", lambda _url: client)
+    monkeypatch.setattr(context, "http_factory", lambda _url: client)
     monkeypatch.setenv("TAPES_PASSPHRASE", "correct horse battery")
     monkeypatch.setattr(identity_module, "KDF", FAST)
     monkeypatch.setattr(identity_module, "KDF_FLOOR", FAST)

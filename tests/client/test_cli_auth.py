@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tapes_e2e.cli import auth as auth_cli
+from tapes_e2e import context
 from tests.client.conftest import Tapes
 from tests.server.conftest import AUDIENCE
 
@@ -93,7 +93,7 @@ def test_configure_asks_the_server_before_saving_its_url(
         raise httpx.ConnectError("refused", request=request)
 
     monkeypatch.setattr(
-        auth_cli, "http_factory", lambda _url: httpx.Client(transport=httpx.MockTransport(down))
+        context, "http_factory", lambda _url: httpx.Client(transport=httpx.MockTransport(down))
     )
     code, _, err = tapes("off", "storage", "configure", "--api-url", "https://sync.example")
     assert code == 1

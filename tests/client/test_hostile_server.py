@@ -18,7 +18,7 @@ import httpx
 import pytest
 from litestar.testing import TestClient
 
-from tapes_e2e.cli import auth as auth_cli
+from tapes_e2e import context
 from tests.client.conftest import Tapes
 from tests.client.test_sync_round_trip import hashes, record
 from tests.server.conftest import AUDIENCE
@@ -86,7 +86,7 @@ def test_an_altered_envelope_is_refused_and_not_stored(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
     evil = hostile(client, "/api/v1/sync/pull", PULL_MUTATIONS[name])
-    monkeypatch.setattr(auth_cli, "http_factory", lambda _url: evil)
+    monkeypatch.setattr(context, "http_factory", lambda _url: evil)
     code, _, err = tapes("desktop", "storage", "sync")
     assert code == 1, name
     assert "integrity" in err
@@ -104,7 +104,7 @@ def test_a_forged_chain_is_refused_before_any_key_is_used(
         statement["signature"] = _flip(statement["signature"], 3)
 
     evil = hostile(client, "/chain", forge)
-    monkeypatch.setattr(auth_cli, "http_factory", lambda _url: evil)
+    monkeypatch.setattr(context, "http_factory", lambda _url: evil)
     code, _, err = tapes("desktop", "storage", "sync")
     assert code == 1
     assert err.startswith("tapes: error: ")
@@ -129,7 +129,7 @@ def test_a_chain_swapped_for_another_vaults_is_refused(
         page.update(bobs_chain)
 
     evil = hostile(client, "/chain", swap)
-    monkeypatch.setattr(auth_cli, "http_factory", lambda _url: evil)
+    monkeypatch.setattr(context, "http_factory", lambda _url: evil)
     code, _, err = tapes("desktop", "storage", "sync")
     assert code == 1
     assert err.startswith("tapes: error: ")
@@ -150,7 +150,7 @@ def test_a_chain_rolled_back_below_the_verified_head_is_refused(
             page["chain_seqno"] = -1
 
     evil = hostile(client, "/api/v1/", truncate)
-    monkeypatch.setattr(auth_cli, "http_factory", lambda _url: evil)
+    monkeypatch.setattr(context, "http_factory", lambda _url: evil)
     code, _, err = tapes("laptop", "storage", "sync")
     assert code == 1
     assert err.startswith("tapes: error: ")
@@ -173,7 +173,7 @@ def test_a_cursor_that_never_advances_ends_the_round_instead_of_looping(
         page.update(items=[], cursor=0, more=True)
 
     evil = hostile(client, "/api/v1/sync/pull", stall)
-    monkeypatch.setattr(auth_cli, "http_factory", lambda _url: evil)
+    monkeypatch.setattr(context, "http_factory", lambda _url: evil)
     code, _, err = tapes("desktop", "storage", "sync")
     assert code == 1
     assert "integrity" in err
@@ -204,7 +204,7 @@ def test_a_cursor_sent_back_to_the_start_never_moves_the_clients_back(
         page.update(items=replay, cursor=0, more=True)
 
     evil = hostile(client, "/api/v1/sync/pull", rewind)
-    monkeypatch.setattr(auth_cli, "http_factory", lambda _url: evil)
+    monkeypatch.setattr(context, "http_factory", lambda _url: evil)
     code, _, err = tapes("desktop", "storage", "sync")
     assert code == 1
     assert "cursor did not advance" in err

@@ -8,9 +8,8 @@ from typing import Any
 
 from litestar.testing import TestClient
 
-from tapes_e2e import account
-from tapes_e2e.cli import auth as auth_cli
-from tapes_e2e.cli.context import Settings
+from tapes_e2e import account, context
+from tapes_e2e.context import Settings
 from tapes_e2e.identity import unlock
 from tapes_e2e.providers.base import SyncProvider
 from tapes_e2e.providers.hybrid import HybridProvider
@@ -27,7 +26,7 @@ def open_hybrid(home: Path, *, background: bool) -> HybridProvider:
     session = account.load_session(home)
     assert session is not None
     identity = unlock(home, use_os_keyring=False)
-    api = auth_cli.api_client(settings, session.server)
+    api = context.api_client(settings, session.server)
     store = LocalProvider(settings.database.path)
     trust = Trust(home, identity, session.personal_vault)
     runner = vault_runner(store, api, session.personal_vault, trust, sync_interval=3600)

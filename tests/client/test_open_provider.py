@@ -6,9 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tapes_e2e.cli.context import Settings
+from tapes_e2e.context import Settings, open_provider
 from tapes_e2e.errors import ConfigError
-from tapes_e2e.providers import open_provider
 from tapes_e2e.providers.cloud import CloudProvider
 from tapes_e2e.providers.hybrid import HybridProvider
 from tapes_e2e.providers.local import LocalProvider

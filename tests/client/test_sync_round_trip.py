@@ -102,13 +102,13 @@ def test_storage_status_reports_sync_counts_and_a_failing_server(
     # the server goes away: status says so and exits non-zero; the local store keeps working
     import httpx
 
-    from tapes_e2e.cli import auth as auth_cli
+    from tapes_e2e import context
 
     def down(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("connection refused", request=request)
 
     monkeypatch.setattr(
-        auth_cli, "http_factory", lambda _url: httpx.Client(transport=httpx.MockTransport(down))
+        context, "http_factory", lambda _url: httpx.Client(transport=httpx.MockTransport(down))
     )
     code, out, _ = tapes("laptop", "storage", "status")
     assert code == 1

@@ -16,7 +16,7 @@ from litestar.testing import TestClient
 import keymgmt
 from keymgmt import labels
 from keymgmt.chain import MemberKeys, StatementBody
-from tapes_e2e.cli import auth as auth_cli
+from tapes_e2e import context
 from tapes_e2e.teams import local
 from tests.client.conftest import Tapes, pinned
 from tests.client.test_hostile_server import _flip, hostile
@@ -28,7 +28,7 @@ from tests.server.conftest import AUDIENCE, b64
 
 def use(monkeypatch: pytest.MonkeyPatch, client: TestClient[Any], path: str, mutate: Any) -> None:
     evil = hostile(client, path, mutate)
-    monkeypatch.setattr(auth_cli, "http_factory", lambda _url: evil)
+    monkeypatch.setattr(context, "http_factory", lambda _url: evil)
 
 
 def statements(page: dict[str, Any]) -> list[dict[str, str]] | None:
@@ -58,7 +58,7 @@ def test_a_joiners_key_substituted_in_the_join_request_is_refused(
     assert code_ == 1
     assert "refused: the join request does not match the invite secret" in err
     assert "approved" not in out
-    monkeypatch.setattr(auth_cli, "http_factory", lambda _url: client)
+    monkeypatch.setattr(context, "http_factory", lambda _url: client)
     shown = json.loads(ok(tapes("alice", "team", "show", team, "--json")))
     assert len(shown["members"]) == 1  # nothing was signed or appended
     assert list(local.load(tmp_path / "alice").invites)  # the invite can still be approved

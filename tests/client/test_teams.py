@@ -20,14 +20,15 @@ from sqlalchemy.orm import Session
 import keymgmt
 from server.db.models import NodeRecord
 from tapes_e2e import account
-from tapes_e2e.cli.context import Settings
 from tapes_e2e.client import ApiClient
+from tapes_e2e.context import Settings, open_provider
 from tapes_e2e.envelopes import MetadataRecord, open_envelope
 from tapes_e2e.errors import ConfigError, RemoteError
 from tapes_e2e.identity import unlock
 from tapes_e2e.protocol import PushResult
-from tapes_e2e.providers import TeamProvider, open_provider
+from tapes_e2e.providers import TeamProvider
 from tapes_e2e.providers.base import ShareOptions
+from tapes_e2e.providers.cloud import TeamCloudProvider
 from tapes_e2e.providers.hybrid import HybridProvider
 from tapes_e2e.providers.local import LocalProvider
 from tapes_e2e.remote_sync import VaultHolder, VaultPusher
@@ -35,7 +36,6 @@ from tapes_e2e.store.syncstate import SyncState
 from tapes_e2e.sync.worker import SyncError, SyncRunner
 from tapes_e2e.teams import local, sharing
 from tapes_e2e.teams.access import open_team
-from tapes_e2e.teams.routing import TeamCloudProvider
 from tapes_e2e.vaults import Trust, VaultAccess
 from tests.client.conftest import FAST, Tapes
 from tests.client.test_sync_round_trip import hashes

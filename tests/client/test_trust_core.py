@@ -20,7 +20,7 @@ import pytest
 from litestar.testing import TestClient
 
 import keymgmt
-from tapes_e2e.cli import auth as auth_cli
+from tapes_e2e import context
 from tests.client.conftest import Tapes, pinned
 from tests.client.test_sync_round_trip import hashes
 from tests.client.test_teams import Team, access_for, fingerprint, ok, record
@@ -57,7 +57,7 @@ class Hostile:
 
 
 def use(monkeypatch: pytest.MonkeyPatch, hostile: Hostile) -> Hostile:
-    monkeypatch.setattr(auth_cli, "http_factory", lambda _url: hostile.http)
+    monkeypatch.setattr(context, "http_factory", lambda _url: hostile.http)
     return hostile
 
 

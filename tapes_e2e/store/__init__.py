@@ -1,0 +1,1 @@
+"""The local tapes SQLite store: Go tapes' schema, row encodings and the sync bookkeeping."""
