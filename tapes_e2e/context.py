@@ -32,6 +32,7 @@ from tapes_e2e.identity import unlock
 from tapes_e2e.paths import Location, resolve_database, resolve_dotdir
 from tapes_e2e.providers.base import Provider
 from tapes_e2e.providers.local import LocalProvider
+from tapes_e2e.providers.memory import NodeView
 from tapes_e2e.vaults import Trust
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "connect",
     "logged_in",
     "open_provider",
+    "reading",
 ]
 
 # How the client reaches a server; tests replace it with the in-process app's client.
@@ -180,3 +182,25 @@ def open_provider(settings: Settings, *, prompt: Callable[[], str] | None = None
         provider = HybridProvider(store, runner, sync_on_close=cloud.sync_on_close)
     provider.sharing = TeamSharing(api, identity, settings.dotdir.path, provider.ancestry)
     return provider
+
+
+@contextmanager
+def reading(
+    settings: Settings, *, prompt: Callable[[], str] | None = None
+) -> Iterator[LocalProvider | NodeView]:
+    """Where ``tapes session list|show|export`` read: the local store (``local``, ``hybrid``), or
+    with ``cloud`` the vault fetched from the server, every node verified and opened in memory
+    (nothing is written to disk)."""
+    if settings.config.provider != "cloud":
+        with settings.store() as store:
+            yield store
+        return
+    provider = open_provider(settings, prompt=prompt)
+    try:
+        view = NodeView(provider.list())
+    finally:
+        provider.close()
+    try:
+        yield view
+    finally:
+        view.close()

@@ -1,4 +1,5 @@
-"""``tapes session``: list, show, export and import sessions of the local store."""
+"""``tapes session``: list, show, export and import sessions (``list``, ``show`` and ``export``
+read through the configured provider: the local store, or with ``cloud`` the server)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from typing import IO, Annotated
 import typer
 
 from tapes_e2e.cli import output, team
-from tapes_e2e.context import Settings
+from tapes_e2e.cli.auth import prompt_for_passphrase
+from tapes_e2e.context import Settings, reading
 from tapes_e2e.errors import TapesError, TeamError
 from tapes_e2e.node import Node
 from tapes_e2e.teams import sharing
@@ -44,7 +46,7 @@ def list_sessions(
     as_json: output.JsonFlag = False,
 ) -> None:
     """List sessions (leaf nodes and their ancestry), newest first."""
-    with _settings(ctx).store() as store:
+    with reading(_settings(ctx), prompt=prompt_for_passphrase()) as store:
         sessions = store.sessions(limit)
         roots = store.get_many([s.root_hash for s in sessions if s.root_hash])
     if as_json:
@@ -91,7 +93,7 @@ def show_session(
     as_json: output.JsonFlag = False,
 ) -> None:
     """Show a session from its first message to its leaf."""
-    with _settings(ctx).store() as store:
+    with reading(_settings(ctx), prompt=prompt_for_passphrase()) as store:
         path = list(reversed(store.ancestry(store.resolve_prefix(session))))
     if as_json:
         output.emit_json([node.to_json() for node in path])
@@ -141,7 +143,7 @@ def export_sessions(
     ] = None,
 ) -> None:
     """Export nodes as JSON Lines, parents before children."""
-    with _settings(ctx).store() as store:
+    with reading(_settings(ctx), prompt=prompt_for_passphrase()) as store:
         if session is not None:
             nodes: Iterator[Node] = reversed(store.ancestry(store.resolve_prefix(session)))
             total = None
