@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 import msgspec
 
@@ -154,12 +154,34 @@ def open_envelope(
     if opened.body is None:
         return MetadataRecord(opened.node_id, opened.parent_id, opened.author, opened.metadata)
     node = parsed[-1]
+    if opened.epoch < state.epoch and _written_after_its_epoch(opened.epoch, node, state):
+        raise keymgmt.IntegrityError()
     fields, clear = clear_fields(node), dict(opened.metadata)
     if clear != keymgmt.project_metadata(state.metadata_policy, fields) and not any(
         clear == keymgmt.project_metadata(policy, fields) for policy in past_policies(state)
     ):
         raise keymgmt.IntegrityError()
     return node
+
+
+CLOCK_SKEW_SECONDS = 600
+"""How far a node's own time may run past the end of its epoch (clocks differ)."""
+
+
+def _written_after_its_epoch(epoch: int, node: Node, state: keymgmt.VerifiedTeamState) -> bool:
+    """Whether ``node`` claims to have been written after the statement that ended ``epoch``
+    (a removal or rotation). Only a holder of that epoch's key could seal it, and every honest
+    client seals new nodes under the newest epoch it verified, so such a node comes from a member
+    the chain no longer trusts with new content (a removed member, say): it is refused. A node
+    sealed by a member who backdates it reads as old history; that is the remaining limit."""
+    ended = next((st.body.time for st in state.statements if st.body.epoch > epoch), None)
+    written = _iso(node.created_at)
+    if ended is None or written is None:
+        return False
+    when = datetime.fromisoformat(written)
+    if when.tzinfo is None:  # Go always writes an offset; SQLite's default time is UTC
+        when = when.replace(tzinfo=UTC)
+    return when.timestamp() > ended + CLOCK_SKEW_SECONDS
 
 
 def past_policies(state: keymgmt.VerifiedTeamState) -> set[MetadataPolicy]:

@@ -121,6 +121,42 @@ def test_a_policy_change_leaves_history_readable(before: str, after: str) -> Non
         team.open(forged)
 
 
+def _go_time(at: datetime) -> str:
+    return at.strftime("%Y-%m-%d %H:%M:%S.%f000+00:00")
+
+
+def test_a_node_written_under_an_epoch_after_its_end_is_refused() -> None:
+    """Bob, removed (the chain moved to epoch 2), still holds the epoch-1 key: a node he seals
+    under it claiming a time after his removal is refused; history from before it still opens."""
+    team, bob = Team(), keymgmt.generate_identity()
+    removed_at = int(datetime.now(UTC).timestamp())
+    add = keymgmt.add_member(team.state, signer=team.owner, member=bob.public, role="member",
+                             now=removed_at)  # fmt: skip
+    team.state = keymgmt.extend_chain(team.state, [add])
+    new_key = keymgmt.new_key()
+    removal = keymgmt.remove_member(team.state, signer=team.owner, member=bob.fingerprint,
+                                    new_epoch_key=new_key, now=removed_at)  # fmt: skip
+    team.state = keymgmt.extend_chain(team.state, [removal])
+    team.keys = keymgmt.TeamKeys("t_envelopes", team.vault_key, {1: team.epoch_key, 2: new_key})
+
+    def by_bob(written: datetime) -> dict[str, Any]:
+        node = dataclasses.replace(chain(["from bob"])[0], created_at=_go_time(written))
+        return keymgmt.seal_node(
+            team="t_envelopes", epoch=1, epoch_key=team.epoch_key, vault_id_key=team.vault_key,
+            tapes_hash=node.hash, parent_tapes_hash=None, body=node_body(node),
+            metadata=keymgmt.project_metadata("coarse", clear_fields(node)),
+            author=bob.fingerprint,
+        ).to_dict()  # fmt: skip
+
+    removal_time = datetime.fromtimestamp(removed_at, UTC)
+    assert isinstance(team.open(by_bob(removal_time - timedelta(minutes=30))), Node)
+    assert isinstance(team.open(by_bob(removal_time + timedelta(minutes=5))), Node)  # skew
+    with pytest.raises(keymgmt.IntegrityError):
+        team.open(by_bob(removal_time + timedelta(hours=1)))
+    with pytest.raises(keymgmt.IntegrityError):
+        team.open(by_bob(datetime.now(UTC) + timedelta(days=1)))
+
+
 def test_a_body_whose_content_does_not_match_its_id_is_refused() -> None:
     team = Team()
     real, other = chain(["real"])[0], chain(["swapped in"])[0]
