@@ -87,6 +87,8 @@ class _Pin(msgspec.Struct, forbid_unknown_fields=True):
     seqno: int
     hash: str
     epoch: int
+    metadata_policy: str = ""  # at the pinned head ("" in pins written before it was kept)
+    content_policy: str = ""
 
     def head(self) -> keymgmt.ChainHead:
         return keymgmt.ChainHead(self.seqno, self.hash)
@@ -163,9 +165,10 @@ class Pins:
             return None
         return keymgmt.ChainHead.from_dict(record.head)
 
-    def advance(self, fingerprint: str, state: keymgmt.VerifiedTeamState) -> None:
+    def advance(self, fingerprint: str, state: keymgmt.VerifiedTeamState) -> str | None:
         """Pin ``state``'s head. A pin never moves back: a head below the pin is refused (the
-        caller verified ``state`` against the pin, so this only catches a caller that did not)."""
+        caller verified ``state`` against the pin, so this only catches a caller that did not).
+        Returns a notice when the move raised the vault's policy (more sent in clear)."""
         with self._locked():
             data = self._load()
             vaults = data.pins.setdefault(fingerprint, {})
@@ -183,9 +186,39 @@ class Pins:
                             f"vault {state.team}: the chain differs from the pinned one at "
                             f"seqno {head.seqno}"
                         )
-                    return
-            vaults[state.team] = _Pin(head.seqno, head.hash, state.epoch)
+                    return None
+            vaults[state.team] = _Pin(
+                head.seqno, head.hash, state.epoch, state.metadata_policy, state.content_policy
+            )
             write_private(self.path, msgspec.json.encode(data).decode("utf-8"))
+        return None if old is None else raised_policy(old, state)
+
+
+_CLEAR_RANK = {"none": 0, "coarse": 1, "full": 2}
+_CONTENT_RANK = {"omit": 0, "encrypted": 1}
+
+
+def raised_policy(old: _Pin, state: keymgmt.VerifiedTeamState) -> str | None:
+    """A one-line notice when ``state`` sends more in clear (metadata) or sends content where the
+    pinned head sent none; None otherwise."""
+    changes = []
+    was: str = old.metadata_policy
+    now: str = state.metadata_policy
+    if was in _CLEAR_RANK and _CLEAR_RANK[now] > _CLEAR_RANK[was]:
+        changes.append(f"clear metadata {was} -> {now}")
+    was, now = old.content_policy, state.content_policy
+    if was in _CONTENT_RANK and _CONTENT_RANK[now] > _CONTENT_RANK[was]:
+        changes.append(f"content {was} -> {now} (encrypted bodies are now uploaded)")
+    if not changes:
+        return None
+    signer = next(
+        (st.body.signer for st in reversed(state.statements) if st.body.action == "change_policy"),
+        "?",
+    )
+    return (
+        f"vault {state.team}: its policy was raised ({'; '.join(changes)}) by {signer}: "
+        "from now on your syncs to it send more than before"
+    )
 
 
 def check_personal(state: keymgmt.VerifiedTeamState, identity: keymgmt.Identity) -> None:
@@ -221,6 +254,7 @@ class Trust:
         self.pins = Pins(dotdir)
         self.identity = identity
         self.personal_vault = personal_vault
+        self.notices: list[str] = []  # policy raises met while verifying, for the user to see
 
     def pin(self, vault: str) -> keymgmt.ChainHead | None:
         return self.pins.get(self.identity.fingerprint, vault)
@@ -252,7 +286,10 @@ class Trust:
         """Pin a state verified here (a chain this client just extended itself, say)."""
         if state.team == self.personal_vault:
             check_personal(state, self.identity)
-        self.pins.advance(self.identity.fingerprint, state)
+        notice = self.pins.advance(self.identity.fingerprint, state)
+        if notice is not None:
+            log.warning("%s", notice)
+            self.notices.append(notice)
         return state
 
     def open(

@@ -241,9 +241,12 @@ def sync(
         "result": "unfinished" if result is None else result.result,
         "message": None if result is None else result.message,
     }
+    report["notices"] = linked.trust.notices
     if as_json:
         output.emit_json(report)
     else:
+        for notice in linked.trust.notices:
+            output.note(notice)
         for message in rejected:
             output.error(message)
         if report["result"] not in ("ok", "integrity"):

@@ -21,9 +21,10 @@ from litestar.testing import TestClient
 
 import keymgmt
 from tapes_e2e import context
-from tests.client.conftest import Tapes, pinned
+from tapes_e2e.identity import unlock
+from tests.client.conftest import FAST, Tapes, pinned
 from tests.client.test_sync_round_trip import hashes
-from tests.client.test_teams import Team, access_for, fingerprint, ok, record
+from tests.client.test_teams import Team, access_for, api_for, fingerprint, ok, record
 from tests.client.test_teams import team as team  # noqa: PLC0414 - the fixture, by name
 from tests.server.conftest import AUDIENCE
 
@@ -206,3 +207,22 @@ def test_the_pin_is_shared_by_team_commands_and_sync(
     assert pinned(alice, team.id) == after_remove
     stored = hashes(alice)
     assert stored  # synced under the new epoch
+
+
+def test_a_raised_policy_is_shown_to_every_member_on_their_next_sync(
+    team: Team, tapes: Tapes, client: TestClient[Any]
+) -> None:
+    team.sync_into_team("bob", auto_share=False)
+    ok(tapes("bob", "storage", "sync"))  # pins the team at the coarse policy
+    alice = team.home("alice")
+    owner = unlock(alice, floor=FAST)
+    state = access_for(alice, client, team.id).state
+    change = keymgmt.change_policy(state, signer=owner, metadata_policy="full")
+    api_for(alice, client).append_chain(team.id, state.head.seqno, [change.to_dict()])
+    code, out, err = tapes("bob", "storage", "sync", "--json")
+    assert code == 0, err
+    notices = json.loads(out)["notices"]
+    assert len(notices) == 1
+    assert "clear metadata coarse -> full" in notices[0]
+    assert fingerprint(alice) in notices[0]
+    assert json.loads(ok(tapes("bob", "storage", "sync", "--json")))["notices"] == []  # once
