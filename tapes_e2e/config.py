@@ -30,9 +30,10 @@ import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Literal, Protocol, TypeVar, cast
 from urllib.parse import urlsplit
 
+import msgspec
 import tomlkit
 from tomlkit.exceptions import TOMLKitError
 from tomlkit.items import Table
@@ -263,6 +264,34 @@ def storage_table(doc: tomlkit.TOMLDocument, *names: str) -> Table:
             table[name] = tomlkit.table()
         table = table[name]
     return cast(Table, table)
+
+
+class _Versioned(Protocol):
+    version: int
+
+
+_T = TypeVar("_T", bound=_Versioned)
+
+
+def read_private(path: Path, decoder: msgspec.json.Decoder[_T], empty: _T, holds: str) -> _T:
+    """Read one of our private JSON files (``session.json``'s siblings): ``empty`` when there
+    is none; a malformed file or an unknown version is an error naming what it ``holds`` (such
+    a file is never silently replaced)."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return empty
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        data = decoder.decode(raw)
+    except msgspec.DecodeError:
+        raise ConfigError(
+            f"{path} is malformed", hint=f"restore it from a backup: it holds {holds}"
+        ) from None
+    if data.version != 1:
+        raise ConfigError(f"{path} has version {data.version}, which this tapes cannot read")
+    return data
 
 
 def write_private(path: Path, text: str) -> None:

@@ -34,8 +34,8 @@ import msgspec
 
 import keymgmt
 from keymgmt.keyring import parse_keyring
-from tapes_e2e.config import write_private
-from tapes_e2e.errors import ConfigError, TeamError
+from tapes_e2e.config import read_private, write_private
+from tapes_e2e.errors import TeamError
 
 __all__ = [
     "PINS_FILE",
@@ -118,24 +118,9 @@ class Pins:
         self.path = dotdir / PINS_FILE
 
     def _load(self) -> _PinsFile:
-        try:
-            raw = self.path.read_bytes()
-        except FileNotFoundError:
-            return _PinsFile()
-        except OSError as exc:
-            raise ConfigError(f"cannot read {self.path}: {exc.strerror}") from None
-        try:
-            data = _DECODER.decode(raw)
-        except msgspec.DecodeError:
-            raise ConfigError(
-                f"{self.path} is malformed",
-                hint="restore it from a backup: it holds the chain heads this client verified",
-            ) from None
-        if data.version != 1:
-            raise ConfigError(
-                f"{self.path} has version {data.version}, which this tapes cannot read"
-            )
-        return data
+        return read_private(
+            self.path, _DECODER, _PinsFile(), "the chain heads this client verified"
+        )
 
     @contextmanager
     def _locked(self) -> Iterator[None]:

@@ -100,6 +100,28 @@ ORDER BY max(n.created_at) DESC
 """
 
 
+def session_prefix(text: str) -> str:
+    """``text`` as a hash prefix to look up (at least 4 lowercase hex digits), or an error."""
+    prefix = text.strip().lower()
+    if not (4 <= len(prefix) <= 64) or any(c not in "0123456789abcdef" for c in prefix):
+        raise InvalidNodeError(
+            f"{prefix!r} is not a session ID",
+            hint="give a node hash, or at least its first 4 hex digits",
+        )
+    return prefix
+
+
+def only_match(prefix: str, matches: list[str]) -> str:
+    """The one hash ``prefix`` matched (``matches`` holds at most two), or an error."""
+    if not matches:
+        raise NodeNotFoundError(prefix)
+    if len(matches) > 1:
+        raise InvalidNodeError(
+            f"{prefix} matches more than one node", hint="give more digits of the hash"
+        )
+    return matches[0]
+
+
 @dataclass(frozen=True, slots=True)
 class SessionSummary:
     """One session (a leaf and its ancestry), summarized by one query."""
@@ -271,23 +293,12 @@ class LocalProvider:
 
     def resolve_prefix(self, prefix: str) -> str:
         """The one stored hash starting with ``prefix`` (at least 4 hex digits)."""
-        prefix = prefix.strip().lower()
-        if not (4 <= len(prefix) <= 64) or any(c not in "0123456789abcdef" for c in prefix):
-            raise InvalidNodeError(
-                f"{prefix!r} is not a session ID",
-                hint="give a node hash, or at least its first 4 hex digits",
-            )
+        prefix = session_prefix(prefix)
         # Hashes are lowercase hex, and "g" sorts after every hex digit: an index range scan.
         sql = "SELECT hash FROM nodes WHERE hash >= ? AND hash < ? ORDER BY hash LIMIT 2"
         with self._engine.connect() as conn:
             matches = [str(h) for (h,) in conn.exec_driver_sql(sql, (prefix, prefix + "g"))]
-        if not matches:
-            raise NodeNotFoundError(prefix)
-        if len(matches) > 1:
-            raise InvalidNodeError(
-                f"{prefix} matches more than one node", hint="give more digits of the hash"
-            )
-        return matches[0]
+        return only_match(prefix, matches)
 
     def missing(self, hashes: Iterable[str]) -> set[str]:
         """Which of ``hashes`` are not stored."""

@@ -11,13 +11,11 @@ from __future__ import annotations
 import builtins
 from collections.abc import Iterable, Iterator
 
-from tapes_e2e.errors import InvalidNodeError, NodeNotFoundError
+from tapes_e2e.errors import NodeNotFoundError
 from tapes_e2e.node import Node
-from tapes_e2e.providers.local import SessionSummary
+from tapes_e2e.providers.local import SessionSummary, only_match, session_prefix
 
 __all__ = ["NodeView"]
-
-_HEX = frozenset("0123456789abcdef")
 
 
 class NodeView:
@@ -50,20 +48,8 @@ class NodeView:
         return path
 
     def resolve_prefix(self, prefix: str) -> str:
-        prefix = prefix.strip().lower()
-        if not (4 <= len(prefix) <= 64) or not set(prefix) <= _HEX:
-            raise InvalidNodeError(
-                f"{prefix!r} is not a session ID",
-                hint="give a node hash, or at least its first 4 hex digits",
-            )
-        matches = [h for h in self._nodes if h.startswith(prefix)][:2]
-        if not matches:
-            raise NodeNotFoundError(prefix)
-        if len(matches) > 1:
-            raise InvalidNodeError(
-                f"{prefix} matches more than one node", hint="give more digits of the hash"
-            )
-        return matches[0]
+        prefix = session_prefix(prefix)
+        return only_match(prefix, [h for h in self._nodes if h.startswith(prefix)][:2])
 
     def leaves(self) -> builtins.list[Node]:
         return [n for n in self._nodes.values() if n.hash not in self._parents]

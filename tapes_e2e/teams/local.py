@@ -22,8 +22,7 @@ from pathlib import Path
 
 import msgspec
 
-from tapes_e2e.config import write_private
-from tapes_e2e.errors import ConfigError
+from tapes_e2e.config import read_private, write_private
 
 __all__ = [
     "TEAMS_FILE",
@@ -75,23 +74,9 @@ _DECODER = msgspec.json.Decoder(TeamsFile)
 
 def load(dotdir: Path) -> TeamsFile:
     """The saved team records; an empty set when there is no file yet."""
-    path = dotdir / TEAMS_FILE
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        return TeamsFile()
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
-    try:
-        data = _DECODER.decode(raw)
-    except msgspec.DecodeError:
-        raise ConfigError(
-            f"{path} is malformed",
-            hint="restore it from a backup; it holds verified team heads and unused invites",
-        ) from None
-    if data.version != 1:
-        raise ConfigError(f"{path} has version {data.version}, which this tapes cannot read")
-    return data
+    return read_private(
+        dotdir / TEAMS_FILE, _DECODER, TeamsFile(), "unused invites and pending joins"
+    )
 
 
 def update(dotdir: Path, change: Callable[[TeamsFile], object]) -> TeamsFile:
