@@ -11,7 +11,7 @@ from tapes_e2e import account, context
 from tapes_e2e.cli import auth, output
 from tapes_e2e.client import ApiClient, Session
 from tapes_e2e.config import PROVIDERS, Config, save_config, storage_table
-from tapes_e2e.context import Settings, api_client
+from tapes_e2e.context import Settings, api_client, chosen_vault
 from tapes_e2e.errors import ConfigError, ServerUnreachableError
 from tapes_e2e.providers.local import LocalProvider
 from tapes_e2e.remote_sync import vault_runner
@@ -101,7 +101,7 @@ def status(
 
 def _sync_report(settings: Settings, session: Session, store: LocalProvider) -> dict[str, Any]:
     """Pending counts from the local bookkeeping, and the server's view when it answers."""
-    vault = settings.config.cloud.team_id or session.personal_vault
+    vault = chosen_vault(settings.config, session)
     state = SyncState(store)
     stored = state.load(vault)
     pending_push = state.pending_push_count(vault)
