@@ -86,6 +86,23 @@ def forged_personal_vault(vault: str, victim: keymgmt.PublicIdentity) -> tuple[A
     return [genesis.to_dict(), add.to_dict()], keyring.to_dict()
 
 
+def forging(vault: str, chain: Any, keyring: Any) -> Rewrite:
+    """A server that answers the vault's chain and keyrings with forged ones (and says so in
+    every pull page)."""
+
+    def forge(request: httpx.Request, body: Any) -> Any:
+        if request.url.path.endswith(f"/{vault}/chain"):
+            last = keymgmt.parse_statement(chain[-1])
+            body |= {"statements": chain, "head": {"seqno": 1, "hash": last.hash}}
+        elif request.url.path.endswith(f"/{vault}/keyrings"):
+            body = [{**body[0], "keyring": keyring}]
+        elif request.url.path.endswith("/sync/pull"):
+            body["chain_seqno"] = 1
+        return body
+
+    return forge
+
+
 def test_a_personal_vault_the_server_wrote_itself_is_refused_on_a_new_device(
     tapes: Tapes, tmp_path: Path, client: TestClient[Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -100,17 +117,7 @@ def test_a_personal_vault_the_server_wrote_itself_is_refused_on_a_new_device(
         vault, keymgmt.read_public_identity(desktop / "identity.key")
     )
 
-    def forge(request: httpx.Request, body: Any) -> Any:
-        if request.url.path.endswith(f"/{vault}/chain"):
-            last = keymgmt.parse_statement(chain[-1])
-            body |= {"statements": chain, "head": {"seqno": 1, "hash": last.hash}}
-        elif request.url.path.endswith(f"/{vault}/keyrings"):
-            body = [{**body[0], "keyring": keyring}]
-        elif request.url.path.endswith("/sync/pull"):
-            body["chain_seqno"] = 1
-        return body
-
-    hostile = use(monkeypatch, Hostile(client, forge, fake_push=True))
+    hostile = use(monkeypatch, Hostile(client, forging(vault, chain, keyring), fake_push=True))
     code, out, err = tapes("desktop", "auth", "login", "--server", AUDIENCE)
     assert code == 1
     assert "personal vault" in err
@@ -226,3 +233,28 @@ def test_a_raised_policy_is_shown_to_every_member_on_their_next_sync(
     assert "clear metadata coarse -> full" in notices[0]
     assert fingerprint(alice) in notices[0]
     assert json.loads(ok(tapes("bob", "storage", "sync", "--json")))["notices"] == []  # once
+
+
+def test_the_cloud_provider_refuses_a_forged_personal_vault_on_every_start(
+    tapes: Tapes, tmp_path: Path, client: TestClient[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second machine set up by copying the key and the login (no pin yet), on ``cloud``."""
+    ok(tapes("laptop", "auth", "login", "--server", AUDIENCE, "--handle", "alice"))
+    record(tmp_path / "laptop", "kept on the server", "only")
+    ok(tapes("laptop", "storage", "sync"))
+    vault = personal_vault(tmp_path / "laptop")
+    desktop = tmp_path / "desktop"
+    desktop.mkdir()
+    for name in ("identity.key", "session.json", "config.toml"):
+        shutil.copy(tmp_path / "laptop" / name, desktop / name)
+    ok(tapes("desktop", "storage", "set-provider", "cloud"))
+    chain, keyring = forged_personal_vault(
+        vault, keymgmt.read_public_identity(desktop / "identity.key")
+    )
+
+    use(monkeypatch, Hostile(client, forging(vault, chain, keyring)))
+    code, out, err = tapes("desktop", "session", "list")
+    assert code == 1
+    assert "not written by your identity alone" in err
+    assert out == ""
+    assert pinned(desktop, vault) is None
