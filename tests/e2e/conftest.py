@@ -60,6 +60,12 @@ class LiveServer:
             "TAPES_SERVER_WORKERS": str(workers),
             "TAPES_SERVER_AUTH_RATE": "10000",
         }
+        # The server runs on the tests' clock (scripts/faketime-pytest moves it for both).
+        self.env |= {
+            k: v
+            for k, v in os.environ.items()
+            if k.startswith("FAKETIME") or k in ("LD_PRELOAD", "PYTHONPATH")
+        }
         if public_url is not None:
             self.env["TAPES_SERVER_PUBLIC_URL"] = public_url
         self.process: subprocess.Popen[bytes] | None = None

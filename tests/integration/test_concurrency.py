@@ -118,7 +118,8 @@ def shared_nodes() -> list[Node]:
 
 
 def _spawn(script: Path, *args: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    paths = [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
     return subprocess.Popen(
         [sys.executable, str(script), *args],
         stdin=subprocess.PIPE,
