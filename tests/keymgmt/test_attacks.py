@@ -9,7 +9,9 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
+import random
 import re
+import string
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ from typing import Any
 import msgspec
 import pytest
 
+import keymgmt
 from keymgmt import (
     ChainError,
     ChainForkError,
@@ -335,7 +338,8 @@ def test_attack_09_node_swap_relocation_and_type_confusion(team: Team) -> None:
 
 # 10 ------------------------------------------------------------------------------------------
 NON_AEAD = re.compile(
-    r"\b(CBC|ECB|CTR|OFB|CFB|XTS|AES|Fernet|SecretBox|crypto_stream|hazmat\.primitives\.ciphers)\b"
+    r"\b(CBC|ECB|CTR|OFB|CFB|XTS|AES|Fernet|SecretBox|crypto_stream\w*|crypto_secretbox\w*"
+    r"|hazmat\.primitives\.ciphers)\b"
 )
 
 
@@ -455,6 +459,18 @@ def test_attack_15_no_content_confirmation_via_ids(team: Team) -> None:
         assert digest not in stored
 
 
+def test_attack_15_node_ids_are_keyed_by_the_vault(team: Team) -> None:
+    """The same node gets unrelated IDs under two vault id keys, and an ID is the keyed HMAC of
+    its own vault's key: nobody without that key can compute (and so confirm) it."""
+    guess = "You are Claude Code, Anthropic's official CLI"
+    other_key = keymgmt.new_key()
+    mine = seal(team, guess).node_id
+    theirs = seal(team, guess, vault_id_key=other_key).node_id
+    assert mine != theirs
+    assert mine == keymgmt.node_id(team.vault_id_key, tapes_hash_of(guess, None))
+    assert mine != keymgmt.node_id(bytes(32), tapes_hash_of(guess, None))
+
+
 # 16 ------------------------------------------------------------------------------------------
 def test_attack_16_team_key_holders_can_decrypt_any_vault_node(team: Team) -> None:
     """Documented limit: which sessions a member may fetch is the server's ACL, not crypto.
@@ -519,6 +535,16 @@ def test_attack_17_metadata_only_mode_sends_only_the_allowlist(team: Team, polic
 
 
 # length leakage and invite replay ------------------------------------------------------------
+def test_length_leakage_is_bucketed_for_incompressible_bodies(team: Team) -> None:
+    """Bodies that do not compress (random text) still fall into few padded sizes."""
+    rng = random.Random(15)
+    sizes = {
+        seal(team, "".join(rng.choices(string.ascii_letters, k=n))).padded_size
+        for n in range(2000, 2100)
+    }
+    assert len(sizes) <= 2, sorted(sizes)
+
+
 def test_length_leakage_is_bucketed(team: Team) -> None:
     """Padmé padding: bodies of different lengths share sizes; overhead stays under 12 %."""
     sizes = [seal(team, "x" * n).padded_size for n in range(1000, 1100)]

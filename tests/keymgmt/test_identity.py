@@ -65,7 +65,9 @@ def test_small_order_and_malformed_keys_are_refused(x: bytes | None, ed: bytes |
 def test_private_identity_never_prints_keys() -> None:
     ident = generate_identity(rng=DetRng("secret"))
     secret = ident.export_secret()
-    assert secret.hex() not in repr(ident)
+    for part in (secret, secret[:32], secret[32:]):  # the whole secret, or either key alone
+        assert part.hex() not in repr(ident)
+        assert part.hex() not in str(ident)
     assert str(secret) not in repr(ident)
     assert Identity.from_secret(secret).fingerprint == ident.fingerprint
     with pytest.raises(ValueError, match="64 bytes"):

@@ -108,3 +108,11 @@ def test_values_stay_inside_the_rfc8785_domain() -> None:
     with pytest.raises(PolicyError):
         project_metadata("coarse", {"model": "\ud800"})
     assert project_metadata("coarse", {"total_tokens": 2**53 - 1}) == {"total_tokens": 2**53 - 1}
+
+
+def test_the_project_is_sent_in_clear_only_under_full() -> None:
+    fields = {"model": "m", "project": "acme-secret-repo", "total_duration_ns": 5}
+    assert "project" not in project_metadata("none", fields)
+    assert "project" not in project_metadata("coarse", fields)
+    assert "total_duration_ns" not in project_metadata("coarse", fields)
+    assert project_metadata("full", fields)["project"] == "acme-secret-repo"
