@@ -6,6 +6,7 @@ keyring). The protocol is described in docs/crypto.md and the threats in threat-
 
 from keymgmt._encoding import canonical_json
 from keymgmt.chain import (
+    MAX_CLOCK_SKEW_SECONDS,
     ChainHead,
     Member,
     Role,
@@ -107,6 +108,7 @@ from keymgmt.share import (
 __all__ = [
     "DEFAULT_KDF",
     "KDF_FLOOR",
+    "MAX_CLOCK_SKEW_SECONDS",
     "PASSPHRASE_ENV",
     "PROTOCOL_VERSION",
     "ChainError",

@@ -12,7 +12,7 @@ import re
 import struct
 import time
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import msgspec
 import rfc8785
@@ -127,3 +127,21 @@ def u64(n: int) -> bytes:
 def lp(data: bytes) -> bytes:
     """A field prefixed with its 4-byte big-endian length, for unambiguous concatenation."""
     return struct.pack(">I", len(data)) + data
+
+
+_T = TypeVar("_T")
+
+
+def decode_canonical(decoder: msgspec.json.Decoder[_T], body: bytes) -> _T:
+    """Decode a signed JSON body, refusing any text that is not exactly its own RFC 8785 form.
+
+    A signature covers bytes, but every reader acts on the parsed value; two texts that parse
+    alike (a duplicate key, where the last one wins; whitespace; another key order or escape)
+    would let one signature stand for bodies that different parsers read differently. So the
+    body must equal the canonical JSON of its own parse. Raises ``ValueError`` (or msgspec's
+    ``DecodeError``) otherwise; callers fold either into their format error.
+    """
+    value = decoder.decode(body)
+    if canonical_json(msgspec.json.decode(body)) != body:
+        raise ValueError("the signed body is not canonical JSON (RFC 8785)")
+    return value

@@ -36,7 +36,15 @@ import msgspec
 
 from keymgmt import _primitives as prim
 from keymgmt import labels
-from keymgmt._encoding import HEX64_RE, b64d, b64e, canonical_json, now_seconds, u64
+from keymgmt._encoding import (
+    HEX64_RE,
+    b64d,
+    b64e,
+    canonical_json,
+    decode_canonical,
+    now_seconds,
+    u64,
+)
 from keymgmt.errors import (
     ChainError,
     ChainForkError,
@@ -51,6 +59,7 @@ from keymgmt.errors import (
 from keymgmt.identity import FINGERPRINT_RE, Identity, PublicIdentity
 
 __all__ = [
+    "MAX_CLOCK_SKEW_SECONDS",
     "READER_ROLES",
     "Action",
     "ChainHead",
@@ -84,6 +93,8 @@ MetadataPolicy = Literal["none", "coarse", "full"]
 ContentPolicy = Literal["encrypted", "omit"]
 
 READER_ROLES: Final = frozenset({"owner", "admin", "member"})
+MAX_CLOCK_SKEW_SECONDS: Final = 600
+"""How far ahead of the verifier's clock a statement may be dated (the server allows the same)."""
 _MANAGER_ROLES: Final = frozenset({"owner", "admin"})
 _ROSTER_ACTIONS: Final = frozenset({"create", "add", "remove", "change_role"})
 MAX_TEAM_LEN: Final = 128
@@ -231,7 +242,7 @@ def parse_statement(wire: object) -> UnverifiedStatement:
         raise ChainFormatError("a chain statement body must be a string")
     body_bytes = body_text.encode("utf-8")
     try:
-        body = _DECODER.decode(body_bytes)
+        body = decode_canonical(_DECODER, body_bytes)
         signature = b64d(wire["signature"])
     except (msgspec.DecodeError, ValueError) as exc:
         raise ChainFormatError(f"malformed chain statement: {exc}") from None
@@ -283,6 +294,7 @@ class _Folder:
         self.invites: set[str] = set()
         self.last_time = 0
         self.statements: list[UnverifiedStatement] = []
+        self.latest = now_seconds() + MAX_CLOCK_SKEW_SECONDS  # no statement may be dated later
 
     @classmethod
     def from_state(cls, state: VerifiedTeamState) -> _Folder:
@@ -344,6 +356,11 @@ class _Folder:
             raise ChainLinkError(f"statement {body.seqno}: belongs to another team")
         if body.time < self.last_time:
             raise ChainLinkError(f"statement {body.seqno}: time goes backwards")
+        if body.time > self.latest:
+            raise ChainLinkError(
+                f"statement {body.seqno} is dated in the future (more than "
+                f"{MAX_CLOCK_SKEW_SECONDS // 60} minutes ahead of this clock)"
+            )
         if (body.action == "create") != (expected == 0):
             raise ChainLinkError(f"statement {body.seqno}: 'create' must come first, and only once")
         if not FINGERPRINT_RE.fullmatch(body.signer):
@@ -515,7 +532,7 @@ def _do_rotate(f: _Folder, body: StatementBody) -> None:
 
 def _do_change_policy(f: _Folder, body: StatementBody) -> None:
     _only(body, "metadata_policy", "content_policy")
-    f.require_manager(body, owner_only=False)
+    f.require_manager(body, owner_only=True)  # what leaves members' machines in clear
     if body.metadata_policy is None and body.content_policy is None:
         raise ChainFormatError(f"statement {body.seqno}: no policy given")
     f.same_epoch(body)
@@ -541,16 +558,20 @@ def verify_chain(
     last_verified_head: ChainHead | None = None,
     *,
     team: str | None = None,
+    now: int | None = None,
 ) -> VerifiedTeamState:
     """Verify a whole chain from its ``create`` statement and return the team state.
 
     ``statements`` are wire dicts or :class:`UnverifiedStatement` values, in chain order.
     With ``last_verified_head`` (persisted from the previous run) a chain shorter than that head
     is a rollback and one with a different statement at that seqno is a fork; both raise.
-    With ``team`` the chain must belong to that team. Any failure raises a
-    :class:`~keymgmt.errors.ChainError` subclass and nothing of the chain may be used.
+    With ``team`` the chain must belong to that team. A statement dated more than
+    :data:`MAX_CLOCK_SKEW_SECONDS` after ``now`` (default: this clock) is refused. Any failure
+    raises a :class:`~keymgmt.errors.ChainError` subclass and nothing of the chain may be used.
     """
     folder = _Folder()
+    if now is not None:
+        folder.latest = now + MAX_CLOCK_SKEW_SECONDS
     for wire in statements:
         folder.apply(parse_statement(wire))
     if not folder.statements:
@@ -574,9 +595,13 @@ def _check_head(folder: _Folder, head: ChainHead) -> None:
         )
 
 
-def extend_chain(state: VerifiedTeamState, statements: Iterable[object]) -> VerifiedTeamState:
+def extend_chain(
+    state: VerifiedTeamState, statements: Iterable[object], *, now: int | None = None
+) -> VerifiedTeamState:
     """Verify ``statements`` as the continuation of an already verified ``state``."""
     folder = _Folder.from_state(state)
+    if now is not None:
+        folder.latest = now + MAX_CLOCK_SKEW_SECONDS
     for wire in statements:
         folder.apply(parse_statement(wire))
     return folder.freeze()

@@ -26,7 +26,7 @@ import msgspec
 
 from keymgmt import _primitives as prim
 from keymgmt import labels
-from keymgmt._encoding import b64d, b64e, canonical_json, lp, u64
+from keymgmt._encoding import b64d, b64e, canonical_json, decode_canonical, lp, u64
 from keymgmt.chain import VerifiedTeamState, epoch_key_commitment, vault_key_commitment
 from keymgmt.errors import IntegrityError, PolicyError
 from keymgmt.identity import Identity
@@ -193,7 +193,8 @@ def parse_keyring(wire: object) -> UnverifiedKeyring:
         if not isinstance(wire, Mapping) or set(wire) != {"body", "signature"}:
             raise ValueError("shape")  # noqa: TRY301 - folded into the one opaque error below
         body_bytes = str(wire["body"]).encode("utf-8")
-        return UnverifiedKeyring(_DECODER.decode(body_bytes), body_bytes, b64d(wire["signature"]))
+        body = decode_canonical(_DECODER, body_bytes)
+        return UnverifiedKeyring(body, body_bytes, b64d(wire["signature"]))
     except (ValueError, msgspec.DecodeError):
         log.debug("keyring rejected: malformed")
         raise IntegrityError from None

@@ -20,7 +20,16 @@ import msgspec
 
 from keymgmt import _primitives as prim
 from keymgmt import labels
-from keymgmt._encoding import HEX64_RE, b64d, b64e, canonical_json, lp, now_seconds, u64
+from keymgmt._encoding import (
+    HEX64_RE,
+    b64d,
+    b64e,
+    canonical_json,
+    decode_canonical,
+    lp,
+    now_seconds,
+    u64,
+)
 from keymgmt.chain import VerifiedTeamState
 from keymgmt.errors import IntegrityError, PolicyError, ShareError
 from keymgmt.identity import Identity
@@ -137,7 +146,8 @@ def parse_share(wire: object) -> UnverifiedShare:
         if not isinstance(wire, Mapping) or set(wire) != {"body", "signature"}:
             raise ValueError("shape")  # noqa: TRY301 - folded into the error below
         body_bytes = str(wire["body"]).encode("utf-8")
-        return UnverifiedShare(_DECODER.decode(body_bytes), body_bytes, b64d(wire["signature"]))
+        body = decode_canonical(_DECODER, body_bytes)
+        return UnverifiedShare(body, body_bytes, b64d(wire["signature"]))
     except (ValueError, msgspec.DecodeError):
         raise ShareError("the share is malformed") from None
 

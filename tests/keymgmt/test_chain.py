@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import msgspec
 import pytest
@@ -32,6 +33,7 @@ from keymgmt import (
     verify_chain,
 )
 from keymgmt.chain import (
+    MAX_CLOCK_SKEW_SECONDS,
     StatementBody,
     UnverifiedStatement,
     _sign,
@@ -182,6 +184,26 @@ def test_unauthorized_signer_is_refused(team: Team, signer: str, action: str) ->
     }
     with pytest.raises(ChainPermissionError):
         calls[action]()
+
+
+def test_only_an_owner_changes_the_policy(team: Team) -> None:
+    """The policy decides what leaves every member's machine in clear: an admin may not."""
+    with pytest.raises(ChainPermissionError, match="admin may not change policy"):
+        change_policy(team.state, signer=team.admin, metadata_policy="full", now=T0 + 9)
+    team.append(change_policy(team.state, signer=team.owner, metadata_policy="full", now=T0 + 9))
+    assert verify_chain(wire(team)).metadata_policy == "full"
+
+
+def test_a_statement_dated_in_the_future_is_refused(team: Team) -> None:
+    """Also on the client, not only on an honest server: beyond the skew, relative to ``now``."""
+    statements = wire(team)
+    last = team.state.last_time
+    assert verify_chain(statements, now=last - MAX_CLOCK_SKEW_SECONDS).head == team.state.head
+    with pytest.raises(ChainLinkError, match="dated in the future"):
+        verify_chain(statements, now=last - MAX_CLOCK_SKEW_SECONDS - 1)
+    with pytest.raises(ChainLinkError, match="dated in the future"):  # signing checks it too
+        rotate(team.state, signer=team.owner, new_epoch_key=team.rng(32),
+               now=int(time.time()) + 2 * MAX_CLOCK_SKEW_SECONDS)  # fmt: skip
 
 
 def test_last_owner_cannot_leave_or_be_demoted(team: Team) -> None:
@@ -454,7 +476,7 @@ def _random_chain(ops: list[str], seed: int) -> Team:
                     )
                 )
         elif op == "policy":
-            team.append(change_policy(state, signer=team.admin, metadata_policy="full", now=now))
+            team.append(change_policy(state, signer=team.owner, metadata_policy="full", now=now))
         else:
             team.append(rotate(state, signer=team.owner, new_epoch_key=rng(32), now=now))
     return team
