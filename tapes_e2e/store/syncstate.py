@@ -4,7 +4,7 @@ Two tables of our own (``e2e_`` prefix: ent's auto-migration leaves them alone, 
 reads them)::
 
     e2e_state(scope, key, value)      per vault: cursor, push_rowid, head, last_sync_at, last_result
-    e2e_remote(hash, vault, node_id)  nodes the server holds: pulled from it, or acknowledged by it
+    e2e_remote(vault, hash, node_id)  nodes a vault holds: pulled from it, or acknowledged by it
 
 **Finding what to push.** SQLite gives ``nodes`` rows rowids in commit order (one writer at a time;
 a child always commits after its parent), whoever inserts them: us, or Go tapes' proxy writing the
@@ -13,7 +13,8 @@ to the server. :meth:`SyncState.unpushed` reads the rows above it in one rowid r
 ``LIMIT``, skipping hashes in ``e2e_remote``; :meth:`SyncState.mark_pushed`, called only after the
 server acknowledged a batch, records the batch and moves the mark in one transaction. A crash
 between the two re-sends the batch, which the server answers with ``existing``; nothing is lost
-and nothing is stored twice (``nodes`` and ``e2e_remote`` are keyed by hash).
+and nothing is stored twice (``nodes`` is keyed by hash, ``e2e_remote`` by vault and hash, so a
+store that switches to another vault (``team_id``) pushes its history there too).
 
 **Storing what was pulled.** :meth:`SyncState.store_pulled` inserts a page of verified nodes
 (parents first), records them in ``e2e_remote`` and moves the pull cursor in one transaction:
@@ -37,6 +38,7 @@ above the largest rowid is detected and rescanned automatically.
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -61,6 +63,8 @@ __all__ = [
     "ensure_sync_tables",
 ]
 
+log = logging.getLogger("tapes.sync")
+
 # (table name, DDL). WITHOUT ROWID: both are looked up by their primary key only.
 SYNC_DDL: tuple[tuple[str, str], ...] = (
     (
@@ -73,8 +77,8 @@ SYNC_DDL: tuple[tuple[str, str], ...] = (
     (
         "e2e_remote",
         (
-            "CREATE TABLE IF NOT EXISTS e2e_remote (hash TEXT NOT NULL PRIMARY KEY, "
-            "vault TEXT NOT NULL, node_id TEXT NOT NULL) WITHOUT ROWID"
+            "CREATE TABLE IF NOT EXISTS e2e_remote (vault TEXT NOT NULL, hash TEXT NOT NULL, "
+            "node_id TEXT NOT NULL, PRIMARY KEY (vault, hash)) WITHOUT ROWID"
         ),
     ),
 )
@@ -92,7 +96,8 @@ PulledNode = tuple[Node, str]
 """(node, node_id) of a node pulled and verified."""
 
 _N_COLS = ", ".join(f"n.{c}" for c in SELECT_COLUMNS)
-_NOT_REMOTE = "NOT EXISTS (SELECT 1 FROM e2e_remote AS r WHERE r.hash = n.hash)"
+# Bound parameters in order: the rowid bound, then the vault (the server holds a node per vault).
+_NOT_REMOTE = "NOT EXISTS (SELECT 1 FROM e2e_remote AS r WHERE r.vault = ? AND r.hash = n.hash)"
 # A range scan of the rowid b-tree, one primary-key probe of e2e_remote per row, stopped by LIMIT.
 UNPUSHED_SQL = (
     f"SELECT n.rowid, {_N_COLS} FROM nodes AS n "
@@ -106,7 +111,8 @@ _UPSERT_STATE = (
     "ON CONFLICT (scope, key) DO UPDATE SET value = excluded.value"
 )
 _INSERT_REMOTE = (
-    "INSERT INTO e2e_remote (hash, vault, node_id) VALUES (?, ?, ?) ON CONFLICT (hash) DO NOTHING"
+    "INSERT INTO e2e_remote (hash, vault, node_id) VALUES (?, ?, ?) "
+    "ON CONFLICT (vault, hash) DO NOTHING"
 )
 
 
@@ -118,15 +124,37 @@ def ensure_sync_tables(engine: Engine) -> None:
     """
     names = tuple(name for name, _ in SYNC_DDL)
     marks = ", ".join("?" * len(names))
-    sql = f"SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN ({marks})"
+    sql = f"SELECT name, sql FROM sqlite_master WHERE type = 'table' AND name IN ({marks})"
     with engine.connect() as conn:
-        present = driver(conn).execute(sql, names).fetchone()[0]
-    if present == len(SYNC_DDL):
+        present = dict(driver(conn).execute(sql, names).fetchall())
+    old_remote = _OLD_REMOTE_KEY in (present.get("e2e_remote") or "")
+    if len(present) == len(SYNC_DDL) and not old_remote:
         return
     with write(engine) as conn:
         raw = driver(conn)
+        if old_remote:
+            _migrate_remote(raw)
         for _, ddl in SYNC_DDL:
             raw.execute(ddl)
+
+
+_OLD_REMOTE_KEY = "hash TEXT NOT NULL PRIMARY KEY"
+
+
+def _migrate_remote(raw: sqlite3.Connection) -> None:
+    """Inside the write transaction: ``e2e_remote`` keyed by hash alone (before 2026-12) becomes
+    keyed by (vault, hash), every row kept. A failure rolls the whole step back."""
+    raw.execute(SYNC_DDL[1][1].replace("e2e_remote", "e2e_remote_by_vault", 1))
+    raw.execute(
+        "INSERT INTO e2e_remote_by_vault (vault, hash, node_id) "
+        "SELECT vault, hash, node_id FROM e2e_remote"
+    )
+    raw.execute("DROP TABLE e2e_remote")
+    raw.execute("ALTER TABLE e2e_remote_by_vault RENAME TO e2e_remote")
+    log.warning(
+        "migrated the sync bookkeeping of this tapes database to per-vault records "
+        "(a node pushed to one vault is pushed to another one too)"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,13 +265,14 @@ class SyncState:
         """Up to ``limit`` nodes above the mark that the server does not hold, by rowid.
 
         ``after_rowid`` defaults to the vault's stored mark. One range query on the rowid b-tree
-        (parents come before children: a child is always inserted after its parent). A hash in
-        ``e2e_remote`` is skipped whichever vault it is recorded for: the server already holds it.
+        (parents come before children: a child is always inserted after its parent). A hash that
+        ``e2e_remote`` records for *this* vault is skipped: the vault already holds it (a node the
+        personal vault holds is still pushed to a team vault, and the other way round).
         """
         if after_rowid is None:
             after_rowid = self.push_rowid(vault)
         with self._engine.connect() as conn:
-            rows = driver(conn).execute(UNPUSHED_SQL, (after_rowid, limit)).fetchall()
+            rows = driver(conn).execute(UNPUSHED_SQL, (after_rowid, vault, limit)).fetchall()
         return [(int(row[0]), row_to_node(row[1:])) for row in rows]
 
     def mark_pushed(
@@ -298,7 +327,7 @@ class SyncState:
         with self._engine.connect() as conn:
             raw = driver(conn)
             mark = _stored_int(raw, vault, PUSH_ROWID)
-            return int(raw.execute(PENDING_SQL, (mark,)).fetchone()[0])
+            return int(raw.execute(PENDING_SQL, (mark, vault)).fetchone()[0])
 
     # --- pull --------------------------------------------------------------------------------
 
@@ -382,7 +411,7 @@ def _advance(raw: sqlite3.Connection, vault: str) -> int:
     mark = _stored_int(raw, vault, PUSH_ROWID)
     last = int(raw.execute(_MAX_ROWID_SQL).fetchone()[0])
     start = mark if mark <= last else 0
-    first = raw.execute(_FIRST_UNPUSHED_SQL, (start,)).fetchone()[0]
+    first = raw.execute(_FIRST_UNPUSHED_SQL, (start, vault)).fetchone()[0]
     target = last if first is None else int(first) - 1
     if target != mark:
         raw.execute(_UPSERT_STATE, (vault, PUSH_ROWID, str(target)))

@@ -507,3 +507,24 @@ def test_a_provider_opened_without_a_login_refuses_to_share(tmp_path: Path) -> N
         hybrid = HybridProvider(store, runner, background=False)
         with pytest.raises(ConfigError, match="cannot share sessions"):
             hybrid.share_session("0" * 64, "t_team", ShareOptions())
+
+
+def test_history_synced_to_the_personal_vault_follows_into_the_team(
+    team: Team, tapes: Tapes, client: TestClient[Any]
+) -> None:
+    """Switching a store to a team vault pushes what the personal vault already holds there too,
+    so that a session continued after the switch has its parents in the team vault."""
+    alice = team.home("alice")
+    before = record(alice, "written before the team", "and synced to the personal vault")
+    ok(tapes("alice", "storage", "sync"))
+    team.sync_into_team("alice", auto_share=False)
+    ok(tapes("alice", "storage", "sync"))
+    key = access_for(alice, client, team.id).content_keys().vault_id_key
+    held = {row.node_id for row in team_rows(client, team.id)}
+    assert {keymgmt.node_id(key, h) for h in before} <= held
+    with LocalProvider(alice / "tapes.sqlite") as store:
+        last = store.get(before[-1])
+    after = record(alice, "continued after the switch", parent=last)
+    ok(tapes("alice", "storage", "sync"))
+    held = {row.node_id for row in team_rows(client, team.id)}
+    assert keymgmt.node_id(key, after[0]) in held

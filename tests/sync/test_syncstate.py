@@ -5,6 +5,7 @@ in the middle of storing a pulled page."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import select
 import signal
@@ -139,17 +140,19 @@ def test_unpushed_walks_rowids_in_order_and_mark_pushed_moves_the_mark(
     state.mark_pushed(VAULT, [], 1)
     assert state.push_rowid(VAULT) == first[-1][0]
     # Another vault has its own mark.
-    assert state.pending_push_count(OTHER) == 7  # hashes known remotely are skipped for all
+    assert state.pending_push_count(OTHER) == 12  # what one vault holds, another still needs
 
 
 def test_unpushed_is_one_rowid_range_search(provider: LocalProvider, state: SyncState) -> None:
     provider.put_many(sessions(2, 3))
     with sqlite3.connect(provider.path) as conn:
         first_unpushed = syncstate_module._FIRST_UNPUSHED_SQL
-        for sql, params in ((UNPUSHED_SQL, (0, 10)), (PENDING_SQL, (0,)), (first_unpushed, (0,))):
+        queries = ((UNPUSHED_SQL, (0, VAULT, 10)), (PENDING_SQL, (0, VAULT)),
+                   (first_unpushed, (0, VAULT)))  # fmt: skip
+        for sql, params in queries:
             plan = [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params)]
             assert plan[0] == "SEARCH n USING INTEGER PRIMARY KEY (rowid>?)", plan
-            assert "SEARCH r USING PRIMARY KEY (hash=?)" in plan
+            assert "SEARCH r USING PRIMARY KEY (vault=? AND hash=?)" in plan
             assert not [step for step in plan if step.startswith("SCAN")]
             assert not [step for step in plan if "TEMP B-TREE" in step]  # no sort: rowid order
 
@@ -502,3 +505,42 @@ def test_a_pushed_batch_moves_the_cursor_only_when_it_follows_the_cursor_directl
     assert state.mark_pushed(VAULT, later, rest[-1][0], stored_seqs=(18, 22)) is None
     assert state.cursor(VAULT) == 15
     assert state.push_rowid(VAULT) == rest[-1][0]
+
+
+OLD_REMOTE_DDL = (
+    "CREATE TABLE e2e_remote (hash TEXT NOT NULL PRIMARY KEY, vault TEXT NOT NULL, "
+    "node_id TEXT NOT NULL) WITHOUT ROWID"
+)
+
+
+def test_a_store_keyed_by_hash_alone_migrates_in_place_keeping_every_row(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A store synced before records were per vault: its rows move to (vault, hash), once."""
+    path = tmp_path / "tapes.sqlite"
+    nodes = sessions(1, 3)
+    with LocalProvider(path) as store:
+        store.put_many(nodes)
+    with sqlite3.connect(path) as db:
+        db.execute("DROP TABLE IF EXISTS e2e_remote")
+        db.execute(OLD_REMOTE_DDL)
+        db.execute("CREATE TABLE IF NOT EXISTS e2e_state (scope TEXT NOT NULL, key TEXT NOT NULL, "
+                   "value TEXT NOT NULL, PRIMARY KEY (scope, key)) WITHOUT ROWID")  # fmt: skip
+        db.executemany(
+            "INSERT INTO e2e_remote (hash, vault, node_id) VALUES (?, ?, ?)",
+            [(n.hash, VAULT, f"id{i}") for i, n in enumerate(nodes)],
+        )
+    with caplog.at_level(logging.WARNING, logger="tapes.sync"), LocalProvider(path) as store:
+        state = SyncState(store)
+        assert "migrated the sync bookkeeping" in caplog.text
+        assert state.pending_push_count(VAULT) == 0  # the personal vault holds them
+        assert state.pending_push_count(OTHER) == 3  # another vault does not
+        assert state.remote_count(VAULT) == 3
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="tapes.sync"), LocalProvider(path) as store:
+        SyncState(store)
+        assert "migrated" not in caplog.text  # once
+    with sqlite3.connect(path) as db:
+        sql = db.execute("SELECT sql FROM sqlite_master WHERE name = 'e2e_remote'").fetchone()[0]
+        assert "PRIMARY KEY (vault, hash)" in sql
+        assert db.execute("SELECT count(*) FROM e2e_remote").fetchone()[0] == 3
