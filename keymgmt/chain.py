@@ -631,7 +631,8 @@ def _next(
     )
     statement = _sign(body, signer)
     try:
-        extend_chain(state, [statement])  # refuse to sign what verifiers would reject
+        # Refuse to sign what verifiers would reject, at the time the statement carries.
+        extend_chain(state, [statement], now=body.time)
     except ChainError:
         log.debug("refusing to sign an invalid %s statement", action)
         raise
@@ -671,7 +672,7 @@ def create_team(
         content_policy=content_policy,
     )
     statement = _sign(body, owner)
-    verify_chain([statement])
+    verify_chain([statement], now=body.time)
     return statement
 
 

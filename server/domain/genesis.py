@@ -77,7 +77,7 @@ def create_genesis(
         raise Conflict(_HAS_GENESIS)
     statement = _parse(data.statement, now)
     try:
-        state = verify_chain([statement], team=vault)
+        state = verify_chain([statement], team=vault, now=int(now.timestamp()))
     except ChainError as exc:
         raise BadRequest(f"the genesis statement does not verify: {exc}") from None
     if statement.body.signer != owner.fingerprint:

@@ -145,7 +145,7 @@ def share_session(
     if sharer is None:  # pragma: no cover - a principal always has a user
         raise NotFound(_NO_NODE)
     team = lock_team(db, team.id)
-    state = verified_state(db, team)
+    state = verified_state(db, team, now)
     try:
         verified = verify_share(
             msgspec.to_builtins(data.statement), state=state, now=int(now.timestamp())

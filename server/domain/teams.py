@@ -180,14 +180,15 @@ def _parse(wire: SignedWire, now: datetime) -> UnverifiedStatement:
     return statement
 
 
-def verified_state(db: Session, team: Team) -> VerifiedTeamState:
-    """The team's stored chain, verified with keymgmt (it was verified when appended)."""
+def verified_state(db: Session, team: Team, now: datetime) -> VerifiedTeamState:
+    """The team's stored chain, verified with keymgmt (it was verified when appended) at the
+    server's clock ``now``."""
     rows = db.scalars(
         select(ChainStatement.statement)
         .where(ChainStatement.team_id == team.id)
         .order_by(ChainStatement.seqno)
     ).all()
-    return verify_chain(rows, team=team.id)
+    return verify_chain(rows, team=team.id, now=int(now.timestamp()))
 
 
 def _head(state: VerifiedTeamState) -> ChainHeadOut:
@@ -357,7 +358,8 @@ def append_statements(
             "fetch it, verify it and sign again"
         )
     try:
-        extended = extend_chain(verified_state(db, team), statements)
+        state = verified_state(db, team, now)
+        extended = extend_chain(state, statements, now=int(now.timestamp()))
     except ChainError as exc:
         raise BadRequest(f"the team chain refuses this statement: {exc}") from None
     for st in statements:
@@ -445,7 +447,7 @@ def _create_team(db: Session, principal: Principal, data: TeamCreate, now: datet
     owner = _interactive_user(db, principal, "create teams")
     statement = _parse(data.statement, now)
     try:
-        state = verify_chain([statement], team=data.team_id)
+        state = verify_chain([statement], team=data.team_id, now=int(now.timestamp()))
     except ChainError as exc:
         raise BadRequest(f"the genesis statement does not verify: {exc}") from None
     if statement.body.signer != owner.fingerprint:
@@ -572,7 +574,7 @@ class TeamController(Controller):
         _team_manager(db, principal, team_id)
         team = lock_team(db, team_id)
         keyring = check_keyring(
-            data.keyring, verified_state(db, team), _caller(db, principal).fingerprint
+            data.keyring, verified_state(db, team, now), _caller(db, principal).fingerprint
         )
         store_keyring(db, team.id, keyring, now)
         recipients = sorted(keyring.body.recipients)
