@@ -31,7 +31,6 @@ from keymgmt import (
     extend_chain,
     generate_identity,
     metadata_digest,
-    node_id,
     open_node,
     project_metadata,
     read_key_file,
@@ -111,12 +110,10 @@ def bench_envelope(number: int) -> None:
 
     def seal() -> keymgmt.Envelope:
         return seal_node(
-            team="bench",
-            epoch=1,
-            epoch_key=epoch_key,
-            vault_id_key=vault,
+            state=state,
+            keys=keys,
             tapes_hash=tapes_hash,
-            parent_tapes_hash=None,
+            parent_id=None,
             body=body,
             metadata=metadata,
             author=rng_team.fingerprint,
@@ -147,8 +144,8 @@ def bench_envelope(number: int) -> None:
         metadata_digest(metadata)
 
     def ids() -> None:
-        node_id(vault, tapes_hash)
-        node_id(vault, tapes_hash)
+        keys.node_id(1, tapes_hash)
+        keys.node_id(1, tapes_hash)
 
     kw = {"repeat": 5, "number": number}
     t_raw = best_of(raw_aead, **kw)

@@ -59,6 +59,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -113,13 +114,16 @@ class SealingVault:
                 parent = None
             body = self.rng.randbytes(BODY)
             tapes_hash = hashlib.sha256((parent or "").encode() + b"|" + body).hexdigest()
+            keys = keymgmt.TeamKeys(self.vault_id, self.vault_key, {1: self.epoch_key})
+            # the server never verifies a chain position: a well-formed one does for load
+            position = SimpleNamespace(
+                team=self.vault_id, epoch=1, head=keymgmt.ChainHead(0, "0" * 64)
+            )
             envelope = keymgmt.seal_node(
-                team=self.vault_id,
-                epoch=1,
-                epoch_key=self.epoch_key,
-                vault_id_key=self.vault_key,
+                state=position,  # type: ignore[arg-type]
+                keys=keys,
                 tapes_hash=tapes_hash,
-                parent_tapes_hash=parent,
+                parent_id=None if parent is None else keys.node_id(1, parent),
                 body=body,
                 metadata=self.metadata,
                 author=self.author.fingerprint,

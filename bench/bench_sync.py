@@ -62,13 +62,14 @@ def encryption_off():  # type: ignore[no-untyped-def]
     """Bench only: seal = base64 of the body, open = decode it. Same sizes, no crypto."""
     real_seal, real_open = remote_sync.seal_envelope, remote_sync.open_envelope
 
-    def seal(node, *, state, keys, author):  # type: ignore[no-untyped-def]
+    def seal(node, *, state, keys, author, parent_id=None):  # type: ignore[no-untyped-def]
         body = envelopes.node_body(node)
-        key = keys.vault_id_key
-        parent = None if node.parent_hash is None else keymgmt.node_id(key, node.parent_hash)
+        if parent_id is None and node.parent_hash is not None:
+            parent_id = keys.node_id(state.epoch, node.parent_hash)
         return keymgmt.Envelope(
-            1, state.team, 1, keymgmt.node_id(key, node.hash), parent,
-            author.fingerprint, "node", {}, len(body), b"\0" * 24, body,
+            2, state.team, state.epoch, keys.node_id(state.epoch, node.hash), parent_id,
+            author.fingerprint, "node", {}, len(body), b"\0" * 24, body, None,
+            state.head.seqno, state.head.hash,
         )  # fmt: skip
 
     def open_(envelope, *, state, keys):  # type: ignore[no-untyped-def]

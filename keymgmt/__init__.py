@@ -75,6 +75,7 @@ from keymgmt.keyring import (
     TeamKeys,
     UnverifiedKeyring,
     new_key,
+    node_id_key,
     open_keyring,
     seal_keyring,
 )
@@ -172,6 +173,7 @@ __all__ = [
     "metadata_digest",
     "new_key",
     "node_id",
+    "node_id_key",
     "open_keyring",
     "open_node",
     "open_share_text",

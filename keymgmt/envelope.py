@@ -1,14 +1,22 @@
 """Node envelopes: what the server stores for each node (DESIGN §6, docs/crypto.md).
 
-* ``node_id = hex(HMAC-SHA256(vault id key, tapes hash))``; the parent is named by its node ID.
+* ``node_id = hex(HMAC-SHA256(id key of the node's epoch, tapes hash))``, the id key derived from
+  the epoch key (:func:`~keymgmt.keyring.node_id_key`), so it rotates with the epoch; the parent is
+  named by its own node ID, which may be under an older epoch's key (or a version-1 ID).
 * The body (the node as the client serialized it) is compressed with zstandard when that helps,
   framed and zero-padded to a Padmé length (at least 256 bytes), then sealed with
   XChaCha20-Poly1305 under the epoch key and a random 24-byte nonce.
-* The associated data binds protocol version, team, epoch, node ID, parent ID, author
-  fingerprint, record type, content mode, padded size and the digest of the clear metadata.
+* The associated data binds envelope version, team, epoch, node ID, parent ID, author
+  fingerprint, record type, content mode, padded size, the digest of the clear metadata and the
+  chain position the writer had verified (``at_seqno``, ``at_hash``). A reader refuses a record
+  whose position is not on its verified chain, whose epoch is not the one in force there, or
+  whose author was not a reader there.
 * Content policy ``omit`` (metadata only): no nonce, no ciphertext. There is no AEAD tag, so the
   author signs ``label || AD`` with Ed25519 instead; the signature is the record's only
   authenticator and anybody with the chain (viewers included) can check it.
+
+Version 1 envelopes (before 2026-12: IDs under the vault id key, no chain position) still open;
+only version 2 is sealed.
 
 Encrypted records carry no signature: the AEAD tag proves the record was made by a holder of the
 epoch key, and the ``author`` field is that holder's claim (see threat-model.md).
@@ -33,7 +41,7 @@ from keymgmt._encoding import HEX64_RE, b64d, b64e, lp, u64
 from keymgmt.chain import VerifiedTeamState
 from keymgmt.errors import IntegrityError, PolicyError
 from keymgmt.identity import FINGERPRINT_RE, Identity
-from keymgmt.keyring import TeamKeys
+from keymgmt.keyring import TeamKeys, node_id
 from keymgmt.metadata import MetadataValue, metadata_digest
 
 __all__ = [
@@ -61,11 +69,6 @@ Hasher = Callable[[bytes], tuple[str, str | None]]
 """Maps a decrypted body to ``(tapes_hash, parent_tapes_hash or None)``; supplied by the client."""
 
 
-def node_id(vault_id_key: bytes, tapes_hash: str) -> str:
-    """Lowercase hex HMAC-SHA256(vault id key, ASCII tapes hash): the ID the server sees."""
-    return prim.hmac_sha256(vault_id_key, tapes_hash.encode("ascii")).hex()
-
-
 def padded_length(n: int) -> int:
     """Padmé (Nikitin et al., PURBs 2019): at most ~12% overhead, leaks O(log log n) bits."""
     n = max(n, MIN_PADDED)
@@ -88,6 +91,8 @@ class _Wire(msgspec.Struct, forbid_unknown_fields=True):
     nonce: str | None
     ciphertext: str | None
     signature: str | None
+    at_seqno: int | None = None
+    at_hash: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +100,8 @@ class Envelope:
     """One stored record, as sent to and received from the server. Unverified by itself.
 
     ``to_dict`` gives plain JSON: IDs in lowercase hex, ``nonce``, ``ciphertext`` and
-    ``signature`` in unpadded base64url, ``None`` as ``null``.
+    ``signature`` in unpadded base64url, ``None`` as ``null``. ``at_seqno`` and ``at_hash``
+    (the writer's verified chain position) appear from version 2 on.
     """
 
     version: int
@@ -110,9 +116,11 @@ class Envelope:
     nonce: bytes | None
     ciphertext: bytes | None = field(repr=False)
     signature: bytes | None = None
+    at_seqno: int | None = None
+    at_hash: str | None = None
 
     def to_dict(self) -> dict[str, object]:
-        return {
+        wire: dict[str, object] = {
             "version": self.version,
             "team": self.team,
             "epoch": self.epoch,
@@ -126,6 +134,9 @@ class Envelope:
             "ciphertext": None if self.ciphertext is None else b64e(self.ciphertext),
             "signature": None if self.signature is None else b64e(self.signature),
         }
+        if self.version != labels.ENVELOPE_V1:
+            wire |= {"at_seqno": self.at_seqno, "at_hash": self.at_hash}
+        return wire
 
     @classmethod
     def from_dict(cls, data: object) -> Envelope:
@@ -135,7 +146,7 @@ class Envelope:
             return cls(
                 w.version, w.team, w.epoch, w.node_id, w.parent_id, w.author, w.record_type,
                 w.metadata, w.padded_size, _opt_b64(w.nonce), _opt_b64(w.ciphertext),
-                _opt_b64(w.signature),
+                _opt_b64(w.signature), w.at_seqno, w.at_hash,
             )  # fmt: skip
         except (msgspec.ValidationError, ValueError):
             raise _fail("malformed envelope") from None
@@ -165,9 +176,10 @@ class OpenedNode:
 
 
 def _ad(env: Envelope, digest: bytes) -> bytes:
+    at = None if env.at_seqno is None or env.at_hash is None else (env.at_seqno, env.at_hash)
     return _ad_of(
         (env.version, env.team, env.epoch, env.node_id, env.parent_id, env.author,
-         env.record_type), env.ciphertext is not None, env.padded_size, digest,
+         env.record_type), env.ciphertext is not None, env.padded_size, digest, at,
     )  # fmt: skip
 
 
@@ -176,9 +188,12 @@ def _ad_of(
     encrypted: bool,
     padded_size: int,
     digest: bytes,
+    at: tuple[int, str] | None,
 ) -> bytes:
-    """The associated data of a record with this header (the envelope's first seven fields)."""
+    """The associated data of a record with this header (the envelope's first seven fields);
+    from version 2 on it ends with the writer's chain position ``at``."""
     version, team, epoch, node, parent, author, record_type = header
+    position = b"" if at is None else u64(at[0]) + lp(at[1].encode())
     return b"".join(
         (
             labels.ENVELOPE_AD,
@@ -193,6 +208,7 @@ def _ad_of(
             b"\x01" if encrypted else b"\x00",
             u64(padded_size),
             digest,
+            position,
         )
     )
 
@@ -235,12 +251,10 @@ def _check_hash(value: str) -> str:
 
 def seal_node(
     *,
-    team: str,
-    epoch: int,
-    epoch_key: bytes | None,
-    vault_id_key: bytes,
+    state: VerifiedTeamState,
+    keys: TeamKeys,
     tapes_hash: str,
-    parent_tapes_hash: str | None,
+    parent_id: str | None,
     body: bytes | None,
     metadata: Mapping[str, MetadataValue],
     author: str,
@@ -248,24 +262,26 @@ def seal_node(
     signer: Identity | None = None,
     nonce: bytes | None = None,
 ) -> Envelope:
-    """Seal one node.
+    """Seal one node in the current epoch of the verified ``state``, at its head.
 
-    ``body`` is the serialized node; ``None`` means content policy ``omit`` (metadata only),
-    which needs ``signer`` (the author's :class:`~keymgmt.identity.Identity`) and no epoch key.
-    ``metadata`` comes from :func:`~keymgmt.metadata.project_metadata`. ``nonce`` is for test
-    vectors only; by default a fresh random 24-byte nonce is drawn.
+    The node is named under the epoch's node-ID key; ``parent_id`` is the parent's node ID as the
+    vault holds it (the caller knows it: the parent may have been sealed in an older epoch), or
+    None for a root. ``body`` is the serialized node; ``None`` means content policy ``omit``
+    (metadata only), which needs ``signer`` (the author's
+    :class:`~keymgmt.identity.Identity`). ``metadata`` comes from
+    :func:`~keymgmt.metadata.project_metadata`. ``nonce`` is for test vectors only; by default a
+    fresh random 24-byte nonce is drawn. There is no way to seal under an older epoch.
     """
     if record_type not in RECORD_TYPES:
         raise PolicyError(f"unknown record type {record_type!r}")
     if not FINGERPRINT_RE.fullmatch(author) or (signer and signer.fingerprint != author):
         raise PolicyError("author must be the signer's fingerprint")
-    if epoch < 1:
-        raise PolicyError("epochs start at 1")
-    parent = (
-        None if parent_tapes_hash is None else node_id(vault_id_key, _check_hash(parent_tapes_hash))
-    )
-    header = (labels.PROTOCOL_VERSION, team, epoch, node_id(vault_id_key, _check_hash(tapes_hash)),
-              parent, author, record_type)  # fmt: skip
+    if parent_id is not None and not HEX64_RE.fullmatch(parent_id):
+        raise PolicyError("a parent ID is 64 lowercase hex digits")
+    epoch, epoch_key = keys.sealing_key(state)
+    own_id = keys.node_id(epoch, _check_hash(tapes_hash))
+    header = (labels.ENVELOPE_VERSION, state.team, epoch, own_id, parent_id, author, record_type)
+    at = (state.head.seqno, state.head.hash)
     clear = dict(metadata)
     try:
         digest = metadata_digest(clear)
@@ -274,21 +290,19 @@ def seal_node(
     if body is None:
         if signer is None:
             raise PolicyError("a metadata-only record must be signed by its author")
-        ad = _ad_of(header, False, 0, digest)
+        ad = _ad_of(header, False, 0, digest, at)
         signature = signer.sign(labels.ENVELOPE_METADATA_SIGNATURE + ad)
-        return Envelope(*header, clear, 0, None, None, signature)
-    if epoch_key is None:
-        raise PolicyError("an encrypted record needs the epoch key")
+        return Envelope(*header, clear, 0, None, None, signature, *at)
     if len(body) > MAX_BODY_BYTES:
         raise PolicyError(f"node body exceeds {MAX_BODY_BYTES} bytes")
     padded = _frame(body)
     nonce = prim.random_bytes(prim.AEAD_NONCE_BYTES) if nonce is None else nonce
     try:
-        ad = _ad_of(header, True, len(padded), digest)
+        ad = _ad_of(header, True, len(padded), digest, at)
         ciphertext = prim.aead_encrypt(epoch_key, nonce, padded, ad)
     except prim.PrimitiveError:
         raise PolicyError("epoch key must be 32 bytes and nonce 24 bytes") from None
-    return Envelope(*header, clear, len(padded), nonce, ciphertext)
+    return Envelope(*header, clear, len(padded), nonce, ciphertext, None, *at)
 
 
 def _fail(reason: str) -> IntegrityError:
@@ -304,8 +318,10 @@ def _digest(env: Envelope) -> bytes:
 
 
 def _check_header(env: Envelope, state: VerifiedTeamState) -> None:
-    if env.version != labels.PROTOCOL_VERSION:
-        raise _fail("protocol version")
+    if env.version == labels.ENVELOPE_VERSION:
+        _check_position(env, state)
+    elif env.version != labels.ENVELOPE_V1 or env.at_seqno is not None or env.at_hash is not None:
+        raise _fail("envelope version")
     if env.team != state.team or env.record_type not in RECORD_TYPES:
         raise _fail("team or record type")
     if not HEX64_RE.fullmatch(env.node_id) or (
@@ -314,6 +330,20 @@ def _check_header(env: Envelope, state: VerifiedTeamState) -> None:
         raise _fail("malformed node id")
     if not state.was_writer(env.author, env.epoch):
         raise _fail("author was not a reader in that epoch")
+
+
+def _check_position(env: Envelope, state: VerifiedTeamState) -> None:
+    """A version-2 record names the chain position its writer had verified: it must be on this
+    reader's verified chain, the record's epoch must be the one in force there (an honest writer
+    seals under the newest epoch it verified), and the author must have been a reader there."""
+    seqno, at_hash = env.at_seqno, env.at_hash
+    if seqno is None or at_hash is None or not 0 <= seqno < len(state.checkpoints):
+        raise _fail("chain position missing or beyond the verified chain")
+    checkpoint = state.checkpoints[seqno]
+    if not prim.constant_time_equal(checkpoint.hash.encode(), at_hash.encode()):
+        raise _fail("chain position is not on the verified chain")
+    if checkpoint.epoch != env.epoch or env.author not in checkpoint.readers:
+        raise _fail("epoch or author does not match the writer's chain position")
 
 
 def verify_metadata_only(
@@ -368,7 +398,7 @@ def open_node(
         raise _fail("AEAD tag") from None
     body = _unframe(padded)
     tapes_hash, parent_hash = _rehash(hasher, body)
-    _check_ids(env, keys.vault_id_key, tapes_hash, parent_hash)
+    _check_ids(env, keys, tapes_hash, parent_hash)
     return OpenedNode(
         env.node_id, env.parent_id, env.author, env.epoch, env.record_type, env.metadata,
         body, tapes_hash, parent_hash,
@@ -386,19 +416,25 @@ def _rehash(hasher: Hasher, body: bytes) -> tuple[str, str | None]:
     return tapes_hash, parent_hash
 
 
-def _check_ids(
-    env: Envelope, vault_id_key: bytes, tapes_hash: str, parent_hash: str | None
-) -> None:
-    if not prim.constant_time_equal(
-        node_id(vault_id_key, tapes_hash).encode(), env.node_id.encode()
-    ):
+def _check_ids(env: Envelope, keys: TeamKeys, tapes_hash: str, parent_hash: str | None) -> None:
+    """The node ID must be the body's hash under the record's own epoch id key (version 1: the
+    vault id key); the parent ID must be the parent hash's ID under an epoch no later than the
+    record's, or its version-1 ID (the parent may have been sealed before a rotation)."""
+    own: bytes | None = keys.vault_id_key
+    parents = [keys.vault_id_key]
+    if env.version != labels.ENVELOPE_V1:
+        own = keys.id_key(env.epoch)
+        parents += [k for e in keys.epochs if e <= env.epoch and (k := keys.id_key(e))]
+    if own is None:
+        raise _fail("no key for that epoch")
+    if not prim.constant_time_equal(node_id(own, tapes_hash).encode(), env.node_id.encode()):
         raise _fail("node ID does not match the body")
     if parent_hash is None:
         if env.parent_id is not None:
             raise _fail("parent ID present but the body has no parent")
         return
-    expected = node_id(vault_id_key, parent_hash)
-    if env.parent_id is None or not prim.constant_time_equal(
-        expected.encode(), env.parent_id.encode()
+    if env.parent_id is None or not any(
+        prim.constant_time_equal(node_id(key, parent_hash).encode(), env.parent_id.encode())
+        for key in parents
     ):
         raise _fail("parent ID does not match the body")

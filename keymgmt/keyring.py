@@ -36,6 +36,8 @@ __all__ = [
     "TeamKeys",
     "UnverifiedKeyring",
     "new_key",
+    "node_id",
+    "node_id_key",
     "open_keyring",
     "parse_keyring",
     "seal_keyring",
@@ -81,13 +83,58 @@ class EpochKeys:
     vault_id_key: bytes = field(repr=False)
 
 
+def node_id(id_key: bytes, tapes_hash: str) -> str:
+    """Lowercase hex HMAC-SHA256(id key, ASCII tapes hash): the ID the server sees."""
+    return prim.hmac_sha256(id_key, tapes_hash.encode("ascii")).hex()
+
+
+def node_id_key(team: str, epoch: int, epoch_key: bytes) -> bytes:
+    """The key that names the nodes sealed in ``epoch``: HKDF-SHA256 of that epoch's key.
+
+    It changes with every epoch, so a member removed at a rotation, who keeps the vault id key
+    and the old epoch keys, cannot compute the ID of a node written after it and so cannot
+    confirm a guess of its content against the IDs the server shows. Dedup holds within an epoch.
+    """
+    return prim.hkdf_sha256(
+        epoch_key, salt=b"", info=labels.NODE_ID_KEY + lp(team.encode()) + u64(epoch)
+    )
+
+
 @dataclass(slots=True)
 class TeamKeys:
-    """All epoch keys a member holds for one team, plus the team's vault id key."""
+    """All epoch keys a member holds for one team, plus the team's vault id key.
+
+    The vault id key names the nodes of envelopes sealed before per-epoch IDs (version 1); every
+    envelope sealed now is named under its epoch's :func:`node_id_key`."""
 
     team: str
     vault_id_key: bytes = field(repr=False)
     epochs: dict[int, bytes] = field(default_factory=dict, repr=False)
+    _id_keys: dict[int, bytes] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def id_key(self, epoch: int) -> bytes | None:
+        """The node-ID key of ``epoch``, or None without that epoch's key."""
+        key = self._id_keys.get(epoch)
+        if key is None and epoch in self.epochs:
+            key = self._id_keys[epoch] = node_id_key(self.team, epoch, self.epochs[epoch])
+        return key
+
+    def node_id(self, epoch: int, tapes_hash: str) -> str:
+        """The ID of the node with ``tapes_hash`` sealed in ``epoch``."""
+        key = self.id_key(epoch)
+        if key is None:
+            raise PolicyError(f"no key for epoch {epoch} of team {self.team}")
+        return node_id(key, tapes_hash)
+
+    def node_ids(self, tapes_hash: str, *, up_to: int) -> list[str]:
+        """Every ID the node with ``tapes_hash`` can have in the vault if sealed no later than
+        epoch ``up_to``: one per epoch held, newest first, then its version-1 ID."""
+        ids = [
+            node_id(key, tapes_hash)
+            for epoch in sorted(self.epochs, reverse=True)
+            if epoch <= up_to and (key := self.id_key(epoch)) is not None
+        ]
+        return [*ids, node_id(self.vault_id_key, tapes_hash)]
 
     def add(self, keys: EpochKeys) -> None:
         if keys.team != self.team or not prim.constant_time_equal(

@@ -15,6 +15,8 @@ __all__ = [
     "CHAIN_SIGNATURE",
     "ENVELOPE_AD",
     "ENVELOPE_METADATA_SIGNATURE",
+    "ENVELOPE_V1",
+    "ENVELOPE_VERSION",
     "FINGERPRINT",
     "INVITE_ACCEPT",
     "INVITE_CHECKSUM",
@@ -26,6 +28,7 @@ __all__ = [
     "KEY_COMMITMENT_VAULT",
     "LOGIN_CHALLENGE",
     "NODE_ID",
+    "NODE_ID_KEY",
     "PROTOCOL_VERSION",
     "RECOVERY_KIT_AD",
     "SAFETY_NUMBER",
@@ -35,11 +38,16 @@ __all__ = [
 ]
 
 PROTOCOL_VERSION: Final = 1
+ENVELOPE_VERSION: Final = 2
+"""Node envelopes sealed today: node IDs keyed per epoch, the writer's chain position in the AD."""
+ENVELOPE_V1: Final = 1
+"""Envelopes sealed before 2026-12: node IDs under the vault id key; still opened, never sealed."""
 
 _PREFIX: Final = b"tapes-e2e/v1/"
 
 FINGERPRINT: Final = _PREFIX + b"fingerprint"
-NODE_ID: Final = _PREFIX + b"node-id"  # documentation only: node IDs are HMAC(vault key, hash)
+NODE_ID: Final = _PREFIX + b"node-id"  # documentation only: node IDs are HMAC(id key, hash)
+NODE_ID_KEY: Final = _PREFIX + b"node-id-key"  # HKDF info: an epoch's node-ID key
 ENVELOPE_AD: Final = _PREFIX + b"envelope-ad"
 ENVELOPE_METADATA_SIGNATURE: Final = _PREFIX + b"envelope-metadata-only-signature"
 CHAIN_SIGNATURE: Final = _PREFIX + b"chain-statement-signature"

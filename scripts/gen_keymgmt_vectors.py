@@ -23,6 +23,7 @@ import rfc8785
 
 from keymgmt import (
     Identity,
+    TeamKeys,
     VerifiedTeamState,
     accept_join,
     add_member,
@@ -32,6 +33,7 @@ from keymgmt import (
     generate_identity,
     labels,
     make_join_request,
+    node_id,
     project_metadata,
     remove_member,
     rotate,
@@ -143,6 +145,8 @@ def envelope_vectors(w: World) -> dict[str, Any]:
     nodes: list[dict[str, Any]] = []
     cases: list[dict[str, Any]] = []
 
+    keys = TeamKeys(TEAM, w.vault_id_key, {1: w.epoch_key})
+
     def seal(name: str, content: str, parent: str | None, **kw: Any) -> dict[str, Any]:
         body = node_body(content, parent)
         nodes.append(
@@ -153,12 +157,10 @@ def envelope_vectors(w: World) -> dict[str, Any]:
             }
         )
         args: dict[str, Any] = {
-            "team": TEAM,
-            "epoch": 1,
-            "epoch_key": w.epoch_key,
-            "vault_id_key": w.vault_id_key,
+            "state": w.state,
+            "keys": keys,
             "tapes_hash": node_hash(content, parent),
-            "parent_tapes_hash": parent,
+            "parent_id": None if parent is None else keys.node_id(1, parent),
             "body": body,
             "metadata": project_metadata("coarse", FIELDS),
             "author": w.people["member"].fingerprint,
@@ -182,12 +184,13 @@ def envelope_vectors(w: World) -> dict[str, Any]:
         "omitted",
         None,
         body=None,
-        epoch_key=None,
         signer=w.people["member"],
         nonce=None,
     )
     meta = cases[-1]["envelope"]
     other = dict(root)
+    v1_root = node_id(w.vault_id_key, node_hash("hello", None))
+    v1_parent = v1_root
 
     def neg(name: str, env: dict[str, Any]) -> None:
         cases.append({"name": name, "expect": "IntegrityError", "envelope": env})
@@ -203,7 +206,13 @@ def envelope_vectors(w: World) -> dict[str, Any]:
     neg("author is a viewer", dict(root, author=w.people["viewer"].fingerprint))
     neg("other team", dict(root, team="other-team"))
     neg("wrong epoch", dict(root, epoch=2))
-    neg("protocol version 2", dict(root, version=2))
+    neg("downgraded to version 1", dict(root, version=1, at_seqno=None, at_hash=None))
+    neg("chain position moved", dict(root, at_seqno=root["at_seqno"] - 1))
+    neg("chain position beyond the chain", dict(root, at_seqno=root["at_seqno"] + 1))
+    neg("chain position on another chain", dict(root, at_hash="0" * 64))
+    neg("chain position removed", dict(root, at_seqno=None, at_hash=None))
+    neg("parent named under the vault id key", dict(child, parent_id=v1_parent))
+    neg("node named under the vault id key", dict(root, node_id=v1_root))
     neg("record type confusion", dict(root, record_type="share"))
     neg("padded size altered", dict(root, padded_size=root["padded_size"] + 16))
     neg("ciphertext truncated", dict(root, ciphertext=root["ciphertext"][:-8]))
@@ -215,8 +224,10 @@ def envelope_vectors(w: World) -> dict[str, Any]:
     neg("metadata-only record, signature removed", dict(meta, signature=None))
     neg("malformed base64", dict(root, nonce="!!!"))
     return {
-        "description": "Node envelopes (docs/crypto.md). Open with the team keys below and a "
-        "hasher that maps each body in 'nodes' to its (tapes_hash, parent_tapes_hash).",
+        "description": "Node envelopes, version 2 (docs/crypto.md). Open with the team keys "
+        "below and a hasher that maps each body in 'nodes' to its (tapes_hash, "
+        "parent_tapes_hash). envelope-v1.json holds version-1 envelopes (sealed before "
+        "2026-12, frozen: nothing seals them any more), which must keep opening.",
         **w.header(),
         "keys": {"vault_id_key": w.vault_id_key.hex(), "epoch_keys": {"1": w.epoch_key.hex()}},
         "open_as": "member",

@@ -115,19 +115,23 @@ def seal_envelope(
     state: keymgmt.VerifiedTeamState,
     keys: keymgmt.TeamKeys,
     author: keymgmt.Identity,
+    parent_id: str | None = None,
 ) -> keymgmt.Envelope:
-    """Seal ``node`` for the team's current epoch under the team's content and metadata policy."""
+    """Seal ``node`` for the team's current epoch under the team's content and metadata policy.
+
+    ``parent_id`` is the parent's node ID where the vault holds it under another epoch's key
+    (the sync knows it from ``e2e_remote``); by default the parent is named as it would be
+    sealed now, which is right when it is pushed in this epoch (in the same batch, say)."""
     body, fields = body_and_fields(node)
     metadata = keymgmt.project_metadata(state.metadata_policy, fields)
     omit = state.content_policy == "omit"
-    epoch, epoch_key = (state.epoch, None) if omit else keys.sealing_key(state)
+    if node.parent_hash is not None and parent_id is None:
+        parent_id = keys.node_id(state.epoch, node.parent_hash)
     return keymgmt.seal_node(
-        team=state.team,
-        epoch=epoch,
-        epoch_key=epoch_key,
-        vault_id_key=keys.vault_id_key,
+        state=state,
+        keys=keys,
         tapes_hash=node.hash,
-        parent_tapes_hash=node.parent_hash,
+        parent_id=parent_id,
         body=None if omit else body,
         metadata=metadata,
         author=author.fingerprint,

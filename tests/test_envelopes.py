@@ -41,6 +41,16 @@ class Team:
         envelope = seal_envelope(node, state=self.state, keys=self.keys, author=self.owner)
         return envelope.to_dict()
 
+    def raw(
+        self, tapes_hash: str, parent_hash: str | None, *, state: Any = None, **kw: Any
+    ) -> dict[str, Any]:
+        """``keymgmt.seal_node`` straight, with whatever body and metadata the test chooses."""
+        state = state or self.state
+        parent_id = None if parent_hash is None else self.keys.node_id(state.epoch, parent_hash)
+        return keymgmt.seal_node(
+            state=state, keys=self.keys, tapes_hash=tapes_hash, parent_id=parent_id, **kw
+        ).to_dict()
+
     def open(self, envelope: dict[str, Any]) -> Node | MetadataRecord:
         return open_envelope(envelope, state=self.state, keys=self.keys)
 
@@ -85,12 +95,11 @@ def test_untrue_clear_metadata_is_refused() -> None:
     node = chain(["q", "a"])[1]
     lie = dict(clear_fields(node)) | {"total_tokens": 1}
     metadata = keymgmt.project_metadata("coarse", lie)
-    envelope = keymgmt.seal_node(
-        team="t_envelopes", epoch=1, epoch_key=team.epoch_key, vault_id_key=team.vault_key,
-        tapes_hash=node.hash, parent_tapes_hash=node.parent_hash,
+    envelope = team.raw(
+        node.hash, node.parent_hash,
         body=node_body(node),
         metadata=metadata, author=team.owner.fingerprint,
-    ).to_dict()  # fmt: skip
+    )  # fmt: skip
     with pytest.raises(keymgmt.IntegrityError):
         team.open(envelope)
 
@@ -112,11 +121,10 @@ def test_a_policy_change_leaves_history_readable(before: str, after: str) -> Non
     assert sealed_after["metadata"] == keymgmt.project_metadata(after, clear_fields(new[0]))  # type: ignore[arg-type]
     assert team.open(sealed_after) == new[0]
     lie = dict(clear_fields(new[0])) | {"total_tokens": 1}
-    forged = keymgmt.seal_node(
-        team="t_envelopes", epoch=1, epoch_key=team.epoch_key, vault_id_key=team.vault_key,
-        tapes_hash=new[0].hash, parent_tapes_hash=None, body=node_body(new[0]),
+    forged = team.raw(
+        new[0].hash, None, body=node_body(new[0]),
         metadata=keymgmt.project_metadata("full", lie), author=team.owner.fingerprint,
-    ).to_dict()  # fmt: skip
+    )  # fmt: skip
     with pytest.raises(keymgmt.IntegrityError):
         team.open(forged)
 
@@ -132,7 +140,7 @@ def test_a_node_written_under_an_epoch_after_its_end_is_refused() -> None:
     removed_at = int(datetime.now(UTC).timestamp())
     add = keymgmt.add_member(team.state, signer=team.owner, member=bob.public, role="member",
                              now=removed_at)  # fmt: skip
-    team.state = keymgmt.extend_chain(team.state, [add])
+    team.state = bobs_view = keymgmt.extend_chain(team.state, [add])
     new_key = keymgmt.new_key()
     removal = keymgmt.remove_member(team.state, signer=team.owner, member=bob.fingerprint,
                                     new_epoch_key=new_key, now=removed_at)  # fmt: skip
@@ -141,12 +149,11 @@ def test_a_node_written_under_an_epoch_after_its_end_is_refused() -> None:
 
     def by_bob(written: datetime) -> dict[str, Any]:
         node = dataclasses.replace(chain(["from bob"])[0], created_at=_go_time(written))
-        return keymgmt.seal_node(
-            team="t_envelopes", epoch=1, epoch_key=team.epoch_key, vault_id_key=team.vault_key,
-            tapes_hash=node.hash, parent_tapes_hash=None, body=node_body(node),
+        return team.raw(
+            node.hash, None, body=node_body(node),
             metadata=keymgmt.project_metadata("coarse", clear_fields(node)),
-            author=bob.fingerprint,
-        ).to_dict()  # fmt: skip
+            author=bob.fingerprint, state=bobs_view,
+        )  # fmt: skip
 
     removal_time = datetime.fromtimestamp(removed_at, UTC)
     assert isinstance(team.open(by_bob(removal_time - timedelta(minutes=30))), Node)
@@ -161,13 +168,12 @@ def test_a_body_whose_content_does_not_match_its_id_is_refused() -> None:
     team = Team()
     real, other = chain(["real"])[0], chain(["swapped in"])[0]
     forged = dataclasses.replace(other, hash=real.hash)  # claims the real node's hash
-    envelope = keymgmt.seal_node(
-        team="t_envelopes", epoch=1, epoch_key=team.epoch_key, vault_id_key=team.vault_key,
-        tapes_hash=real.hash, parent_tapes_hash=None,
+    envelope = team.raw(
+        real.hash, None,
         body=node_body(forged),
         metadata=keymgmt.project_metadata("coarse", clear_fields(forged)),
         author=team.owner.fingerprint,
-    ).to_dict()  # fmt: skip
+    )  # fmt: skip
     with pytest.raises(keymgmt.IntegrityError):
         team.open(envelope)
 

@@ -31,6 +31,7 @@ from server.domain.shares import record_shared_read
 from server.errors import BadRequest, Conflict, NotFound, PayloadTooLarge
 from server.openapi import get, post
 from tapes_e2e.protocol import (
+    ENVELOPE_VERSION,
     MAX_BATCH_BYTES,
     EnvelopeWire,
     NodeOut,
@@ -53,6 +54,11 @@ _decode = msgspec.json.Decoder(EnvelopeWire).decode
 
 
 def _check_envelope(vault: str, env: EnvelopeWire) -> None:
+    if env.version != ENVELOPE_VERSION or env.at_seqno is None or env.at_hash is None:
+        raise BadRequest(
+            f"envelope {env.node_id}: envelopes are stored in version {ENVELOPE_VERSION} "
+            "with the writer's chain position; upgrade the client"
+        )
     if env.team != vault:
         raise BadRequest(f"envelope {env.node_id} names vault {env.team!r}, not {vault!r}")
     if env.ciphertext is None:

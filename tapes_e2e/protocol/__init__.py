@@ -44,6 +44,8 @@ __all__ = [
 API_KEY_PREFIX = "tapes_"
 MAX_BATCH_NODES = 2000
 MAX_BATCH_BYTES = 16 * 1024 * 1024
+ENVELOPE_VERSION = 2
+"""The envelope version a server stores new nodes in (``keymgmt.labels.ENVELOPE_VERSION``)."""
 
 Hex64 = Annotated[str, Meta(pattern=r"^[0-9a-f]{64}$")]
 B64 = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]*$", max_length=48 * 1024 * 1024)]
@@ -164,6 +166,8 @@ class EnvelopeWire(_Strict, frozen=True):
     nonce: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{32}$")] | None
     ciphertext: B64 | None
     signature: Sig64 | None
+    at_seqno: Annotated[int, Meta(ge=0, le=2**31)] | None = None
+    at_hash: Hex64 | None = None
 
 
 class PushRequest(_Strict, frozen=True):

@@ -5,6 +5,10 @@ opened and verified on every read, exactly as a pull verifies them. ``get``/``ha
 /``depth`` are one request each (``ancestry`` uses the server's ancestry endpoint); ``list``,
 ``leaves`` and ``roots`` page through the vault (the server has no way to answer them for
 content it cannot read, beyond the keyed parent links).
+
+Node IDs are keyed per epoch, so a node's ID depends on the epoch it was sealed in: a node this
+provider has not seen yet is looked up under each ID it can have, the current epoch's first
+(one request when it was written in this epoch), and the ID found is remembered.
 """
 
 from __future__ import annotations
@@ -52,19 +56,40 @@ class CloudProvider(DelegatedSharing):
     def __init__(self, api: ApiClient, access: VaultAccess, trust: Trust) -> None:
         self.api, self.access, self.trust = api, access, trust
         self.identity = trust.identity
+        self._ids: dict[str, str] = {}  # tapes hash -> the node ID the vault holds it under
 
     @property
     def vault(self) -> str:
         return self.access.vault
 
+    def _fetch(self, node_hash: str) -> NodeOut:
+        """The vault's record of ``node_hash``, under whichever epoch's ID it was sealed."""
+        known = self._ids.get(node_hash)
+        keys = self.access.content_keys()
+        candidates = [known] if known else keys.node_ids(node_hash, up_to=self.access.state.epoch)
+        for node_id in candidates:
+            try:
+                item = self.api.node(node_id)
+            except RemoteError as exc:
+                if exc.status != 404:
+                    raise
+                continue
+            self._ids[node_hash] = node_id
+            return item
+        raise NodeNotFoundError(node_hash)
+
     def _node_id(self, node_hash: str) -> str:
-        return keymgmt.node_id(self.access.content_keys().vault_id_key, node_hash)
+        """The ID the vault holds ``node_hash`` under (``NodeNotFoundError`` if it holds none)."""
+        if node_hash not in self._ids:
+            self._fetch(node_hash)
+        return self._ids[node_hash]
 
     def _open(self, item: NodeOut) -> Node:
         wire = msgspec.structs.asdict(item.envelope)
         opened = open_envelope(wire, state=self.access.state, keys=self.access.content_keys())
         if isinstance(opened, MetadataRecord):
             raise InvalidNodeError("this vault keeps metadata only: there is no content to read")
+        self._ids[opened.hash] = item.envelope.node_id
         return opened
 
     def put(self, node: Node) -> bool:
@@ -82,21 +107,27 @@ class CloudProvider(DelegatedSharing):
         return self._push(node)
 
     def _push(self, node: Node) -> bool:
+        parent_id = None
+        if node.parent_hash is not None:
+            try:
+                parent_id = self._node_id(node.parent_hash)
+            except NodeNotFoundError:
+                raise MissingParentError(f"parent {node.parent_hash} is not stored") from None
         envelope = seal_envelope(
-            node, state=self.access.state, keys=self.access.content_keys(), author=self.identity
-        )
+            node, state=self.access.state, keys=self.access.content_keys(), author=self.identity,
+            parent_id=parent_id,
+        )  # fmt: skip
         try:
             result = self.api.push(self.vault, [envelope.to_dict()])
         except RemoteError as exc:
             if "push parents before children" in exc.message:
                 raise MissingParentError(f"parent {node.parent_hash} is not stored") from exc
             raise
+        self._ids[node.hash] = envelope.node_id
         return envelope.node_id in result.stored
 
     def get(self, node_hash: str) -> Node:
-        with _absent_as_not_found(node_hash):
-            item = self.api.node(self._node_id(node_hash))
-        node = self._open(item)
+        node = self._open(self._fetch(node_hash))
         if node.hash != node_hash:  # pragma: no cover - open_envelope checked the keyed id
             raise keymgmt.IntegrityError()
         return node
@@ -109,8 +140,9 @@ class CloudProvider(DelegatedSharing):
         return True
 
     def ancestry(self, node_hash: str) -> builtins.list[Node]:
+        node_id = self._node_id(node_hash)
         with _absent_as_not_found(node_hash):
-            items = self.api.ancestry(self._node_id(node_hash))
+            items = self.api.ancestry(node_id)
         path = [self._open(item) for item in items]
         expected: str | None = node_hash
         for node in path:  # a server cannot splice another chain in: each must be the parent

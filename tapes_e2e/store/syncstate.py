@@ -40,7 +40,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -380,6 +380,19 @@ class SyncState:
                 return int(raw.execute("SELECT count(*) FROM e2e_remote").fetchone()[0])
             sql = "SELECT count(*) FROM e2e_remote WHERE vault = ?"
             return int(raw.execute(sql, (vault,)).fetchone()[0])
+
+    def remote_ids(self, vault: str, hashes: Iterable[str]) -> dict[str, str]:
+        """The node ID ``vault`` holds each of ``hashes`` under, for those it holds (an ID keyed
+        by the epoch the node was sealed in, which a child sealed later must name)."""
+        wanted, found = sorted(set(hashes)), dict[str, str]()
+        with self._engine.connect() as conn:
+            raw = driver(conn)
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start : start + 500]
+                marks = ", ".join("?" * len(chunk))
+                sql = f"SELECT hash, node_id FROM e2e_remote WHERE vault = ? AND hash IN ({marks})"
+                found.update((str(h), str(i)) for h, i in raw.execute(sql, (vault, *chunk)))
+        return found
 
     def remote_hashes(self, vault: str) -> set[str]:
         """The hashes recorded for ``vault`` (a full read: for tests and repair tools)."""

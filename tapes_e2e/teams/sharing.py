@@ -47,7 +47,9 @@ log = logging.getLogger("tapes.teams")
 def push_session(api: ApiClient, access: VaultAccess, identity: keymgmt.Identity,
                  path: Sequence[Node]) -> None:  # fmt: skip
     """Push a session (``path`` from root to leaf) into the team vault, sealed for its current
-    epoch and policy. Idempotent: nodes the vault holds are answered ``existing``."""
+    epoch and policy, each node naming its parent as sealed in this epoch. Idempotent within an
+    epoch: nodes the vault holds are answered ``existing`` (after a rotation the path is stored
+    once more under the new epoch's IDs, since IDs are keyed per epoch)."""
     keys = access.content_keys()
     for start in range(0, len(path), MAX_BATCH_NODES):
         batch = path[start : start + MAX_BATCH_NODES]
@@ -75,7 +77,7 @@ def share_session(
         access = open_team(api, team, identity, dotdir)
         push_session(api, access, identity, path)
     keys = access.content_keys()
-    leaf_id = keymgmt.node_id(keys.vault_id_key, path[-1].hash)
+    leaf_id = keys.node_id(access.state.epoch, path[-1].hash)
     share = keymgmt.create_share(
         state=access.state, keys=keys, sharer=identity, leaf_id=leaf_id, title=title, note=note,
         expires_at=int(expires_at.timestamp()) if expires_at is not None else None,
@@ -95,17 +97,21 @@ def share_session(
 def unshare_session(
     api: ApiClient, identity: keymgmt.Identity, dotdir: Path, team: str, leaf_hash: str
 ) -> None:
-    """Withdraw the share of the session whose leaf is ``leaf_hash``."""
-    keys = open_team(api, team, identity, dotdir).content_keys()
-    try:
-        api.unshare(keymgmt.node_id(keys.vault_id_key, leaf_hash), team)
-    except RemoteError as exc:
-        if exc.status == 404:
-            raise TeamError(
-                f"session {leaf_hash[:12]} is not shared with team {team}",
-                hint=f"list the shares with `tapes session shared --team {team}`",
-            ) from None
-        raise
+    """Withdraw the share of the session whose leaf is ``leaf_hash`` (the leaf may be named
+    under any epoch's key it was shared in: each ID it can have is tried, newest first)."""
+    access = open_team(api, team, identity, dotdir)
+    for leaf_id in access.content_keys().node_ids(leaf_hash, up_to=access.state.epoch):
+        try:
+            api.unshare(leaf_id, team)
+        except RemoteError as exc:
+            if exc.status != 404:
+                raise
+        else:
+            return
+    raise TeamError(
+        f"session {leaf_hash[:12]} is not shared with team {team}",
+        hint=f"list the shares with `tapes session shared --team {team}`",
+    )
 
 
 @dataclass(frozen=True)

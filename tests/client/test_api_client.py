@@ -332,8 +332,8 @@ def test_genesis_then_a_second_machine_verifies_opens_and_reads(client: Http, cl
     )
     body = _body(None, "hello")
     sealed = keymgmt.seal_node(
-        team=vault_id, epoch=1, epoch_key=epoch_key, vault_id_key=vault_key,
-        tapes_hash=hashlib.sha256(body).hexdigest(), parent_tapes_hash=None, body=body,
+        state=state, keys=keymgmt.TeamKeys(vault_id, vault_key, {1: epoch_key}),
+        tapes_hash=hashlib.sha256(body).hexdigest(), parent_id=None, body=body,
         metadata=keymgmt.project_metadata("coarse", {"model": "m"}), author=identity.fingerprint,
     )  # fmt: skip
     api.push(vault_id, [sealed.to_dict()])

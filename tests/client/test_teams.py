@@ -179,7 +179,7 @@ def test_shared_sessions_reach_the_team_bit_for_bit_and_unshared_ones_do_not(
     assert {s["shared_by"] for s in listed} == {fingerprint(alice)}
     # the server refuses Bob the unshared session's nodes
     keys = access_for(bob, client, team.id).content_keys()
-    secret_id = keymgmt.node_id(keys.vault_id_key, private[-1])
+    secret_id = keys.node_id(1, private[-1])
     refused = tapes_get(bob, client, f"/api/v1/nodes/{secret_id}")
     assert refused == 404
     # auto-share is idempotent: another sync shares nothing twice, and an extended leaf is shared
@@ -236,8 +236,11 @@ def test_after_removal_new_content_is_under_an_epoch_the_removed_member_lacks(
     after = record(alice, "after the removal", "secret plans")
     ok(tapes("alice", "storage", "sync"))
     rows = {r.node_id: r for r in team_rows(client, team.id)}
-    new_ids = {keymgmt.node_id(bobs_keys.vault_id_key, h) for h in after}
+    alices_keys = access_for(alice, client, team.id).content_keys()
+    new_ids = {alices_keys.node_id(2, h) for h in after}
     assert {rows[i].epoch for i in new_ids} == {2}
+    # Bob cannot name them: no ID his keys give for content he might guess is one the vault holds
+    assert not {i for h in after for i in bobs_keys.node_ids(h, up_to=99)} & set(rows)
     assert 2 not in bobs_keys.epochs
     shown = json.loads(ok(tapes("alice", "team", "show", team.id, "--json")))
     assert (shown["epoch"], len(shown["members"])) == (2, 1)
@@ -344,7 +347,8 @@ def test_the_cloud_provider_and_share_follow_a_removal_they_missed(
     monkeypatch.setattr(sharing, "open_team", lambda *args: next(opened, None) or real_open(*args))
     shared = chain(["shared after the removal"])
     sharing.share_session(api_for(alice, client), identity, alice, team.id, shared)
-    ids = {keymgmt.node_id(stale.content_keys().vault_id_key, n.hash) for n in nodes + shared}
+    fresh = access_for(alice, client, team.id).content_keys()
+    ids = {fresh.node_id(2, n.hash) for n in nodes + shared}
     assert {r.epoch for r in team_rows(client, team.id) if r.node_id in ids} == {2}
 
 
@@ -519,12 +523,12 @@ def test_history_synced_to_the_personal_vault_follows_into_the_team(
     ok(tapes("alice", "storage", "sync"))
     team.sync_into_team("alice", auto_share=False)
     ok(tapes("alice", "storage", "sync"))
-    key = access_for(alice, client, team.id).content_keys().vault_id_key
+    keys = access_for(alice, client, team.id).content_keys()
     held = {row.node_id for row in team_rows(client, team.id)}
-    assert {keymgmt.node_id(key, h) for h in before} <= held
+    assert {keys.node_id(1, h) for h in before} <= held
     with LocalProvider(alice / "tapes.sqlite") as store:
         last = store.get(before[-1])
     after = record(alice, "continued after the switch", parent=last)
     ok(tapes("alice", "storage", "sync"))
     held = {row.node_id for row in team_rows(client, team.id)}
-    assert keymgmt.node_id(key, after[0]) in held
+    assert keys.node_id(1, after[0]) in held

@@ -69,12 +69,12 @@ def test_kill_9_of_the_server_during_a_push_converges(
     with sqlite3.connect(database) as db:
         stored = [row[0] for row in db.execute("SELECT node_id FROM nodes ORDER BY seq")]
         seqs = [row[0] for row in db.execute("SELECT seq FROM nodes ORDER BY seq")]
-    expected = {keymgmt.node_id(runner_key(home, api, session.personal_vault, who), n.hash)
-                for n in nodes}  # fmt: skip
+    keys = runner_keys(home, api, session.personal_vault, who)
+    expected = {keys.node_id(1, n.hash) for n in nodes}
     assert len(stored) == len(set(stored)) == len(nodes)  # nothing lost, nothing twice
     assert set(stored) == expected
     assert seqs == list(range(1, len(nodes) + 1))  # no gap, no duplicate sequence number
 
 
-def runner_key(home: Path, api: ApiClient, vault: str, who: keymgmt.Identity) -> bytes:
-    return account.open_vault(api, vault, Trust(home, who, vault)).content_keys().vault_id_key
+def runner_keys(home: Path, api: ApiClient, vault: str, who: keymgmt.Identity) -> keymgmt.TeamKeys:
+    return account.open_vault(api, vault, Trust(home, who, vault)).content_keys()

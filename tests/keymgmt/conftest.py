@@ -11,6 +11,7 @@ import pytest
 import rfc8785
 
 from keymgmt import (
+    Envelope,
     Identity,
     TeamKeys,
     VerifiedTeamState,
@@ -19,6 +20,7 @@ from keymgmt import (
     generate_identity,
     open_keyring,
     seal_keyring,
+    seal_node,
     verify_chain,
 )
 from keymgmt.chain import UnverifiedStatement, extend_chain
@@ -82,9 +84,41 @@ class Team:
             open_keyring(ring.to_dict(), state=self.state, identity=who)
         )
 
+    def state_at(self, seqno: int) -> VerifiedTeamState:
+        """The verified chain as it stood right after statement ``seqno``."""
+        return verify_chain(self.statements[: seqno + 1])
+
     def append(self, statement: UnverifiedStatement) -> None:
         self.statements.append(statement)
         self.state = extend_chain(self.state, [statement])
+
+
+def seal_in(
+    team: Team,
+    content: str,
+    parent: str | None,
+    *,
+    state: VerifiedTeamState | None = None,
+    epoch_key: bytes | None = None,
+    vault_id_key: bytes | None = None,
+    **kw: object,
+) -> Envelope:
+    """Seal a node as a holder of ``epoch_key`` (default: the team's first) whose verified chain
+    is ``state`` (default: the team's now), its parent named as sealed in the same epoch."""
+    state = state or team.state
+    keys = TeamKeys(
+        team.team, vault_id_key or team.vault_id_key, {state.epoch: epoch_key or team.epoch_key}
+    )
+    args: dict[str, object] = {
+        "state": state,
+        "keys": keys,
+        "tapes_hash": tapes_hash_of(content, parent),
+        "parent_id": None if parent is None else keys.node_id(state.epoch, parent),
+        "body": make_body(content, parent),
+        "author": team.member.fingerprint,
+    }
+    args.update(kw)
+    return seal_node(**args)  # type: ignore[arg-type]
 
 
 def build_team(seed: str = "team") -> Team:

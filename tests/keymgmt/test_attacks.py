@@ -7,6 +7,7 @@ ids of these tests are the ones threat-model.md cites.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import hashlib
 import json
 import random
@@ -35,7 +36,6 @@ from keymgmt import (
     add_member,
     generate_identity,
     new_key,
-    node_id,
     open_keyring,
     open_node,
     project_metadata,
@@ -44,7 +44,6 @@ from keymgmt import (
     rotate,
     safety_number,
     seal_keyring,
-    seal_node,
     verify_chain,
 )
 from keymgmt import _primitives as prim
@@ -53,25 +52,14 @@ from keymgmt.chain import StatementBody, UnverifiedStatement, _sign, chain_to_wi
 from keymgmt.keyring import _seal_ad
 from keymgmt.keystore import TEST_KDF
 
-from .conftest import T0, DetRng, Team, build_team, hasher, make_body, tapes_hash_of
+from .conftest import T0, DetRng, Team, build_team, hasher, make_body, seal_in, tapes_hash_of
 
 KEYMGMT = Path(__file__).resolve().parents[2] / "keymgmt"
 
 
 def seal(team: Team, content: str, parent: str | None = None, **kw: Any) -> Envelope:
-    args: dict[str, Any] = {
-        "team": team.team,
-        "epoch": team.state.epoch,
-        "epoch_key": team.epoch_key,
-        "vault_id_key": team.vault_id_key,
-        "tapes_hash": tapes_hash_of(content, parent),
-        "parent_tapes_hash": parent,
-        "body": make_body(content, parent),
-        "metadata": project_metadata("coarse", {"model": "m", "total_tokens": 5}),
-        "author": team.member.fingerprint,
-    }
-    args.update(kw)
-    return seal_node(**args)
+    args = {"metadata": project_metadata("coarse", {"model": "m", "total_tokens": 5})}
+    return seal_in(team, content, parent, **(args | kw))
 
 
 def opens(team: Team, env: object, keys: TeamKeys) -> bool:
@@ -225,7 +213,7 @@ def test_attack_05_rotation_cannot_be_omitted_after_removal(team: Team) -> None:
     with pytest.raises(IntegrityError):
         open_keyring(ring, state=team.state, identity=team.member)
     new_nodes = [
-        seal(team, f"after removal {i}", epoch=2, epoch_key=key2, author=team.owner.fingerprint)
+        seal(team, f"after removal {i}", epoch_key=key2, author=team.owner.fingerprint)
         for i in range(20)
     ]
     assert sum(opens(team, env, removed_keys) for env in new_nodes) == 0
@@ -286,7 +274,7 @@ def test_attack_07_node_injection(team: Team) -> None:
     assert not opens(team, dict(foreign.to_dict(), team=team.team), keys)
     # a genuine node replayed into another session (other parent) or under another node ID
     genuine = seal(team, "child", tapes_hash_of("root-a", None)).to_dict()
-    replayed = dict(genuine, parent_id=node_id(team.vault_id_key, tapes_hash_of("root-b", None)))
+    replayed = dict(genuine, parent_id=keys.node_id(1, tapes_hash_of("root-b", None)))
     assert not opens(team, replayed, keys)
 
 
@@ -459,16 +447,38 @@ def test_attack_15_no_content_confirmation_via_ids(team: Team) -> None:
         assert digest not in stored
 
 
-def test_attack_15_node_ids_are_keyed_by_the_vault(team: Team) -> None:
-    """The same node gets unrelated IDs under two vault id keys, and an ID is the keyed HMAC of
-    its own vault's key: nobody without that key can compute (and so confirm) it."""
+def test_attack_15_node_ids_are_keyed_by_the_epoch(team: Team) -> None:
+    """The same node gets unrelated IDs under two teams' keys, and an ID is the keyed HMAC under
+    its epoch's node-ID key: nobody without that epoch's key can compute (and so confirm) it."""
     guess = "You are Claude Code, Anthropic's official CLI"
-    other_key = keymgmt.new_key()
     mine = seal(team, guess).node_id
-    theirs = seal(team, guess, vault_id_key=other_key).node_id
+    theirs = seal(team, guess, epoch_key=keymgmt.new_key()).node_id
     assert mine != theirs
-    assert mine == keymgmt.node_id(team.vault_id_key, tapes_hash_of(guess, None))
-    assert mine != keymgmt.node_id(bytes(32), tapes_hash_of(guess, None))
+    id_key = keymgmt.node_id_key(team.team, 1, team.epoch_key)
+    assert mine == keymgmt.node_id(id_key, tapes_hash_of(guess, None))
+    assert mine != keymgmt.node_id(team.vault_id_key, tapes_hash_of(guess, None))
+
+
+def test_attack_15_a_removed_member_cannot_confirm_a_guess_written_after_the_removal(
+    team: Team,
+) -> None:
+    """The member keeps the vault id key and epoch 1's key; after the removal the owner writes
+    the content the member guesses. No ID the member can compute matches the stored one."""
+    guess = "the launch date is 2027-03-01"
+    removed_keys = team.keys_for(team.member)
+    key2 = keymgmt.new_key()
+    team.append(
+        remove_member(
+            team.state, signer=team.owner, member=team.member.fingerprint, new_epoch_key=key2,
+            now=T0 + 10,
+        )
+    )  # fmt: skip
+    written = seal(team, guess, epoch_key=key2, author=team.owner.fingerprint)
+    computable = removed_keys.node_ids(tapes_hash_of(guess, None), up_to=99)
+    assert written.node_id not in computable
+    # ...while within one epoch the same content keeps one ID (dedup)
+    again = seal(team, guess, epoch_key=key2, author=team.owner.fingerprint)
+    assert again.node_id == written.node_id
 
 
 # 16 ------------------------------------------------------------------------------------------
@@ -486,6 +496,8 @@ def test_attack_16_team_key_holders_can_decrypt_any_vault_node(team: Team) -> No
 # 17 ------------------------------------------------------------------------------------------
 ENVELOPE_FIELDS = {
     "version",
+    "at_seqno",
+    "at_hash",
     "team",
     "epoch",
     "node_id",
@@ -551,3 +563,32 @@ def test_length_leakage_is_bucketed(team: Team) -> None:
     assert len(set(sizes)) <= 2
     big = seal(team, "".join(chr(33 + (i * 7919) % 90) for i in range(50_000)))
     assert big.padded_size <= 1.12 * (len(make_body("x" * 50_000, None)) + 5)
+
+
+# W -------------------------------------------------------------------------------------------
+def test_attack_w_a_writer_who_saw_the_rotation_cannot_seal_under_the_old_epoch(
+    team: Team,
+) -> None:
+    """A record claiming a chain position after a rotation but sealed under the epoch before it
+    (a removed member's old key, or a client that ignored what it verified) is refused, though
+    its AEAD and every other check pass."""
+    keys = team.keys_for(team.member)
+    team.append(rotate(team.state, signer=team.owner, new_epoch_key=new_key(), now=T0 + 10))
+    keys.epochs[2] = bytes(32)  # never used: the record below is under epoch 1
+    stale = dataclasses.replace(team.state, epoch=1)  # the head after the rotation, epoch 1
+    forged = seal(team, "late under epoch 1", state=stale)
+    assert forged.at_seqno == team.state.head.seqno
+    assert forged.epoch == 1
+    assert not opens(team, forged.to_dict(), keys)
+    honest = seal(team, "early under epoch 1", state=team.state_at(team.state.head.seqno - 1))
+    assert opens(team, honest.to_dict(), keys)
+
+
+def test_attack_w_a_writer_must_have_been_a_reader_at_the_position_it_claims(team: Team) -> None:
+    """The member claims the genesis position, before it was added; refused though its key,
+    its epoch and its AEAD are all right."""
+    keys = team.keys_for(team.member)
+    early = seal(team, "from before I joined", state=team.state_at(0))
+    assert early.at_seqno == 0
+    assert not opens(team, early.to_dict(), keys)
+    assert opens(team, seal(team, "now", state=team.state).to_dict(), keys)

@@ -21,13 +21,14 @@ from keymgmt import (
     open_node,
     project_metadata,
     remove_member,
+    rotate,
     seal_node,
     verify_metadata_only,
 )
 from keymgmt._encoding import b64d, b64e
 from keymgmt.envelope import MIN_PADDED, _frame, _unframe, padded_length
 
-from .conftest import T0, Team, build_team, hasher, make_body, tapes_hash_of
+from .conftest import T0, Team, build_team, hasher, make_body, seal_in, tapes_hash_of
 
 FIELDS = {
     "model": "claude-sonnet-4",
@@ -45,20 +46,8 @@ NONCE = bytes(range(24))
 
 
 def seal(team: Team, content: str = "hello", parent: str | None = None, **kw: Any) -> Envelope:
-    args: dict[str, Any] = {
-        "team": team.team,
-        "epoch": team.state.epoch,
-        "epoch_key": team.epoch_key,
-        "vault_id_key": team.vault_id_key,
-        "tapes_hash": tapes_hash_of(content, parent),
-        "parent_tapes_hash": parent,
-        "body": make_body(content, parent),
-        "metadata": project_metadata("coarse", FIELDS),
-        "author": team.member.fingerprint,
-        "nonce": NONCE,
-    }
-    args.update(kw)
-    return seal_node(**args)
+    args: dict[str, Any] = {"metadata": project_metadata("coarse", FIELDS), "nonce": NONCE}
+    return seal_in(team, content, parent, **(args | kw))
 
 
 def open_(team: Team, env: object, keys: TeamKeys | None = None) -> Any:
@@ -79,7 +68,7 @@ def test_round_trip_through_json(team: Team) -> None:
     assert opened.body == make_body("child " * 200, parent)
     assert opened.tapes_hash == tapes_hash_of("child " * 200, parent)
     assert opened.parent_tapes_hash == parent
-    assert opened.parent_id == node_id(team.vault_id_key, parent)
+    assert opened.parent_id == team.keys_for(team.member).node_id(1, parent)
     assert opened.metadata == env.metadata
     assert "secret-project" not in json.dumps(wire)  # coarse drops project
 
@@ -106,7 +95,7 @@ def test_incompressible_body_is_stored_raw(team: Team) -> None:
 
 
 def test_metadata_only_record_has_no_ciphertext_and_is_signed(team: Team) -> None:
-    env = seal(team, body=None, epoch_key=None, signer=team.member)
+    env = seal(team, body=None, signer=team.member)
     wire = env.to_dict()
     assert wire["ciphertext"] is None
     assert wire["nonce"] is None
@@ -129,9 +118,8 @@ def test_metadata_only_record_has_no_ciphertext_and_is_signed(team: Team) -> Non
     [
         {"record_type": "share"},
         {"author": "nobody"},
-        {"epoch": 0},
-        {"body": None, "signer": None, "epoch_key": None},
-        {"epoch_key": None},
+        {"parent_id": "not-a-node-id"},
+        {"body": None, "signer": None},
         {"epoch_key": b"short"},
         {"tapes_hash": "é"},
     ],
@@ -143,7 +131,7 @@ def test_seal_refuses_bad_input(team: Team, kwargs: dict[str, Any]) -> None:
 
 def test_seal_refuses_author_who_is_not_the_signer(team: Team) -> None:
     with pytest.raises(PolicyError):
-        seal(team, body=None, epoch_key=None, signer=team.admin)
+        seal(team, body=None, signer=team.admin)
 
 
 def test_oversized_body_is_refused(team: Team, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -156,7 +144,11 @@ def _mutations(team: Team) -> dict[str, Any]:
     env: dict[str, Any] = seal(team, "original", tapes_hash_of("root", None)).to_dict()
     other: dict[str, Any] = seal(team, "another").to_dict()
     return {
-        "version": dict(env, version=2),
+        "version": dict(env, version=3),
+        "version_1": dict(env, version=1),
+        "at_seqno": dict(env, at_seqno=env["at_seqno"] - 1),
+        "at_hash": dict(env, at_hash="0" * 64),
+        "at_removed": dict(env, at_seqno=None, at_hash=None),
         "team": dict(env, team="team-2"),
         "epoch": dict(env, epoch=2),
         "node_id": dict(env, node_id=other["node_id"]),
@@ -183,6 +175,18 @@ def test_every_envelope_field_is_authenticated(team: Team, name: str) -> None:
     with pytest.raises(IntegrityError) as info:
         open_(team, _mutations(team)[name])
     assert str(info.value) == IntegrityError.MESSAGE
+
+
+def test_nothing_is_sealed_without_the_current_epochs_key(team: Team) -> None:
+    """Not under an older epoch either: the node ID and the key both come from the state's."""
+    for keys in (TeamKeys(team.team, team.vault_id_key), team.keys_for(team.member)):
+        if keys.epochs:
+            team.append(rotate(team.state, signer=team.owner, new_epoch_key=bytes(32), now=T0 + 9))
+        with pytest.raises(PolicyError, match="current epoch"):
+            seal_node(
+                state=team.state, keys=keys, tapes_hash="ab", parent_id=None, body=b"x",
+                metadata={}, author=team.member.fingerprint,
+            )  # fmt: skip
 
 
 def test_wrong_key_or_missing_epoch_fails(team: Team) -> None:
@@ -259,7 +263,7 @@ def test_old_epoch_nodes_still_open_and_removed_member_cannot_author_new_epoch(t
         )
     )
     assert open_(team, old, keys).body is not None
-    forged = seal(team, epoch=2, epoch_key=key2)  # claims the removed member as author
+    forged = seal(team, epoch_key=key2)  # claims the removed member as author
     keys.epochs[2] = key2
     with pytest.raises(IntegrityError):
         open_(team, forged, keys)
@@ -270,7 +274,7 @@ def test_old_epoch_nodes_still_open_and_removed_member_cannot_author_new_epoch(t
 _TEAM = build_team("flip")
 _KEYS = _TEAM.keys_for(_TEAM.member)
 _ENV: dict[str, Any] = seal(_TEAM, "bit flip target " * 50, tapes_hash_of("root", None)).to_dict()
-_META_ONLY: dict[str, Any] = seal(_TEAM, body=None, epoch_key=None, signer=_TEAM.member).to_dict()
+_META_ONLY: dict[str, Any] = seal(_TEAM, body=None, signer=_TEAM.member).to_dict()
 
 
 def _flip_b64(value: str, bit: int) -> str:
@@ -338,7 +342,7 @@ def test_metadata_outside_rfc8785_domain_fails_closed(team: Team, value: object)
     with pytest.raises(IntegrityError):
         verify_metadata_only(
             dict(
-                seal(team, body=None, epoch_key=None, signer=team.member).to_dict(),
+                seal(team, body=None, signer=team.member).to_dict(),
                 metadata={"x": value},
             ),
             state=team.state,

@@ -18,6 +18,7 @@ from keymgmt import (
     export_recovery_kit,
     import_recovery_kit,
     make_join_request,
+    node_id_key,
     open_keyring,
     open_node,
     open_share_text,
@@ -41,7 +42,8 @@ PASSPHRASE = "hunter2-passphrase-CANARY"  # noqa: S105 - a canary
 
 
 def _needles(team: Team, extra: list[bytes]) -> list[str]:
-    secrets = [team.epoch_key, team.vault_id_key, *extra]
+    id_key = node_id_key(team.team, 1, team.epoch_key)
+    secrets = [team.epoch_key, team.vault_id_key, id_key, *extra]
     for who in (team.owner, team.admin, team.member, team.viewer, team.outsider):
         secret = who.export_secret()
         secrets += [secret, secret[:32], secret[32:]]
@@ -55,12 +57,10 @@ def _failures(team: Team, tmp_path: Path) -> list[Callable[[], object]]:
     keys = team.keys_for(team.member)
     body = make_body(CANARY, None)
     env = seal_node(
-        team=team.team,
-        epoch=1,
-        epoch_key=team.epoch_key,
-        vault_id_key=team.vault_id_key,
+        state=team.state,
+        keys=keys,
         tapes_hash=tapes_hash_of(CANARY, None),
-        parent_tapes_hash=None,
+        parent_id=None,
         body=body,
         metadata=project_metadata("coarse", {"model": "m"}),
         author=team.member.fingerprint,

@@ -14,6 +14,7 @@ import os
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -167,13 +168,12 @@ class Vault:
         """A fake tapes node (the server never looks inside) sealed as an envelope."""
         body = (text + "x" * size).encode("utf-8")
         tapes_hash = hashlib.sha256(b"%s|%s" % ((parent_hash or "").encode(), body)).hexdigest()
+        keys = self.keys
         envelope = keymgmt.seal_node(
-            team=self.vault_id,
-            epoch=self.epoch,
-            epoch_key=self.epoch_key,
-            vault_id_key=self.vault_key,
+            state=self.position,
+            keys=keys,
             tapes_hash=tapes_hash,
-            parent_tapes_hash=parent_hash,
+            parent_id=None if parent_hash is None else keys.node_id(self.epoch, parent_hash),
             body=body,
             metadata=keymgmt.project_metadata(
                 "coarse", {"model": "m", "role": "user", "total_tokens": 7}
@@ -181,6 +181,26 @@ class Vault:
             author=self.author.fingerprint,
         )
         return tapes_hash, envelope.to_dict()
+
+    @property
+    def keys(self) -> keymgmt.TeamKeys:
+        return keymgmt.TeamKeys(self.vault_id, self.vault_key, {self.epoch: self.epoch_key})
+
+    @property
+    def position(self) -> keymgmt.VerifiedTeamState:
+        """What ``seal_node`` reads of a verified chain (team, epoch, head). The server never
+        verifies a chain position, so any well-formed one does here."""
+        head = keymgmt.ChainHead(0, "0" * 64)
+        return SimpleNamespace(team=self.vault_id, epoch=self.epoch, head=head)  # type: ignore[return-value]
+
+    def seal_metadata_only(
+        self, tapes_hash: str, metadata: dict[str, Any], signer: keymgmt.Identity
+    ) -> dict[str, Any]:
+        """A metadata-only record (content policy ``omit``), signed by ``signer``."""
+        return keymgmt.seal_node(
+            state=self.position, keys=self.keys, tapes_hash=tapes_hash, parent_id=None,
+            body=None, metadata=metadata, author=signer.fingerprint, signer=signer,
+        ).to_dict()  # fmt: skip
 
     def chain(self, count: int, *, size: int = 0) -> list[dict[str, Any]]:
         parent: str | None = None

@@ -128,6 +128,8 @@ def test_another_user_sees_nothing_and_learns_nothing(alice: User, bob: User) ->
         (lambda e: e | {"epoch": -1}, "epoch"),
         (lambda e: e | {"team": "v_other"}, "names vault"),
         (lambda e: e | {"nonce": None}, "needs a nonce"),
+        (lambda e: e | {"version": 1, "at_seqno": None, "at_hash": None}, "upgrade the client"),
+        (lambda e: e | {"at_hash": None}, "chain position"),
         (lambda e: {k: v for k, v in e.items() if k != "author"}, "author"),
     ],
 )

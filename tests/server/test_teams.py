@@ -642,25 +642,25 @@ def test_after_a_removal_new_nodes_under_the_old_epoch_are_refused(
     )
     assert _stored(client, kit.team_id) == {old[0]["node_id"]: 1}
     # a metadata-only record carries a signed epoch too, and follows the same rule
-    metadata_only = keymgmt.seal_node(
-        team=kit.team_id, epoch=1, epoch_key=None, vault_id_key=kit.vault_key,
-        tapes_hash="b" * 64, parent_tapes_hash=None, body=None,
-        metadata=keymgmt.project_metadata("coarse", {"model": "m"}),
-        author=alice.identity.fingerprint, signer=alice.identity,
-    ).to_dict()  # fmt: skip
+    metadata_only = kit.vault(alice, epoch=1).seal_metadata_only(
+        "b" * 64, keymgmt.project_metadata("coarse", {"model": "m"}), alice.identity
+    )
     assert _push(alice, kit.team_id, [metadata_only]).status_code == 409
     # the node already stored under epoch 1 is still an idempotent no-op
     again = _push(alice, kit.team_id, old[:1])
     assert (again.status_code, again.json()["existing"]) == (200, [old[0]["node_id"]])
-    # the same content sealed under epoch 2 is stored (its keyed node ID does not change)
+    # the same content sealed under epoch 2 gets new IDs (node IDs are keyed per epoch)
     new = kit.vault(alice).chain(2)
     assert kit.vault(alice).epoch == 2
+    assert new[0]["node_id"] != old[0]["node_id"]
     stored = _push(alice, kit.team_id, new)
     assert stored.status_code == 200, stored.text
     assert (stored.json()["existing"], stored.json()["stored"]) == (
-        [new[0]["node_id"]], [new[1]["node_id"]],
+        [], [new[0]["node_id"], new[1]["node_id"]],
     )  # fmt: skip
-    assert _stored(client, kit.team_id) == {old[0]["node_id"]: 1, new[1]["node_id"]: 2}
+    assert _stored(client, kit.team_id) == {
+        old[0]["node_id"]: 1, new[0]["node_id"]: 2, new[1]["node_id"]: 2,
+    }  # fmt: skip
 
 
 # --- invites -----------------------------------------------------------------------------------

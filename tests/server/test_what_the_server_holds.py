@@ -55,8 +55,8 @@ def test_a_metadata_only_record_holds_exactly_the_allowlist(
         "created_at": "2026-11-26T12:34:56+00:00", "total_duration_ns": 5,
     }  # fmt: skip
     envelope = keymgmt.seal_node(
-        team=alice.vault, epoch=1, epoch_key=None, vault_id_key=keys[0], tapes_hash="a" * 64,
-        parent_tapes_hash=None, body=None,
+        state=state, keys=keymgmt.TeamKeys(alice.vault, keys[0], {1: keys[1]}),
+        tapes_hash="a" * 64, parent_id=None, body=None,
         metadata=keymgmt.project_metadata(state.metadata_policy, fields),
         author=alice.identity.fingerprint, signer=alice.identity,
     ).to_dict()  # fmt: skip
