@@ -34,6 +34,7 @@ from keymgmt import (
     PolicyError,
     TeamKeys,
     add_member,
+    extend_chain,
     generate_identity,
     new_key,
     open_keyring,
@@ -592,3 +593,23 @@ def test_attack_w_a_writer_must_have_been_a_reader_at_the_position_it_claims(tea
     assert early.at_seqno == 0
     assert not opens(team, early.to_dict(), keys)
     assert opens(team, seal(team, "now", state=team.state).to_dict(), keys)
+
+
+def test_attack_w_a_record_written_on_a_forked_chain_is_refused(team: Team) -> None:
+    """The server shows the writer one chain and the reader another (same length and epoch:
+    only an added member differs). The writer's record names a position the reader's chain does
+    not have, and is refused though its key, epoch and author all fit the reader's chain."""
+    fork_a = extend_chain(
+        team.state,
+        [add_member(team.state, signer=team.owner, member=team.outsider.public, role="viewer",
+                    now=T0 + 20)],
+    )  # fmt: skip
+    team.append(
+        add_member(team.state, signer=team.owner, member=team.outsider.public, role="admin",
+                   now=T0 + 20)
+    )  # fmt: skip
+    assert fork_a.head.seqno == team.state.head.seqno
+    assert fork_a.head.hash != team.state.head.hash
+    keys = team.keys_for(team.member)
+    assert not opens(team, seal(team, "on the writer's fork", state=fork_a).to_dict(), keys)
+    assert opens(team, seal(team, "on the reader's chain").to_dict(), keys)
