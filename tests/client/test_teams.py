@@ -256,6 +256,44 @@ def test_after_removal_new_content_is_under_an_epoch_the_removed_member_lacks(
             open_envelope(envelope, state=access_state(alice, client, team.id), keys=bobs_keys)
 
 
+def test_a_session_continued_after_a_rotation_names_its_parent_across_epochs(
+    team: Team, tapes: Tapes, client: TestClient[Any]
+) -> None:
+    """Node IDs are keyed per epoch. Carol continues, in epoch 2, a session Alice wrote in epoch
+    1: the child names its parent by the ID the vault holds it under (epoch 1's, from the
+    sync's records), the server takes it, Alice's sync opens it, and the cloud provider walks the
+    whole session across the two epochs."""
+    ok(tapes("carol", "auth", "login", "--server", AUDIENCE, "--handle", "carol"))
+    code = team.invite()
+    ok(tapes("carol", "team", "join", code))
+    ok(tapes("alice", "team", "approve", team.id, "--yes"))
+    ok(tapes("carol", "team", "join", code))
+    alice, carol = team.home("alice"), team.home("carol")
+    team.sync_into_team("alice", auto_share=True)
+    team.sync_into_team("carol", auto_share=True)
+    session = record(alice, "Why is the build red?", "A flaky test.")
+    ok(tapes("alice", "storage", "sync"))
+    ok(tapes("carol", "storage", "sync"))
+    ok(tapes("alice", "team", "remove", team.id, fingerprint(team.home("bob"))[:9]))
+    with LocalProvider(carol / "tapes.sqlite") as store:
+        last = store.get(session[-1])
+    continued = record(carol, "Which test?", parent=last)
+    ok(tapes("carol", "storage", "sync"))
+    keys = access_for(alice, client, team.id).content_keys()
+    rows = {r.node_id: r for r in team_rows(client, team.id)}
+    child = rows[keys.node_id(2, continued[0])]
+    assert (child.epoch, child.parent_id) == (2, keys.node_id(1, session[-1]))
+    assert keys.node_id(2, session[-1]) not in rows  # the parent was not pushed again
+    ok(tapes("alice", "storage", "sync"))
+    assert set(continued) <= set(hashes(alice))
+    trust = Trust(alice, unlock(alice, floor=FAST))
+    cloud = TeamCloudProvider(
+        api_for(alice, client), access_for(alice, client, team.id), trust, auto_share=False
+    )
+    path = [n.hash for n in cloud.ancestry(continued[0])]
+    assert path == [continued[0], *reversed(session)]
+
+
 class PushSpy:
     """Counts the pushes of an :class:`ApiClient`; ``refuse`` answers each with this 409."""
 
