@@ -2,25 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TypeAlias
+from weakref import WeakKeyDictionary
 
 import anyio.to_thread
 from litestar import Request
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, event, select
 from sqlalchemy.orm import Session
 
+from server.db.engine import READ_ONLY
 from server.db.models import AccessToken, ApiKey
 from server.errors import Unauthorized
 from tapes_e2e.protocol import API_KEY_PREFIX
 
 __all__ = [
     "AUTHENTICATED",
+    "WRITES",
     "Clock",
     "NowDep",
     "Principal",
@@ -40,15 +45,75 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-async def provide_db(state: State) -> AsyncIterator[Session]:
+WRITES = "writes"
+"""Route option: this ``GET`` writes (an audit row), so it takes the write path."""
+_READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def writes(request: Request[object, object, State]) -> bool:
+    """Whether the request may write: every method but GET/HEAD/OPTIONS, a GET whose route says
+    so, and any request made with an API key (its ``last_used_at`` is recorded)."""
+    if request.method not in _READ_METHODS or request.route_handler.opt.get(WRITES):
+        return True
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and token.startswith(API_KEY_PREFIX)
+
+
+def _refuse_writes(session: Session, _context: object, _instances: object) -> None:
+    if session.new or session.dirty or session.deleted:
+        raise RuntimeError("a request on the read path wrote: give its route opt={'writes': True}")
+
+
+def read_session(engine: Engine) -> Session:
+    """A session whose transactions only read (SQLite: a deferred ``BEGIN``, a WAL snapshot);
+    adding, changing or deleting a row in it raises instead of waiting for the write lock."""
+    session = Session(engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False)
+    event.listen(session, "before_flush", _refuse_writes)
+    return session
+
+
+def _write_lock(state: State) -> asyncio.Lock:
+    """The process's queue for SQLite's write lock (one per event loop, made on first use)."""
+    locks: WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] | None = state.get(
+        "write_locks"
+    )
+    if locks is None:
+        locks = state["write_locks"] = WeakKeyDictionary()
+    return locks.setdefault(asyncio.get_running_loop(), asyncio.Lock())
+
+
+async def provide_db(
+    request: Request[object, object, State], state: State
+) -> AsyncIterator[Session]:
     """One transaction per request: committed when the handler returns, rolled back on error.
 
     The commit runs before the response is sent (Litestar closes dependencies first), so a client
     never sees a success that was not stored; commit, rollback and close run in a worker thread
     so that the event loop never waits on the database.
+
+    On SQLite a request that writes first reads its whole body, then waits for this process's
+    write queue on the event loop (holding no thread), and only then begins ``BEGIN IMMEDIATE``;
+    it leaves the queue after its commit. So at most one thread of a process ever waits for the
+    database's write lock, and the holder always finds a thread to commit in: a burst queues
+    instead of deadlocking the thread pool until the busy timeout. A request that only reads
+    takes a deferred transaction: a WAL snapshot, no lock, never queued behind writers.
     """
     engine: Engine = state.engine
-    session = Session(engine, expire_on_commit=False)
+    if not writes(request):
+        async with _transaction(read_session(engine)) as session:
+            yield session
+        return
+    if engine.dialect.name != "sqlite":
+        async with _transaction(Session(engine, expire_on_commit=False)) as session:
+            yield session
+        return
+    await request.body()  # a slow upload must not hold the queue
+    async with _write_lock(state), _transaction(Session(engine, expire_on_commit=False)) as s:
+        yield s
+
+
+@asynccontextmanager
+async def _transaction(session: Session) -> AsyncIterator[Session]:
     try:
         yield session
     except BaseException:

@@ -1,9 +1,12 @@
 """Engines for the embedded SQLite default and for PostgreSQL.
 
 SQLite gets the same treatment as the client's store: WAL, ``busy_timeout``, foreign keys, and
-``BEGIN IMMEDIATE`` for every transaction (the server's transactions mostly write), so several
-worker processes queue instead of failing with "database is locked". PostgreSQL runs at READ
-COMMITTED with row locks where a counter is bumped (``SELECT … FOR UPDATE`` on the vault row).
+``BEGIN IMMEDIATE`` for every transaction that may write, so several worker processes queue
+instead of failing with "database is locked". A connection opened with the execution option
+``READ_ONLY`` begins a deferred transaction instead: in WAL mode it reads a snapshot and never
+waits for, nor holds, the write lock (``server.deps.provide_db`` gives one to every request that
+does not write). PostgreSQL runs at READ COMMITTED with row locks where a counter is bumped
+(``SELECT … FOR UPDATE`` on the vault row).
 """
 
 from __future__ import annotations
@@ -14,7 +17,10 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
-__all__ = ["make_engine"]
+__all__ = ["READ_ONLY", "make_engine"]
+
+READ_ONLY = "tapes_read_only"
+"""Execution option: this connection's transactions only read (SQLite: a deferred ``BEGIN``)."""
 
 
 def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -27,7 +33,10 @@ def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
 
 
 def _sqlite_begin(connection: Any) -> None:
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    if connection.get_execution_options().get(READ_ONLY):
+        connection.exec_driver_sql("BEGIN")
+    else:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def make_engine(url: str) -> Engine:

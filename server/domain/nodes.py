@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from server import acl, plans
 from server.db.models import NodeRecord, Team, TeamMember
-from server.deps import AUTHENTICATED, NowDep, Principal, PrincipalDep, SessionDep
+from server.deps import AUTHENTICATED, WRITES, NowDep, Principal, PrincipalDep, SessionDep
 from server.domain.shares import record_shared_read
 from server.errors import BadRequest, Conflict, NotFound, PayloadTooLarge
 from server.openapi import get, post
@@ -302,7 +302,8 @@ class NodeController(Controller):
         """Create or sync nodes (the RFC's path; same body and rules as sync/push)."""
         return push(db, principal, data, now)
 
-    @get("/nodes/{node_id:str}", sync_to_thread=True)
+    # These three audit a read that reached the caller through a share: they take the write path.
+    @get("/nodes/{node_id:str}", sync_to_thread=True, opt={WRITES: True})
     def get_node(
         self, node_id: Hex64Path, db: SessionDep, principal: PrincipalDep, now: NowDep
     ) -> NodeOut:
@@ -311,7 +312,9 @@ class NodeController(Controller):
         record_shared_read(db, principal, record, now)
         return _node_out(record)
 
-    @get("/nodes/{node_id:str}/ancestry", sync_to_thread=True)
+    @get(
+        "/nodes/{node_id:str}/ancestry", sync_to_thread=True, opt={WRITES: True}
+    )  # audits shared reads
     def ancestry(
         self, node_id: Hex64Path, db: SessionDep, principal: PrincipalDep, now: NowDep
     ) -> list[NodeOut]:
@@ -360,7 +363,9 @@ class NodeController(Controller):
             more=more,
         )
 
-    @get("/sessions/{session_id:str}", sync_to_thread=True)
+    @get(
+        "/sessions/{session_id:str}", sync_to_thread=True, opt={WRITES: True}
+    )  # audits shared reads
     def session(
         self, session_id: Hex64Path, db: SessionDep, principal: PrincipalDep, now: NowDep
     ) -> list[NodeOut]:

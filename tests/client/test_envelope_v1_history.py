@@ -5,16 +5,11 @@ version-1 parent, which the server, the sync and the cloud provider all follow."
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import msgspec
 import pytest
 
 import keymgmt
-from keymgmt import _primitives as prim
-from keymgmt import labels
-from keymgmt.envelope import _ad_of, _frame
-from keymgmt.metadata import metadata_digest
 from server.domain import nodes as server_nodes
 from tapes_e2e.envelopes import clear_fields, node_body
 from tapes_e2e.node import Node
@@ -23,22 +18,17 @@ from tests.client.conftest import Tapes
 from tests.client.test_cloud import open_cloud
 from tests.client.test_sync_round_trip import hashes
 from tests.conftest import chain
+from tests.keymgmt.conftest import seal_v1
 from tests.server.conftest import AUDIENCE
 
 
-def seal_v1(node: Node, state: keymgmt.VerifiedTeamState, keys: keymgmt.TeamKeys,
-            author: str) -> dict[str, Any]:  # fmt: skip
-    """What the sealer before 2026-12 wrote (kept here only to make such records)."""
-    ids = keys.vault_id_key
-    parent = None if node.parent_hash is None else keymgmt.node_id(ids, node.parent_hash)
-    header = (labels.ENVELOPE_V1, state.team, 1, keymgmt.node_id(ids, node.hash), parent,
-              author, "node")  # fmt: skip
-    metadata = keymgmt.project_metadata(state.metadata_policy, clear_fields(node))
-    padded, nonce = _frame(node_body(node)), prim.random_bytes(24)
-    ad = _ad_of(header, True, len(padded), metadata_digest(metadata), None)
-    ciphertext = prim.aead_encrypt(keys.epoch_key(1) or b"", nonce, padded, ad)
-    envelope = keymgmt.Envelope(*header, metadata, len(padded), nonce, ciphertext)
-    return envelope.to_dict()
+def v1_record(node: Node, state: keymgmt.VerifiedTeamState, keys: keymgmt.TeamKeys,
+              author: str) -> dict[str, object]:  # fmt: skip
+    return seal_v1(
+        state, keys, tapes_hash=node.hash, parent_hash=node.parent_hash, body=node_body(node),
+        metadata=keymgmt.project_metadata(state.metadata_policy, clear_fields(node)),
+        author=author,
+    )  # fmt: skip
 
 
 def test_version_1_history_is_pulled_opened_and_continued(
@@ -48,7 +38,7 @@ def test_version_1_history_is_pulled_opened_and_continued(
     cloud = open_cloud(tmp_path / "old")
     access = cloud.access
     history = chain(["Why is the build red?", "A flaky test."])
-    old = [seal_v1(n, access.state, access.content_keys(), cloud.identity.fingerprint)
+    old = [v1_record(n, access.state, access.content_keys(), cloud.identity.fingerprint)
            for n in history]  # fmt: skip
     real_check = server_nodes._check_envelope
 

@@ -18,12 +18,17 @@ from keymgmt import (
     add_member,
     create_team,
     generate_identity,
+    labels,
+    node_id,
     open_keyring,
     seal_keyring,
     seal_node,
     verify_chain,
 )
+from keymgmt import _primitives as prim
 from keymgmt.chain import UnverifiedStatement, extend_chain
+from keymgmt.envelope import _ad_of, _frame
+from keymgmt.metadata import MetadataValue, metadata_digest
 
 T0 = 1_780_000_000
 
@@ -119,6 +124,28 @@ def seal_in(
     }
     args.update(kw)
     return seal_node(**args)  # type: ignore[arg-type]
+
+
+def seal_v1(
+    state: VerifiedTeamState,
+    keys: TeamKeys,
+    *,
+    tapes_hash: str,
+    parent_hash: str | None,
+    body: bytes,
+    metadata: dict[str, MetadataValue],
+    author: str,
+) -> dict[str, object]:
+    """An encrypted record as the sealer before 2026-12 wrote it (envelope version 1: IDs under
+    the vault id key, no chain position). Nothing seals these any more; tests make them to
+    prove such history still opens, and that the checks it relies on still hold."""
+    ids = keys.vault_id_key
+    parent = None if parent_hash is None else node_id(ids, parent_hash)
+    header = (labels.ENVELOPE_V1, state.team, 1, node_id(ids, tapes_hash), parent, author, "node")
+    padded, nonce = _frame(body), prim.random_bytes(24)
+    ad = _ad_of(header, True, len(padded), metadata_digest(metadata), None)
+    ciphertext = prim.aead_encrypt(keys.epoch_key(1) or b"", nonce, padded, ad)
+    return Envelope(*header, metadata, len(padded), nonce, ciphertext).to_dict()
 
 
 def build_team(seed: str = "team") -> Team:

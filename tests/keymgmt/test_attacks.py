@@ -53,7 +53,17 @@ from keymgmt.chain import StatementBody, UnverifiedStatement, _sign, chain_to_wi
 from keymgmt.keyring import _seal_ad
 from keymgmt.keystore import TEST_KDF
 
-from .conftest import T0, DetRng, Team, build_team, hasher, make_body, seal_in, tapes_hash_of
+from .conftest import (
+    T0,
+    DetRng,
+    Team,
+    build_team,
+    hasher,
+    make_body,
+    seal_in,
+    seal_v1,
+    tapes_hash_of,
+)
 
 KEYMGMT = Path(__file__).resolve().parents[2] / "keymgmt"
 
@@ -277,6 +287,22 @@ def test_attack_07_node_injection(team: Team) -> None:
     genuine = seal(team, "child", tapes_hash_of("root-a", None)).to_dict()
     replayed = dict(genuine, parent_id=keys.node_id(1, tapes_hash_of("root-b", None)))
     assert not opens(team, replayed, keys)
+
+
+def test_attack_07_a_version_1_record_must_be_by_a_reader_of_its_epoch(team: Team) -> None:
+    """Version-1 records carry no chain position, so the author check is theirs alone: one made
+    with the epoch key but naming an outsider or a viewer as author is refused."""
+    keys = team.keys_for(team.member)
+
+    def v1(author: str) -> dict[str, object]:
+        return seal_v1(
+            team.state, keys, tapes_hash=tapes_hash_of("old", None),
+            body=make_body("old", None), parent_hash=None, metadata={}, author=author,
+        )  # fmt: skip
+
+    assert opens(team, v1(team.member.fingerprint), keys)
+    assert not opens(team, v1(team.outsider.fingerprint), keys)
+    assert not opens(team, v1(team.viewer.fingerprint), keys)
 
 
 # 8 -------------------------------------------------------------------------------------------

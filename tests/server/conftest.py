@@ -163,9 +163,16 @@ class Vault:
         self.epoch = 1
 
     def seal(
-        self, text: str, parent_hash: str | None = None, *, size: int = 0
+        self,
+        text: str,
+        parent_hash: str | None = None,
+        *,
+        size: int = 0,
+        parent_id: str | None = None,
     ) -> tuple[str, dict[str, Any]]:
-        """A fake tapes node (the server never looks inside) sealed as an envelope."""
+        """A fake tapes node (the server never looks inside) sealed as an envelope. The parent
+        is named ``parent_id`` when given (its ID under the epoch it was sealed in), else as if
+        sealed in this vault's epoch."""  # fmt: skip
         body = (text + "x" * size).encode("utf-8")
         tapes_hash = hashlib.sha256(b"%s|%s" % ((parent_hash or "").encode(), body)).hexdigest()
         keys = self.keys
@@ -173,7 +180,8 @@ class Vault:
             state=self.position,
             keys=keys,
             tapes_hash=tapes_hash,
-            parent_id=None if parent_hash is None else keys.node_id(self.epoch, parent_hash),
+            parent_id=parent_id
+            or (None if parent_hash is None else keys.node_id(self.epoch, parent_hash)),
             body=body,
             metadata=keymgmt.project_metadata(
                 "coarse", {"model": "m", "role": "user", "total_tokens": 7}

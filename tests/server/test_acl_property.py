@@ -85,7 +85,7 @@ class SharingMachine(RuleBasedStateMachine):
         parent_id = self.leaves[name][-1] if continue_own and self.leaves[name] else None
         parent_hash = self.tapes_hash[parent_id] if parent_id else None
         tapes_hash, envelope = self.kit.vault(user).seal(
-            f"{name} {len(self.uploader)}", parent_hash
+            f"{name} {len(self.uploader)}", parent_hash, parent_id=parent_id
         )
         response = user.post(
             "/api/v1/sync/push", {"vault": self.kit.team_id, "envelopes": [envelope]}

@@ -1,0 +1,68 @@
+"""A burst of writes must not stall the embedded default (SQLite, one worker process).
+
+Before: every request's first query took SQLite's write lock inside the worker's thread pool; with
+more concurrent requests than threads, the holder of the lock waited for a thread to commit in
+while every thread waited for the lock, until the 30 s busy timeout turned them into 500s (and
+another user's status request waited as long). Now reads take no write lock and writing requests
+queue for it on the event loop, holding no thread while they wait.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import ServerFactory
+from tests.server.conftest import User, Vault
+
+BURST = 64
+NODES = 40
+
+pytestmark = pytest.mark.slow
+
+
+def test_a_burst_of_pushes_neither_fails_nor_stalls_another_user(
+    live_server_factory: ServerFactory,
+) -> None:
+    server = live_server_factory(workers=1)
+    with server.client() as setup:
+        pusher, reader = User(setup), User(setup)  # type: ignore[arg-type]
+        chains = [Vault(pusher.vault, pusher.identity).chain(NODES) for _ in range(BURST)]
+    statuses: list[int] = []
+    lock = threading.Lock()
+
+    def push(chain: list[dict[str, Any]]) -> None:
+        with httpx.Client(base_url=server.base_url, timeout=45.0) as http:
+            response = http.post(
+                "/api/v1/sync/push",
+                json={"vault": pusher.vault, "envelopes": chain},
+                headers=pusher.headers,
+            )
+        with lock:
+            statuses.append(response.status_code)
+
+    def other_user() -> list[int]:
+        seen = []
+        with httpx.Client(base_url=server.base_url, timeout=45.0) as http:
+            for _ in range(20):
+                response = http.get(
+                    "/api/v1/sync/status", params={"vault": reader.vault}, headers=reader.headers
+                )
+                seen.append(response.status_code)
+        return seen
+
+    with ThreadPoolExecutor(max_workers=BURST + 1) as pool:
+        theirs = pool.submit(other_user)
+        list(pool.map(push, chains))
+        their_statuses = theirs.result()
+    assert statuses == [200] * BURST, sorted(set(statuses))
+    assert their_statuses == [200] * 20
+    with server.client() as http:
+        status = http.get(
+            "/api/v1/sync/status", params={"vault": pusher.vault}, headers=pusher.headers
+        ).json()
+    assert status["head_seq"] == BURST * NODES
