@@ -26,7 +26,7 @@ from __future__ import annotations
 import base64
 import logging
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -47,6 +47,7 @@ from tapes_e2e.errors import (
 )
 from tapes_e2e.protocol import (
     API_KEY_PREFIX,
+    AncestryPage,
     ApiKeyCreated,
     ApiKeyInfo,
     Challenge,
@@ -204,7 +205,7 @@ _PUSHED = msgspec.json.Decoder(PushResult)
 _PAGE = msgspec.json.Decoder(PullPage)
 _STATUS = msgspec.json.Decoder(SyncStatusOut)
 _NODE = msgspec.json.Decoder(NodeOut)
-_NODES = msgspec.json.Decoder(list[NodeOut])
+_ANCESTRY = msgspec.json.Decoder(AncestryPage)
 _CHAIN = msgspec.json.Decoder(ChainPage)
 _HEAD = msgspec.json.Decoder(ChainHeadOut)
 _KEYRINGS = msgspec.json.Decoder(list[KeyringOut])
@@ -405,9 +406,30 @@ class ApiClient:
         """One envelope by its keyed node ID."""
         return self._call("GET", f"/api/v1/nodes/{_seg(node_id)}", _NODE)
 
+    def ancestry_pages(self, node_id: str) -> Iterator[list[NodeOut]]:
+        """The node and its ancestors, node first, a page (a bounded request) at a time. Each
+        page must continue the path where the previous one ended (every item the parent of the
+        one before, ``next`` the parent of the last): a server that answers otherwise, or walks
+        back to a node it already gave, gets a :class:`ProtocolError` rather than an endless
+        walk. The envelopes themselves are for the caller to verify, page by page."""
+        seen: set[str] = set()
+        expected: str | None = node_id
+        while expected is not None:
+            page = self._call("GET", f"/api/v1/nodes/{_seg(expected)}/ancestry", _ANCESTRY)
+            for item in page.items:
+                if item.envelope.node_id != expected or expected in seen:
+                    raise ProtocolError("the server's ancestry does not follow the parent links")
+                seen.add(expected)
+                expected = item.envelope.parent_id
+            if not page.items or (page.next is not None and page.next != expected):
+                raise ProtocolError("the server's ancestry does not follow the parent links")
+            yield page.items
+            expected = page.next
+
     def ancestry(self, node_id: str) -> list[NodeOut]:
-        """The node and its ancestors, node first, in one request."""
-        return self._call("GET", f"/api/v1/nodes/{_seg(node_id)}/ancestry", _NODES)
+        """The node and its ancestors, node first, every page of them (see
+        :meth:`ancestry_pages`)."""
+        return [item for page in self.ancestry_pages(node_id) for item in page]
 
     # --- chain and keyrings ------------------------------------------------------------------
 

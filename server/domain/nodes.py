@@ -21,8 +21,8 @@ from typing import Annotated
 import msgspec
 from litestar import Controller
 from litestar.params import JSONBody, Parameter
-from sqlalchemy import and_, literal, select
-from sqlalchemy.orm import Session
+from sqlalchemy import and_, func, literal, select
+from sqlalchemy.orm import Session, aliased
 
 from server import acl, plans
 from server.db.models import NodeRecord, Team, TeamMember
@@ -33,6 +33,8 @@ from server.openapi import get, post
 from tapes_e2e.protocol import (
     ENVELOPE_VERSION,
     MAX_BATCH_BYTES,
+    MAX_PAGE_BYTES,
+    AncestryPage,
     EnvelopeWire,
     NodeOut,
     PullPage,
@@ -227,14 +229,24 @@ class SyncController(Controller):
     ) -> PullPage:
         """Envelopes readable by the caller with a sequence number above ``after``."""
         team, member = acl.require_vault(db, principal, vault, "pull")
-        records = db.scalars(
-            select(NodeRecord)
+        sizes = db.execute(
+            select(NodeRecord.seq, func.length(NodeRecord.envelope))
             .where(acl.readable_clause(team, member, now), NodeRecord.seq > after)
             .order_by(NodeRecord.seq)
             .limit(limit + 1)
         ).all()
-        more = len(records) > limit
-        page = records[:limit]
+        chosen = _within_budget([size for _seq, size in sizes[:limit]])
+        more = len(sizes) > chosen
+        seqs = [seq for seq, _size in sizes[:chosen]]
+        page = (
+            db.scalars(
+                select(NodeRecord)
+                .where(NodeRecord.vault_id == team.id, NodeRecord.seq.in_(seqs))
+                .order_by(NodeRecord.seq)
+            ).all()
+            if seqs
+            else []
+        )
         cursor = page[-1].seq if page else max(after, 0)
         if not more and not page:
             cursor = max(after, 0)
@@ -316,10 +328,16 @@ class NodeController(Controller):
         "/nodes/{node_id:str}/ancestry", sync_to_thread=True, opt={WRITES: True}
     )  # audits shared reads
     def ancestry(
-        self, node_id: Hex64Path, db: SessionDep, principal: PrincipalDep, now: NowDep
-    ) -> list[NodeOut]:
-        """The node and its ancestors, node first, in one request (one recursive query)."""
-        return _ancestry(db, principal, node_id, now)
+        self,
+        node_id: Hex64Path,
+        db: SessionDep,
+        principal: PrincipalDep,
+        now: NowDep,
+        limit: Annotated[int, Parameter(ge=1, le=MAX_PAGE)] = MAX_PAGE,
+    ) -> AncestryPage:
+        """The node and its ancestors, node first, at most ``limit`` of them and
+        ``MAX_PAGE_BYTES`` of envelopes (one bounded recursive query); ``next`` continues."""
+        return _ancestry(db, principal, node_id, now, limit)
 
     @get("/sessions", sync_to_thread=True)
     def sessions(
@@ -367,16 +385,37 @@ class NodeController(Controller):
         "/sessions/{session_id:str}", sync_to_thread=True, opt={WRITES: True}
     )  # audits shared reads
     def session(
-        self, session_id: Hex64Path, db: SessionDep, principal: PrincipalDep, now: NowDep
-    ) -> list[NodeOut]:
-        """A session: its leaf and every ancestor (same as the node's ancestry)."""
-        return _ancestry(db, principal, session_id, now)
+        self,
+        session_id: Hex64Path,
+        db: SessionDep,
+        principal: PrincipalDep,
+        now: NowDep,
+        limit: Annotated[int, Parameter(ge=1, le=MAX_PAGE)] = MAX_PAGE,
+    ) -> AncestryPage:
+        """A session: its leaf and its ancestors, paged as the node's ancestry."""
+        return _ancestry(db, principal, session_id, now, limit)
 
 
-MAX_DEPTH = 1_000_000
+def _within_budget(sizes: Sequence[int]) -> int:
+    """How many of these envelopes (in order) one page carries: as many as fit in
+    ``MAX_PAGE_BYTES``, and always the first, which alone may be larger (up to a batch)."""
+    total = 0
+    for count, size in enumerate(sizes):
+        total += size
+        if total > MAX_PAGE_BYTES and count > 0:
+            return count
+    return len(sizes)
 
 
-def _ancestry(db: Session, principal: Principal, node_id: str, now: datetime) -> list[NodeOut]:
+def _ancestry(
+    db: Session, principal: Principal, node_id: str, now: datetime, limit: int
+) -> AncestryPage:
+    """Walk at most ``limit`` parent links from ``node_id``, each to a node stored *before* its
+    child (a smaller sequence number). IDs are chosen by clients and retention deletes nodes, so
+    an ID can be stored again after its own descendants: without that rule a walk could loop
+    forever. Only what the caller may read is served (a path through nodes no longer shared is
+    cut there), within the page byte budget; sizes are read first and envelopes only for the
+    page, so a page of huge envelopes never sits in memory whole."""
     first = _find(db, principal, node_id, now)
     record_shared_read(db, principal, first, now)
     team = db.get(Team, first.vault_id)
@@ -385,27 +424,66 @@ def _ancestry(db: Session, principal: Principal, node_id: str, now: datetime) ->
         raise NotFound(_NO_NODE)
     vault = first.vault_id
     anc = (
-        select(NodeRecord.node_id, NodeRecord.parent_id, literal(0).label("depth"))
+        select(NodeRecord.node_id, NodeRecord.parent_id, NodeRecord.seq, literal(0).label("depth"))
         .where(NodeRecord.vault_id == vault, NodeRecord.node_id == node_id)
         .cte("anc", recursive=True)
     )
     anc = anc.union_all(
-        select(NodeRecord.node_id, NodeRecord.parent_id, (anc.c.depth + 1).label("depth"))
+        select(
+            NodeRecord.node_id,
+            NodeRecord.parent_id,
+            NodeRecord.seq,
+            (anc.c.depth + 1).label("depth"),
+        )
         .join(anc, and_(NodeRecord.vault_id == vault, NodeRecord.node_id == anc.c.parent_id))
-        .where(anc.c.depth < MAX_DEPTH)
+        .where(anc.c.depth < limit - 1, NodeRecord.seq < anc.c.seq)
     )
-    # Only what the caller may read: a path through nodes no longer shared is cut there.
-    records = db.scalars(
-        select(NodeRecord)
+    walked = db.execute(
+        select(NodeRecord.node_id, NodeRecord.parent_id, func.length(NodeRecord.envelope))
         .join(anc, and_(NodeRecord.vault_id == vault, NodeRecord.node_id == anc.c.node_id))
         .where(acl.readable_clause(team, found[1], now))
         .order_by(anc.c.depth)
     ).all()
-    path: list[NodeOut] = []
+    path: list[tuple[str, str | None, int]] = []
     expected: str | None = node_id
-    for record in records:
-        if record.node_id != expected:
+    for walked_id, parent_id, size in walked:
+        if walked_id != expected:
             break
-        path.append(_node_out(record))
-        expected = record.parent_id
-    return path
+        path.append((walked_id, parent_id, size))
+        expected = parent_id
+    readable = len(path)
+    path = path[: _within_budget([size for _id, _parent, size in path])]
+    ids = [walked_id for walked_id, _parent, _size in path]
+    records = {
+        r.node_id: r
+        for r in db.scalars(
+            select(NodeRecord).where(NodeRecord.vault_id == vault, NodeRecord.node_id.in_(ids))
+        )
+    }
+    last_parent = path[-1][1] if path else None
+    more = last_parent is not None and (
+        len(path) < readable or _readable_parent(db, team, found[1], path[-1][0], now)
+    )
+    return AncestryPage(
+        items=[_node_out(records[i]) for i in ids], next=last_parent if more else None
+    )
+
+
+def _readable_parent(
+    db: Session, team: Team, member: TeamMember, child_id: str, now: datetime
+) -> bool:
+    """Whether the walk would go on past ``child_id``: its parent is stored before it and the
+    caller may read it."""
+    child = aliased(NodeRecord)
+    return (
+        db.scalar(
+            select(NodeRecord.seq)
+            .join(child, and_(child.vault_id == team.id, child.parent_id == NodeRecord.node_id))
+            .where(
+                acl.readable_clause(team, member, now),
+                child.node_id == child_id,
+                NodeRecord.seq < child.seq,
+            )
+        )
+        is not None
+    )

@@ -38,7 +38,6 @@ from tapes_e2e.protocol.teams import ShareCreate, ShareOut, SharePage, SignedWir
 
 __all__ = ["ShareController", "SharedController", "record_shared_read"]
 
-MAX_DEPTH = 1_000_000
 MAX_PAGE = 1000
 _NO_NODE = "no such node"  # the same words as the nodes endpoints
 _NO_SHARE = "no such share"
@@ -109,14 +108,14 @@ def _materialize(
     """
     readable = acl.readable_clause(team, member, now)
     anc = (
-        select(NodeRecord.node_id, NodeRecord.parent_id, literal(0).label("depth"))
+        select(NodeRecord.node_id, NodeRecord.parent_id, NodeRecord.seq)
         .where(NodeRecord.vault_id == team.id, NodeRecord.node_id == leaf, readable)
         .cte("share_anc", recursive=True)
     )
     anc = anc.union_all(
-        select(NodeRecord.node_id, NodeRecord.parent_id, (anc.c.depth + 1).label("depth"))
+        select(NodeRecord.node_id, NodeRecord.parent_id, NodeRecord.seq)
         .join(anc, and_(NodeRecord.vault_id == team.id, NodeRecord.node_id == anc.c.parent_id))
-        .where(readable, anc.c.depth < MAX_DEPTH)
+        .where(readable, NodeRecord.seq < anc.c.seq)  # parents are older: no walk can loop
     )
     result: CursorResult[Any] = db.execute(  # type: ignore[assignment]
         insert(ShareNode).from_select(

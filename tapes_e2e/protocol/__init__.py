@@ -19,6 +19,8 @@ __all__ = [
     "API_KEY_PREFIX",
     "MAX_BATCH_BYTES",
     "MAX_BATCH_NODES",
+    "MAX_PAGE_BYTES",
+    "AncestryPage",
     "ApiKeyCreate",
     "ApiKeyCreated",
     "ApiKeyInfo",
@@ -191,6 +193,19 @@ class NodeOut(_Strict, frozen=True):
     seq: int
     uploaded_at: str
     envelope: EnvelopeWire
+
+
+class AncestryPage(_Strict, frozen=True):
+    """Part of a node's ancestry, node first. ``next`` is the node ID to ask the ancestry of for
+    the rest (the parent of the last item), or null when the path ends here: at a root, at a
+    node the caller may not read, or at a parent the vault no longer holds."""
+
+    items: list[NodeOut]
+    next: Hex64 | None = None
+
+
+MAX_PAGE_BYTES = 16 * 1024 * 1024
+"""The most envelope bytes one pull or ancestry page carries (at least one envelope)."""
 
 
 class PullPage(_Strict, frozen=True):

@@ -140,15 +140,20 @@ class CloudProvider(DelegatedSharing):
         return True
 
     def ancestry(self, node_hash: str) -> builtins.list[Node]:
+        """The path from ``node_hash`` to its root, page by page, each page verified before
+        the next is asked for: a server cannot splice another chain in (each node must be the
+        parent of the one before) nor keep a client walking fabricated pages."""
         node_id = self._node_id(node_hash)
-        with _absent_as_not_found(node_hash):
-            items = self.api.ancestry(node_id)
-        path = [self._open(item) for item in items]
+        path: builtins.list[Node] = []
         expected: str | None = node_hash
-        for node in path:  # a server cannot splice another chain in: each must be the parent
-            if node.hash != expected:
-                raise keymgmt.IntegrityError()
-            expected = node.parent_hash
+        with _absent_as_not_found(node_hash):
+            for page in self.api.ancestry_pages(node_id):
+                for item in page:
+                    node = self._open(item)
+                    if node.hash != expected:
+                        raise keymgmt.IntegrityError()
+                    path.append(node)
+                    expected = node.parent_hash
         return path
 
     def depth(self, node_hash: str) -> int:

@@ -620,3 +620,35 @@ def test_concurrent_401s_refresh_once() -> None:
     assert results == [[], []]
     assert refreshes == [SESSION.refresh_token]
     assert [s.access_token for s in saved] == ["access-1"]
+
+
+def _item(node_id: str, parent: str | None) -> dict[str, Any]:
+    _hash, envelope = Vault("v_one", keymgmt.generate_identity()).seal(node_id)
+    return {"seq": 1, "uploaded_at": "2026-01-01T00:00:00+00:00",
+            "envelope": dict(envelope, node_id=node_id, parent_id=parent)}  # fmt: skip
+
+
+def test_ancestry_pages_are_followed_and_a_hostile_walk_is_refused() -> None:
+    """Pages continue at ``next``; a page that does not follow the parent links, or a ``next``
+    that leads back to a node already given, is a ProtocolError instead of an endless walk."""
+    a, b, c = "a" * 64, "b" * 64, "c" * 64
+    honest = {
+        c: {"items": [_item(c, b)], "next": b},
+        b: {"items": [_item(b, a), _item(a, None)], "next": None},
+    }
+
+    def serve(pages: dict[str, dict[str, Any]]) -> Callable[[httpx.Request], httpx.Response]:
+        def handler(request: httpx.Request) -> httpx.Response:
+            return httpx.Response(200, json=pages[request.url.path.split("/")[-2]])
+
+        return handler
+
+    walked = mock(serve(honest)).ancestry(c)
+    assert [item.envelope.node_id for item in walked] == [c, b, a]
+    looping = {c: {"items": [_item(c, b)], "next": b}, b: {"items": [_item(b, c)], "next": c}}
+    spliced = {c: {"items": [_item(c, b), _item(a, None)], "next": None}}
+    wrong_next = {c: {"items": [_item(c, b)], "next": a}}
+    empty = {c: {"items": [], "next": None}}
+    for pages in (looping, spliced, wrong_next, empty):
+        with pytest.raises(ProtocolError, match="parent links"):
+            mock(serve(pages)).ancestry(c)

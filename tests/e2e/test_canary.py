@@ -111,7 +111,7 @@ def read_everything(alice: User, envelopes: list[dict[str, Any]]) -> None:
     for envelope in (envelopes[0], envelopes[10], branch):
         node = alice.get(f"/api/v1/nodes/{envelope['node_id']}")
         assert node.json()["envelope"] == envelope
-    ancestry = alice.get(f"/api/v1/nodes/{branch['node_id']}/ancestry").json()
+    ancestry = alice.get(f"/api/v1/nodes/{branch['node_id']}/ancestry").json()["items"]
     assert [n["envelope"] for n in ancestry] == [branch, *reversed(envelopes[:10])]
     sessions = alice.get("/api/v1/sessions", params={"vault": alice.vault}).json()
     leaves = {envelopes[19]["node_id"], branch["node_id"]}

@@ -128,7 +128,7 @@ def test_two_users_push_and_pull_over_real_http(live_server: LiveServer) -> None
         assert (status["head_seq"], status["node_count"], status["pending_pull"]) == (24, 24, 24)
         sessions = alice.get("/api/v1/sessions", params={"vault": alice.vault}).json()
         assert {s["session_id"] for s in sessions["items"]} == set(leaves)
-        branch_path = alice.get(f"/api/v1/sessions/{leaves[1]}").json()
+        branch_path = alice.get(f"/api/v1/sessions/{leaves[1]}").json()["items"]
         assert [n["envelope"]["node_id"] for n in branch_path] == [
             e["node_id"] for e in reversed(envelopes[:5] + envelopes[12:15])
         ]

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from litestar.testing import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 import keymgmt
@@ -99,7 +99,7 @@ def test_a_share_gives_the_team_exactly_that_session(story: Story, bob: User) ->
     assert share["seq"] == 6  # the vault's next sequence number after five nodes
     assert sorted(story.pulled(bob)) == sorted(ids(story.a))
     assert bob.get(f"/api/v1/nodes/{story.a[0]['node_id']}").json()["envelope"] == story.a[0]
-    ancestry = bob.get(f"/api/v1/nodes/{leaf}/ancestry").json()
+    ancestry = bob.get(f"/api/v1/nodes/{leaf}/ancestry").json()["items"]
     assert [n["envelope"]["node_id"] for n in ancestry] == ids(story.a)[::-1]
     # session B stays alice's alone, and looks exactly like a node that does not exist
     hidden = bob.get(f"/api/v1/nodes/{story.b[0]['node_id']}")
@@ -345,3 +345,18 @@ def test_sharing_and_shared_reads_are_audited(
     assert head.audit_head is not None
     page = story.alice.get(f"/api/v1/teams/{story.team}/audit?limit=2").json()
     assert (len(page["entries"]), page["more"]) == (2, True)
+
+
+def test_sharing_a_session_whose_parent_link_loops_back_terminates(
+    story: Story, bob: User, client: TestClient[Any]
+) -> None:
+    """Retention deleted session A's root; its ID was pushed again naming A's leaf as parent.
+    Sharing the leaf walks only to parents stored before their child: it stops at the gap
+    instead of circling, and the team gets what is left of A."""
+    a0, a1, a2 = story.a
+    with Session(client.app.state.engine) as db, db.begin():
+        db.execute(delete(NodeRecord).where(NodeRecord.node_id == a0["node_id"]))
+    _hash, looping = story.kit.vault(story.alice).seal("again", None)
+    push(story.alice, story.team, [dict(looping, node_id=a0["node_id"], parent_id=a2["node_id"])])
+    assert story.share(story.alice, a2["node_id"]).status_code == 201
+    assert sorted(story.pulled(bob)) == sorted([a1["node_id"], a2["node_id"]])

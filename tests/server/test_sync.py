@@ -79,7 +79,7 @@ def test_get_node_ancestry_and_sessions(alice: User) -> None:
     push(alice, alice.vault, [*trunk, branch])
     node = alice.get(f"/api/v1/nodes/{trunk[2]['node_id']}").json()
     assert node["envelope"] == trunk[2]
-    path = alice.get(f"/api/v1/nodes/{branch['node_id']}/ancestry").json()
+    path = alice.get(f"/api/v1/nodes/{branch['node_id']}/ancestry").json()["items"]
     assert [n["envelope"]["node_id"] for n in path] == [
         branch["node_id"],
         trunk[1]["node_id"],
@@ -87,7 +87,7 @@ def test_get_node_ancestry_and_sessions(alice: User) -> None:
     ]
     sessions = alice.get(f"/api/v1/sessions?vault={alice.vault}").json()
     assert {s["session_id"] for s in sessions["items"]} == {trunk[3]["node_id"], branch["node_id"]}
-    session = alice.get(f"/api/v1/sessions/{trunk[3]['node_id']}").json()
+    session = alice.get(f"/api/v1/sessions/{trunk[3]['node_id']}").json()["items"]
     assert len(session) == 4
 
 
