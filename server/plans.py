@@ -1,14 +1,21 @@
 """Plans from the RFC, enforced by the server with clear errors, and retention.
 
-| tier | sessions / month | teams | members | retention |
-|---|---|---|---|---|
-| free | 100 | 1 | 3 | 30 days |
-| pro | unlimited | 3 | 10 | full history |
-| enterprise | unlimited | unlimited | unlimited | full history |
+| tier | sessions / month | teams | members | retention | bytes per vault |
+|---|---|---|---|---|---|
+| free | 100 | 1 | 3 | 30 days | 1 GiB |
+| pro | unlimited | 3 | 10 | full history | 100 GiB |
+| enterprise | unlimited | unlimited | unlimited | full history | unlimited |
 
 A *session* for the monthly count is a new conversation: a root node (no parent) pushed into a
 vault the owner pays for. Retention deletes envelopes uploaded before the window; a session whose
-older nodes expired keeps its newer ones, and their ancestry simply ends earlier.
+older nodes expired keeps its newer ones, and their ancestry simply ends earlier. Everything
+retention deletes is scoped by vault: node IDs are chosen by clients, so a user can push another
+vault's IDs into her own and let them expire, and that must delete nothing of the other vault
+(its share rows included).
+
+The byte quota counts the stored envelopes of a vault (``Team.bytes_stored``, kept by push and
+retention): a push that would pass it is refused whole with 402 and a message saying how much
+the vault holds.
 """
 
 from __future__ import annotations
@@ -16,13 +23,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import and_, delete, func, select, tuple_, update
 from sqlalchemy.orm import Session
 
-from server.db.models import NodeRecord, ShareNode, Team
+from server.db.models import NodeRecord, Share, ShareNode, Team
 from server.errors import PlanLimit
 
-__all__ = ["TIERS", "Tier", "apply_retention", "check_new_sessions"]
+__all__ = ["TIERS", "Tier", "apply_retention", "check_bytes", "check_new_sessions"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,12 +38,27 @@ class Tier:
     teams: int | None
     members: int | None
     retention_days: int | None
+    bytes_per_vault: int | None
 
 
 TIERS: dict[str, Tier] = {
-    "free": Tier(sessions_per_month=100, teams=1, members=3, retention_days=30),
-    "pro": Tier(sessions_per_month=None, teams=3, members=10, retention_days=None),
-    "enterprise": Tier(sessions_per_month=None, teams=None, members=None, retention_days=None),
+    "free": Tier(
+        sessions_per_month=100, teams=1, members=3, retention_days=30, bytes_per_vault=1 << 30
+    ),
+    "pro": Tier(
+        sessions_per_month=None,
+        teams=3,
+        members=10,
+        retention_days=None,
+        bytes_per_vault=100 << 30,
+    ),
+    "enterprise": Tier(
+        sessions_per_month=None,
+        teams=None,
+        members=None,
+        retention_days=None,
+        bytes_per_vault=None,
+    ),
 }
 
 
@@ -66,6 +88,26 @@ def check_new_sessions(db: Session, team: Team, new_roots: int, now: datetime) -
         )
 
 
+def _size(n: int) -> str:
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"
+
+
+def check_bytes(team: Team, new_bytes: int) -> None:
+    """Refuse a push that would take the vault past its plan's byte quota (402)."""
+    tier = TIERS.get(team.tier, TIERS["free"])
+    if tier.bytes_per_vault is None or new_bytes == 0:
+        return
+    if team.bytes_stored + new_bytes > tier.bytes_per_vault:
+        raise PlanLimit(
+            f"vault {team.id} holds {_size(team.bytes_stored)} of the {team.tier} plan's "
+            f"{_size(tier.bytes_per_vault)} and this push needs {_size(new_bytes)} more; "
+            "delete old sessions or upgrade"
+        )
+
+
 def apply_retention(db: Session, now: datetime) -> int:
     """Delete envelopes older than each vault's plan keeps; return how many were deleted."""
     deleted = 0
@@ -74,18 +116,31 @@ def apply_retention(db: Session, now: datetime) -> int:
             continue
         cutoff = now - timedelta(days=tier.retention_days)
         vaults = select(Team.id).where(Team.tier == tier_name)
-        expired = select(NodeRecord.node_id).where(
-            NodeRecord.vault_id.in_(vaults), NodeRecord.uploaded_at < cutoff
+        stale_shares = (
+            select(ShareNode.share_id, ShareNode.node_id)
+            .join(Share, Share.id == ShareNode.share_id)
+            .join(
+                NodeRecord,
+                and_(NodeRecord.vault_id == Share.team_id, NodeRecord.node_id == ShareNode.node_id),
+            )
+            .where(Share.team_id.in_(vaults), NodeRecord.uploaded_at < cutoff)
         )
-        db.execute(delete(ShareNode).where(ShareNode.node_id.in_(expired)))
+        db.execute(
+            delete(ShareNode).where(tuple_(ShareNode.share_id, ShareNode.node_id).in_(stale_shares))
+        )
         counts = db.execute(
-            select(NodeRecord.vault_id, func.count())
+            select(NodeRecord.vault_id, func.count(), func.sum(func.length(NodeRecord.envelope)))
             .where(NodeRecord.vault_id.in_(vaults), NodeRecord.uploaded_at < cutoff)
             .group_by(NodeRecord.vault_id)
         ).all()
-        for vault_id, count in counts:
+        for vault_id, count, size in counts:
             db.execute(
-                update(Team).where(Team.id == vault_id).values(node_count=Team.node_count - count)
+                update(Team)
+                .where(Team.id == vault_id)
+                .values(
+                    node_count=Team.node_count - count,
+                    bytes_stored=Team.bytes_stored - int(size or 0),
+                )
             )
             deleted += count
         db.execute(

@@ -87,6 +87,8 @@ class Team(Base):
     tier: Mapped[str] = mapped_column(String(16), default="free")
     head_seq: Mapped[int] = mapped_column(BigInteger, default=0)
     node_count: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Bytes of envelopes the vault holds (kept by push and retention; the plan's quota).
+    bytes_stored: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     chain_seqno: Mapped[int] = mapped_column(Integer, default=-1)
     chain_head: Mapped[str | None] = mapped_column(String(64))
     # The key epoch the verified chain is in (set with chain_seqno); a push of a new node sealed

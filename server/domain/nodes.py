@@ -119,7 +119,7 @@ def push(db: Session, principal: Principal, data: PushRequest, now: datetime) ->
     stored: list[str] = []
     existing: list[str] = []
     rows: list[tuple[object, ...]] = []
-    seq = team.head_seq
+    seq, new_bytes = team.head_seq, 0
     stamp = _storage_time(db, now)
     for env, blob in zip(data.envelopes, encoded, strict=True):
         if env.node_id in present:
@@ -150,10 +150,13 @@ def push(db: Session, principal: Principal, data: PushRequest, now: datetime) ->
         )
         present.add(env.node_id)
         stored.append(env.node_id)
+        new_bytes += len(blob)
+    plans.check_bytes(team, new_bytes)
     if rows:
         _insert_rows(db, rows)
         team.head_seq = seq
         team.node_count += len(rows)
+        team.bytes_stored += new_bytes
     first = team.head_seq - len(stored) + 1 if stored else 0
     return PushResult(stored=stored, existing=existing, head_seq=team.head_seq, first_seq=first)
 

@@ -87,10 +87,42 @@ def test_0002_backfills_each_vaults_epoch_from_its_chain_head(database_url: str)
         _team(conn, "t_rotated", "alice", _chain(alice, "t_rotated", bob))
         _team(conn, "t_genesis_only", "alice", _chain(alice, "t_genesis_only"))
         _team(conn, "p_alice", "alice", [])  # a personal vault before its first login
-    upgrade(engine)
-    assert current_revision(engine) == head_revision(engine) == "0002"
+    upgrade(engine, "0002")
+    assert current_revision(engine) == "0002"
     with engine.connect() as conn:
         rows = conn.execute(sa.text("SELECT id, epoch FROM teams")).all()
     epochs = dict(rows)
     assert epochs == {"t_rotated_twice": 3, "t_rotated": 2, "t_genesis_only": 1, "p_alice": 1}
+    engine.dispose()
+
+
+_nodes = sa.table(
+    "nodes", *(sa.column(c) for c in ("vault_id", "node_id", "parent_id", "seq", "epoch")),
+    *(sa.column(c) for c in ("record_type", "author", "padded_size", "metadata_only")),
+    sa.column("clear_metadata", JsonType), sa.column("envelope", sa.LargeBinary),
+    sa.column("uploader_id"), sa.column("uploaded_at", sa.DateTime(timezone=True)),
+)  # fmt: skip
+
+
+def test_0003_backfills_each_vaults_stored_bytes(database_url: str) -> None:
+    engine = make_engine(database_url)
+    upgrade(engine, "0002")
+    with engine.begin() as conn:
+        alice = _user(conn, "alice")
+        _team(conn, "t_full", "alice", _chain(alice, "t_full"))
+        _team(conn, "t_empty", "alice", _chain(alice, "t_empty"))
+        for seq, size in enumerate((100, 2_000, 30_000), start=1):
+            conn.execute(
+                sa.insert(_nodes).values(
+                    vault_id="t_full", node_id=f"{seq:064x}", parent_id=None, seq=seq, epoch=1,
+                    record_type="node", author="a", padded_size=0, metadata_only=True,
+                    clear_metadata={}, envelope=b"x" * size, uploader_id="alice",
+                    uploaded_at=NOW,
+                )
+            )  # fmt: skip
+    upgrade(engine)
+    assert current_revision(engine) == head_revision(engine) == "0003"
+    with engine.connect() as conn:
+        rows = dict(conn.execute(sa.text("SELECT id, bytes_stored FROM teams")).all())
+    assert (rows["t_full"], rows["t_empty"]) == (32_100, 0)
     engine.dispose()

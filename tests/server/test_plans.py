@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import os
 from typing import Any
 
+import pytest
 from litestar.testing import TestClient
 from sqlalchemy.orm import Session
 
-from server.plans import apply_retention
-from tests.server.conftest import Clock, User, Vault
+from server.db.models import Team
+from server.plans import TIERS, apply_retention
+from tests.server.conftest import Clock, User, Vault, b64
 
 
 def test_free_plan_allows_100_new_sessions_a_month(alice: User, clock: Clock) -> None:
@@ -55,3 +60,41 @@ def test_retention_deletes_what_the_free_plan_no_longer_keeps(
     page = alice.get(f"/api/v1/sync/pull?vault={alice.vault}").json()
     assert [i["envelope"]["node_id"] for i in page["items"]] == [fresh["node_id"]]
     assert alice.get(f"/api/v1/sync/status?vault={alice.vault}").json()["node_count"] == 1
+
+
+def test_a_push_past_the_vaults_byte_quota_is_refused_whole(
+    alice: User, clock: Clock, client: TestClient[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(TIERS, "free", dataclasses.replace(TIERS["free"], bytes_per_vault=20_000))
+    keys = Vault(alice.vault, alice.identity)
+    first = keys.chain(4, size=1_000)
+    assert push(alice, first).status_code == 200
+    held = _bytes_stored(client, alice.vault)
+    assert held == sum(len(json.dumps(e, separators=(",", ":"))) for e in first)
+    _, big = keys.seal("a large one", size=0)
+    big = dict(big, ciphertext=b64(os.urandom(20_000)), padded_size=20_000 - 16)
+    refused = push(alice, [big])
+    assert refused.status_code == 402
+    detail = refused.json()["detail"]
+    assert f"vault {alice.vault} holds" in detail
+    assert "of the free plan's 19.5 KiB" in detail
+    status = alice.get(f"/api/v1/sync/status?vault={alice.vault}").json()
+    assert (status["node_count"], _bytes_stored(client, alice.vault)) == (4, held)
+    # retention frees the space it deletes
+    clock.advance(days=31)
+    alice.relogin()
+    with Session(client.app.state.engine) as db, db.begin():
+        assert apply_retention(db, clock()) == 4
+    assert _bytes_stored(client, alice.vault) == 0
+    assert push(alice, [keys.seal("fits again")[1]]).status_code == 200
+
+
+def push(user: User, envelopes: list[dict[str, Any]]) -> Any:
+    return user.post("/api/v1/sync/push", {"vault": user.vault, "envelopes": envelopes})
+
+
+def _bytes_stored(client: TestClient[Any], vault: str) -> int:
+    with Session(client.app.state.engine) as db:
+        team = db.get(Team, vault)
+        assert team is not None
+        return team.bytes_stored

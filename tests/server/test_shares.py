@@ -8,14 +8,15 @@ from typing import Any
 
 import pytest
 from litestar.testing import TestClient
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 import keymgmt
 from server.db.models import AuditEntry, NodeRecord, ShareNode, Team
 from server.deps import Principal
 from server.domain.shares import record_shared_read
-from tests.server.conftest import Clock, User
+from server.plans import apply_retention
+from tests.server.conftest import Clock, User, Vault
 from tests.server.test_teams import TeamKit, db_session
 
 NO_NODE = {"type": "about:blank", "title": "Not Found", "status": 404, "detail": "no such node"}
@@ -360,3 +361,28 @@ def test_sharing_a_session_whose_parent_link_loops_back_terminates(
     push(story.alice, story.team, [dict(looping, node_id=a0["node_id"], parent_id=a2["node_id"])])
     assert story.share(story.alice, a2["node_id"]).status_code == 201
     assert sorted(story.pulled(bob)) == sorted([a1["node_id"], a2["node_id"]])
+
+
+def test_retention_in_one_vault_deletes_nothing_of_another_vaults_shares(
+    story: Story, bob: User, clock: Clock, client: TestClient[Any]
+) -> None:
+    """Mallory pushes the team's node IDs (node IDs are chosen by clients) into her own free
+    vault and lets them expire. Retention there deletes her rows only: the team (on a plan that
+    keeps full history) still shares session A with Bob."""
+    with db_session(client) as db, db.begin():
+        db.execute(update(Team).where(Team.id == story.team).values(tier="pro"))
+    leaf = story.a[-1]["node_id"]
+    assert story.share(story.alice, leaf).status_code == 201
+    mallory = User(client)
+    copies = [
+        dict(envelope, team=mallory.vault, parent_id=None)
+        for envelope in Vault(mallory.vault, mallory.identity).chain(len(story.a))
+    ]
+    copies = [dict(c, node_id=a["node_id"]) for c, a in zip(copies, story.a, strict=True)]
+    pushed = mallory.post("/api/v1/sync/push", {"vault": mallory.vault, "envelopes": copies})
+    assert pushed.status_code == 200, pushed.text
+    clock.advance(days=31)
+    with db_session(client) as db, db.begin():
+        assert apply_retention(db, clock()) == len(story.a)  # mallory's copies only
+    relogin(bob)
+    assert sorted(story.pulled(bob)) == sorted(ids(story.a))
