@@ -62,13 +62,21 @@ def require_role(
 
 
 def readable_clause(team: Team, member: TeamMember, now: datetime) -> ColumnElement[bool]:
-    """SQL condition on ``NodeRecord`` rows of ``team`` that ``member`` may read."""
+    """SQL condition on ``NodeRecord`` rows of ``team`` that ``member`` may read: their own
+    uploads, and nodes a live share **by the node's own uploader** covers.
+
+    A share reaches only its sharer's uploads. A member who continues a session shared with
+    them and shares the continuation shares their own nodes; the original nodes stay readable
+    only while their uploader's share of them is live, so an unshare or an expiry by the owner
+    of a session ends the team's access to it, whatever continuations were shared since.
+    """
     if team.kind == "personal":
         return NodeRecord.vault_id == team.id
     shared = exists().where(
         ShareNode.node_id == NodeRecord.node_id,
         ShareNode.share_id == Share.id,
         Share.team_id == team.id,
+        Share.shared_by == NodeRecord.uploader_id,
         Share.revoked_at.is_(None),
         or_(Share.expires_at.is_(None), Share.expires_at > now),
     )

@@ -227,3 +227,8 @@ def alice(client: TestClient[Any]) -> User:
 @pytest.fixture
 def bob(client: TestClient[Any]) -> User:
     return User(client, "bob")
+
+
+@pytest.fixture
+def carol(client: TestClient[Any]) -> User:
+    return User(client, "carol")

@@ -1,14 +1,21 @@
 """No sequence of API calls lets a user read what was not shared with them (DESIGN §9).
 
-A hypothesis state machine drives the real app: members push sessions, share and unshare them,
-and the owner removes members. After every step each user's pull, and a direct fetch of every
-node, must equal what a plain model of the rules allows: your own uploads, plus the ancestry of
-live shares to a team you still belong to.
+A hypothesis state machine drives the real app: members push sessions (new ones, continuations
+of their own, and continuations of sessions shared with them), share them (some with an expiry)
+and unshare them, time passes (shares expire), retention deletes old nodes, and the owner removes
+members. After every step each user's pull, and a direct fetch of every node, must equal what a
+plain model of the rules allows: your own uploads, plus, of each live share to a team you still
+belong to, the nodes *its sharer uploaded* among those it covered when it was made (the walk
+from its leaf through what the sharer could read then). A share never reaches another
+uploader's nodes, so an owner's unshare or expiry ends access to their session even after
+others shared continuations of it.
 """
 
 from __future__ import annotations
 
 import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,16 +23,28 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 from litestar.testing import TestClient
+from sqlalchemy import update
+from sqlalchemy.orm import Session
 
 import keymgmt
 from server.app import create_app
 from server.db.engine import make_engine
 from server.db.migrate import upgrade
+from server.db.models import NodeRecord
+from server.plans import apply_retention
 from server.settings import Settings
 from tests.server.conftest import AUDIENCE, Clock, User
 from tests.server.test_teams import TeamKit, set_tier
 
 NAMES = ("alice", "bob", "carol")
+TICK = timedelta(seconds=61)  # a share's expiry is one tick; the chain's skew allows ~10 ticks
+
+
+@dataclass(frozen=True)
+class ModelShare:
+    sharer: str
+    nodes: frozenset[str]  # what the walk from the leaf covered when it was shared
+    expires: datetime | None
 
 
 class SharingMachine(RuleBasedStateMachine):
@@ -55,37 +74,58 @@ class SharingMachine(RuleBasedStateMachine):
         self.parent: dict[str, str | None] = {}
         self.tapes_hash: dict[str, str] = {}
         self.leaves: dict[str, list[str]] = {name: [] for name in NAMES}
-        self.shares: dict[str, str] = {}  # leaf -> sharer
+        self.shares: dict[str, ModelShare] = {}  # leaf -> share (live or expired)
+        self.ticks = 0
+        self.uploaded: dict[str, datetime] = {}  # node -> its upload time, as aged
 
     def teardown(self) -> None:
         self.client.__exit__(None, None, None)
         self.engine.dispose()
 
-    def _ancestry(self, node: str) -> list[str]:
-        path: list[str] = []
-        current: str | None = node
-        while current is not None:
-            path.append(current)
-            current = self.parent[current]
-        return path
+    def _live(self, share: ModelShare) -> bool:
+        return share.expires is None or share.expires > self.clock()
 
     def readable(self, name: str) -> set[str]:
         if name not in self.members:
             return set()
         own = {n for n, who in self.uploader.items() if who == name}
-        shared = {n for leaf in self.shares for n in self._ancestry(leaf)}
+        shared = {
+            n
+            for share in self.shares.values()
+            if self._live(share)
+            for n in share.nodes
+            if self.uploader.get(n) == share.sharer
+        }
         return own | shared
 
-    @rule(name=st.sampled_from(NAMES), continue_own=st.booleans())
+    def _walk(self, leaf: str, name: str) -> frozenset[str]:
+        """The share's walk: from the leaf through nodes the sharer can read now."""
+        allowed, covered = self.readable(name), set()
+        current: str | None = leaf
+        while current is not None and current in allowed:
+            covered.add(current)
+            current = self.parent.get(current)
+        return frozenset(covered)
+
+    @rule(
+        name=st.sampled_from(NAMES),
+        mode=st.sampled_from(["new", "own", "shared"]),
+        index=st.integers(0, 5),
+    )
     @precondition(lambda self: len(self.uploader) < 24)
-    def push(self, name: str, continue_own: bool) -> None:
+    def push(self, name: str, mode: str, index: int) -> None:
         if name not in self.members:
             return
         user = self.users[name]
-        parent_id = self.leaves[name][-1] if continue_own and self.leaves[name] else None
+        others = sorted(n for n in self.readable(name) if self.uploader[n] != name)
+        parent_id: str | None = None
+        if mode == "own" and self.leaves[name]:
+            parent_id = self.leaves[name][-1]
+        elif mode == "shared" and others:  # continue a session someone shared with me
+            parent_id = others[index % len(others)]
         parent_hash = self.tapes_hash[parent_id] if parent_id else None
         tapes_hash, envelope = self.kit.vault(user).seal(
-            f"{name} {len(self.uploader)}", parent_hash, parent_id=parent_id
+            f"{name} {len(self.uploader)} {self.clock()}", parent_hash, parent_id=parent_id
         )
         response = user.post(
             "/api/v1/sync/push", {"vault": self.kit.team_id, "envelopes": [envelope]}
@@ -93,31 +133,66 @@ class SharingMachine(RuleBasedStateMachine):
         assert response.status_code == 200, response.text
         node = envelope["node_id"]
         self.uploader[node], self.parent[node], self.tapes_hash[node] = name, parent_id, tapes_hash
-        if parent_id:
+        self.uploaded[node] = self.clock()
+        if parent_id in self.leaves[name]:
             self.leaves[name].remove(parent_id)
         self.leaves[name].append(node)
 
-    @rule(name=st.sampled_from(NAMES), index=st.integers(0, 5))
-    def share(self, name: str, index: int) -> None:
-        leaves = [leaf for leaf in self.leaves[name] if leaf not in self.shares]
+    @rule(name=st.sampled_from(NAMES), index=st.integers(0, 5), expiring=st.booleans())
+    def share(self, name: str, index: int, expiring: bool) -> None:
+        taken = {leaf for leaf, share in self.shares.items() if self._live(share)}
+        leaves = [leaf for leaf in self.leaves[name] if leaf not in taken]
         if name not in self.members or not leaves:
             return
         leaf = leaves[index % len(leaves)]
+        expires = self.clock() + TICK if expiring else None
         statement = keymgmt.create_share(
             state=self.kit.state, keys=self.kit.team_keys(), sharer=self.users[name].identity,
-            leaf_id=leaf, title="t", note="n", now=self.kit.ts(), expires_at=None,
+            leaf_id=leaf, title="t", note="n", now=self.kit.ts(),
+            expires_at=int(expires.timestamp()) if expires else None,
         ).to_dict()  # fmt: skip
         response = self.users[name].post(
             f"/api/v1/sessions/{leaf}/share", {"team": self.kit.team_id, "statement": statement}
         )
         assert response.status_code == 201, response.text
-        self.shares[leaf] = name
+        self.shares[leaf] = ModelShare(name, self._walk(leaf, name), expires)
+
+    @rule()
+    @precondition(lambda self: self.ticks < 8)
+    def tick(self) -> None:
+        """Time passes: shares made with an expiry one tick ahead end."""
+        self.clock.advance(seconds=TICK.total_seconds())
+        self.ticks += 1
+
+    @rule(days=st.sampled_from([10, 31]))
+    def retention(self, days: int) -> None:
+        """Every node so far ages by ``days`` (the team is on the free plan: 30 days kept)."""
+        with Session(self.engine) as db, db.begin():
+            db.execute(
+                update(NodeRecord)
+                .where(NodeRecord.vault_id == self.kit.team_id)
+                .values(uploaded_at=NodeRecord.uploaded_at - timedelta(days=days))
+            )
+            apply_retention(db, self.clock())
+        self.uploaded = {n: t - timedelta(days=days) for n, t in self.uploaded.items()}
+        cutoff = self.clock() - timedelta(days=30)
+        for node in [n for n, t in self.uploaded.items() if t < cutoff]:
+            for table in (self.uploader, self.parent, self.tapes_hash, self.uploaded):
+                table.pop(node, None)
+            for leaves in self.leaves.values():
+                if node in leaves:
+                    leaves.remove(node)
+        self.shares = {
+            leaf: ModelShare(share.sharer, share.nodes & set(self.uploader), share.expires)
+            for leaf, share in self.shares.items()
+        }
 
     @rule(index=st.integers(0, 5))
     def unshare(self, index: int) -> None:
-        if not self.shares:
+        live = sorted(leaf for leaf, share in self.shares.items() if self._live(share))
+        if not live:
             return
-        leaf = sorted(self.shares)[index % len(self.shares)]
+        leaf = live[index % len(live)]
         response = self.users["alice"].delete(
             f"/api/v1/sessions/{leaf}/share?team={self.kit.team_id}"
         )
@@ -131,7 +206,7 @@ class SharingMachine(RuleBasedStateMachine):
         assert self.kit.remove(self.users[name]).status_code == 200
         self.members.discard(name)
         # removal revokes the removed member's live shares
-        self.shares = {leaf: who for leaf, who in self.shares.items() if who != name}
+        self.shares = {leaf: sh for leaf, sh in self.shares.items() if sh.sharer != name}
 
     @invariant()
     def everyone_reads_exactly_what_the_rules_allow(self) -> None:

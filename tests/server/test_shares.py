@@ -386,3 +386,37 @@ def test_retention_in_one_vault_deletes_nothing_of_another_vaults_shares(
         assert apply_retention(db, clock()) == len(story.a)  # mallory's copies only
     relogin(bob)
     assert sorted(story.pulled(bob)) == sorted(ids(story.a))
+
+
+def test_a_shared_continuation_does_not_keep_the_original_session_readable(
+    story: Story, bob: User, carol: User, clock: Clock, client: TestClient[Any]
+) -> None:
+    """Bob continues session A that Alice shared, and shares his continuation. When Alice
+    unshares A (or her share expires), the team loses A's nodes, though Bob's share covered
+    them when he made it; Bob's own nodes stay shared. A share reaches only its sharer's nodes."""
+    assert story.kit.add(carol).status_code == 200
+    a_leaf = story.a[-1]
+    expiry = int(clock().timestamp()) + 60
+    assert story.share(story.alice, a_leaf["node_id"], expires_at=expiry).status_code == 201
+    keys = story.kit.vault(bob)
+    _hash, reply = keys.seal("bob continues", None)
+    reply = dict(reply, parent_id=a_leaf["node_id"])
+    push(bob, story.team, [reply])
+    assert story.share(bob, reply["node_id"]).status_code == 201
+    everything = sorted([*ids(story.a), reply["node_id"]])
+    assert sorted(story.pulled(carol)) == everything
+    clock.advance(seconds=61)  # Alice's share of A expires
+    relogin(carol)
+    assert story.pulled(carol) == [reply["node_id"]]
+    assert carol.get(f"/api/v1/nodes/{a_leaf['node_id']}").status_code == 404
+    path = carol.get(f"/api/v1/nodes/{reply['node_id']}/ancestry").json()
+    assert ([i["envelope"]["node_id"] for i in path["items"]], path["next"]) == (
+        [reply["node_id"]], None,
+    )  # fmt: skip
+    # sharing A again brings it back; unsharing it takes it away again
+    relogin(story.alice)
+    assert story.share(story.alice, a_leaf["node_id"]).status_code == 201
+    assert sorted(story.pulled(carol)) == everything
+    gone = story.alice.delete(f"/api/v1/sessions/{a_leaf['node_id']}/share?team={story.team}")
+    assert gone.status_code == 204
+    assert story.pulled(carol) == [reply["node_id"]]

@@ -166,11 +166,6 @@ def set_tier(client: TestClient[Any], vault_id: str, tier: str) -> None:
 
 
 @pytest.fixture
-def carol(client: TestClient[Any]) -> User:
-    return User(client, "carol")
-
-
-@pytest.fixture
 def dave(client: TestClient[Any]) -> User:
     return User(client, "dave")
 
