@@ -24,7 +24,13 @@ from server.db.models import NodeRecord, Share, ShareNode, Team, TeamMember
 from server.deps import Principal
 from server.errors import Forbidden, NotFound
 
-__all__ = ["membership", "readable_clause", "require_role", "require_vault"]
+__all__ = [
+    "membership",
+    "readable_clause",
+    "require_content_key",
+    "require_role",
+    "require_vault",
+]
 
 _NO_VAULT = "no such vault"
 READERS = frozenset({"owner", "admin", "member"})
@@ -50,6 +56,15 @@ def require_vault(
     if permission in ("push", "pull") and member.role not in READERS:
         raise Forbidden("this role reads usage metadata only")
     return found
+
+
+def require_content_key(principal: Principal, vault: str) -> None:
+    """Keyrings open content: an API key fetches them only with pull or push on the vault (a
+    ``read-usage`` key, for a dashboard, never holds what decrypts)."""
+    if principal.api_key_id is not None and not (
+        principal.key_allows(vault, "pull") or principal.key_allows(vault, "push")
+    ):
+        raise Forbidden("this API key reads usage only; it cannot fetch keyrings")
 
 
 def require_role(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from sqlalchemy import select
@@ -11,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from server.db.models import AuditEntry, Team
 
-__all__ = ["record", "verify_audit_chain"]
+__all__ = ["record", "verify_audit_page"]
 
 
 def _entry_hash(
@@ -71,23 +72,28 @@ def record(
         team.audit_head = digest
 
 
-def verify_audit_chain(db: Session, team_id: str) -> bool:
-    """Recompute a team's audit chain; False if any entry was altered, removed or reordered."""
-    prev = None
-    entries = db.scalars(
-        select(AuditEntry).where(AuditEntry.team_id == team_id).order_by(AuditEntry.id)
+def verify_audit_page(db: Session, team_id: str, page: Sequence[AuditEntry], *, last: bool) -> bool:
+    """Check one page of a team's audit log in O(page): each entry's hash, each link, the link
+    from the entry just before the page, and (on the last page) the team's recorded head. A
+    reader who pages through the whole log has checked the whole chain."""
+    if not page:
+        return True
+    before = db.scalar(
+        select(AuditEntry.hash)
+        .where(AuditEntry.team_id == team_id, AuditEntry.id < page[0].id)
+        .order_by(AuditEntry.id.desc())
+        .limit(1)
     )
-    for entry in entries:
+    prev = before
+    for entry in page:
         expected = _entry_hash(
-            prev,
-            action=entry.action,
-            subject=entry.subject,
-            detail=entry.detail,
-            actor=entry.actor_id,
-            at=entry.created_at,
-        )
+            prev, action=entry.action, subject=entry.subject, detail=entry.detail,
+            actor=entry.actor_id, at=entry.created_at,
+        )  # fmt: skip
         if entry.prev_hash != prev or entry.hash != expected:
             return False
         prev = entry.hash
+    if not last:
+        return True
     team = db.get(Team, team_id)
     return team is None or team.audit_head == prev

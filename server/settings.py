@@ -9,6 +9,7 @@
 | ``TAPES_SERVER_ACCESS_TTL`` / ``TAPES_SERVER_REFRESH_TTL`` | 900 s / 30 days |
 | ``TAPES_SERVER_MAX_BODY`` | 20 MiB |
 | ``TAPES_SERVER_AUTH_RATE`` | 30 auth requests per client address per minute |
+| ``TAPES_SERVER_TRUSTED_PROXIES`` | none (proxy IPs whose ``X-Forwarded-For`` is believed) |
 
 ``TAPES_SERVER_PUBLIC_URL`` is the URL clients use. Login signatures are bound to it, so that a
 challenge cannot be relayed from another server; every process of one deployment must share it.
@@ -16,6 +17,7 @@ challenge cannot be relayed from another server; every process of one deployment
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -47,6 +49,19 @@ def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -
     if not low <= value <= high:
         raise SettingsError(f"{name}={value} is out of range ({low}..{high})")
     return value
+
+
+def _addresses(raw: str) -> frozenset[str]:
+    """``TAPES_SERVER_TRUSTED_PROXIES``: IP addresses, comma-separated."""
+    found = set()
+    for part in filter(None, (p.strip() for p in raw.split(","))):
+        try:
+            found.add(str(ipaddress.ip_address(part)))
+        except ValueError:
+            raise SettingsError(
+                f"TAPES_SERVER_TRUSTED_PROXIES: {part!r} is not an IP address"
+            ) from None
+    return frozenset(found)
 
 
 def normalize_database_url(url: str) -> str:
@@ -85,6 +100,7 @@ class Settings:
     max_body: int = 20 * 1024 * 1024
     auth_rate_per_minute: int = 30
     public_url: str = ""
+    trusted_proxies: frozenset[str] = frozenset()
 
     @property
     def audience(self) -> str:
@@ -106,4 +122,5 @@ class Settings:
             max_body=_int(env, "TAPES_SERVER_MAX_BODY", 20 * 1024 * 1024, 1024, 1 << 30),
             auth_rate_per_minute=_int(env, "TAPES_SERVER_AUTH_RATE", 30, 1, 100_000),
             public_url=_public_url(env.get("TAPES_SERVER_PUBLIC_URL") or ""),
+            trusted_proxies=_addresses(env.get("TAPES_SERVER_TRUSTED_PROXIES") or ""),
         )

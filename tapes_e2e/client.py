@@ -342,6 +342,15 @@ class ApiClient:
                 raise AuthError(_NOT_LOGGED_IN.format(url=self._api_url))
             return self._refresh_locked(session)
 
+    def logout(self) -> None:
+        """Tell the server to end this login: its refresh token and access tokens stop
+        working. The caller forgets the saved session either way."""
+        session = self._session
+        if session is None:
+            raise AuthError(_NOT_LOGGED_IN.format(url=self._api_url))
+        body = _encode({"refresh_token": session.refresh_token})
+        self._check(self._send("POST", "/auth/logout", body=body))
+
     def _refresh_locked(self, session: Session) -> Session:
         response = self._send(
             "POST", "/auth/token/refresh", body=_encode({"refresh_token": session.refresh_token})

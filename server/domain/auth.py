@@ -40,12 +40,13 @@ from server.db.models import (
 from server.deps import (
     AUTHENTICATED,
     NowDep,
+    Principal,
     PrincipalDep,
     SessionDep,
     aware,
     token_hash,
 )
-from server.errors import BadRequest, Conflict, NotFound, Unauthorized, problem
+from server.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized, problem
 from server.openapi import delete, get, post
 from server.settings import Settings
 from tapes_e2e.protocol import (
@@ -76,7 +77,16 @@ def _unb64(text: str) -> bytes:
 
 
 def _client(request: Request[object, object, State]) -> str:
-    return request.client.host if request.client else "unknown"
+    """The caller's address for rate limits and the audit log: the peer, or, when the peer is
+    one of the proxies ``TAPES_SERVER_TRUSTED_PROXIES`` names, the last address that proxy put
+    in ``X-Forwarded-For`` (any earlier ones were written by the client and prove nothing)."""
+    peer = request.client.host if request.client else "unknown"
+    settings: Settings = request.app.state.settings
+    if peer not in settings.trusted_proxies:
+        return peer
+    forwarded = request.headers.get("x-forwarded-for", "")
+    last = forwarded.rsplit(",", 1)[-1].strip()
+    return last[:64] or peer
 
 
 def _issue(db: Session, settings: Settings, user: User, family: str, now: datetime) -> TokenPair:
@@ -236,6 +246,21 @@ class AuthController(Controller):
             raise Unauthorized("the refresh token is not valid; log in again")
         return _issue(db, settings, user, token.family_id, now)
 
+    @post("/logout", sync_to_thread=True, status_code=204)
+    def logout(
+        self, request: Request[object, object, State], data: JSONBody[RefreshRequest],
+        db: SessionDep, now: NowDep,
+    ) -> None:  # fmt: skip
+        """End a login: its refresh token and every access token of its family stop working.
+        Answered 204 whether or not the token was live, so it reveals nothing."""
+        settings: Settings = request.app.state.settings
+        ratelimit.hit(db, f"auth:{_client(request)}", limit=settings.auth_rate_per_minute, now=now)
+        token = db.scalar(
+            select(RefreshToken).where(RefreshToken.token_hash == token_hash(data.refresh_token))
+        )
+        if token is not None and token.revoked_at is None:
+            _revoke_family(db, token.family_id, now)
+
     @get(
         "/me",
         sync_to_thread=True,
@@ -257,6 +282,12 @@ class AuthController(Controller):
 def _revoke_family(db: Session, family: str, now: datetime) -> None:
     db.execute(update(RefreshToken).where(RefreshToken.family_id == family).values(revoked_at=now))
     db.execute(sql_delete(AccessToken).where(AccessToken.family_id == family))
+
+
+def _no_key(principal: Principal) -> None:
+    """A scoped API key (a CI's pull-only key, say) never lists or revokes its owner's keys."""
+    if principal.api_key_id is not None:
+        raise Forbidden("API keys cannot list or revoke API keys; log in")
 
 
 def _info(key: ApiKey) -> ApiKeyInfo:
@@ -307,7 +338,8 @@ class ApiKeyController(Controller):
 
     @get("/", sync_to_thread=True)
     def list_keys(self, db: SessionDep, principal: PrincipalDep) -> list[ApiKeyInfo]:
-        """Keys this account created."""
+        """Keys this account created. Only an interactive login manages keys."""
+        _no_key(principal)
         keys = db.scalars(
             select(ApiKey).where(ApiKey.user_id == principal.user_id).order_by(ApiKey.created_at)
         )
@@ -317,7 +349,8 @@ class ApiKeyController(Controller):
     def revoke(
         self, key_id: FromPath[str], db: SessionDep, principal: PrincipalDep, now: NowDep
     ) -> None:
-        """Revoke a key at once."""
+        """Revoke a key at once. Only an interactive login manages keys."""
+        _no_key(principal)
         key = db.get(ApiKey, key_id)
         if key is None or key.user_id != principal.user_id:
             raise NotFound("no such API key")

@@ -134,6 +134,7 @@ class VaultChainController(Controller):
     ) -> list[KeyringOut]:
         """The keyrings sealed to the caller, by epoch (a viewer has none)."""
         team, member = _vault_member(db, principal, vault)
+        acl.require_content_key(principal, team.id)
         if member.role not in acl.READERS:
             return []
         return keyrings_for(db, team.id, _caller(db, principal).fingerprint)

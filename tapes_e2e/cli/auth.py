@@ -15,7 +15,7 @@ from tapes_e2e import account
 from tapes_e2e.cli import output
 from tapes_e2e.config import save_config, storage_table
 from tapes_e2e.context import Settings, api_client, logged_in
-from tapes_e2e.errors import ConfigError, TapesError
+from tapes_e2e.errors import ConfigError, ServerError, TapesError
 from tapes_e2e.identity import create_identity, identity_path, unlock
 
 app = typer.Typer(help="Log in to a sync server, show the login, log out.", no_args_is_help=True)
@@ -131,11 +131,19 @@ def status(
 
 @app.command("logout")
 def logout(ctx: typer.Context) -> None:
-    """Forget the saved login on this machine (the identity key stays)."""
-    if account.forget_session(_settings(ctx).dotdir.path):
-        output.note("logged out: the saved login is deleted; your identity key is kept")
-    else:
+    """End the login on the server and forget it on this machine (the identity key stays)."""
+    settings = _settings(ctx)
+    session = account.load_session(settings.dotdir.path)
+    if session is None:
         output.note("not logged in")
+        return
+    try:
+        api_client(settings, session.server).logout()
+        ended = "the server ended it"
+    except ServerError as exc:
+        ended = f"the server could not be told ({exc.message}); it expires by itself"
+    account.forget_session(settings.dotdir.path)
+    output.note(f"logged out: {ended}; the saved login is deleted; your identity key is kept")
 
 
 api_keys = typer.Typer(help="Team-scoped API keys (tapes_…) for automation.", no_args_is_help=True)

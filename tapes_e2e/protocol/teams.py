@@ -246,7 +246,9 @@ class AuditEntryOut(_Strict, frozen=True):
 
 
 class AuditPage(_Strict, frozen=True):
-    """Entries with ``id > after``; ``chain_ok`` covers the team's whole audit chain."""
+    """Entries with ``id > after``; ``chain_ok`` covers this page's part of the audit chain
+    (its entries and links, the link to the entry before it, the team's head on the last page):
+    a reader who pages through the whole log has checked all of it."""
 
     team_id: str
     chain_ok: bool

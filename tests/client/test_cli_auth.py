@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
+from litestar.testing import TestClient
 
 from tapes_e2e import context
 from tests.client.conftest import Tapes
@@ -13,7 +15,7 @@ from tests.server.conftest import AUDIENCE
 
 
 def test_login_registers_sets_up_the_vault_and_status_reports_it(
-    tapes: Tapes, tmp_path: Path
+    tapes: Tapes, tmp_path: Path, client: TestClient[Any]
 ) -> None:
     code, out, err = tapes("a", "auth", "login", "--server", AUDIENCE, "--handle", "alice")
     assert code == 0, err
@@ -31,8 +33,12 @@ def test_login_registers_sets_up_the_vault_and_status_reports_it(
     code, out, err = tapes("a", "auth", "login")
     assert code == 0, err
     assert "as alice" in out
+    refresh = json.loads((tmp_path / "a" / "session.json").read_text())["refresh_token"]
     code, _, err = tapes("a", "auth", "logout")
     assert code == 0
+    assert "the server ended it" in err
+    ended = client.post("/auth/token/refresh", json={"refresh_token": refresh})
+    assert ended.status_code == 401  # the login is over on the server, not only forgotten here
     code, out, _ = tapes("a", "auth", "status")
     assert code == 1
     assert "not logged in" in out

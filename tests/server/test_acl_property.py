@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 from litestar.testing import TestClient
-from sqlalchemy import update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 import keymgmt
@@ -68,6 +68,7 @@ class SharingMachine(RuleBasedStateMachine):
         self.kit = TeamKit(self.users["alice"], self.clock)
         for name in NAMES[1:]:
             assert self.kit.add(self.users[name]).status_code == 200
+        set_tier(self.client, self.kit.team_id, "free")  # retention keeps 30 days here
         self.members = set(NAMES)
         # the model
         self.uploader: dict[str, str] = {}  # node id -> name
@@ -168,11 +169,11 @@ class SharingMachine(RuleBasedStateMachine):
     def retention(self, days: int) -> None:
         """Every node so far ages by ``days`` (the team is on the free plan: 30 days kept)."""
         with Session(self.engine) as db, db.begin():
-            db.execute(
-                update(NodeRecord)
-                .where(NodeRecord.vault_id == self.kit.team_id)
-                .values(uploaded_at=NodeRecord.uploaded_at - timedelta(days=days))
-            )
+            for record in db.scalars(
+                select(NodeRecord).where(NodeRecord.vault_id == self.kit.team_id)
+            ):  # row by row: SQLite keeps stamps as text, which SQL arithmetic would break
+                record.uploaded_at -= timedelta(days=days)
+            db.flush()
             apply_retention(db, self.clock())
         self.uploaded = {n: t - timedelta(days=days) for n, t in self.uploaded.items()}
         cutoff = self.clock() - timedelta(days=30)
@@ -225,8 +226,8 @@ class SharingMachine(RuleBasedStateMachine):
 
 
 SharingMachine.TestCase.settings = settings(
-    max_examples=8,
-    stateful_step_count=12,
+    max_examples=15,
+    stateful_step_count=14,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )

@@ -170,3 +170,59 @@ def test_auth_endpoints_are_rate_limited(tmp_path: Any) -> None:
     with TestClient(app) as client:
         codes = [client.post("/auth/challenge").status_code for _ in range(5)]
     assert codes == [200, 200, 200, 429, 429]
+
+
+def test_a_scoped_key_never_manages_keys_nor_fetches_keyrings_it_cannot_use(
+    client: TestClient[Any], alice: User
+) -> None:
+    """A pull-only CI key cannot list or revoke its owner's other keys; a read-usage key (a
+    dashboard's) gets no keyring, while a pull key still gets its own."""
+
+    def key(*permissions: str) -> tuple[str, dict[str, str]]:
+        made = alice.post("/api/v1/api-keys/", {"vault": alice.vault, "permissions": permissions})
+        assert made.status_code == 201, made.text
+        return made.json()["info"]["key_id"], {"Authorization": f"Bearer {made.json()['api_key']}"}
+
+    other_id, _ = key("push")
+    _pull_id, pull = key("pull")
+    _usage_id, usage = key("read-usage")
+    assert client.get("/api/v1/api-keys/", headers=pull).status_code == 403
+    assert client.delete(f"/api/v1/api-keys/{other_id}", headers=pull).status_code == 403
+    assert [k["revoked"] for k in alice.get("/api/v1/api-keys/").json()] == [False] * 3
+    keyrings = f"/api/v1/vaults/{alice.vault}/keyrings"
+    assert client.get(keyrings, headers=usage).status_code == 403
+    assert client.get(keyrings, headers=pull).status_code == 200
+
+
+def test_logout_ends_the_login_on_the_server(client: TestClient[Any], alice: User) -> None:
+    refresh = alice.refresh
+    assert client.post("/auth/logout", json={"refresh_token": refresh}).status_code == 204
+    assert client.post("/auth/token/refresh", json={"refresh_token": refresh}).status_code == 401
+    assert alice.get("/auth/me").status_code == 401  # its access token too
+    # a token that is unknown or already ended gets the same answer
+    assert client.post("/auth/logout", json={"refresh_token": refresh}).status_code == 204
+    assert client.post("/auth/logout", json={"refresh_token": "x" * 40}).status_code == 204
+
+
+def test_x_forwarded_for_is_believed_only_from_a_trusted_proxy(tmp_path: Any) -> None:
+    """Rate limits count per client address. A client cannot dodge them by writing its own
+    X-Forwarded-For; behind a proxy named in TAPES_SERVER_TRUSTED_PROXIES, the address that
+    proxy appended is the client's."""
+    from server.app import create_app
+    from server.db.engine import make_engine
+    from server.db.migrate import upgrade
+    from server.settings import Settings
+
+    def codes(trusted: frozenset[str]) -> list[int]:
+        url = f"sqlite+pysqlite:///{tmp_path / f'xff{len(trusted)}.sqlite'}"
+        engine = make_engine(url)
+        upgrade(engine)
+        settings = Settings(database_url=url, auth_rate_per_minute=2, trusted_proxies=trusted)
+        with TestClient(create_app(settings, engine=engine)) as http:
+            return [
+                http.post("/auth/challenge", headers={"X-Forwarded-For": f"10.0.0.{i}"}).status_code
+                for i in range(4)
+            ]
+
+    assert codes(frozenset()) == [200, 200, 429, 429]  # the peer is one client, whatever it says
+    assert codes(frozenset({"testclient"})) == [200] * 4  # four clients behind the proxy

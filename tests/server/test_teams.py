@@ -975,3 +975,30 @@ def test_manager_endpoints_by_role(
         "removed": (404, "no such vault"),
     }
     assert chain_length(client, kit.team_id) == 5
+
+
+def test_an_audit_page_is_checked_in_o_page_and_links_to_the_one_before(
+    alice: User, bob: User, carol: User, clock: Clock, client: TestClient[Any]
+) -> None:
+    """A page checks its own entries and the link to the entry before it, never the whole log
+    (which grows with every shared read): tampering shows on the page that holds it, and a
+    changed hash shows on the page after too."""
+    kit = TeamKit(alice, clock)
+    assert kit.add(bob).status_code == 200
+    assert kit.add(carol).status_code == 200
+    url = f"/api/v1/teams/{kit.team_id}/audit"
+    entries = alice.get(url).json()["entries"]
+    assert len(entries) == 3
+    first, second = entries[0]["id"], entries[1]["id"]
+    with db_session(client) as db, db.begin():
+        db.execute(text("UPDATE audit_log SET subject = 'x' WHERE id = :id"), {"id": second})
+    pages = [
+        alice.get(url, params={"after": after, "limit": 1}).json() for after in (0, first, second)
+    ]
+    assert [p["chain_ok"] for p in pages] == [True, False, True]
+    with db_session(client) as db, db.begin():
+        db.execute(
+            text("UPDATE audit_log SET hash = :h WHERE id = :id"), {"h": "0" * 64, "id": second}
+        )
+    after_it = alice.get(url, params={"after": second, "limit": 1}).json()
+    assert after_it["chain_ok"] is False  # its link to the changed entry no longer holds
