@@ -22,6 +22,7 @@ import httpx
 import pytest
 
 from tests.server.conftest import pg_cluster  # noqa: F401 - the session PostgreSQL cluster
+from tests.server.pg import PostgresCluster, postgres_unavailable
 
 SERVER_SCRIPT = Path(sys.executable).with_name("tapes-server")
 START_DEADLINE = 60.0
@@ -159,3 +160,13 @@ def live_server_factory(tmp_path: Path) -> Iterator[ServerFactory]:
 def live_server(live_server_factory: ServerFactory) -> LiveServer:
     """One server on a fresh SQLite file, two uvicorn workers."""
     return live_server_factory()
+
+
+@pytest.fixture
+def pg_database(request: pytest.FixtureRequest) -> str:
+    """A fresh database on the throwaway PostgreSQL 15 cluster (skipped without its binaries)."""
+    reason = postgres_unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    cluster: PostgresCluster = request.getfixturevalue("pg_cluster")
+    return cluster.create_database(f"tapes_e2e_{os.getpid()}_{request.node.name[:20].lower()}")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import statistics
 import threading
 import time
@@ -21,7 +20,6 @@ import pytest
 
 from tests.e2e.conftest import LiveServer, ServerFactory
 from tests.server.conftest import User, Vault, b64, unb64
-from tests.server.pg import PostgresCluster, postgres_unavailable
 
 PAGE = 7
 
@@ -175,15 +173,6 @@ def kept_alive_median(server: LiveServer) -> float:
             assert http.get("/healthz").status_code == 200
             times.append(time.perf_counter() - start)
     return statistics.median(times)
-
-
-@pytest.fixture
-def pg_database(request: pytest.FixtureRequest) -> str:
-    reason = postgres_unavailable()
-    if reason is not None:
-        pytest.skip(reason)
-    cluster: PostgresCluster = request.getfixturevalue("pg_cluster")
-    return cluster.create_database(f"tapes_e2e_{os.getpid()}_{request.node.name[:20].lower()}")
 
 
 @pytest.mark.postgres
