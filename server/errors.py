@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from litestar import Response
 
+from tapes_e2e.protocol import Problem
+
 __all__ = [
     "PROBLEM_JSON",
     "ApiError",
@@ -47,12 +49,17 @@ class SettingsError(ServerError):
 
 
 class ApiError(ServerError):
+    """``problem`` names the condition for clients that act on it (a :class:`Problem` URI);
+    others are ``about:blank``, their status saying all a client needs."""
+
     status = 400
     title = "Bad Request"
+    default_problem: str = "about:blank"
 
-    def __init__(self, detail: str) -> None:
+    def __init__(self, detail: str, *, problem: Problem | None = None) -> None:
         super().__init__(detail)
         self.detail = detail
+        self.problem = str(problem) if problem is not None else self.default_problem
 
 
 class BadRequest(ApiError):
@@ -85,6 +92,7 @@ class PayloadTooLarge(ApiError):
 
 class PlanLimit(ApiError):
     status, title = 402, "Plan Limit Reached"
+    default_problem = Problem.PLAN_LIMIT
 
 
 class TooManyRequests(ApiError):
@@ -97,7 +105,7 @@ PROBLEM_JSON = "application/problem+json"
 def problem(error: ApiError) -> Response[dict[str, object]]:
     """The problem+json response for ``error`` (RFC 9457)."""
     body: dict[str, object] = {
-        "type": "about:blank",
+        "type": error.problem,
         "title": error.title,
         "status": error.status,
         "detail": error.detail,

@@ -38,12 +38,17 @@ import msgspec
 from keymgmt import Identity
 from keymgmt.login import sign_login
 from tapes_e2e.errors import (
+    AlreadySharedError,
     AudienceMismatchError,
     AuthError,
+    ChainMovedError,
     ConfigError,
+    ParentNotStoredError,
+    PlanLimitError,
     ProtocolError,
     RemoteError,
     ServerUnreachableError,
+    StaleEpochError,
 )
 from tapes_e2e.protocol import (
     API_KEY_PREFIX,
@@ -52,6 +57,7 @@ from tapes_e2e.protocol import (
     ApiKeyInfo,
     Challenge,
     NodeOut,
+    Problem,
     PullPage,
     PushResult,
     SyncStatusOut,
@@ -190,10 +196,22 @@ class _SessionWire(msgspec.Struct, frozen=True):
     access_expires_at: datetime
 
 
+PROBLEM_ERRORS: Mapping[str, type[RemoteError]] = {
+    Problem.STALE_EPOCH: StaleEpochError,
+    Problem.CHAIN_MOVED: ChainMovedError,
+    Problem.ALREADY_SHARED: AlreadySharedError,
+    Problem.MISSING_PARENT: ParentNotStoredError,
+    Problem.PLAN_LIMIT: PlanLimitError,
+}
+"""The one table from a refusal's RFC 9457 ``type`` to the error the client raises for it."""
+
+
 class _Problem(msgspec.Struct, frozen=True):
-    """The part of an RFC 9457 problem body this client shows: the one-line ``detail``."""
+    """The part of an RFC 9457 problem body this client uses: the one-line ``detail`` it shows
+    and the ``type`` it acts on (``PROBLEM_ERRORS``)."""
 
     detail: str
+    type: str = "about:blank"
 
 
 # One decoder per answer type, built once.
@@ -641,13 +659,14 @@ class ApiClient:
         if 200 <= status < 300:
             return response
         try:
-            detail = _printable(_PROBLEM.decode(response.content).detail)
+            problem = _PROBLEM.decode(response.content)
+            detail, kind = _printable(problem.detail), problem.type
         except msgspec.DecodeError:
-            detail = ""
+            detail, kind = "", "about:blank"
         detail = detail or httpx.codes.get_reason_phrase(status) or "no explanation"
         if status == 401:
             raise AuthError(f"{_LOGIN_EXPIRED} ({detail})")
-        raise RemoteError(status, detail)
+        raise PROBLEM_ERRORS.get(kind, RemoteError)(status, detail)
 
     def _decode(self, response: httpx.Response, decoder: msgspec.json.Decoder[T]) -> T:
         self._check(response)

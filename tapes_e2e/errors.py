@@ -21,7 +21,9 @@ Every error carries a one-line ``message`` and, where there is something to do a
         ├── ServerUnreachableError   no connection, or no answer in time (offline?)
         ├── AuthError                not logged in, login expired or revoked, API key refused
         │   └── AudienceMismatchError   the server's challenge names another server: not signed
-        ├── RemoteError              the server answered with an error (status and its detail)
+        ├── RemoteError              the server answered with an error (status and its detail);
+        │                            subclasses by the answer's problem type
+        │                            (``tapes_e2e.client.PROBLEM_ERRORS``)
         └── ProtocolError            the answer does not decode as this protocol
 
 Nothing in a ``ServerError`` ever carries a response body: a ``RemoteError`` keeps the server's
@@ -32,8 +34,10 @@ request's answer was malformed, not what it held.
 from __future__ import annotations
 
 __all__ = [
+    "AlreadySharedError",
     "AudienceMismatchError",
     "AuthError",
+    "ChainMovedError",
     "ConfigError",
     "CorruptStoreError",
     "ImportFormatError",
@@ -41,10 +45,13 @@ __all__ = [
     "MissingParentError",
     "NodeNotFoundError",
     "NotATapesDatabaseError",
+    "ParentNotStoredError",
+    "PlanLimitError",
     "ProtocolError",
     "RemoteError",
     "ServerError",
     "ServerUnreachableError",
+    "StaleEpochError",
     "StoreBusyError",
     "StoreError",
     "TapesError",
@@ -167,6 +174,27 @@ class RemoteError(ServerError):
                 hint = "the server failed; try again later, or tell its administrator"
         super().__init__(f"the server answered {status}: {detail}", hint=hint)
         self.status, self.detail = status, detail
+
+
+class StaleEpochError(RemoteError):
+    """409: the batch was sealed under a key epoch the vault has left (a removal this client
+    had not seen); fetch and verify the chain, then seal again."""
+
+
+class ChainMovedError(RemoteError):
+    """409: the chain's head moved under a compare-and-swap; fetch, verify, sign again."""
+
+
+class AlreadySharedError(RemoteError):
+    """409: the session is shared with the team already."""
+
+
+class ParentNotStoredError(RemoteError):
+    """400: a node's parent is not in the vault (push parents before children)."""
+
+
+class PlanLimitError(RemoteError):
+    """402: the vault's plan refuses it (sessions a month, bytes)."""
 
 
 class ProtocolError(ServerError):

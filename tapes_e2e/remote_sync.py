@@ -21,7 +21,7 @@ import keymgmt
 from tapes_e2e.account import fetch_vault_material
 from tapes_e2e.client import ApiClient, encode_push
 from tapes_e2e.envelopes import MetadataRecord, open_envelope, seal_envelope
-from tapes_e2e.errors import AuthError, RemoteError, ServerError, ServerUnreachableError
+from tapes_e2e.errors import AuthError, ServerError, ServerUnreachableError, StaleEpochError
 from tapes_e2e.node import Node
 from tapes_e2e.protocol import PullPage, PushResult
 from tapes_e2e.store.syncstate import HEAD, SyncState
@@ -184,9 +184,7 @@ class VaultPusher:
             prepared = self.prepare(vault, prepared.nodes)
         try:
             result = self.api.push_encoded(prepared.body)
-        except RemoteError as exc:
-            if exc.status != 409:  # 409: the vault is in another key epoch than the batch
-                raise sync_failure(exc) from exc
+        except StaleEpochError:  # the vault is in another key epoch than the batch
             prepared = self._resealed(vault, prepared)
             result = self._push_once(prepared)
         except ServerError as exc:

@@ -37,6 +37,7 @@ from tapes_e2e.protocol import (
     AncestryPage,
     EnvelopeWire,
     NodeOut,
+    Problem,
     PullPage,
     PushRequest,
     PushResult,
@@ -82,7 +83,8 @@ def _check_epoch(team: Team, envelopes: Sequence[EnvelopeWire], present: set[str
         if env.epoch != team.epoch and env.node_id not in present:
             raise Conflict(
                 f"node {env.node_id} is sealed under key epoch {env.epoch} but vault {team.id} "
-                f"is in epoch {team.epoch}; fetch the chain, verify it and seal again"
+                f"is in epoch {team.epoch}; fetch the chain, verify it and seal again",
+                problem=Problem.STALE_EPOCH,
             )
 
 
@@ -128,7 +130,8 @@ def push(db: Session, principal: Principal, data: PushRequest, now: datetime) ->
         if env.parent_id is not None and env.parent_id not in present:
             raise BadRequest(
                 f"node {env.node_id}: its parent {env.parent_id} is not stored; "
-                "push parents before children"
+                "push parents before children",
+                problem=Problem.MISSING_PARENT,
             )
         seq += 1
         rows.append(

@@ -34,6 +34,7 @@ from server.deps import AUTHENTICATED, NowDep, Principal, PrincipalDep, SessionD
 from server.domain.teams import MANAGERS, lock_team, verified_state
 from server.errors import BadRequest, Conflict, Forbidden, NotFound
 from server.openapi import delete, get, post
+from tapes_e2e.protocol import Problem
 from tapes_e2e.protocol.teams import ShareCreate, ShareOut, SharePage, SignedWire
 
 __all__ = ["ShareController", "SharedController", "record_shared_read"]
@@ -162,7 +163,10 @@ def share_session(
         Share.team_id == team.id, Share.session_id == session_id, _live(now)
     )
     if db.scalar(live) is not None:
-        raise Conflict("this session is already shared with the team; unshare it first")
+        raise Conflict(
+            "this session is already shared with the team; unshare it first",
+            problem=Problem.ALREADY_SHARED,
+        )
     team.head_seq += 1
     share = Share(
         id=str(uuid.uuid4()), team_id=team.id, session_id=session_id, shared_by=sharer.id,

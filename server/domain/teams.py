@@ -73,6 +73,7 @@ from server.errors import (
 )
 from server.openapi import delete, get, post
 from server.plans import TIERS
+from tapes_e2e.protocol import Problem
 from tapes_e2e.protocol.teams import (
     AuditEntryOut,
     AuditPage,
@@ -217,7 +218,10 @@ def _store_statements(
                 for st in statements
             )
     except IntegrityError:  # pragma: no cover - the row lock makes this a lost race only
-        raise Conflict("the team chain moved; fetch it, verify it and sign again") from None
+        raise Conflict(
+            "the team chain moved; fetch it, verify it and sign again",
+            problem=Problem.CHAIN_MOVED,
+        ) from None
     team.chain_seqno, team.chain_head = state.head.seqno, state.head.hash
     team.epoch = state.epoch
 
@@ -355,7 +359,8 @@ def append_statements(
     if team.chain_seqno != expected_head_seqno:
         raise Conflict(
             f"the team chain moved: its head is {team.chain_seqno}, not {expected_head_seqno}; "
-            "fetch it, verify it and sign again"
+            "fetch it, verify it and sign again",
+            problem=Problem.CHAIN_MOVED,
         )
     try:
         state = verified_state(db, team, now)

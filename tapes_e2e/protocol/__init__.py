@@ -10,6 +10,7 @@ Binary values travel as unpadded base64url; node IDs as 64 lowercase hex digits.
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -28,6 +29,7 @@ __all__ = [
     "EnvelopeWire",
     "LoginRequest",
     "NodeOut",
+    "Problem",
     "PublicKeys",
     "PullPage",
     "PushRequest",
@@ -46,6 +48,18 @@ __all__ = [
 API_KEY_PREFIX = "tapes_"
 MAX_BATCH_NODES = 2000
 MAX_BATCH_BYTES = 16 * 1024 * 1024
+
+
+class Problem(StrEnum):
+    """RFC 9457 ``type`` URIs of the refusals a client acts on (never by matching text)."""
+
+    MISSING_PARENT = "https://tapes-e2e.dev/problems/missing-parent"
+    STALE_EPOCH = "https://tapes-e2e.dev/problems/stale-epoch"
+    CHAIN_MOVED = "https://tapes-e2e.dev/problems/chain-moved"
+    ALREADY_SHARED = "https://tapes-e2e.dev/problems/already-shared"
+    PLAN_LIMIT = "https://tapes-e2e.dev/problems/plan-limit"
+
+
 ENVELOPE_VERSION = 2
 """The envelope version a server stores new nodes in (``keymgmt.labels.ENVELOPE_VERSION``)."""
 

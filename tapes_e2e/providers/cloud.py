@@ -25,7 +25,14 @@ from tapes_e2e.account import open_vault, trust_for
 from tapes_e2e.client import ApiClient
 from tapes_e2e.config import CloudSettings
 from tapes_e2e.envelopes import MetadataRecord, open_envelope, seal_envelope
-from tapes_e2e.errors import InvalidNodeError, MissingParentError, NodeNotFoundError, RemoteError
+from tapes_e2e.errors import (
+    InvalidNodeError,
+    MissingParentError,
+    NodeNotFoundError,
+    ParentNotStoredError,
+    RemoteError,
+    StaleEpochError,
+)
 from tapes_e2e.node import Node
 from tapes_e2e.protocol import NodeOut
 from tapes_e2e.providers.base import DelegatedSharing
@@ -100,9 +107,8 @@ class CloudProvider(DelegatedSharing):
             raise InvalidNodeError(f"node {node.hash} does not match its content")
         try:
             return self._push(node)
-        except RemoteError as exc:
-            if exc.status != 409:
-                raise
+        except StaleEpochError:
+            pass
         self.access = open_vault(self.api, self.vault, self.trust)  # from the pin, never back
         return self._push(node)
 
@@ -119,10 +125,8 @@ class CloudProvider(DelegatedSharing):
         )  # fmt: skip
         try:
             result = self.api.push(self.vault, [envelope.to_dict()])
-        except RemoteError as exc:
-            if "push parents before children" in exc.message:
-                raise MissingParentError(f"parent {node.parent_hash} is not stored") from exc
-            raise
+        except ParentNotStoredError as exc:
+            raise MissingParentError(f"parent {node.parent_hash} is not stored") from exc
         self._ids[node.hash] = envelope.node_id
         return envelope.node_id in result.stored
 

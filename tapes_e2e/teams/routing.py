@@ -18,6 +18,7 @@ a batch, with ``auto_share`` it shares the session leaves in it (:class:`AutoSha
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,7 +28,7 @@ import keymgmt
 from tapes_e2e.account import trust_for
 from tapes_e2e.client import ApiClient
 from tapes_e2e.config import CloudSettings
-from tapes_e2e.errors import RemoteError, ServerError
+from tapes_e2e.errors import AlreadySharedError, RemoteError, ServerError
 from tapes_e2e.node import Node
 from tapes_e2e.remote_sync import VaultHolder, chain_failures
 from tapes_e2e.store.database import driver
@@ -62,11 +63,8 @@ def share_leaf(
         state=access.state, keys=access.content_keys(), sharer=sharer, leaf_id=leaf_id,
         title=" ".join(root.bucket.text().split())[:80], note=AUTO_NOTE,
     )  # fmt: skip
-    try:
+    with contextlib.suppress(AlreadySharedError):
         api.share(leaf_id, access.state.team, share.to_dict())
-    except RemoteError as exc:
-        if exc.status != 409:  # 409: this leaf is shared already
-            raise
 
 
 def prepare_team_sync(api: ApiClient, identity: keymgmt.Identity, dotdir: Path, team: str) -> None:

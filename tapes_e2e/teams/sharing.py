@@ -24,7 +24,7 @@ import msgspec
 import keymgmt
 from tapes_e2e.client import ApiClient
 from tapes_e2e.envelopes import MetadataRecord, open_envelope, seal_envelope
-from tapes_e2e.errors import RemoteError, TeamError
+from tapes_e2e.errors import AlreadySharedError, RemoteError, StaleEpochError, TeamError
 from tapes_e2e.node import Node
 from tapes_e2e.protocol import MAX_BATCH_NODES
 from tapes_e2e.protocol.teams import ShareOut
@@ -70,10 +70,8 @@ def share_session(
         expires_at = expires_at.replace(microsecond=0)
     try:
         push_session(api, access, identity, path)
-    except RemoteError as exc:
-        if exc.status != 409:
-            raise
-        # 409: the vault left the epoch just opened (a removal since): catch up, seal again, once
+    except StaleEpochError:
+        # the vault left the epoch just opened (a removal since): catch up, seal again, once
         access = open_team(api, team, identity, dotdir)
         push_session(api, access, identity, path)
     keys = access.content_keys()
@@ -84,13 +82,11 @@ def share_session(
     )  # fmt: skip
     try:
         api.share(leaf_id, team, share.to_dict(), expires_at)
-    except RemoteError as exc:
-        if exc.status == 409:
-            raise TeamError(
-                f"session {path[-1].hash[:12]} is already shared with team {team}",
-                hint="unshare it first to share it again with another title or expiry",
-            ) from None
-        raise
+    except AlreadySharedError:
+        raise TeamError(
+            f"session {path[-1].hash[:12]} is already shared with team {team}",
+            hint="unshare it first to share it again with another title or expiry",
+        ) from None
     return leaf_id
 
 

@@ -652,3 +652,23 @@ def test_ancestry_pages_are_followed_and_a_hostile_walk_is_refused() -> None:
     for pages in (looping, spliced, wrong_next, empty):
         with pytest.raises(ProtocolError, match="parent links"):
             mock(serve(pages)).ancestry(c)
+
+
+def test_refusals_are_told_apart_by_their_problem_type_never_by_text() -> None:
+    """The client raises by the answer's RFC 9457 ``type`` (one table); the detail is only shown.
+    A 409 of unknown type stays a plain RemoteError."""
+    from tapes_e2e.client import PROBLEM_ERRORS
+    from tapes_e2e.protocol import Problem
+
+    def answer(status: int, kind: str) -> ApiClient:
+        body = {"type": kind, "title": "t", "status": status, "detail": "whatever the text says"}
+        return mock(lambda _request: httpx.Response(status, json=body))
+
+    for kind, error in PROBLEM_ERRORS.items():
+        with pytest.raises(error) as info:
+            answer(409, kind).status("v_one")
+        assert info.value.detail == "whatever the text says"
+    with pytest.raises(RemoteError) as plain:
+        answer(409, "about:blank").status("v_one")
+    assert type(plain.value) is RemoteError
+    assert set(PROBLEM_ERRORS) == set(Problem)  # every type the server sends is mapped

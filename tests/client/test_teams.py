@@ -23,7 +23,7 @@ from tapes_e2e import account
 from tapes_e2e.client import ApiClient
 from tapes_e2e.context import Settings, open_provider
 from tapes_e2e.envelopes import MetadataRecord, open_envelope
-from tapes_e2e.errors import ConfigError, RemoteError
+from tapes_e2e.errors import ConfigError, RemoteError, StaleEpochError
 from tapes_e2e.identity import unlock
 from tapes_e2e.protocol import PushResult
 from tapes_e2e.providers import TeamProvider
@@ -360,7 +360,7 @@ def test_a_second_refusal_after_resealing_is_an_ordinary_sync_failure(
         holder = VaultHolder(
             api, SyncState(store), team.id, Trust(alice, unlock(alice, floor=FAST))
         )
-        spy = PushSpy(api, refuse=RemoteError(409, "node … is sealed under key epoch 2 …"))
+        spy = PushSpy(api, refuse=StaleEpochError(409, "node … is sealed under key epoch 2 …"))
         with pytest.raises(SyncError) as failure:
             VaultPusher(api, holder)(team.id, [store.get(h) for h in after])
     assert (spy.calls, failure.value.kind) == (2, "server")

@@ -57,6 +57,7 @@ def test_a_batch_with_a_missing_parent_stores_nothing(alice: User, client: TestC
     envelopes = Vault(alice.vault, alice.identity).chain(4)
     response = push(alice, alice.vault, [envelopes[0], envelopes[1], envelopes[3]])
     assert response.status_code == 400
+    assert response.json()["type"] == "https://tapes-e2e.dev/problems/missing-parent"
     assert response.headers["content-type"].startswith("application/problem+json")
     assert "push parents before children" in response.json()["detail"]
     status = alice.get(f"/api/v1/sync/status?vault={alice.vault}").json()

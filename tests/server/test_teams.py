@@ -23,6 +23,7 @@ from server.db.models import (
     Team,
     TeamMember,
 )
+from tapes_e2e.protocol import Problem
 from tests.server.conftest import Clock, User, Vault
 
 # --- helpers (test_shares.py uses them too) ---------------------------------------------------
@@ -631,6 +632,7 @@ def test_after_a_removal_new_nodes_under_the_old_epoch_are_refused(
     # a new node sealed under epoch 1 (the removed member holds its key): 409, nothing stored
     refused = _push(alice, kit.team_id, old)
     assert refused.status_code == 409
+    assert refused.json()["type"] == Problem.STALE_EPOCH  # what the client acts on, not the text
     assert refused.json()["detail"] == (
         f"node {old[1]['node_id']} is sealed under key epoch 1 but vault {kit.team_id} is in "
         "epoch 2; fetch the chain, verify it and seal again"
