@@ -111,3 +111,65 @@ def test_a_nul_character_is_refused_before_it_reaches_the_database(
     for response in cases:
         assert_problem(response)
     assert row_counts(client) == before
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        {"total_tokens": 2**63 - 1},
+        {"total_tokens": 10**30},
+        {"prompt_tokens": 2**53},
+        {"completion_tokens": -1},
+        {"total_tokens": "many"},
+        {"total_tokens": None},
+        {"total_duration_ns": 2**64},
+        {"model": 5},
+        {"model": "m" * 513},
+        {"created_at": 1_700_000_000},
+        {"created_at": "yesterday"},
+        {"colour": "blue"},
+    ],
+    ids=lambda metadata: "-".join(f"{k}={str(v)[:12]}" for k, v in metadata.items()),
+)
+def test_clear_metadata_outside_its_types_and_ranges_is_400_at_push(
+    alice: User, client: TestClient[Any], metadata: dict[str, Any]
+) -> None:
+    """Token counts and durations are integers in [0, 2^53); the known text fields bounded
+    strings; nothing else. A value outside once made every later usage request of the team a
+    500 (an integer column overflowed, or a string was cast to a number)."""
+    fine = push(alice, [with_metadata(alice, {"model": "m", "total_tokens": 7}, "fine")])
+    assert fine.status_code == 200, fine.text
+    before = row_counts(client)
+    ok = with_metadata(alice, {"model": "m", "total_tokens": 1}, "ok")
+    refused = push(alice, [ok, with_metadata(alice, metadata)])
+    assert_problem(refused)
+    assert row_counts(client) == before
+    usage = alice.get(f"/api/v1/teams/{alice.vault}/usage")
+    assert usage.status_code == 200, usage.text
+    assert [r["total_tokens"] for r in usage.json()["rows"]] == [7]
+
+
+def test_the_largest_clear_metadata_sums_without_overflow(alice: User) -> None:
+    """Counts up to 2^53 - 1 are valid; 3,000 of them sum past 2^63 and past 32-bit casts."""
+    top = 2**53 - 1
+    full = {
+        "model": "m" * 512, "provider": "p", "agent_name": "a", "role": "assistant",
+        "stop_reason": "end_turn", "project": "x", "created_at": "2026-01-02T03:04:05Z",
+        "prompt_tokens": top, "completion_tokens": top, "total_tokens": top,
+        "cache_creation_input_tokens": top, "cache_read_input_tokens": 0,
+        "total_duration_ns": top, "prompt_duration_ns": 0,
+    }  # fmt: skip
+    vault = Vault(alice.vault, alice.identity)
+    parent: str | None = None
+    for batch in range(2):
+        envelopes = []
+        for index in range(1500):
+            parent, envelope = vault.seal(f"{batch}-{index}", parent)
+            envelopes.append(envelope | {"metadata": full})
+        response = push(alice, envelopes)
+        assert response.status_code == 200, response.text
+    usage = alice.get(f"/api/v1/teams/{alice.vault}/usage")
+    assert usage.status_code == 200, usage.text
+    (row,) = usage.json()["rows"]
+    assert row["nodes"] == 3000
+    assert row["total_tokens"] == row["prompt_tokens"] >= 2**63 - 1
