@@ -25,7 +25,7 @@ from sqlalchemy import Engine
 
 from server.bodies import JsonRequest, refuse_nul_in_path
 from server.db.engine import make_engine
-from server.deps import provide_db, provide_now, utc_now
+from server.deps import provide_db, provide_now, require_credentials, utc_now
 from server.domain.auth import ApiKeyController, AuthController
 from server.domain.nodes import NodeController, SyncController
 from server.domain.registry_genesis import GENESIS_CONTROLLERS
@@ -132,7 +132,7 @@ def create_app(
             render_plugins=[JsonRenderPlugin()],
         ),
         request_class=JsonRequest,
-        guards=[refuse_nul_in_path],
+        guards=[require_credentials, refuse_nul_in_path],
         request_max_body_size=settings.max_body,
         state=state,
         debug=False,

@@ -16,9 +16,12 @@ import base64
 import secrets
 import uuid
 from datetime import datetime, timedelta
+from typing import Any
 
 from litestar import Controller, Request, Response
+from litestar.connection import ASGIConnection
 from litestar.datastructures import State
+from litestar.handlers import BaseRouteHandler
 from litestar.params import FromPath, JSONBody
 from sqlalchemy import delete as sql_delete
 from sqlalchemy import select, update
@@ -44,6 +47,7 @@ from server.deps import (
     PrincipalDep,
     SessionDep,
     aware,
+    in_write_transaction,
     token_hash,
 )
 from server.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized, problem
@@ -76,7 +80,7 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def _client(request: Request[object, object, State]) -> str:
+def _client(request: ASGIConnection[Any, Any, Any, Any]) -> str:
     """The caller's address for rate limits and the audit log: the peer, or, when the peer is
     one of the proxies ``TAPES_SERVER_TRUSTED_PROXIES`` names, the last address that proxy put
     in ``X-Forwarded-For`` (any earlier ones were written by the client and prove nothing)."""
@@ -87,6 +91,21 @@ def _client(request: Request[object, object, State]) -> str:
     forwarded = request.headers.get("x-forwarded-for", "")
     last = forwarded.rsplit(",", 1)[-1].strip()
     return last[:64] or peer
+
+
+async def count_attempt(
+    connection: ASGIConnection[Any, Any, Any, Any], _handler: BaseRouteHandler
+) -> None:
+    """Guard of the endpoints anyone may call: count the attempt against the caller's address
+    (``TooManyRequests`` past the limit) before anything of the request is parsed, and commit
+    the count in a transaction of its own. So a body refused as malformed counts, and so does
+    a failed login, whose 401 rolls its request's own transaction back."""
+    settings: Settings = connection.app.state.settings
+    bucket, now = f"auth:{_client(connection)}", connection.app.state.clock()
+    await in_write_transaction(
+        connection.app.state,
+        lambda db: ratelimit.hit(db, bucket, limit=settings.auth_rate_per_minute, now=now),
+    )
 
 
 def _issue(db: Session, settings: Settings, user: User, family: str, now: datetime) -> TokenPair:
@@ -155,13 +174,11 @@ class AuthController(Controller):
     path = "/auth"
     tags = ["auth"]
 
-    @post("/challenge", sync_to_thread=True, status_code=200)
+    @post("/challenge", sync_to_thread=True, status_code=200, guards=[count_attempt])
     def challenge(
         self, request: Request[object, object, State], db: SessionDep, now: NowDep
     ) -> Challenge:
         """A single-use nonce to sign with the identity key."""
-        settings: Settings = request.app.state.settings
-        ratelimit.hit(db, f"auth:{_client(request)}", limit=settings.auth_rate_per_minute, now=now)
         db.execute(sql_delete(AuthChallenge).where(AuthChallenge.expires_at < now))
         item = AuthChallenge(
             id=secrets.token_urlsafe(24),
@@ -176,14 +193,13 @@ class AuthController(Controller):
             expires_at=item.expires_at.isoformat(),
         )
 
-    @post("/login", sync_to_thread=True, status_code=200)
+    @post("/login", sync_to_thread=True, status_code=200, guards=[count_attempt])
     def login(
         self, request: Request[object, object, State], data: JSONBody[LoginRequest], db: SessionDep,
         now: NowDep,
     ) -> TokenPair:  # fmt: skip
         """Log in (or, with ``handle``, register) by signing a challenge."""
         settings: Settings = request.app.state.settings
-        ratelimit.hit(db, f"auth:{_client(request)}", limit=settings.auth_rate_per_minute, now=now)
         challenge = db.scalar(
             select(AuthChallenge).where(AuthChallenge.id == data.challenge_id).with_for_update()
         )
@@ -215,14 +231,13 @@ class AuthController(Controller):
             raise Unauthorized(_LOGIN_FAILED)
         return _issue(db, settings, user, str(uuid.uuid4()), now)
 
-    @post("/token/refresh", sync_to_thread=True, status_code=200)
+    @post("/token/refresh", sync_to_thread=True, status_code=200, guards=[count_attempt])
     def refresh(
         self, request: Request[object, object, State], data: JSONBody[RefreshRequest],
         db: SessionDep, now: NowDep,
     ) -> TokenPair | Response[dict[str, object]]:  # fmt: skip
         """Rotate the refresh token. Reusing a spent one revokes its whole family."""
         settings: Settings = request.app.state.settings
-        ratelimit.hit(db, f"auth:{_client(request)}", limit=settings.auth_rate_per_minute, now=now)
         token = db.scalar(
             select(RefreshToken)
             .where(RefreshToken.token_hash == token_hash(data.refresh_token))
@@ -246,15 +261,10 @@ class AuthController(Controller):
             raise Unauthorized("the refresh token is not valid; log in again")
         return _issue(db, settings, user, token.family_id, now)
 
-    @post("/logout", sync_to_thread=True, status_code=204)
-    def logout(
-        self, request: Request[object, object, State], data: JSONBody[RefreshRequest],
-        db: SessionDep, now: NowDep,
-    ) -> None:  # fmt: skip
+    @post("/logout", sync_to_thread=True, status_code=204, guards=[count_attempt])
+    def logout(self, data: JSONBody[RefreshRequest], db: SessionDep, now: NowDep) -> None:
         """End a login: its refresh token and every access token of its family stop working.
         Answered 204 whether or not the token was live, so it reveals nothing."""
-        settings: Settings = request.app.state.settings
-        ratelimit.hit(db, f"auth:{_client(request)}", limit=settings.auth_rate_per_minute, now=now)
         token = db.scalar(
             select(RefreshToken).where(RefreshToken.token_hash == token_hash(data.refresh_token))
         )

@@ -173,3 +173,90 @@ def test_the_largest_clear_metadata_sums_without_overflow(alice: User) -> None:
     (row,) = usage.json()["rows"]
     assert row["nodes"] == 3000
     assert row["total_tokens"] == row["prompt_tokens"] >= 2**63 - 1
+
+
+PUBLIC = {
+    ("POST", "/auth/challenge"),
+    ("POST", "/auth/login"),
+    ("POST", "/auth/token/refresh"),
+    ("POST", "/auth/logout"),
+    ("GET", "/healthz"),
+}
+CREDENTIALS = {
+    "type": "about:blank",
+    "title": "Unauthorized",
+    "status": 401,
+    "detail": "missing, expired or revoked credentials",
+}
+
+
+def all_operations(client: TestClient[Any]) -> list[tuple[str, str]]:
+    schema = client.get("/schema/openapi.json").json()
+    return [
+        (method.upper(), template)
+        for template, operations in schema["paths"].items()
+        for method in operations
+    ]
+
+
+@pytest.mark.parametrize("token", [None, "expired-or-made-up-token", "tapes_revoked-or-made-up"])
+def test_without_valid_credentials_every_private_route_is_401_before_its_parameters(
+    alice: User, client: TestClient[Any], token: str | None
+) -> None:
+    """No query parameters, path parameters that match no pattern, a body that is not JSON: a
+    caller with credentials hears what is wrong with each (400), one without hears only 401."""
+    operations = all_operations(client)
+    assert PUBLIC <= set(operations)
+    private = [op for op in operations if op not in PUBLIC]
+    assert len(private) >= 20
+    headers = {"content-type": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    for method, template in private:
+        path = re.sub(r"\{[^}]+\}", "not!an!id", template)
+        response = client.request(method, path, content=b"{not json", headers=headers)
+        assert (response.status_code, response.json()) == (401, CREDENTIALS), (method, path)
+    with_credentials = client.get("/api/v1/sync/pull", headers=alice.headers)
+    assert with_credentials.status_code == 400
+    assert "vault" in with_credentials.json()["detail"]
+
+
+@pytest.fixture
+def strict_client(database_url: str, tmp_path: Any) -> Any:
+    """The app with 3 auth attempts a minute per address."""
+    from server.app import create_app
+    from server.db.engine import make_engine
+    from server.db.migrate import upgrade
+    from server.settings import Settings
+
+    engine = make_engine(database_url)
+    upgrade(engine)
+    settings = Settings(database_url=database_url, auth_rate_per_minute=3)
+    with TestClient(create_app(settings, engine=engine)) as client:
+        yield client
+    engine.dispose()
+
+
+@pytest.mark.parametrize("path", ["/auth/login", "/auth/token/refresh", "/auth/logout"])
+def test_every_attempt_at_an_auth_endpoint_counts_even_one_refused_before_parsing(
+    strict_client: TestClient[Any], path: str
+) -> None:
+    """A refused body (not UTF-8, too deep, not JSON, not the schema) and a failed attempt
+    count against the address's limit like any other: they were parsed, and refused, before
+    the handler counted anything, and a failure's 401 rolled its count back."""
+    json_ = {"content-type": "application/json"}
+    attempts = [
+        strict_client.post(path, content=NOT_UTF8, headers=json_),
+        strict_client.post(path, content=DEEP_LISTS, headers=json_),
+        strict_client.post(path, content=b"{not json", headers=json_),
+    ]
+    assert [r.status_code for r in attempts] == [400, 400, 400]
+    for body in (b"[]", b'{"refresh_token": "' + b"x" * 40 + b'"}'):
+        assert strict_client.post(path, content=body, headers=json_).status_code == 429
+    assert strict_client.post("/auth/challenge").status_code == 429
+
+
+def test_failed_logins_count_against_the_limit(strict_client: TestClient[Any]) -> None:
+    refresh = {"refresh_token": "x" * 40}
+    codes = [strict_client.post("/auth/token/refresh", json=refresh).status_code for _ in range(4)]
+    assert codes == [401, 401, 401, 429]
