@@ -136,6 +136,12 @@ def _issue(db: Session, settings: Settings, user: User, family: str, now: dateti
     )
 
 
+def _taken(db: Session, handle: str) -> str:
+    if db.scalar(select(User.id).where(User.handle == handle)) is not None:
+        return f"the handle {handle!r} is taken"
+    return "this key was registered a moment ago; log in without a handle"
+
+
 def _register(db: Session, public: PublicIdentity, handle: str, now: datetime) -> User:
     user_id = str(uuid.uuid4())
     vault_id = "v_" + secrets.token_urlsafe(12).replace("-", "x").replace("_", "y")
@@ -148,8 +154,12 @@ def _register(db: Session, public: PublicIdentity, handle: str, now: datetime) -
         personal_vault=vault_id,
         created_at=now,
     )
-    db.add(user)
-    db.flush()
+    try:
+        with db.begin_nested():
+            db.add(user)
+            db.flush()
+    except IntegrityError:  # a concurrent sign-up took the handle (or this key) first
+        raise Conflict(_taken(db, handle)) from None
     db.add(
         Team(
             id=vault_id,

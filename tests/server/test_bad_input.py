@@ -12,14 +12,21 @@ parameter is looked at, so an error message never describes a route's schema to 
 from __future__ import annotations
 
 import re
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import httpx
 import pytest
 from litestar.testing import TestClient
 from sqlalchemy import Engine, func, select
 
+import keymgmt
+from keymgmt.login import sign_login
 from server.db.models import Base
-from tests.server.conftest import User, Vault
+from tests.server.conftest import User, Vault, b64, unb64
 
 NOT_UTF8 = b'{"vault": "\xff\xfe"}'
 DEEP_LISTS = b"[" * 100_000
@@ -206,7 +213,7 @@ def test_without_valid_credentials_every_private_route_is_401_before_its_paramet
     """No query parameters, path parameters that match no pattern, a body that is not JSON: a
     caller with credentials hears what is wrong with each (400), one without hears only 401."""
     operations = all_operations(client)
-    assert PUBLIC <= set(operations)
+    assert set(operations) >= PUBLIC
     private = [op for op in operations if op not in PUBLIC]
     assert len(private) >= 20
     headers = {"content-type": "application/json"}
@@ -260,3 +267,79 @@ def test_failed_logins_count_against_the_limit(strict_client: TestClient[Any]) -
     refresh = {"refresh_token": "x" * 40}
     codes = [strict_client.post("/auth/token/refresh", json=refresh).status_code for _ in range(4)]
     assert codes == [401, 401, 401, 429]
+
+
+class ServedApp:
+    """The app served by uvicorn on a loopback port, in a thread: real HTTP, real concurrency."""
+
+    def __init__(self, database_url: str) -> None:
+        import uvicorn
+
+        from server.app import create_app
+        from server.db.engine import make_engine
+        from server.db.migrate import upgrade
+        from server.settings import Settings
+
+        self.engine = make_engine(database_url)
+        upgrade(self.engine)
+        settings = Settings(database_url=database_url, auth_rate_per_minute=10_000)
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
+        self.base_url = f"http://127.0.0.1:{port}"
+        app = create_app(settings, engine=self.engine, audience=self.base_url)
+        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> ServedApp:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            assert time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(30)
+        self.engine.dispose()
+
+
+SIGN_UPS = 8
+
+
+def test_concurrent_sign_ups_of_one_handle_give_one_account_and_409s(database_url: str) -> None:
+    """Eight new identities ask for one handle at once, each login over its own connection.
+    On PostgreSQL the losers' inserts hit the unique index (an IntegrityError, once a 500)."""
+    with ServedApp(database_url) as served:
+        clients = [httpx.Client(base_url=served.base_url, timeout=60) for _ in range(SIGN_UPS)]
+        bodies = []
+        for client in clients:
+            identity = keymgmt.generate_identity()
+            challenge = client.post("/auth/challenge").json()
+            signature = sign_login(
+                identity, server=challenge["audience"], challenge_id=challenge["challenge_id"],
+                nonce=unb64(challenge["nonce"]),
+            )  # fmt: skip
+            public = identity.public
+            keys = {"x25519": public.x25519.hex(), "ed25519": public.ed25519.hex()}
+            bodies.append({"challenge_id": challenge["challenge_id"], "keys": keys,
+                           "signature": b64(signature), "handle": "popular"})  # fmt: skip
+        start = threading.Barrier(SIGN_UPS)
+
+        def sign_up(index: int) -> httpx.Response:
+            start.wait()
+            return clients[index].post("/auth/login", json=bodies[index])
+
+        with ThreadPoolExecutor(SIGN_UPS) as pool:
+            answers = list(pool.map(sign_up, range(SIGN_UPS)))
+        for client in clients:
+            client.close()
+        with served.engine.connect() as conn:
+            users = conn.scalar(select(func.count()).select_from(Base.metadata.tables["users"]))
+    assert sorted(a.status_code for a in answers) == [200] + [409] * (SIGN_UPS - 1)
+    for answer in answers:
+        if answer.status_code == 409:
+            assert answer.json()["detail"] == "the handle 'popular' is taken"
+    assert users == 1
