@@ -26,7 +26,8 @@ from sqlalchemy import Engine, func, select
 import keymgmt
 from keymgmt.login import sign_login
 from server.db.models import Base
-from tests.server.conftest import User, Vault, b64, unb64
+from tests.server.conftest import Clock, User, Vault, b64, unb64
+from tests.server.test_shares import Story
 
 NOT_UTF8 = b'{"vault": "\xff\xfe"}'
 DEEP_LISTS = b"[" * 100_000
@@ -134,6 +135,7 @@ def test_a_nul_character_is_refused_before_it_reaches_the_database(
         {"model": "m" * 513},
         {"created_at": 1_700_000_000},
         {"created_at": "yesterday"},
+        {"created_at": "0001-01-01T00:00:00+01:00"},
         {"colour": "blue"},
     ],
     ids=lambda metadata: "-".join(f"{k}={str(v)[:12]}" for k, v in metadata.items()),
@@ -343,3 +345,46 @@ def test_concurrent_sign_ups_of_one_handle_give_one_account_and_409s(database_ur
         if answer.status_code == 409:
             assert answer.json()["detail"] == "the handle 'popular' is taken"
     assert users == 1
+
+
+@pytest.mark.parametrize(
+    "expires_at",
+    ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00Z"],
+)
+def test_a_share_expiry_at_the_calendars_edge_is_400(
+    alice: User, bob: User, clock: Clock, expires_at: str
+) -> None:
+    """Year 1 an hour east of UTC, or 9999 an hour west, is outside ``datetime`` once moved to
+    UTC: an OverflowError, once a 500."""
+    story = Story(alice, bob, clock)
+    leaf = story.a[-1]["node_id"]
+    body = {"team": story.team, "statement": story.statement(alice, leaf), "expires_at": expires_at}
+    assert_problem(alice.post(f"/api/v1/sessions/{leaf}/share", body))
+    assert alice.get("/api/v1/shared").json() == []
+
+
+@pytest.mark.parametrize("signed", [-(2**53 - 1), 2**53 - 1, 253402300800])
+def test_a_signed_share_expiry_beyond_the_calendar_is_400(
+    alice: User, bob: User, clock: Clock, signed: int
+) -> None:
+    story = Story(alice, bob, clock)
+    leaf = story.a[-1]["node_id"]
+    assert_problem(story.share(alice, leaf, expires_at=signed))
+
+
+def test_a_share_may_last_until_the_calendars_last_second(
+    alice: User, bob: User, clock: Clock
+) -> None:
+    story = Story(alice, bob, clock)
+    leaf = story.a[-1]["node_id"]
+    body = {
+        "team": story.team,
+        "statement": story.statement(alice, leaf),
+        "expires_at": "9999-12-31T23:59:59Z",
+    }
+    shared = alice.post(f"/api/v1/sessions/{leaf}/share", body)
+    assert shared.status_code == 201, shared.text
+    assert len(story.pulled(bob)) == 3
+    listed = alice.get("/api/v1/shared")
+    assert listed.status_code == 200, listed.text
+    assert [s["expires_at"] for s in listed.json()] == ["9999-12-31T23:59:59+00:00"]
