@@ -1,4 +1,5 @@
-"""Request-scoped dependencies: the database transaction, the clock, the caller."""
+"""Request-scoped dependencies (the database transaction, the clock, the caller) and the guard
+that authenticates the caller before anything of a request is parsed."""
 
 from __future__ import annotations
 
@@ -109,11 +110,20 @@ async def provide_db(
         async with _transaction(read_session(engine)) as session:
             yield session
         return
+    if engine.dialect.name == "sqlite":
+        await request.body()  # a slow upload must not hold the queue
+    async with _write_transaction(state) as session:
+        yield session
+
+
+@asynccontextmanager
+async def _write_transaction(state: State) -> AsyncIterator[Session]:
+    """A transaction that may write; on SQLite, taken in this process's write queue."""
+    engine: Engine = state.engine
     if engine.dialect.name != "sqlite":
         async with _transaction(Session(engine, expire_on_commit=False)) as session:
             yield session
         return
-    await request.body()  # a slow upload must not hold the queue
     async with _write_lock(state), _transaction(Session(engine, expire_on_commit=False)) as s:
         yield s
 
@@ -122,12 +132,8 @@ async def in_write_transaction(state: State, work: Callable[[Session], _T]) -> _
     """Run ``work`` in a write transaction of its own, committed before this returns (rolled
     back if it raises), in a worker thread; on SQLite behind this process's write queue, as
     :func:`provide_db` does."""
-    engine: Engine = state.engine
-    if engine.dialect.name != "sqlite":
-        async with _transaction(Session(engine, expire_on_commit=False)) as session:
-            return await anyio.to_thread.run_sync(work, session)
-    async with _write_lock(state), _transaction(Session(engine, expire_on_commit=False)) as s:
-        return await anyio.to_thread.run_sync(work, s)
+    async with _write_transaction(state) as session:
+        return await anyio.to_thread.run_sync(work, session)
 
 
 @asynccontextmanager

@@ -388,3 +388,24 @@ def test_a_share_may_last_until_the_calendars_last_second(
     listed = alice.get("/api/v1/shared")
     assert listed.status_code == 200, listed.text
     assert [s["expires_at"] for s in listed.json()] == ["9999-12-31T23:59:59+00:00"]
+
+
+def test_a_sign_up_that_loses_the_race_for_its_handle_is_a_conflict(
+    client: TestClient[Any], clock: Clock
+) -> None:
+    """The race above in two sessions, on both backends: the loser checked the handle before
+    the winner committed, and its insert then meets the unique index."""
+    from sqlalchemy.orm import Session
+
+    from server.domain.auth import _register
+    from server.errors import Conflict
+
+    engine: Engine = client.app.state.engine
+    winner, loser = keymgmt.generate_identity().public, keymgmt.generate_identity().public
+    with Session(engine) as db, db.begin():
+        _register(db, winner, "popular", clock.now)
+    with Session(engine) as db, db.begin(), pytest.raises(Conflict, match="'popular' is taken"):
+        _register(db, loser, "popular", clock.now)
+    with Session(engine) as db, db.begin(), pytest.raises(Conflict, match="log in"):
+        _register(db, winner, "another", clock.now)
+    assert row_counts(client)["users"] == 1
