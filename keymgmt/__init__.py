@@ -97,7 +97,7 @@ from keymgmt.keystore import (
 )
 from keymgmt.labels import PROTOCOL_VERSION
 from keymgmt.login import sign_login, verify_login
-from keymgmt.metadata import metadata_digest, project_metadata
+from keymgmt.metadata import check_clear_metadata, metadata_digest, project_metadata
 from keymgmt.share import (
     UnverifiedShare,
     VerifiedShare,
@@ -161,6 +161,7 @@ __all__ = [
     "change_passphrase",
     "change_policy",
     "change_role",
+    "check_clear_metadata",
     "create_invite",
     "create_share",
     "create_team",

@@ -13,6 +13,8 @@ full       coarse + project, created_at exact (UTC), total_duration_ns, prompt_d
 =========  ==================================================================================
 
 Its digest (SHA-256 of RFC 8785 canonical JSON) is bound in each envelope's associated data.
+:func:`check_clear_metadata` is the server's check at push: the field names and value types and
+ranges some policy could have produced (it cannot know whether the values are true).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ __all__ = [
     "COARSE_FIELDS",
     "FULL_FIELDS",
     "MetadataValue",
+    "check_clear_metadata",
     "metadata_digest",
     "project_metadata",
 ]
@@ -46,6 +49,7 @@ _TOKEN_FIELDS: Final = (
 _FULL_ONLY_INT: Final = ("total_duration_ns", "prompt_duration_ns")
 COARSE_FIELDS: Final = frozenset((*_STR_FIELDS, *_TOKEN_FIELDS, "created_at"))
 FULL_FIELDS: Final = COARSE_FIELDS | {"project", *_FULL_ONLY_INT}
+_COUNT_FIELDS: Final = frozenset((*_TOKEN_FIELDS, *_FULL_ONLY_INT))
 MAX_STR: Final = 512
 MAX_INT: Final = 2**53 - 1  # RFC 8785 numbers are IEEE doubles
 
@@ -73,11 +77,11 @@ def _count(name: str, value: object) -> int:
 def _timestamp(value: object, *, exact: bool) -> str:
     try:
         moment = datetime.fromisoformat(_text("created_at", value))
-    except ValueError:
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        moment = moment.astimezone(UTC)
+    except (ValueError, OverflowError):  # OverflowError: year 1 or 9999 shifted past the range
         raise PolicyError("metadata field created_at must be an ISO-8601 timestamp") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    moment = moment.astimezone(UTC)
     if not exact:
         moment = moment.replace(minute=0, second=0, microsecond=0)
     return moment.isoformat().replace("+00:00", "Z")
@@ -108,6 +112,24 @@ def project_metadata(
             if name in present:
                 out[name] = _count(name, present[name])
     return out
+
+
+def check_clear_metadata(metadata: Mapping[str, object]) -> None:
+    """Refuse clear metadata no policy produces: a field :func:`project_metadata` never keeps, a
+    token count or duration that is not an integer in [0, 2^53), a text field that is not a
+    string of at most ``MAX_STR`` characters or that holds a NUL (PostgreSQL cannot store one),
+    a ``created_at`` that is not an ISO-8601 timestamp. Raises :class:`PolicyError` naming the
+    field."""
+    for name, value in metadata.items():
+        if name in _COUNT_FIELDS:
+            _count(name, value)
+        elif name == "created_at":
+            _timestamp(value, exact=True)
+        elif name in FULL_FIELDS:
+            if "\x00" in _text(name, value):
+                raise PolicyError(f"metadata field {name} must not hold a NUL character")
+        else:
+            raise PolicyError(f"metadata field {name[:64]!r} is not one any policy keeps")
 
 
 def metadata_digest(metadata: Mapping[str, MetadataValue]) -> bytes:

@@ -23,8 +23,9 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
 from sqlalchemy import Engine
 
+from server.bodies import JsonRequest, refuse_nul_in_path
 from server.db.engine import make_engine
-from server.deps import provide_db, provide_now, utc_now
+from server.deps import provide_db, provide_now, require_credentials, utc_now
 from server.domain.auth import ApiKeyController, AuthController
 from server.domain.nodes import NodeController, SyncController
 from server.domain.registry_genesis import GENESIS_CONTROLLERS
@@ -130,6 +131,8 @@ def create_app(
             path="/schema",
             render_plugins=[JsonRenderPlugin()],
         ),
+        request_class=JsonRequest,
+        guards=[require_credentials, refuse_nul_in_path],
         request_max_body_size=settings.max_body,
         state=state,
         debug=False,

@@ -1,4 +1,5 @@
-"""Request-scoped dependencies: the database transaction, the clock, the caller."""
+"""Request-scoped dependencies (the database transaction, the clock, the caller) and the guard
+that authenticates the caller before anything of a request is parsed."""
 
 from __future__ import annotations
 
@@ -8,13 +9,15 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TypeAlias
+from typing import Any, TypeAlias, TypeVar, cast
 from weakref import WeakKeyDictionary
 
 import anyio.to_thread
 from litestar import Request
+from litestar.connection import ASGIConnection
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
+from litestar.handlers import BaseRouteHandler
 from sqlalchemy import Engine, event, select
 from sqlalchemy.orm import Session
 
@@ -31,14 +34,18 @@ __all__ = [
     "Principal",
     "PrincipalDep",
     "SessionDep",
+    "authenticate",
     "aware",
+    "in_write_transaction",
     "provide_db",
     "provide_now",
     "provide_principal",
+    "require_credentials",
     "token_hash",
 ]
 
 Clock = Callable[[], datetime]
+_T = TypeVar("_T")
 
 
 def utc_now() -> datetime:
@@ -103,13 +110,30 @@ async def provide_db(
         async with _transaction(read_session(engine)) as session:
             yield session
         return
+    if engine.dialect.name == "sqlite":
+        await request.body()  # a slow upload must not hold the queue
+    async with _write_transaction(state) as session:
+        yield session
+
+
+@asynccontextmanager
+async def _write_transaction(state: State) -> AsyncIterator[Session]:
+    """A transaction that may write; on SQLite, taken in this process's write queue."""
+    engine: Engine = state.engine
     if engine.dialect.name != "sqlite":
         async with _transaction(Session(engine, expire_on_commit=False)) as session:
             yield session
         return
-    await request.body()  # a slow upload must not hold the queue
     async with _write_lock(state), _transaction(Session(engine, expire_on_commit=False)) as s:
         yield s
+
+
+async def in_write_transaction(state: State, work: Callable[[Session], _T]) -> _T:
+    """Run ``work`` in a write transaction of its own, committed before this returns (rolled
+    back if it raises), in a worker thread; on SQLite behind this process's write queue, as
+    :func:`provide_db` does."""
+    async with _write_transaction(state) as session:
+        return await anyio.to_thread.run_sync(work, session)
 
 
 @asynccontextmanager
@@ -159,20 +183,23 @@ NowDep: TypeAlias = NamedDependency[datetime]
 PrincipalDep: TypeAlias = NamedDependency[Principal]
 
 _CREDENTIALS = "missing, expired or revoked credentials"
+_PRINCIPAL = "tapes_principal"  # the scope key require_credentials leaves its finding under
 
 
-def provide_principal(request: Request[object, object, State], db: SessionDep) -> Principal:
-    header = request.headers.get("authorization", "")
+def _bearer(header: str) -> str:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token or len(token) > 200:
         raise Unauthorized(_CREDENTIALS)
-    now = request.app.state.clock()
+    return token
+
+
+def authenticate(db: Session, token: str, now: datetime) -> Principal:
+    """The caller a bearer token or API key names, or :class:`Unauthorized`. Only reads."""
     digest = token_hash(token)
     if token.startswith(API_KEY_PREFIX):
         key = db.scalar(select(ApiKey).where(ApiKey.key_hash == digest))
         if key is None or key.revoked_at is not None:
             raise Unauthorized(_CREDENTIALS)
-        key.last_used_at = now
         return Principal(
             user_id=key.user_id,
             api_key_id=key.id,
@@ -183,6 +210,46 @@ def provide_principal(request: Request[object, object, State], db: SessionDep) -
     if access is None or aware(access.expires_at) <= now:
         raise Unauthorized(_CREDENTIALS)
     return Principal(user_id=access.user_id)
+
+
+def _needs_caller(handler: BaseRouteHandler) -> bool:
+    return "principal" in handler.resolve_dependencies()
+
+
+async def require_credentials(
+    connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
+) -> None:
+    """App guard: a route that needs a caller (its dependencies name ``principal``) refuses a
+    request without valid credentials with 401 before its parameters or body are parsed, so an
+    anonymous caller never reads a route's schema in a 400. Guards run before Litestar parses
+    anything; the lookup reads the database, so it runs in a worker thread, in a read session
+    of its own (no write lock). :func:`provide_principal` hands the finding to the handler."""
+    if not _needs_caller(handler):
+        return
+    token = _bearer(connection.headers.get("authorization", ""))
+    state = connection.app.state
+    now = state.clock()
+
+    def lookup() -> Principal:
+        with read_session(state.engine) as db, db.begin():
+            return authenticate(db, token, now)
+
+    scope = cast(dict[str, Any], connection.scope)
+    scope[_PRINCIPAL] = await anyio.to_thread.run_sync(lookup)
+
+
+def provide_principal(request: Request[object, object, State], db: SessionDep) -> Principal:
+    """The caller :func:`require_credentials` authenticated. An API key is looked at again in
+    the request's own transaction (a revocation since then wins) and its use recorded."""
+    principal = cast(dict[str, Any], request.scope).get(_PRINCIPAL)
+    if not isinstance(principal, Principal):  # pragma: no cover - the guard always ran
+        raise Unauthorized(_CREDENTIALS)
+    if principal.api_key_id is not None:
+        key = db.get(ApiKey, principal.api_key_id)
+        if key is None or key.revoked_at is not None:
+            raise Unauthorized(_CREDENTIALS)
+        key.last_used_at = request.app.state.clock()
+    return principal
 
 
 def aware(moment: datetime) -> datetime:

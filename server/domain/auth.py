@@ -16,9 +16,12 @@ import base64
 import secrets
 import uuid
 from datetime import datetime, timedelta
+from typing import Any
 
 from litestar import Controller, Request, Response
+from litestar.connection import ASGIConnection
 from litestar.datastructures import State
+from litestar.handlers import BaseRouteHandler
 from litestar.params import FromPath, JSONBody
 from sqlalchemy import delete as sql_delete
 from sqlalchemy import select, update
@@ -44,6 +47,7 @@ from server.deps import (
     PrincipalDep,
     SessionDep,
     aware,
+    in_write_transaction,
     token_hash,
 )
 from server.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized, problem
@@ -76,7 +80,7 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def _client(request: Request[object, object, State]) -> str:
+def _client(request: ASGIConnection[Any, Any, Any, Any]) -> str:
     """The caller's address for rate limits and the audit log: the peer, or, when the peer is
     one of the proxies ``TAPES_SERVER_TRUSTED_PROXIES`` names, the last address that proxy put
     in ``X-Forwarded-For`` (any earlier ones were written by the client and prove nothing)."""
@@ -87,6 +91,21 @@ def _client(request: Request[object, object, State]) -> str:
     forwarded = request.headers.get("x-forwarded-for", "")
     last = forwarded.rsplit(",", 1)[-1].strip()
     return last[:64] or peer
+
+
+async def count_attempt(
+    connection: ASGIConnection[Any, Any, Any, Any], _handler: BaseRouteHandler
+) -> None:
+    """Guard of the endpoints anyone may call: count the attempt against the caller's address
+    (``TooManyRequests`` past the limit) before anything of the request is parsed, and commit
+    the count in a transaction of its own. So a body refused as malformed counts, and so does
+    a failed login, whose 401 rolls its request's own transaction back."""
+    settings: Settings = connection.app.state.settings
+    bucket, now = f"auth:{_client(connection)}", connection.app.state.clock()
+    await in_write_transaction(
+        connection.app.state,
+        lambda db: ratelimit.hit(db, bucket, limit=settings.auth_rate_per_minute, now=now),
+    )
 
 
 def _issue(db: Session, settings: Settings, user: User, family: str, now: datetime) -> TokenPair:
@@ -117,6 +136,12 @@ def _issue(db: Session, settings: Settings, user: User, family: str, now: dateti
     )
 
 
+def _taken(db: Session, handle: str) -> str:
+    if db.scalar(select(User.id).where(User.handle == handle)) is not None:
+        return f"the handle {handle!r} is taken"
+    return "this key was registered a moment ago; log in without a handle"
+
+
 def _register(db: Session, public: PublicIdentity, handle: str, now: datetime) -> User:
     user_id = str(uuid.uuid4())
     vault_id = "v_" + secrets.token_urlsafe(12).replace("-", "x").replace("_", "y")
@@ -129,8 +154,12 @@ def _register(db: Session, public: PublicIdentity, handle: str, now: datetime) -
         personal_vault=vault_id,
         created_at=now,
     )
-    db.add(user)
-    db.flush()
+    try:
+        with db.begin_nested():
+            db.add(user)
+            db.flush()
+    except IntegrityError:  # a concurrent sign-up took the handle (or this key) first
+        raise Conflict(_taken(db, handle)) from None
     db.add(
         Team(
             id=vault_id,
@@ -155,13 +184,11 @@ class AuthController(Controller):
     path = "/auth"
     tags = ["auth"]
 
-    @post("/challenge", sync_to_thread=True, status_code=200)
+    @post("/challenge", sync_to_thread=True, status_code=200, guards=[count_attempt])
     def challenge(
         self, request: Request[object, object, State], db: SessionDep, now: NowDep
     ) -> Challenge:
         """A single-use nonce to sign with the identity key."""
-        settings: Settings = request.app.state.settings
-        ratelimit.hit(db, f"auth:{_client(request)}", limit=settings.auth_rate_per_minute, now=now)
         db.execute(sql_delete(AuthChallenge).where(AuthChallenge.expires_at < now))
         item = AuthChallenge(
             id=secrets.token_urlsafe(24),
@@ -176,14 +203,13 @@ class AuthController(Controller):
             expires_at=item.expires_at.isoformat(),
         )
 
-    @post("/login", sync_to_thread=True, status_code=200)
+    @post("/login", sync_to_thread=True, status_code=200, guards=[count_attempt])
     def login(
         self, request: Request[object, object, State], data: JSONBody[LoginRequest], db: SessionDep,
         now: NowDep,
     ) -> TokenPair:  # fmt: skip
         """Log in (or, with ``handle``, register) by signing a challenge."""
         settings: Settings = request.app.state.settings
-        ratelimit.hit(db, f"auth:{_client(request)}", limit=settings.auth_rate_per_minute, now=now)
         challenge = db.scalar(
             select(AuthChallenge).where(AuthChallenge.id == data.challenge_id).with_for_update()
         )
@@ -215,14 +241,13 @@ class AuthController(Controller):
             raise Unauthorized(_LOGIN_FAILED)
         return _issue(db, settings, user, str(uuid.uuid4()), now)
 
-    @post("/token/refresh", sync_to_thread=True, status_code=200)
+    @post("/token/refresh", sync_to_thread=True, status_code=200, guards=[count_attempt])
     def refresh(
         self, request: Request[object, object, State], data: JSONBody[RefreshRequest],
         db: SessionDep, now: NowDep,
     ) -> TokenPair | Response[dict[str, object]]:  # fmt: skip
         """Rotate the refresh token. Reusing a spent one revokes its whole family."""
         settings: Settings = request.app.state.settings
-        ratelimit.hit(db, f"auth:{_client(request)}", limit=settings.auth_rate_per_minute, now=now)
         token = db.scalar(
             select(RefreshToken)
             .where(RefreshToken.token_hash == token_hash(data.refresh_token))
@@ -246,15 +271,10 @@ class AuthController(Controller):
             raise Unauthorized("the refresh token is not valid; log in again")
         return _issue(db, settings, user, token.family_id, now)
 
-    @post("/logout", sync_to_thread=True, status_code=204)
-    def logout(
-        self, request: Request[object, object, State], data: JSONBody[RefreshRequest],
-        db: SessionDep, now: NowDep,
-    ) -> None:  # fmt: skip
+    @post("/logout", sync_to_thread=True, status_code=204, guards=[count_attempt])
+    def logout(self, data: JSONBody[RefreshRequest], db: SessionDep, now: NowDep) -> None:
         """End a login: its refresh token and every access token of its family stop working.
         Answered 204 whether or not the token was live, so it reveals nothing."""
-        settings: Settings = request.app.state.settings
-        ratelimit.hit(db, f"auth:{_client(request)}", limit=settings.auth_rate_per_minute, now=now)
         token = db.scalar(
             select(RefreshToken).where(RefreshToken.token_hash == token_hash(data.refresh_token))
         )

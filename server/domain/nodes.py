@@ -24,6 +24,7 @@ from litestar.params import JSONBody, Parameter
 from sqlalchemy import and_, func, literal, select
 from sqlalchemy.orm import Session, aliased
 
+from keymgmt import PolicyError, check_clear_metadata
 from server import acl, plans
 from server.db.models import NodeRecord, Team, TeamMember
 from server.deps import AUTHENTICATED, WRITES, NowDep, Principal, PrincipalDep, SessionDep
@@ -69,6 +70,10 @@ def _check_envelope(vault: str, env: EnvelopeWire) -> None:
             raise BadRequest(f"envelope {env.node_id}: a metadata-only record is inconsistent")
     elif env.nonce is None:
         raise BadRequest(f"envelope {env.node_id}: an encrypted record needs a nonce")
+    try:
+        check_clear_metadata(env.metadata)
+    except PolicyError as exc:
+        raise BadRequest(f"envelope {env.node_id}: {exc}") from None
 
 
 def _check_epoch(team: Team, envelopes: Sequence[EnvelopeWire], present: set[str]) -> None:

@@ -90,7 +90,10 @@ def _expiry(data: ShareCreate, signed: int | None, now: datetime) -> datetime | 
         from_statement = datetime.fromtimestamp(signed, UTC) if signed is not None else None
     except (OverflowError, OSError, ValueError):
         raise BadRequest("the signed share's expires_at is not a valid time") from None
-    given = data.expires_at.astimezone(UTC) if data.expires_at is not None else None
+    try:  # year 1 east of UTC, or 9999 west of it, is outside the calendar once in UTC
+        given = data.expires_at.astimezone(UTC) if data.expires_at is not None else None
+    except OverflowError:
+        raise BadRequest("expires_at is outside the years 1 to 9999 in UTC") from None
     if given is not None and from_statement is not None and given != from_statement:
         raise BadRequest("expires_at differs from the expiry in the signed share")
     expires = given or from_statement

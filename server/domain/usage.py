@@ -13,7 +13,8 @@ from typing import Annotated
 
 from litestar import Controller
 from litestar.params import FromPath, Parameter
-from sqlalchemy import String, func, select
+from sqlalchemy import BigInteger, ColumnElement, String, cast, func, select
+from sqlalchemy.orm import Session
 
 from server import acl
 from server.db.models import NodeRecord, User
@@ -25,6 +26,15 @@ __all__ = ["UsageController"]
 
 MAX_RANGE = timedelta(days=400)
 _TOKENS = ("prompt_tokens", "completion_tokens", "total_tokens")
+
+
+def _token_sum(db: Session, name: str) -> ColumnElement[object]:
+    """The sum of one token count. Each is below 2^53 (checked at push), but a 32-bit cast
+    overflows at 2^31 and a team's sum can pass 2^63: PostgreSQL sums BIGINTs into NUMERIC,
+    SQLite's ``total()`` into a double (exact up to 2^53, and never an overflow error)."""
+    value = cast(NodeRecord.clear_metadata[name].as_string(), BigInteger)
+    summed = func.total(value) if db.get_bind().dialect.name == "sqlite" else func.sum(value)
+    return func.coalesce(summed, 0)
 
 
 class UsageController(Controller):
@@ -53,7 +63,7 @@ class UsageController(Controller):
                 model.label("model"),
                 User.handle,
                 func.count(),
-                *(func.coalesce(func.sum(meta[name].as_integer()), 0) for name in _TOKENS),
+                *(_token_sum(db, name) for name in _TOKENS),
             )
             .join(User, User.id == NodeRecord.uploader_id)
             .where(NodeRecord.vault_id == team.id, NodeRecord.uploaded_at >= since)
