@@ -66,3 +66,30 @@ def test_a_burst_of_pushes_neither_fails_nor_stalls_another_user(
             "/api/v1/sync/status", params={"vault": pusher.vault}, headers=pusher.headers
         ).json()
     assert status["head_seq"] == BURST * NODES
+
+
+def test_a_burst_of_reads_does_not_exhaust_the_connection_pool(
+    live_server_factory: ServerFactory,
+) -> None:
+    """64 concurrent pulls through one worker: more than its connection pool (15) and its
+    thread pool (6). Requests wait for a connection slot on the event loop, so no thread blocks
+    on the pool while the holders of every connection wait for a thread (before: bursts of six
+    30 s pool timeouts as 500s)."""
+    server = live_server_factory(workers=1)
+    with server.client() as setup:
+        user = User(setup)  # type: ignore[arg-type]
+        chain = Vault(user.vault, user.identity).chain(200)
+        assert setup.post(
+            "/api/v1/sync/push", json={"vault": user.vault, "envelopes": chain},
+            headers=user.headers,
+        ).status_code == 200  # fmt: skip
+
+    def pull(_: int) -> int:
+        with httpx.Client(base_url=server.base_url, timeout=45.0) as http:
+            return http.get(
+                "/api/v1/sync/pull", params={"vault": user.vault}, headers=user.headers
+            ).status_code
+
+    with ThreadPoolExecutor(max_workers=64) as pool:
+        statuses = list(pool.map(pull, range(64)))
+    assert statuses == [200] * 64
