@@ -143,12 +143,14 @@ def db_current() -> None:
 
 @app.command()
 def retention() -> None:
-    """Delete envelopes older than each vault's plan keeps (run it daily, e.g. from cron)."""
+    """Delete envelopes older than each vault's plan keeps (run it daily, e.g. from cron).
+
+    With ``TAPES_SERVER_PLANS=off`` (the default) nothing expires."""
     settings = _settings()
     engine = make_engine(settings.database_url)
     try:
         with Session(engine) as db, db.begin():
-            deleted = apply_retention(db, datetime.now(UTC))
+            deleted = apply_retention(db, datetime.now(UTC), settings.plans)
     finally:
         engine.dispose()
     sys.stdout.write(f"retention: deleted {deleted} expired envelope(s)\n")

@@ -10,6 +10,7 @@
 | ``TAPES_SERVER_MAX_BODY`` | 20 MiB |
 | ``TAPES_SERVER_AUTH_RATE`` | 30 auth requests per client address per minute |
 | ``TAPES_SERVER_TRUSTED_PROXIES`` | none (proxy IPs whose ``X-Forwarded-For`` is believed) |
+| ``TAPES_SERVER_PLANS`` | ``off``: no plan limits, no retention; ``rfc``: the RFC's tiers |
 
 ``TAPES_SERVER_PUBLIC_URL`` is the URL clients use. Login signatures are bound to it, so that a
 challenge cannot be relayed from another server; every process of one deployment must share it.
@@ -29,6 +30,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from server.errors import SettingsError
+from server.plans import PLANS_MODES, PlansMode
 
 __all__ = ["Settings", "default_database_url"]
 
@@ -80,6 +82,13 @@ def normalize_database_url(url: str) -> str:
     raise SettingsError(f"unsupported database {backend!r}: use sqlite:/// or postgresql://")
 
 
+def _plans(text: str) -> PlansMode:
+    for mode in PLANS_MODES:
+        if text == mode:
+            return mode
+    raise SettingsError(f"TAPES_SERVER_PLANS={text!r} is not one of {', '.join(PLANS_MODES)}")
+
+
 def _public_url(text: str) -> str:
     if not text:
         return ""
@@ -101,6 +110,7 @@ class Settings:
     auth_rate_per_minute: int = 30
     public_url: str = ""
     trusted_proxies: frozenset[str] = frozenset()
+    plans: PlansMode = "off"
 
     @property
     def audience(self) -> str:
@@ -123,4 +133,5 @@ class Settings:
             auth_rate_per_minute=_int(env, "TAPES_SERVER_AUTH_RATE", 30, 1, 100_000),
             public_url=_public_url(env.get("TAPES_SERVER_PUBLIC_URL") or ""),
             trusted_proxies=_addresses(env.get("TAPES_SERVER_TRUSTED_PROXIES") or ""),
+            plans=_plans(env.get("TAPES_SERVER_PLANS") or "off"),
         )
