@@ -14,6 +14,11 @@ Plans are the hosted service's business. A server runs in one of two modes
 | pro | unlimited | 3 | 10 | full history | 100 GiB |
 | enterprise | unlimited | unlimited | unlimited | full history | unlimited |
 
+A user's tier is their personal vault's: it counts for their own sessions, bytes and retention,
+for how many teams they may own, and a team they create starts at it. A team's tier counts for
+its members, the sessions and bytes pushed into it and its retention. ``tapes-server plan set``
+changes either.
+
 A *session* for the monthly count is a new conversation: a root node (no parent) pushed into a
 vault the owner pays for. Retention deletes envelopes uploaded before the window; a session whose
 older nodes expired keeps its newer ones, and their ancestry simply ends earlier. Everything
@@ -35,8 +40,9 @@ from typing import Literal
 from sqlalchemy import and_, delete, func, select, tuple_, update
 from sqlalchemy.orm import Session
 
-from server.db.models import NodeRecord, Share, ShareNode, Team
-from server.errors import PlanLimit
+from server import audit
+from server.db.models import NodeRecord, Share, ShareNode, Team, User
+from server.errors import CommandError, PlanLimit
 
 __all__ = [
     "PLANS_MODES",
@@ -45,11 +51,13 @@ __all__ = [
     "Expiry",
     "PlansMode",
     "Tier",
+    "TierChange",
     "apply_retention",
     "check_bytes",
     "check_new_sessions",
     "expiring",
     "limits",
+    "set_tier",
 ]
 
 PlansMode = Literal["off", "rfc"]
@@ -218,3 +226,49 @@ def apply_retention(db: Session, now: datetime, mode: PlansMode) -> int:
             )
         )
     return deleted
+
+
+@dataclass(frozen=True, slots=True)
+class TierChange:
+    kind: str  # user | team
+    name: str
+    old: str
+    new: str
+
+
+def _vault_named(db: Session, name: str) -> tuple[str, str, Team] | None:
+    """(kind, name, vault) for ``user:HANDLE``, ``team:SLUG`` (or team id), or either bare
+    when only one of them matches."""
+    prefix, _, rest = name.partition(":")
+    kinds, wanted = ({prefix}, rest) if prefix in ("user", "team") else ({"user", "team"}, name)
+    found: list[tuple[str, str, Team]] = []
+    if "user" in kinds:
+        user = db.scalar(select(User).where(User.handle == wanted))
+        if user is not None:
+            found.append(("user", wanted, db.get_one(Team, user.personal_vault)))
+    if "team" in kinds:
+        team = db.scalar(
+            select(Team).where(Team.kind == "team", (Team.slug == wanted) | (Team.id == wanted))
+        )
+        if team is not None:
+            found.append(("team", wanted, team))
+    if len(found) > 1:
+        raise CommandError(f"{name!r} is both a user and a team: write user:{name} or team:{name}")
+    return found[0] if found else None
+
+
+def set_tier(db: Session, name: str, tier: str, now: datetime) -> TierChange:
+    """Set the tier of a user (their personal vault) or of a team, and audit it."""
+    if tier not in TIERS:
+        raise CommandError(f"unknown tier {tier!r}: choose one of {', '.join(TIERS)}")
+    found = _vault_named(db, name)
+    if found is None:
+        raise CommandError(f"no user or team is called {name!r}")
+    kind, wanted, team = found
+    old = team.tier
+    audit.record(
+        db, team_id=team.id, actor_id=None, action="plan_changed", subject=team.id,
+        detail={"from": old, "to": tier}, now=now,
+    )  # fmt: skip
+    team.tier = tier
+    return TierChange(kind=kind, name=wanted, old=old, new=tier)
