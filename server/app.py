@@ -25,7 +25,7 @@ from sqlalchemy import Engine
 
 from server.bodies import JsonRequest, refuse_nul_in_path
 from server.db.engine import make_engine
-from server.deps import provide_db, provide_now, require_credentials, utc_now
+from server.deps import provide_db, provide_now, provide_plans, require_credentials, utc_now
 from server.domain.auth import ApiKeyController, AuthController
 from server.domain.nodes import NodeController, SyncController
 from server.domain.registry_genesis import GENESIS_CONTROLLERS
@@ -116,6 +116,7 @@ def create_app(
         dependencies={
             "db": Provide(provide_db),
             "now": Provide(provide_now, sync_to_thread=False),
+            "plans_mode": Provide(provide_plans, sync_to_thread=False),
         },
         exception_handlers={
             ApiError: _api_error,

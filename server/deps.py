@@ -24,6 +24,8 @@ from sqlalchemy.orm import Session
 from server.db.engine import READ_ONLY
 from server.db.models import AccessToken, ApiKey
 from server.errors import Unauthorized
+from server.plans import PlansMode
+from server.settings import Settings
 from tapes_e2e.protocol import API_KEY_PREFIX
 
 __all__ = [
@@ -31,6 +33,7 @@ __all__ = [
     "WRITES",
     "Clock",
     "NowDep",
+    "PlansDep",
     "Principal",
     "PrincipalDep",
     "SessionDep",
@@ -39,6 +42,7 @@ __all__ = [
     "in_write_transaction",
     "provide_db",
     "provide_now",
+    "provide_plans",
     "provide_principal",
     "require_credentials",
     "token_hash",
@@ -154,6 +158,12 @@ def provide_now(state: State) -> datetime:
     return clock()
 
 
+def provide_plans(state: State) -> PlansMode:
+    """This server's plans mode (``TAPES_SERVER_PLANS``): what the plan checks enforce."""
+    settings: Settings = state.settings
+    return settings.plans
+
+
 def token_hash(token: str) -> str:
     """Tokens and API keys are high-entropy, so one SHA-256 is the right stored form."""
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
@@ -177,10 +187,12 @@ class Principal:
 
 
 # Handler parameters injected by name (Litestar 3 no longer infers it from the dependency map):
-# declare ``db: SessionDep``, ``now: NowDep`` and ``principal: PrincipalDep``.
+# declare ``db: SessionDep``, ``now: NowDep``, ``principal: PrincipalDep`` and
+# ``plans_mode: PlansDep``.
 SessionDep: TypeAlias = NamedDependency[Session]
 NowDep: TypeAlias = NamedDependency[datetime]
 PrincipalDep: TypeAlias = NamedDependency[Principal]
+PlansDep: TypeAlias = NamedDependency[PlansMode]
 
 _CREDENTIALS = "missing, expired or revoked credentials"
 _PRINCIPAL = "tapes_principal"  # the scope key require_credentials leaves its finding under

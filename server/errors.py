@@ -4,6 +4,7 @@
 
     ServerError
     ├── SettingsError          bad configuration at start (never an HTTP response)
+    ├── CommandError           a bad argument to a ``tapes-server`` command (unknown tier, handle)
     └── ApiError               an HTTP 4xx with a message written for the client's user
         ├── BadRequest (400)   malformed or inconsistent input
         ├── Unauthorized (401) no, expired or revoked credentials
@@ -26,6 +27,7 @@ __all__ = [
     "PROBLEM_JSON",
     "ApiError",
     "BadRequest",
+    "CommandError",
     "Conflict",
     "Forbidden",
     "Gone",
@@ -45,6 +47,10 @@ class ServerError(Exception):
 
 
 class SettingsError(ServerError):
+    pass
+
+
+class CommandError(ServerError):
     pass
 
 

@@ -1,10 +1,23 @@
 """Plans from the RFC, enforced by the server with clear errors, and retention.
 
+Plans are the hosted service's business. A server runs in one of two modes
+(``TAPES_SERVER_PLANS``):
+
+- ``off``, the default: no plan limits and no retention; every vault is unlimited whatever its
+  tier says (a team running its own server);
+- ``rfc``: the RFC's tiers below, enforced on every push, team creation and member addition,
+  and retention deletes what a tier no longer keeps.
+
 | tier | sessions / month | teams | members | retention | bytes per vault |
 |---|---|---|---|---|---|
 | free | 100 | 1 | 3 | 30 days | 1 GiB |
 | pro | unlimited | 3 | 10 | full history | 100 GiB |
 | enterprise | unlimited | unlimited | unlimited | full history | unlimited |
+
+A user's tier is their personal vault's: it counts for their own sessions, bytes and retention,
+for how many teams they may own, and a team they create starts at it. A team's tier counts for
+its members, the sessions and bytes pushed into it and its retention. ``tapes-server plan set``
+changes either.
 
 A *session* for the monthly count is a new conversation: a root node (no parent) pushed into a
 vault the owner pays for. Retention deletes envelopes uploaded before the window; a session whose
@@ -22,14 +35,33 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Literal
 
 from sqlalchemy import and_, delete, func, select, tuple_, update
 from sqlalchemy.orm import Session
 
-from server.db.models import NodeRecord, Share, ShareNode, Team
-from server.errors import PlanLimit
+from server import audit
+from server.db.models import NodeRecord, Share, ShareNode, Team, User
+from server.errors import CommandError, PlanLimit
 
-__all__ = ["TIERS", "Tier", "apply_retention", "check_bytes", "check_new_sessions"]
+__all__ = [
+    "PLANS_MODES",
+    "TIERS",
+    "UNLIMITED",
+    "Expiry",
+    "PlansMode",
+    "Tier",
+    "TierChange",
+    "apply_retention",
+    "check_bytes",
+    "check_new_sessions",
+    "expiring",
+    "limits",
+    "set_tier",
+]
+
+PlansMode = Literal["off", "rfc"]
+PLANS_MODES: tuple[PlansMode, ...] = ("off", "rfc")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,13 +94,28 @@ TIERS: dict[str, Tier] = {
 }
 
 
+UNLIMITED = Tier(
+    sessions_per_month=None, teams=None, members=None, retention_days=None, bytes_per_vault=None
+)
+
+
+def limits(mode: PlansMode, tier: str) -> Tier:
+    """What a vault of ``tier`` may do on a server whose plans are ``mode`` (the one place that
+    reads a tier: with plans off, every vault is unlimited)."""
+    if mode == "off":
+        return UNLIMITED
+    return TIERS.get(tier, TIERS["free"])
+
+
 def _month_start(now: datetime) -> datetime:
     return now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
 
 
-def check_new_sessions(db: Session, team: Team, new_roots: int, now: datetime) -> None:
+def check_new_sessions(
+    db: Session, team: Team, new_roots: int, now: datetime, mode: PlansMode
+) -> None:
     """Refuse a push that would start more sessions this month than the owner's plan allows."""
-    tier = TIERS.get(team.tier, TIERS["free"])
+    tier = limits(mode, team.tier)
     if tier.sessions_per_month is None or new_roots == 0:
         return
     owned = select(Team.id).where(Team.owner_id == team.owner_id)
@@ -95,9 +142,9 @@ def _size(n: int) -> str:
     return f"{n} bytes"
 
 
-def check_bytes(team: Team, new_bytes: int) -> None:
+def check_bytes(team: Team, new_bytes: int, mode: PlansMode) -> None:
     """Refuse a push that would take the vault past its plan's byte quota (402)."""
-    tier = TIERS.get(team.tier, TIERS["free"])
+    tier = limits(mode, team.tier)
     if tier.bytes_per_vault is None or new_bytes == 0:
         return
     if team.bytes_stored + new_bytes > tier.bytes_per_vault:
@@ -108,13 +155,43 @@ def check_bytes(team: Team, new_bytes: int) -> None:
         )
 
 
-def apply_retention(db: Session, now: datetime) -> int:
+def _cutoffs(mode: PlansMode, now: datetime) -> dict[str, datetime]:
+    """Per tier that expires anything, the upload time before which it deletes."""
+    days = {name: limits(mode, name).retention_days for name in TIERS}
+    return {name: now - timedelta(days=d) for name, d in days.items() if d is not None}
+
+
+@dataclass(frozen=True, slots=True)
+class Expiry:
+    """What retention deletes from one vault: ``envelopes`` uploaded before ``cutoff``."""
+
+    vault_id: str
+    slug: str
+    kind: str
+    tier: str
+    cutoff: datetime
+    envelopes: int
+
+
+def expiring(db: Session, now: datetime, mode: PlansMode) -> list[Expiry]:
+    """Per vault, what ``apply_retention`` would delete now (nothing when plans are off)."""
+    found: list[Expiry] = []
+    for tier_name, cutoff in _cutoffs(mode, now).items():
+        rows = db.execute(
+            select(Team.id, Team.slug, Team.kind, func.count())
+            .join(NodeRecord, NodeRecord.vault_id == Team.id)
+            .where(Team.tier == tier_name, NodeRecord.uploaded_at < cutoff)
+            .group_by(Team.id, Team.slug, Team.kind)
+            .order_by(Team.slug)
+        ).all()
+        found += [Expiry(v, slug, kind, tier_name, cutoff, n) for v, slug, kind, n in rows]
+    return found
+
+
+def apply_retention(db: Session, now: datetime, mode: PlansMode) -> int:
     """Delete envelopes older than each vault's plan keeps; return how many were deleted."""
     deleted = 0
-    for tier_name, tier in TIERS.items():
-        if tier.retention_days is None:
-            continue
-        cutoff = now - timedelta(days=tier.retention_days)
+    for tier_name, cutoff in _cutoffs(mode, now).items():
         vaults = select(Team.id).where(Team.tier == tier_name)
         stale_shares = (
             select(ShareNode.share_id, ShareNode.node_id)
@@ -149,3 +226,49 @@ def apply_retention(db: Session, now: datetime) -> int:
             )
         )
     return deleted
+
+
+@dataclass(frozen=True, slots=True)
+class TierChange:
+    kind: str  # user | team
+    name: str
+    old: str
+    new: str
+
+
+def _vault_named(db: Session, name: str) -> tuple[str, str, Team] | None:
+    """(kind, name, vault) for ``user:HANDLE``, ``team:SLUG`` (or team id), or either bare
+    when only one of them matches."""
+    prefix, _, rest = name.partition(":")
+    kinds, wanted = ({prefix}, rest) if prefix in ("user", "team") else ({"user", "team"}, name)
+    found: list[tuple[str, str, Team]] = []
+    if "user" in kinds:
+        user = db.scalar(select(User).where(User.handle == wanted))
+        if user is not None:
+            found.append(("user", wanted, db.get_one(Team, user.personal_vault)))
+    if "team" in kinds:
+        team = db.scalar(
+            select(Team).where(Team.kind == "team", (Team.slug == wanted) | (Team.id == wanted))
+        )
+        if team is not None:
+            found.append(("team", wanted, team))
+    if len(found) > 1:
+        raise CommandError(f"{name!r} is both a user and a team: write user:{name} or team:{name}")
+    return found[0] if found else None
+
+
+def set_tier(db: Session, name: str, tier: str, now: datetime) -> TierChange:
+    """Set the tier of a user (their personal vault) or of a team, and audit it."""
+    if tier not in TIERS:
+        raise CommandError(f"unknown tier {tier!r}: choose one of {', '.join(TIERS)}")
+    found = _vault_named(db, name)
+    if found is None:
+        raise CommandError(f"no user or team is called {name!r}")
+    kind, wanted, team = found
+    old = team.tier
+    audit.record(
+        db, team_id=team.id, actor_id=None, action="plan_changed", subject=team.id,
+        detail={"from": old, "to": tier}, now=now,
+    )  # fmt: skip
+    team.tier = tier
+    return TierChange(kind=kind, name=wanted, old=old, new=tier)

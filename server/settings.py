@@ -1,15 +1,21 @@
-"""Server settings, from environment variables, validated once at start with clear errors.
+"""Server settings: one table (``OPTIONS``) from which the command line, ``--help``, the
+environment and docs/server.md all read, validated once at start with one clear line per error.
 
-| variable | default |
-|---|---|
-| ``TAPES_SERVER_DATABASE_URL`` | SQLite in the user data directory (platformdirs) |
-| ``TAPES_SERVER_HOST`` / ``TAPES_SERVER_PORT`` | ``127.0.0.1`` / ``8787`` |
-| ``TAPES_SERVER_WORKERS`` | 2 |
-| ``TAPES_SERVER_PUBLIC_URL`` | ``http://<host>:<port>``; logins are bound to it (see below) |
-| ``TAPES_SERVER_ACCESS_TTL`` / ``TAPES_SERVER_REFRESH_TTL`` | 900 s / 30 days |
-| ``TAPES_SERVER_MAX_BODY`` | 20 MiB |
-| ``TAPES_SERVER_AUTH_RATE`` | 30 auth requests per client address per minute |
-| ``TAPES_SERVER_TRUSTED_PROXIES`` | none (proxy IPs whose ``X-Forwarded-For`` is believed) |
+Each setting is a ``tapes-server serve`` flag whose default is its ``TAPES_SERVER_*`` variable,
+whose default is the one below; a flag given on the command line wins over the variable.
+
+| flag | variable | default |
+|---|---|---|
+| ``--database-url`` | ``TAPES_SERVER_DATABASE_URL`` | SQLite in the user data directory |
+| ``--host`` / ``--port`` | ``TAPES_SERVER_HOST`` / ``TAPES_SERVER_PORT`` | 127.0.0.1 / 8787 |
+| ``--workers`` | ``TAPES_SERVER_WORKERS`` | 2 |
+| ``--public-url`` | ``TAPES_SERVER_PUBLIC_URL`` | ``http://<host>:<port>`` |
+| ``--access-ttl`` | ``TAPES_SERVER_ACCESS_TTL`` | 900 s |
+| ``--refresh-ttl`` | ``TAPES_SERVER_REFRESH_TTL`` | 30 days |
+| ``--max-body`` | ``TAPES_SERVER_MAX_BODY`` | 20 MiB |
+| ``--auth-rate`` | ``TAPES_SERVER_AUTH_RATE`` | 30 per client address per minute |
+| ``--trusted-proxies`` | ``TAPES_SERVER_TRUSTED_PROXIES`` | none |
+| ``--plans`` | ``TAPES_SERVER_PLANS`` | ``off`` (no plan limits, no retention) |
 
 ``TAPES_SERVER_PUBLIC_URL`` is the URL clients use. Login signatures are bound to it, so that a
 challenge cannot be relayed from another server; every process of one deployment must share it.
@@ -19,8 +25,8 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -29,8 +35,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from server.errors import SettingsError
+from server.plans import PLANS_MODES, PlansMode
 
-__all__ = ["Settings", "default_database_url"]
+__all__ = ["OPTIONS", "Option", "Settings", "default_database_url", "sqlite_path"]
 
 
 def default_database_url() -> str:
@@ -38,38 +45,33 @@ def default_database_url() -> str:
     return f"sqlite:///{data / 'server.sqlite'}"
 
 
-def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not a whole number") from None
-    if not low <= value <= high:
-        raise SettingsError(f"{name}={value} is out of range ({low}..{high})")
-    return value
+def sqlite_path(url: str) -> Path | None:
+    """The SQLite file a database URL names, or None for another database."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database:
+        return None
+    return Path(parsed.database).absolute()
 
 
-def _addresses(raw: str) -> frozenset[str]:
-    """``TAPES_SERVER_TRUSTED_PROXIES``: IP addresses, comma-separated."""
-    found = set()
-    for part in filter(None, (p.strip() for p in raw.split(","))):
+def _whole(low: int, high: int) -> Callable[[str, str], int]:
+    def parse(label: str, raw: str) -> int:
         try:
-            found.add(str(ipaddress.ip_address(part)))
+            value = int(raw)
         except ValueError:
-            raise SettingsError(
-                f"TAPES_SERVER_TRUSTED_PROXIES: {part!r} is not an IP address"
-            ) from None
-    return frozenset(found)
+            raise SettingsError(f"{label}={raw!r} is not a whole number") from None
+        if not low <= value <= high:
+            raise SettingsError(f"{label}={value} is out of range ({low}..{high})")
+        return value
+
+    return parse
 
 
-def normalize_database_url(url: str) -> str:
+def normalize_database_url(url: str, label: str = "TAPES_SERVER_DATABASE_URL") -> str:
     """Check the URL and pick our drivers: pysqlite for SQLite, psycopg 3 for PostgreSQL."""
     try:
         parsed = make_url(url)
     except ArgumentError:
-        raise SettingsError(f"TAPES_SERVER_DATABASE_URL={url!r} is not a database URL") from None
+        raise SettingsError(f"{label}={url!r} is not a database URL") from None
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         if not parsed.database or parsed.database == ":memory:":
@@ -77,16 +79,111 @@ def normalize_database_url(url: str) -> str:
         return parsed.set(drivername="sqlite+pysqlite").render_as_string(hide_password=False)
     if backend == "postgresql":
         return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
-    raise SettingsError(f"unsupported database {backend!r}: use sqlite:/// or postgresql://")
+    raise SettingsError(
+        f"{label}: unsupported database {backend!r}: use sqlite:/// or postgresql://"
+    )
 
 
-def _public_url(text: str) -> str:
-    if not text:
-        return ""
+def _host(label: str, text: str) -> str:
+    if not text or any(c.isspace() or c in "/[]" for c in text):
+        raise SettingsError(f"{label}={text!r} is not a host name or address")
+    return text
+
+
+def _public_url(label: str, text: str) -> str:
     parts = urlsplit(text)
     if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
-        raise SettingsError(f"TAPES_SERVER_PUBLIC_URL={text!r} is not an http(s) base URL")
+        raise SettingsError(f"{label}={text!r} is not an http(s) base URL")
     return text.rstrip("/")
+
+
+def _addresses(label: str, raw: str) -> frozenset[str]:
+    """IP addresses, comma-separated."""
+    found = set()
+    for part in filter(None, (p.strip() for p in raw.split(","))):
+        try:
+            found.add(str(ipaddress.ip_address(part)))
+        except ValueError:
+            raise SettingsError(f"{label}: {part!r} is not an IP address") from None
+    return frozenset(found)
+
+
+def _plans(label: str, text: str) -> PlansMode:
+    for mode in PLANS_MODES:
+        if text == mode:
+            return mode
+    raise SettingsError(f"{label}={text!r} is not one of {', '.join(PLANS_MODES)}")
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    """One setting: its ``Settings`` field, flag, variable, default as written, and help."""
+
+    field: str
+    flag: str
+    env: str
+    default: str
+    help: str
+    parse: Callable[[str, str], object]
+    metavar: str
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option(
+        "database_url", "--database-url", "TAPES_SERVER_DATABASE_URL",
+        "server.sqlite in the user data directory "
+        "(on Linux $XDG_DATA_HOME/tapes-server, by default ~/.local/share/tapes-server)",
+        "sqlite:///PATH (a file) or postgresql://USER:PASSWORD@HOST:PORT/DB",
+        lambda label, raw: normalize_database_url(raw, label), "URL",
+    ),
+    Option(
+        "host", "--host", "TAPES_SERVER_HOST", "127.0.0.1",
+        "address to listen on; 0.0.0.0 listens on every interface (in a container)", _host,
+        "HOST",
+    ),
+    Option(
+        "port", "--port", "TAPES_SERVER_PORT", "8787", "TCP port (1..65535)", _whole(1, 65535),
+        "PORT",
+    ),
+    Option(
+        "workers", "--workers", "TAPES_SERVER_WORKERS", "2",
+        "worker processes (1..64); they share the database, nothing else", _whole(1, 64), "N",
+    ),
+    Option(
+        "public_url", "--public-url", "TAPES_SERVER_PUBLIC_URL", "http://HOST:PORT",
+        "the URL clients use (behind a proxy: the proxy's); logins are bound to it", _public_url,
+        "URL",
+    ),
+    Option(
+        "access_ttl", "--access-ttl", "TAPES_SERVER_ACCESS_TTL", "900",
+        "seconds an access token lives (30..86400)", _whole(30, 86400), "SECONDS",
+    ),
+    Option(
+        "refresh_ttl", "--refresh-ttl", "TAPES_SERVER_REFRESH_TTL", str(30 * 24 * 3600),
+        "seconds a refresh token lives, 30 days (300..31536000)", _whole(300, 365 * 86400),
+        "SECONDS",
+    ),
+    Option(
+        "max_body", "--max-body", "TAPES_SERVER_MAX_BODY", str(20 * 1024 * 1024),
+        "largest request body in bytes, 20 MiB (1024..1073741824)", _whole(1024, 1 << 30),
+        "BYTES",
+    ),
+    Option(
+        "auth_rate_per_minute", "--auth-rate", "TAPES_SERVER_AUTH_RATE", "30",
+        "login requests per client address per minute (1..100000)", _whole(1, 100_000), "N",
+    ),
+    Option(
+        "trusted_proxies", "--trusted-proxies", "TAPES_SERVER_TRUSTED_PROXIES", "none",
+        "IP addresses of reverse proxies, comma-separated, whose X-Forwarded-For names the "
+        "client (for the login rate limit)", _addresses, "IP,...",
+    ),
+    Option(
+        "plans", "--plans", "TAPES_SERVER_PLANS", "off",
+        "off: no plan limits and no retention (a self-hosted server); "
+        "rfc: the RFC's free/pro/enterprise limits and retention", _plans, "off|rfc",
+    ),
+)  # fmt: skip
+_BY_FIELD = {option.field: option for option in OPTIONS}
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +198,7 @@ class Settings:
     auth_rate_per_minute: int = 30
     public_url: str = ""
     trusted_proxies: frozenset[str] = frozenset()
+    plans: PlansMode = "off"
 
     @property
     def audience(self) -> str:
@@ -108,19 +206,32 @@ class Settings:
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
 
     @classmethod
+    def load(
+        cls, values: Mapping[str, str | None], labels: Mapping[str, str] | None = None
+    ) -> Settings:
+        """Settings from raw text by field name; a missing or empty value takes the default.
+
+        ``labels`` names where each value came from (``--port`` or ``TAPES_SERVER_PORT``, the
+        default) for the error message."""
+        labels = labels or {}
+        parsed: dict[str, object] = {}
+        for option in OPTIONS:
+            raw = values.get(option.field)
+            if raw:
+                parsed[option.field] = option.parse(labels.get(option.field, option.env), raw)
+        if "database_url" not in parsed:
+            parsed["database_url"] = normalize_database_url(default_database_url())
+        return cls(**parsed)  # type: ignore[arg-type]
+
+    @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
-        return cls(
-            database_url=normalize_database_url(
-                env.get("TAPES_SERVER_DATABASE_URL") or default_database_url()
-            ),
-            host=env.get("TAPES_SERVER_HOST") or "127.0.0.1",
-            port=_int(env, "TAPES_SERVER_PORT", 8787, 1, 65535),
-            workers=_int(env, "TAPES_SERVER_WORKERS", 2, 1, 64),
-            access_ttl=_int(env, "TAPES_SERVER_ACCESS_TTL", 900, 30, 86400),
-            refresh_ttl=_int(env, "TAPES_SERVER_REFRESH_TTL", 30 * 24 * 3600, 300, 365 * 86400),
-            max_body=_int(env, "TAPES_SERVER_MAX_BODY", 20 * 1024 * 1024, 1024, 1 << 30),
-            auth_rate_per_minute=_int(env, "TAPES_SERVER_AUTH_RATE", 30, 1, 100_000),
-            public_url=_public_url(env.get("TAPES_SERVER_PUBLIC_URL") or ""),
-            trusted_proxies=_addresses(env.get("TAPES_SERVER_TRUSTED_PROXIES") or ""),
-        )
+        return cls.load({option.field: env.get(option.env) for option in OPTIONS})
+
+    def to_env(self) -> dict[str, str]:
+        """The ``TAPES_SERVER_*`` variables that load these settings again (for the workers)."""
+        return {_BY_FIELD[f.name].env: _text(getattr(self, f.name)) for f in fields(self)}
+
+
+def _text(value: object) -> str:
+    return ",".join(sorted(value)) if isinstance(value, frozenset) else str(value)

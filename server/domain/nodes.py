@@ -27,7 +27,15 @@ from sqlalchemy.orm import Session, aliased
 from keymgmt import PolicyError, check_clear_metadata
 from server import acl, plans
 from server.db.models import NodeRecord, Team, TeamMember
-from server.deps import AUTHENTICATED, WRITES, NowDep, Principal, PrincipalDep, SessionDep
+from server.deps import (
+    AUTHENTICATED,
+    WRITES,
+    NowDep,
+    PlansDep,
+    Principal,
+    PrincipalDep,
+    SessionDep,
+)
 from server.domain.shares import record_shared_read
 from server.errors import BadRequest, Conflict, NotFound, PayloadTooLarge
 from server.openapi import get, post
@@ -93,7 +101,9 @@ def _check_epoch(team: Team, envelopes: Sequence[EnvelopeWire], present: set[str
             )
 
 
-def push(db: Session, principal: Principal, data: PushRequest, now: datetime) -> PushResult:
+def push(
+    db: Session, principal: Principal, data: PushRequest, now: datetime, mode: plans.PlansMode
+) -> PushResult:
     team, _member = acl.require_vault(db, principal, data.vault, "push")
     encoded = [_encode(env) for env in data.envelopes]
     if sum(map(len, encoded)) > MAX_BATCH_BYTES:
@@ -122,7 +132,7 @@ def push(db: Session, principal: Principal, data: PushRequest, now: datetime) ->
     )
     _check_epoch(team, data.envelopes, present)
     new_roots = sum(1 for e in data.envelopes if e.parent_id is None and e.node_id not in present)
-    plans.check_new_sessions(db, team, new_roots, now)
+    plans.check_new_sessions(db, team, new_roots, now, mode)
     stored: list[str] = []
     existing: list[str] = []
     rows: list[tuple[object, ...]] = []
@@ -159,7 +169,7 @@ def push(db: Session, principal: Principal, data: PushRequest, now: datetime) ->
         present.add(env.node_id)
         stored.append(env.node_id)
         new_bytes += len(blob)
-    plans.check_bytes(team, new_bytes)
+    plans.check_bytes(team, new_bytes, mode)
     if rows:
         _insert_rows(db, rows)
         team.head_seq = seq
@@ -223,10 +233,11 @@ class SyncController(Controller):
 
     @post("/push", sync_to_thread=True, status_code=200)
     def push(
-        self, data: JSONBody[PushRequest], db: SessionDep, principal: PrincipalDep, now: NowDep
-    ) -> PushResult:
+        self, data: JSONBody[PushRequest], db: SessionDep, principal: PrincipalDep, now: NowDep,
+        plans_mode: PlansDep,
+    ) -> PushResult:  # fmt: skip
         """Store a batch of envelopes atomically; already-stored IDs are no-ops."""
-        return push(db, principal, data, now)
+        return push(db, principal, data, now, plans_mode)
 
     @get("/pull", sync_to_thread=True)
     def pull(
@@ -320,10 +331,11 @@ class NodeController(Controller):
 
     @post("/nodes", sync_to_thread=True, status_code=200)
     def create_nodes(
-        self, data: JSONBody[PushRequest], db: SessionDep, principal: PrincipalDep, now: NowDep
-    ) -> PushResult:
+        self, data: JSONBody[PushRequest], db: SessionDep, principal: PrincipalDep, now: NowDep,
+        plans_mode: PlansDep,
+    ) -> PushResult:  # fmt: skip
         """Create or sync nodes (the RFC's path; same body and rules as sync/push)."""
-        return push(db, principal, data, now)
+        return push(db, principal, data, now, plans_mode)
 
     # These three audit a read that reached the caller through a share: they take the write path.
     @get("/nodes/{node_id:str}", sync_to_thread=True, opt={WRITES: True})

@@ -60,7 +60,15 @@ from server.db.models import (
     TeamMember,
     User,
 )
-from server.deps import AUTHENTICATED, NowDep, Principal, PrincipalDep, SessionDep, aware
+from server.deps import (
+    AUTHENTICATED,
+    NowDep,
+    PlansDep,
+    Principal,
+    PrincipalDep,
+    SessionDep,
+    aware,
+)
 from server.domain.keyrings import check_keyring, keyrings_for, store_keyring
 from server.errors import (
     BadRequest,
@@ -72,7 +80,7 @@ from server.errors import (
     Unauthorized,
 )
 from server.openapi import delete, get, post
-from server.plans import TIERS
+from server.plans import PlansMode, limits
 from tapes_e2e.protocol import Problem
 from tapes_e2e.protocol.teams import (
     AuditEntryOut,
@@ -235,8 +243,8 @@ def _live_members(db: Session, team_id: str) -> int:
     return count or 0
 
 
-def _check_member_limit(db: Session, team: Team) -> None:
-    limit = TIERS.get(team.tier, TIERS["free"]).members
+def _check_member_limit(db: Session, team: Team, mode: PlansMode) -> None:
+    limit = limits(mode, team.tier).members
     if limit is not None and _live_members(db, team.id) >= limit:
         raise PlanLimit(
             f"the {team.tier} plan allows {limit} members per team and this team has {limit}; "
@@ -251,12 +259,12 @@ def _user_by_fingerprint(db: Session, body: StatementBody) -> User:
     return user
 
 
-def _add(db: Session, team: Team, body: StatementBody, now: datetime) -> str:
+def _add(db: Session, team: Team, body: StatementBody, now: datetime, mode: PlansMode) -> str:
     user = _user_by_fingerprint(db, body)
     keys = body.member_keys
     if keys is None or (keys.x25519, keys.ed25519) != (user.x25519.hex(), user.ed25519.hex()):
         raise BadRequest("the statement's member keys are not the keys that user registered")
-    _check_member_limit(db, team)
+    _check_member_limit(db, team, mode)
     if body.invite_id is not None:
         _use_invite(db, team, body, user, now)
     row = db.get(TeamMember, (team.id, user.id))
@@ -301,14 +309,19 @@ def _drop_keyrings(db: Session, team_id: str, fingerprint: str) -> None:
 
 
 def _apply(
-    db: Session, team: Team, statement: UnverifiedStatement, actor: User, now: datetime
+    db: Session,
+    team: Team,
+    statement: UnverifiedStatement,
+    actor: User,
+    now: datetime,
+    mode: PlansMode,
 ) -> None:
     """Make the rows follow one verified statement, and audit it."""
     body = statement.body
     detail: dict[str, object] = {"seqno": body.seqno, "epoch": body.epoch}
     subject = body.member or team.id
     if body.action == "add":
-        detail |= {"user_id": _add(db, team, body, now), "role": body.role}
+        detail |= {"user_id": _add(db, team, body, now, mode), "role": body.role}
         detail |= {"invite_id": body.invite_id} if body.invite_id else {}
     elif body.action == "remove":
         detail["user_id"] = _remove(db, team, body, now)
@@ -337,6 +350,7 @@ def append_statements(
     wires: Sequence[SignedWire],
     now: datetime,
     *,
+    plans_mode: PlansMode,
     action: str | None = None,
     member: User | None = None,
 ) -> ChainHeadOut:
@@ -368,7 +382,7 @@ def append_statements(
     except ChainError as exc:
         raise BadRequest(f"the team chain refuses this statement: {exc}") from None
     for st in statements:
-        _apply(db, team, st, actor, now)
+        _apply(db, team, st, actor, now, plans_mode)
     _store_statements(db, team, statements, extended, now)
     return _head(extended)
 
@@ -433,10 +447,10 @@ Limit = Annotated[int, Parameter(ge=1, le=MAX_PAGE)]
 TeamPath = Annotated[str, Parameter(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 
 
-def _check_team_limit(db: Session, owner: User) -> str:
+def _check_team_limit(db: Session, owner: User, mode: PlansMode) -> str:
     """The owner's plan (their personal vault's tier), if it allows one more team."""
     personal = lock_team(db, owner.personal_vault)  # two creations at once count one by one
-    limit = TIERS.get(personal.tier, TIERS["free"]).teams
+    limit = limits(mode, personal.tier).teams
     owned = db.scalar(
         select(func.count()).select_from(Team).where(Team.owner_id == owner.id, Team.kind == "team")
     )
@@ -448,7 +462,9 @@ def _check_team_limit(db: Session, owner: User) -> str:
     return personal.tier
 
 
-def _create_team(db: Session, principal: Principal, data: TeamCreate, now: datetime) -> TeamCreated:
+def _create_team(
+    db: Session, principal: Principal, data: TeamCreate, now: datetime, mode: PlansMode
+) -> TeamCreated:
     owner = _interactive_user(db, principal, "create teams")
     statement = _parse(data.statement, now)
     try:
@@ -462,7 +478,7 @@ def _create_team(db: Session, principal: Principal, data: TeamCreate, now: datet
         raise Conflict(f"the team id {data.team_id!r} is taken; pick another")
     if db.scalar(select(Team.id).where(Team.slug == data.slug)) is not None:
         raise Conflict(f"the slug {data.slug!r} is taken; pick another")
-    tier_name = _check_team_limit(db, owner)
+    tier_name = _check_team_limit(db, owner, mode)
     team = Team(
         id=data.team_id, name=data.name, slug=data.slug, kind="team", owner_id=owner.id,
         tier=tier_name, head_seq=0, node_count=0, chain_seqno=-1,
@@ -494,14 +510,15 @@ def _create_team(db: Session, principal: Principal, data: TeamCreate, now: datet
     dependencies=AUTHENTICATED,
 )
 def create_team(
-    data: JSONBody[TeamCreate], db: SessionDep, principal: PrincipalDep, now: NowDep
-) -> TeamCreated:
+    data: JSONBody[TeamCreate], db: SessionDep, principal: PrincipalDep, now: NowDep,
+    plans_mode: PlansDep,
+) -> TeamCreated:  # fmt: skip
     """Create a team vault from a signed genesis statement and the owner's keyring.
 
     A plain handler, not a ``TeamController`` method: ``GET /api/v1/teams`` lives in another
     controller and Litestar refuses two controllers on one path.
     """
-    return _create_team(db, principal, data, now)
+    return _create_team(db, principal, data, now, plans_mode)
 
 
 class TeamController(Controller):
@@ -530,22 +547,24 @@ class TeamController(Controller):
     @post("/{team_id:str}/chain", sync_to_thread=True, status_code=200)
     def append(
         self, team_id: TeamPath, data: JSONBody[ChainAppend], db: SessionDep,
-        principal: PrincipalDep, now: NowDep,
+        principal: PrincipalDep, now: NowDep, plans_mode: PlansDep,
     ) -> ChainHeadOut:  # fmt: skip
         """Append statements if the head is still ``expected_head_seqno`` (else 409)."""
         return append_statements(
-            db, principal, team_id, data.expected_head_seqno, data.statements, now
-        )
+            db, principal, team_id, data.expected_head_seqno, data.statements, now,
+            plans_mode=plans_mode,
+        )  # fmt: skip
 
     @post("/{team_id:str}/members", sync_to_thread=True, status_code=201)
     def add_member(
         self, team_id: TeamPath, data: JSONBody[MemberAdd], db: SessionDep, principal: PrincipalDep,
-        now: NowDep,
+        now: NowDep, plans_mode: PlansDep,
     ) -> ChainHeadOut:  # fmt: skip
         """Add a member: one signed ``add`` statement, appended like ``POST …/chain``."""
         return append_statements(
-            db, principal, team_id, data.expected_head_seqno, [data.statement], now, action="add"
-        )
+            db, principal, team_id, data.expected_head_seqno, [data.statement], now,
+            plans_mode=plans_mode, action="add",
+        )  # fmt: skip
 
     @delete("/{team_id:str}/members/{user_id:str}", sync_to_thread=True, status_code=200)
     def remove_member(
@@ -555,6 +574,7 @@ class TeamController(Controller):
         db: SessionDep,
         principal: PrincipalDep,
         now: NowDep,
+        plans_mode: PlansDep,
         expected_head_seqno: Annotated[int, Parameter(ge=0, le=2**31 - 1)],
         statement_body: Annotated[str, Parameter(min_length=2, max_length=8192)],
         signature: Annotated[str, Parameter(pattern=r"^[A-Za-z0-9_-]{86}$")],
@@ -567,7 +587,7 @@ class TeamController(Controller):
         wire = SignedWire(body=statement_body, signature=signature)
         return append_statements(
             db, principal, team_id, expected_head_seqno, [wire], now,
-            action="remove", member=member,
+            plans_mode=plans_mode, action="remove", member=member,
         )  # fmt: skip
 
     @post("/{team_id:str}/keyrings", sync_to_thread=True, status_code=201)
@@ -601,7 +621,7 @@ class TeamController(Controller):
     @post("/{team_id:str}/invite", sync_to_thread=True, status_code=201)
     def invite(
         self, team_id: TeamPath, data: JSONBody[InviteCreate], db: SessionDep,
-        principal: PrincipalDep, now: NowDep,
+        principal: PrincipalDep, now: NowDep, plans_mode: PlansDep,
     ) -> InviteOut:  # fmt: skip
         """Record an invite (id, role, expiry). The secret stays with the inviter's client."""
         _team, member = _team_manager(db, principal, team_id)
@@ -616,7 +636,7 @@ class TeamController(Controller):
         expires = datetime.fromtimestamp(data.expires_at, UTC)
         if not now < expires <= now + MAX_INVITE_TTL:
             raise BadRequest("an invite must expire in the future and within 30 days")
-        _check_member_limit(db, team)
+        _check_member_limit(db, team, plans_mode)
         if db.get(Invite, data.invite_id) is not None:
             raise Conflict("an invite with this id exists; make a new invite")
         invite = Invite(

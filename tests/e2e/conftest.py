@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import httpx
@@ -39,9 +39,16 @@ class LiveServer:
     """One ``tapes-server serve`` process group."""
 
     def __init__(
-        self, root: Path, database_url: str, *, workers: int = 2, public_url: str | None = None
+        self,
+        root: Path,
+        database_url: str,
+        *,
+        workers: int = 2,
+        public_url: str | None = None,
+        args: Sequence[str] = (),
     ) -> None:
         self.root = root
+        self.args = list(args)  # flags after ``serve``; they win over the variables below
         self.root.mkdir(parents=True, exist_ok=True)
         self.database_url = database_url
         self.port = free_port()
@@ -74,7 +81,7 @@ class LiveServer:
     def start(self) -> LiveServer:
         with self.stdout_path.open("ab") as out, self.stderr_path.open("ab") as err:
             self.process = subprocess.Popen(
-                [str(SERVER_SCRIPT), "serve"],
+                [str(SERVER_SCRIPT), "serve", *self.args],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=err,
@@ -141,11 +148,15 @@ def live_server_factory(tmp_path: Path) -> Iterator[ServerFactory]:
     counter = iter(range(1000))
 
     def start(
-        database_url: str | None = None, *, workers: int = 2, public_url: str | None = None
+        database_url: str | None = None,
+        *,
+        workers: int = 2,
+        public_url: str | None = None,
+        args: Sequence[str] = (),
     ) -> LiveServer:
         root = tmp_path / f"server{next(counter)}"
         url = database_url or f"sqlite:///{root / 's.sqlite'}"
-        server = LiveServer(root, url, workers=workers, public_url=public_url)
+        server = LiveServer(root, url, workers=workers, public_url=public_url, args=args)
         started.append(server)
         return server.start()
 

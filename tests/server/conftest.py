@@ -25,6 +25,7 @@ from keymgmt.login import sign_login
 from server.app import create_app
 from server.db.engine import make_engine
 from server.db.migrate import upgrade
+from server.plans import PLANS_MODES, PlansMode
 from server.settings import Settings
 from tests.server.pg import PostgresCluster, postgres_unavailable, running_cluster
 
@@ -72,10 +73,21 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return cluster.create_database(f"tapes_test_{os.getpid()}_{next(_databases)}")
 
 
+def plans_mode(request: pytest.FixtureRequest) -> PlansMode:
+    """The server's plans: ``off`` as a self-hosted server runs, unless the test is marked
+    ``@pytest.mark.plans("rfc")`` (the tests of plan limits and retention)."""
+    marker = request.node.get_closest_marker("plans")
+    mode: PlansMode = marker.args[0] if marker else "off"
+    assert mode in PLANS_MODES, mode
+    return mode
+
+
 @pytest.fixture
-def client(database_url: str, clock: Clock) -> Iterator[TestClient[Any]]:
+def client(
+    database_url: str, clock: Clock, request: pytest.FixtureRequest
+) -> Iterator[TestClient[Any]]:
     url = database_url
-    settings = Settings(database_url=url, auth_rate_per_minute=1000)
+    settings = Settings(database_url=url, auth_rate_per_minute=1000, plans=plans_mode(request))
     engine = make_engine(url)
     upgrade(engine)
     app = create_app(settings, engine=engine, clock=clock, audience=AUDIENCE)

@@ -174,7 +174,7 @@ class SharingMachine(RuleBasedStateMachine):
             ):  # row by row: SQLite keeps stamps as text, which SQL arithmetic would break
                 record.uploaded_at -= timedelta(days=days)
             db.flush()
-            apply_retention(db, self.clock())
+            apply_retention(db, self.clock(), "rfc")
         self.uploaded = {n: t - timedelta(days=days) for n, t in self.uploaded.items()}
         cutoff = self.clock() - timedelta(days=30)
         for node in [n for n, t in self.uploaded.items() if t < cutoff]:

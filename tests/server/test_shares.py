@@ -383,7 +383,7 @@ def test_retention_in_one_vault_deletes_nothing_of_another_vaults_shares(
     assert pushed.status_code == 200, pushed.text
     clock.advance(days=31)
     with db_session(client) as db, db.begin():
-        assert apply_retention(db, clock()) == len(story.a)  # mallory's copies only
+        assert apply_retention(db, clock(), "rfc") == len(story.a)  # mallory's copies only
     relogin(bob)
     assert sorted(story.pulled(bob)) == sorted(ids(story.a))
 

@@ -265,6 +265,7 @@ def _foreign_keyring(kit: TeamKit, sealer: User) -> dict[str, str]:
     return {"body": body_bytes.decode(), "signature": b64e(signature)}
 
 
+@pytest.mark.plans("rfc")
 def test_free_plan_owns_one_team_pro_three(
     alice: User, clock: Clock, client: TestClient[Any]
 ) -> None:
@@ -282,6 +283,7 @@ def test_free_plan_owns_one_team_pro_three(
     assert TeamKit(alice, clock).response.status_code == 402
 
 
+@pytest.mark.plans("rfc")
 def test_free_plan_has_three_members(
     *, alice: User, bob: User, carol: User, dave: User, clock: Clock, client: TestClient[Any]
 ) -> None:
@@ -897,7 +899,7 @@ def test_a_writer_that_waited_for_the_lock_sees_the_moved_head(
             try:
                 append_statements(
                     db, Principal(user_id=alice.user_id), kit.team_id, 0,
-                    [SignedWire(**second.to_dict())], clock(),
+                    [SignedWire(**second.to_dict())], clock(), plans_mode="off",
                 )  # fmt: skip
                 outcome.append("appended")
             except ApiError as exc:
@@ -911,7 +913,7 @@ def test_a_writer_that_waited_for_the_lock_sees_the_moved_head(
         time.sleep(0.5)  # the racer has read the team and now waits for the lock
         append_statements(
             db, Principal(user_id=alice.user_id), kit.team_id, 0,
-            [SignedWire(**first.to_dict())], clock(),
+            [SignedWire(**first.to_dict())], clock(), plans_mode="off",
         )  # fmt: skip
     thread.join(timeout=30)
     assert outcome == [
