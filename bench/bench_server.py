@@ -1,8 +1,9 @@
 """Sync server benchmark: a real ``tapes-server serve`` over HTTP, each figure beside a baseline.
 
-    .venv/bin/python bench/bench_server.py            # 100k nodes, 32 clients on PostgreSQL
-    .venv/bin/python bench/bench_server.py --quick    # 10k nodes, 8 clients
-    .venv/bin/python bench/bench_server.py --keep     # keep the database files
+    .venv/bin/python bench/bench_server.py              # 100k nodes, 32 clients, mixed load of 64
+    .venv/bin/python bench/bench_server.py --quick      # 10k nodes, 8 clients, mixed load of 16
+    .venv/bin/python bench/bench_server.py --load-only  # only section 4 (--skip-load: without it)
+    .venv/bin/python bench/bench_server.py --keep       # keep the database files (and server logs)
 
 (bench/README.md belongs to the local-store benchmark; the notes for this one are here.)
 
@@ -27,6 +28,51 @@ What it measures (issue 5, "Benchmark"; DESIGN §9):
    anything was lost or stored twice: per vault, the stored node IDs equal the pushed set, one
    row each, sequence numbers 1..n without a gap, and the vault row's head_seq and node_count
    equal n. Goal: no errors, nothing lost.
+4. mixed load (issue 11), on SQLite and on PostgreSQL, each through a fresh ``tapes-server serve``
+   with the default number of workers (``TAPES_SERVER_WORKERS`` unset: 2). 64 clients (16 with
+   ``--quick``) run at once as threads of this process, 4 per user (16 users), each on its own
+   httpx connection and login. Each makes 60 operations (30 with ``--quick``) drawn with a seeded
+   RNG: 40 % push (50 envelopes continuing its own sessions of 100 turns, sealed and encoded
+   before the clock starts), 40 % pull (``after`` its cursor, limit 1,000), 20 % status. No
+   retries: an error is any non-2xx answer or transport error (timeout 60 s, past the server's
+   30 s busy and pool timeouts); a failed push is sent again by the client's next push, as its
+   chain continues from it. Every request's latency is recorded; the table gives p50 / p99 per
+   kind under load beside the same kind's p50 / p99 for one client alone, measured just before
+   on the same server: one connection, one request at a time, playing one user's 4 clients in
+   turn so that its pulls bring back about as many nodes as under load (2 users, 480 requests;
+   1 user with ``--quick``); ratio p99(load) / p99(alone). After the load, per vault, the data
+   check of section 3 (acknowledged node IDs stored once each, gapless ``seq``, vault counters),
+   and every pull page must continue its cursor without a gap. All users are on the pro plan
+   (set in the database, as in 1). Goal: 0 errors, nothing lost.
+
+   With 64 closed-loop clients, latency under load is mostly queueing: by Little's law the mean
+   is 64 / throughput, so ratios of tens are expected when the 2 cores are saturated (2 workers,
+   the database and the 64 client threads share them).
+
+   Measured 2026-12-03, full run (2 vCPU VM shared with other jobs, load average 6-10), p50 / p99
+   in ms under load, then one client alone, then p99 ratio:
+
+   - SQLite: 6 errors of 3,840 requests (MISS: 6 pulls answered 500 at one instant, server log
+     ``TimeoutError``); 85,600 rows of 85,600 acknowledged, no data problem; 38 requests/s,
+     759 nodes/s. push 2,554 / 32,608 vs 22.1 / 73.4 (x444); pull 56.7 / 30,457 vs 23.4 / 304
+     (x100); status 31.1 / 933 vs 9.5 / 23.7 (x39); all 111 / 30,438 vs 18.6 / 204 (x150).
+   - PostgreSQL: 123 errors of 3,840 (MISS: 106 client timeouts at 60 s, 12 answers 500
+     ``TimeoutError``); 83,500 rows of 83,500 acknowledged, no data problem; 19 requests/s.
+     push 258 / 60,068 vs 28.2 / 113 (x532); pull 216 / 60,071 vs 27.8 / 274 (x219); status
+     136 / 60,067 vs 7.7 / 25.7 (x2,337); all 214 / 60,069 vs 23.1 / 213 (x282).
+   - Two earlier runs of the same load (same day) had 0 errors on SQLite both times (all: p99
+     3,823 and 4,234 vs alone 96 and 156, x40 and x27; push p99 ~4 s, the write queue) and 62
+     and 0 errors on PostgreSQL (the 0-error run: all 982 / 3,112 vs 24.2 / 177, x17.5).
+
+   The errors are a server stall, not load: the request threads (Litestar's default executor,
+   min(32, CPUs + 4) = 6 threads here) block in the SQLAlchemy pool's checkout (QueuePool 5 + 10
+   on SQLite, 10 + 20 on PostgreSQL, 30 s timeout) while the requests holding every connection
+   wait for one of those threads to run their handler; after 30 s the 6 checkouts fail at once
+   (bursts of exactly 6 ``TimeoutError`` 30 s apart). With one worker and 64 clients on
+   PostgreSQL, 622 of 640 requests failed; the same run with the pool raised to 100 connections
+   had 0 errors (all p99 2.1 s). Until the server queues for a connection on the event loop
+   (as it now does for SQLite's write lock), this section can miss its goal whenever more than
+   pool + 6 requests are in flight in one worker (21 on SQLite, 36 on PostgreSQL).
 
 ``--workers N`` runs the SQLite server with N uvicorn workers instead of 2 (diagnosis: with 2 or
 more, kept-alive requests stall ~40 ms on TCP delayed ACK; see the "new connection" row).
@@ -43,6 +89,7 @@ import argparse
 import base64
 import hashlib
 import json
+import math
 import os
 import platform
 import random
@@ -57,16 +104,22 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import msgspec
 
 import keymgmt
 from keymgmt.login import sign_login
+from server.settings import Settings
+
+if TYPE_CHECKING:
+    from tests.server.pg import PostgresCluster
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "bench" / "out"
@@ -220,7 +273,8 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    def __init__(self, root: Path, database_url: str, workers: int) -> None:
+    def __init__(self, root: Path, database_url: str, workers: int | None) -> None:
+        """``workers`` None: the server's default (``TAPES_SERVER_WORKERS`` left unset)."""
         self.root = root
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
@@ -232,10 +286,11 @@ class ServerProcess:
             "XDG_DATA_HOME": str(home / "data"),
             "TAPES_SERVER_DATABASE_URL": database_url,
             "TAPES_SERVER_PORT": str(self.port),
-            "TAPES_SERVER_WORKERS": str(workers),
             "TAPES_SERVER_AUTH_RATE": "100000",
             "TAPES_SERVER_ACCESS_TTL": "3600",
         }
+        if workers is not None:
+            self.env["TAPES_SERVER_WORKERS"] = str(workers)
         self.process: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> ServerProcess:
@@ -382,13 +437,31 @@ def median_ms(http: httpx.Client, path: str, headers: dict[str, str], tries: int
     return statistics.median(times)
 
 
-def upgrade_to_pro(db: Path, vault: str) -> None:
+@contextmanager
+def database(url: str) -> Iterator[Callable[..., Any]]:
+    """``execute(sql, params)`` on the server's database, SQLite or PostgreSQL (``?`` placeholders
+    either way), committed at the end: for the plan upgrades and the data checks."""
+    if url.startswith("sqlite"):
+        conn = sqlite3.connect(url.split(":///", 1)[1], timeout=30)
+        try:
+            yield conn.execute
+            conn.commit()
+        finally:
+            conn.close()
+        return
+    import psycopg
+
+    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")) as pg:
+        yield lambda sql, params: pg.execute(sql.replace("?", "%s"), params)
+
+
+def upgrade_to_pro(url: str, vaults: list[str]) -> None:
     """The free plan allows 100 new sessions a month (server/plans.py) and there is no API to
     change a plan yet, so the operator's upgrade is done in the database."""
-    with sqlite3.connect(db, timeout=30) as conn:
-        changed = conn.execute("UPDATE teams SET tier = 'pro' WHERE id = ?", (vault,)).rowcount
-    if changed != 1:
-        raise RuntimeError(f"no vault {vault} to upgrade")
+    with database(url) as execute:
+        for vault in vaults:
+            if execute("UPDATE teams SET tier = 'pro' WHERE id = ?", (vault,)).rowcount != 1:
+                raise RuntimeError(f"no vault {vault} to upgrade")
 
 
 def median_ms_fresh(base_url: str, path: str, headers: dict[str, str], tries: int) -> float:
@@ -414,7 +487,7 @@ def bench_sqlite(root: Path, count: int, workers: int) -> dict[str, Any]:
     ):
         account = Account(identity, "bench")
         login(http, account, register=True)
-        upgrade_to_pro(db, account.vault)
+        upgrade_to_pro(f"sqlite:///{db}", [account.vault])
         started = time.perf_counter()
         envelopes = SealingVault(account.vault, identity, seed=1).sessions(count)
         seal_s = time.perf_counter() - started
@@ -539,82 +612,84 @@ def run_client(base_url: str, client: Client, barrier: threading.Barrier) -> Non
                 time.sleep(random.uniform(0.01, 0.1))  # back off before retrying
 
 
-def check_postgres(url: str, expected: dict[str, list[str]]) -> dict[str, Any]:
-    import psycopg
+def run_together(
+    target: Callable[[str, Any, threading.Barrier], None], base_url: str, clients: list[Any]
+) -> float:
+    """One thread per client, released together once all are ready: seconds until the last
+    one is done."""
+    barrier = threading.Barrier(len(clients) + 1)
+    threads = [threading.Thread(target=target, args=(base_url, c, barrier)) for c in clients]
+    for thread in threads:
+        thread.start()
+    barrier.wait()
+    start = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - start
 
-    dsn = url.replace("postgresql+psycopg://", "postgresql://")
+
+def check_stored(
+    url: str, expected: dict[str, list[str]], unconfirmed: frozenset[str] = frozenset()
+) -> dict[str, Any]:
+    """Per vault: the stored node IDs are the expected set, one row each, sequence numbers
+    1..n without a gap, and the vault row's head_seq and node_count equal n. IDs in
+    ``unconfirmed`` (sent in a request that failed and never acknowledged) may be stored or not."""
     problems: list[str] = []
     rows_total = 0
-    with psycopg.connect(dsn) as conn:
+    with database(url) as execute:
         for vault, pushed in expected.items():
-            rows = conn.execute(
-                "SELECT node_id, seq FROM nodes WHERE vault_id = %s ORDER BY seq", (vault,)
+            rows = execute(
+                "SELECT node_id, seq FROM nodes WHERE vault_id = ? ORDER BY seq", (vault,)
             ).fetchall()
             rows_total += len(rows)
             ids = [r[0] for r in rows]
             seqs = [r[1] for r in rows]
             if len(ids) != len(set(ids)):
                 problems.append(f"{vault}: a node stored twice")
-            if set(ids) != set(pushed):
+            if set(ids) - unconfirmed != set(pushed):
                 lost = len(set(pushed) - set(ids))
-                extra = len(set(ids) - set(pushed))
+                extra = len(set(ids) - unconfirmed - set(pushed))
                 problems.append(f"{vault}: {lost} lost, {extra} unexpected")
             if seqs != list(range(1, len(seqs) + 1)):
                 problems.append(f"{vault}: sequence numbers have gaps or repeats")
-            head = conn.execute(
-                "SELECT head_seq, node_count FROM teams WHERE id = %s", (vault,)
+            head = execute(
+                "SELECT head_seq, node_count FROM teams WHERE id = ?", (vault,)
             ).fetchone()
-            if head is None or tuple(head) != (len(pushed), len(pushed)):
-                problems.append(f"{vault}: vault row says {head}, expected {len(pushed)}")
+            if head is None or tuple(head) != (len(rows), len(rows)):
+                problems.append(f"{vault}: vault row says {head}, {len(rows)} rows stored")
     return {"rows": rows_total, "problems": problems}
 
 
-def bench_postgres(root: Path, clients_n: int, own_n: int, shared_n: int) -> dict[str, Any]:
-    sys.path.insert(0, str(REPO))
-    from tests.server.pg import postgres_unavailable, running_cluster
-
-    reason = postgres_unavailable()
-    if reason is not None:
-        return {"skipped": reason}
+def bench_postgres(
+    root: Path, cluster: PostgresCluster, clients_n: int, own_n: int, shared_n: int
+) -> dict[str, Any]:
     sharers = max(2, clients_n // 4)
-    with running_cluster() as cluster:
-        url = cluster.create_database("tapes_bench")
-        server_root = root / "pg-server"
-        server_root.mkdir()
-        with (
-            ServerProcess(server_root, url, workers=4) as server,
-            httpx.Client(base_url=server.base_url, timeout=120) as http,
-        ):
-            shared_owner = new_account(http, "shared")
-            shared_keys = SealingVault(shared_owner.vault, shared_owner.identity, seed=999)
-            clients: list[Client] = []
-            for index in range(clients_n):
-                account = new_account(http, f"client{index}")
-                own = SealingVault(account.vault, account.identity, seed=index).sessions(own_n)
-                client = Client(index, account, own)
-                if index < sharers:
-                    # the shared user's identity, logged in separately by this client
-                    session = Account(shared_owner.identity, "shared")
-                    login(http, session, register=False)
-                    client.shared_account = session
-                    client.shared = shared_keys.sessions(shared_n)
-                clients.append(client)
-            barrier = threading.Barrier(clients_n + 1)
-            threads = [
-                threading.Thread(target=run_client, args=(server.base_url, c, barrier))
-                for c in clients
-            ]
-            for thread in threads:
-                thread.start()
-            barrier.wait()
-            start = time.perf_counter()
-            for thread in threads:
-                thread.join()
-            elapsed = time.perf_counter() - start
-            server_errors = server.errors_logged()
-        expected = {c.account.vault: [e["node_id"] for e in c.own] for c in clients}
-        expected[shared_owner.vault] = [e["node_id"] for c in clients for e in c.shared]
-        checked = check_postgres(url, expected)
+    url = cluster.create_database("tapes_bench")
+    server_root = root / "pg-server"
+    server_root.mkdir()
+    with (
+        ServerProcess(server_root, url, workers=4) as server,
+        httpx.Client(base_url=server.base_url, timeout=120) as http,
+    ):
+        shared_owner = new_account(http, "shared")
+        shared_keys = SealingVault(shared_owner.vault, shared_owner.identity, seed=999)
+        clients: list[Client] = []
+        for index in range(clients_n):
+            account = new_account(http, f"client{index}")
+            own = SealingVault(account.vault, account.identity, seed=index).sessions(own_n)
+            client = Client(index, account, own)
+            if index < sharers:
+                # the shared user's identity, logged in separately by this client
+                session = Account(shared_owner.identity, "shared")
+                login(http, session, register=False)
+                client.shared_account = session
+                client.shared = shared_keys.sessions(shared_n)
+            clients.append(client)
+        elapsed = run_together(run_client, server.base_url, clients)
+        server_errors = server.errors_logged()
+    expected = {c.account.vault: [e["node_id"] for e in c.own] for c in clients}
+    expected[shared_owner.vault] = [e["node_id"] for c in clients for e in c.shared]
+    checked = check_stored(url, expected)
     statuses: Counter[int] = Counter()
     for c in clients:
         statuses.update(c.statuses)
@@ -643,6 +718,256 @@ def bench_postgres(root: Path, clients_n: int, own_n: int, shared_n: int) -> dic
     }
 
 
+# --- 4: mixed load: push, pull and status from many clients at once -----------------------------
+
+LOAD_BATCH = 50  # envelopes per push
+LOAD_DEVICES = 4  # clients per user, each logged in on its own
+KINDS = ("push", "pull", "status")
+MIX = (40, 40, 20)  # percent of each kind, drawn with a seeded RNG
+LOAD_OPS, LOAD_OPS_QUICK = 60, 30  # operations per client
+LOAD_TIMEOUT = 60.0  # longer than the server's 30 s busy timeout: a stall shows as a 500
+
+
+class _Seq(msgspec.Struct):
+    seq: int
+
+
+class _PageHead(msgspec.Struct):
+    """The part of a pull page the load clients read (the envelopes are skipped, not decoded)."""
+
+    items: list[_Seq]
+    cursor: int
+    more: bool
+
+
+decode_page = msgspec.json.Decoder(_PageHead).decode
+
+
+@dataclass
+class Device:
+    """One client of a load user: its own login, its own chain of envelopes (pushed in order,
+    so every parent is stored before its child), its own pull cursor and its planned operations.
+    Every request is recorded as (kind, seconds, status); status -1 is a transport error."""
+
+    account: Account
+    ops: list[str]
+    pushes: list[tuple[bytes, list[str]]]  # (request body, node IDs), in order
+    cursor: int = 0
+    pushed: int = 0
+    acknowledged: list[str] = field(default_factory=list)
+    samples: list[tuple[str, float, int]] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    pulled: int = 0
+    pull_gaps: int = 0
+    wrong_answers: int = 0
+    resend: bool = False  # the last push of this batch failed: it may have been stored
+
+
+def load_step(http: httpx.Client, device: Device, kind: str) -> None:
+    """One operation, one request, no retry: a failure is recorded and the client goes on."""
+    account = device.account
+    body, ids = device.pushes[device.pushed] if kind == "push" else (b"", [])
+    start = time.perf_counter()
+    try:
+        if kind == "push":
+            response = http.post("/api/v1/sync/push", content=body, headers=account.headers)
+        else:
+            path = "/api/v1/sync/pull" if kind == "pull" else "/api/v1/sync/status"
+            params: dict[str, Any] = {"vault": account.vault, "after": device.cursor}
+            if kind == "pull":
+                params["limit"] = PAGE
+            response = http.get(path, params=params, headers=account.headers)
+    except httpx.TransportError as exc:
+        device.samples.append((kind, time.perf_counter() - start, -1))
+        device.failures.append(f"{kind}: {type(exc).__name__}")
+        device.resend = device.resend or kind == "push"
+        return
+    device.samples.append((kind, time.perf_counter() - start, response.status_code))
+    if not response.is_success:
+        device.failures.append(f"{kind}: {response.status_code} {response.text[:200]}")
+        device.resend = device.resend or kind == "push"
+        return
+    if kind == "push":
+        # a failed batch is sent again by the device's next push (its chain continues from it);
+        # the failure was counted, and only then may the server know some of its IDs
+        result = decode(response.content)
+        existing = result["existing"] if device.resend else []
+        if sorted(result["stored"] + existing) != sorted(ids):
+            device.wrong_answers += 1
+        device.pushed += 1
+        device.resend = False
+        device.acknowledged.extend(ids)
+    elif kind == "pull":
+        page = decode_page(response.content)
+        # the owner reads the whole vault, so a page continues the cursor without a gap
+        if [i.seq for i in page.items] != list(
+            range(device.cursor + 1, device.cursor + 1 + len(page.items))
+        ):
+            device.pull_gaps += 1
+        device.pulled += len(page.items)
+        device.cursor = page.cursor
+
+
+def connection(base_url: str) -> httpx.Client:
+    """One kept-alive connection, as one sync client holds."""
+    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+    return httpx.Client(base_url=base_url, timeout=LOAD_TIMEOUT, limits=limits)
+
+
+def run_device(base_url: str, device: Device, barrier: threading.Barrier) -> None:
+    with connection(base_url) as http:
+        barrier.wait()
+        for kind in device.ops:
+            load_step(http, device, kind)
+
+
+def run_alone(base_url: str, users: list[list[Device]]) -> None:
+    """The baseline: a single client, one connection, one request at a time, alone on the
+    server. It plays one user's devices in turn (each its own login, chain and cursor), so that
+    its pulls bring back as many nodes as a device's pulls under load (the other devices' pushes
+    since its last pull)."""
+    with connection(base_url) as http:
+        for devices in users:
+            for step in range(len(devices[0].ops)):
+                for device in devices:
+                    load_step(http, device, device.ops[step])
+
+
+def load_users(
+    http: httpx.Client, prefix: str, users_n: int, ops_n: int, seed: int
+) -> list[list[Device]]:
+    """``users_n`` new users, ``LOAD_DEVICES`` logged-in devices each, with their operations
+    drawn and their push bodies sealed and encoded (before any clock starts)."""
+    users: list[list[Device]] = []
+    for u in range(users_n):
+        owner = new_account(http, f"{prefix}{u}")
+        keys = SealingVault(owner.vault, owner.identity, seed=seed + u)
+        devices: list[Device] = []
+        for d in range(LOAD_DEVICES):
+            account = owner
+            if d > 0:
+                account = Account(owner.identity, owner.handle)
+                login(http, account, register=False)
+            rng = random.Random(seed * 1000 + u * LOAD_DEVICES + d)
+            ops = rng.choices(KINDS, weights=MIX, k=ops_n)
+            envelopes = keys.sessions(ops.count("push") * LOAD_BATCH)
+            pushes = []
+            for first in range(0, len(envelopes), LOAD_BATCH):
+                batch = envelopes[first : first + LOAD_BATCH]
+                body = encode({"vault": owner.vault, "envelopes": batch})
+                pushes.append((body, [e["node_id"] for e in batch]))
+            devices.append(Device(account, ops, pushes))
+        users.append(devices)
+    return users
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest rank: the smallest value with at least ``q`` of them at or below it."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+
+def latency_summary(devices: list[Device]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for kind in (*KINDS, "all"):
+        samples = [s for d in devices for s in d.samples if kind in {s[0], "all"}]
+        times = [1000 * s[1] for s in samples]
+        out[kind] = {
+            "requests": len(samples),
+            "errors": sum(not 200 <= s[2] < 300 for s in samples),
+            "p50_ms": percentile(times, 0.50) if times else None,
+            "p99_ms": percentile(times, 0.99) if times else None,
+            "max_ms": max(times) if times else None,
+        }
+    return out
+
+
+def bench_load(
+    root: Path, name: str, url: str, *, clients_n: int, ops_n: int, alone_users: int
+) -> dict[str, Any]:
+    """``clients_n`` clients (``LOAD_DEVICES`` per user) at once, each ``ops_n`` operations in
+    the mix, against one server with the default number of workers; before them, on the same
+    server, one client alone (``alone_users`` users' devices in turn) for the baseline."""
+    server_root = root / f"load-{name}"
+    server_root.mkdir()
+    with (
+        ServerProcess(server_root, url, workers=None) as server,
+        httpx.Client(base_url=server.base_url, timeout=120) as http,
+    ):
+        started = time.perf_counter()
+        alone = load_users(http, "alone", alone_users, ops_n, seed=1)
+        users = load_users(http, "load", clients_n // LOAD_DEVICES, ops_n, seed=2)
+        everyone = [d for group in alone + users for d in group]
+        upgrade_to_pro(url, sorted({d.account.vault for d in everyone}))
+        print(
+            f"load ({name}): {len(everyone)} devices ready in "
+            f"{time.perf_counter() - started:.1f} s",
+            flush=True,
+        )
+
+        start = time.perf_counter()
+        run_alone(server.base_url, alone)
+        alone_s = time.perf_counter() - start
+
+        devices = [d for group in users for d in group]
+        cpu = time.process_time()
+        elapsed = run_together(run_device, server.base_url, devices)
+        cpu = time.process_time() - cpu
+        server_errors = server.errors_logged()
+    expected: dict[str, list[str]] = {}
+    for d in everyone:
+        expected.setdefault(d.account.vault, []).extend(d.acknowledged)
+    # a device whose last push failed leaves that batch unconfirmed: stored or not, both are right
+    unconfirmed = frozenset(i for d in everyone if d.resend for i in d.pushes[d.pushed][1])
+    checked = check_stored(url, expected, unconfirmed)
+    problems = list(checked["problems"])
+    gaps = sum(d.pull_gaps for d in everyone)
+    if gaps:
+        problems.append(f"{gaps} pull pages did not continue their cursor")
+    wrong = sum(d.wrong_answers for d in everyone)
+    if wrong:
+        problems.append(f"{wrong} pushes answered 200 without storing exactly the batch")
+    under_load = latency_summary(devices)
+    requests = under_load["all"]["requests"]
+    return {
+        "backend": name,
+        "clients": len(devices),
+        "users": len(users),
+        "workers": worker_count(url),
+        "ops_per_client": ops_n,
+        "mix_percent": dict(zip(KINDS, MIX, strict=True)),
+        "push_batch": LOAD_BATCH,
+        "seconds": round(elapsed, 2),
+        "client_cpu_s": round(cpu, 2),  # the clients' own share of the 2 cores
+        "requests": requests,
+        "errors": under_load["all"]["errors"],
+        "requests_per_s": requests / elapsed,
+        "nodes_per_s": sum(len(d.acknowledged) for d in devices) / elapsed,
+        "mean_nodes_per_pull": mean_pulled(devices),
+        "under_load": under_load,
+        "alone": latency_summary([d for group in alone for d in group]),
+        "alone_seconds": round(alone_s, 2),
+        "alone_mean_nodes_per_pull": mean_pulled([d for group in alone for d in group]),
+        "error_kinds": dict(Counter(f for d in everyone for f in d.failures).most_common(5)),
+        "server_internal_errors_logged": len(server_errors),
+        "server_error_sample": server_errors[:3],
+        "rows": checked["rows"],
+        "acknowledged_rows": sum(len(v) for v in expected.values()),
+        "unconfirmed_nodes": len(unconfirmed),
+        "data_problems": problems,
+    }
+
+
+def mean_pulled(devices: list[Device]) -> float:
+    pulls = sum(1 for d in devices for s in d.samples if s[0] == "pull")
+    return sum(d.pulled for d in devices) / max(pulls, 1)
+
+
+def worker_count(url: str) -> int:
+    """The server's default ``TAPES_SERVER_WORKERS`` (what a server started without it runs)."""
+    return Settings.from_env({"TAPES_SERVER_DATABASE_URL": url}).workers
+
+
 # --- report -------------------------------------------------------------------------------------
 
 
@@ -662,12 +987,169 @@ def table(rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def push_pull_rows(s: dict[str, Any], count: int) -> tuple[list[list[str]], list[bool]]:
+    push_ok = s["push_rate"] >= GOAL_RATE
+    pull_ok = s["pull_rate"] >= GOAL_RATE
+    noop_ok = s["noop_pull_ms"] < GOAL_NOOP_MS
+    rows = [[
+        f"push {count:,} x {s['envelope_mean_bytes']:,} B (nodes/s)",
+        f"{s['push_rate']:,.0f}",
+        f"{s['baseline_insert_rate']:,.0f} sqlite3 insert",
+        f"{s['push_rate'] / s['baseline_insert_rate']:.3f}",
+        f">= {GOAL_RATE:,.0f}",
+        "PASS" if push_ok else "MISS",
+    ], [
+        f"pull {count:,} (nodes/s)",
+        f"{s['pull_rate']:,.0f}",
+        f"{s['baseline_select_rate']:,.0f} sqlite3 select",
+        f"{s['pull_rate'] / s['baseline_select_rate']:.3f}",
+        f">= {GOAL_RATE:,.0f}",
+        "PASS" if pull_ok else "MISS",
+    ], [
+        f"no-op pull, {count:,} stored (median ms)",
+        f"{s['noop_pull_ms']:.2f}",
+        f"{s['healthz_ms']:.2f} GET /healthz",
+        f"{s['noop_pull_ms'] / s['healthz_ms']:.2f}",
+        f"< {GOAL_NOOP_MS:.0f} ms, 1 request",
+        "PASS" if noop_ok else "MISS",
+    ], [
+        "  the same, new connection per request (ms)",
+        f"{s['noop_pull_new_connection_ms']:.2f}",
+        f"{s['healthz_new_connection_ms']:.2f} GET /healthz",
+        f"{s['noop_pull_new_connection_ms'] / s['healthz_new_connection_ms']:.2f}",
+        "(diagnostic)",
+        "",
+    ]]  # fmt: skip
+    return rows, [push_ok, pull_ok, noop_ok]
+
+
+def concurrent_rows(p: dict[str, Any]) -> tuple[list[list[str]], list[bool]]:
+    pg_ok = p["errors"] == 0 and not p["data_problems"]
+    rows = [[
+        f"{p['clients']} clients push to PostgreSQL ({p['sharing_one_vault']} share a vault)",
+        f"{p['errors']} errors / {p['requests']} requests",
+        f"{p['rows']:,} rows of {p['expected_rows']:,} pushed",
+        f"{len(p['data_problems'])} data problems",
+        "0 errors, nothing lost",
+        "PASS" if pg_ok else "MISS",
+    ], [
+        "  throughput (nodes/s, all clients)",
+        f"{p['rate']:,.0f}",
+        f"p50 {p['push_p50_ms']:.0f} ms, p95 {p['push_p95_ms']:.0f} ms per push",
+        "",
+        "",
+        "",
+    ]]  # fmt: skip
+    return rows, [pg_ok]
+
+
+def figures(latency: dict[str, Any]) -> str:
+    return f"{latency['p50_ms']:.1f} / {latency['p99_ms']:.1f} ({latency['requests']:,})"
+
+
+def load_rows(load: dict[str, Any]) -> tuple[list[list[str]], list[bool]]:
+    ok = load["errors"] == 0 and not load["data_problems"]
+    title = "SQLite" if load["backend"] == "sqlite" else "PostgreSQL"
+    who = f"{load['clients']} clients ({load['users']} users), {load['workers']} workers"
+    pulls = f"nodes per pull {load['mean_nodes_per_pull']:.0f}"
+    pulls_alone = f"(alone {load['alone_mean_nodes_per_pull']:.0f})"
+    cpu = f"{load['client_cpu_s']:.1f} s"
+    rows = [[
+        f"mixed load on {title}: {who}",
+        f"{load['errors']} errors / {load['requests']:,} requests",
+        f"{load['rows']:,} rows of {load['acknowledged_rows']:,} acknowledged",
+        f"{len(load['data_problems'])} data problems",
+        "0 errors, nothing lost",
+        "PASS" if ok else "MISS",
+    ], [
+        "  throughput (requests/s; nodes pushed/s)",
+        f"{load['requests_per_s']:,.0f}; {load['nodes_per_s']:,.0f}",
+        f"{load['seconds']:.1f} s ({cpu} client CPU); {pulls} {pulls_alone}",
+        "",
+        "",
+        "",
+    ]]  # fmt: skip
+    for kind in (*KINDS, "all"):
+        busy, alone = load["under_load"][kind], load["alone"][kind]
+        if not busy["requests"] or not alone["requests"]:
+            continue
+        label = f"{LOAD_BATCH} nodes" if kind == "push" else "limit 1,000" if kind == "pull" else ""
+        rows.append([
+            f"  {kind}{f' ({label})' if label else ''}, p50 / p99 ms (requests)",
+            figures(busy),
+            f"one client alone {figures(alone)}",
+            f"p99 x{busy['p99_ms'] / alone['p99_ms']:.1f}",
+            "(reported)",
+            "",
+        ])  # fmt: skip
+    return rows, [ok]
+
+
+def print_problems(name: str, result: dict[str, Any]) -> None:
+    if result.get("errors"):
+        print(f"\n{name}: errors by status {result.get('statuses', '')}:")
+        for kind, n in result["error_kinds"].items():
+            print(f"  {n} x {kind}")
+        for line in result["server_error_sample"]:
+            print(f"  server log: {line}")
+    if result.get("data_problems"):
+        print(f"{name}: data problems:", *result["data_problems"][:10], sep="\n  ")
+
+
+def print_report(report: dict[str, Any], count: int) -> list[bool]:
+    """The table, then the details of any errors; whether each goal was met."""
+    rows = [["figure", "ours", "baseline", "ratio", "goal", "result"]]
+    goals: list[bool] = []
+    sections = [
+        ("sqlite_server", "push / pull on SQLite", lambda r: push_pull_rows(r, count)),
+        ("postgres_concurrent", "concurrent clients on PostgreSQL", concurrent_rows),
+        ("load_sqlite", "mixed load on SQLite", load_rows),
+        ("load_postgres", "mixed load on PostgreSQL", load_rows),
+    ]
+    for key, title, make_rows in sections:
+        result = report.get(key)
+        if result is None:
+            continue
+        if "skipped" in result:
+            rows.append([title, "skipped", result["skipped"], "", "", "SKIP"])
+            continue
+        more, met = make_rows(result)
+        rows.extend(more)
+        goals.extend(met)
+    print()
+    print(table(rows))
+    for key, title, _make_rows in sections:
+        print_problems(title, report.get(key) or {})
+
+    return goals
+
+
+@contextmanager
+def postgres(skip: bool) -> Iterator[PostgresCluster | str]:
+    """A throwaway PostgreSQL 15 cluster (tests/server/pg.py), or why there is none."""
+    if skip:
+        yield "--skip-postgres"
+        return
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    from tests.server.pg import postgres_unavailable, running_cluster
+
+    reason = postgres_unavailable()
+    if reason is not None:
+        yield reason
+        return
+    with running_cluster() as cluster:
+        yield cluster
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--quick", action="store_true", help="10k nodes, 8 clients")
+    parser.add_argument("--quick", action="store_true", help="10k nodes, 8 and 16 clients")
     parser.add_argument("--keep", action="store_true", help="keep the database files")
     parser.add_argument("--nodes", type=int, default=None, help="override the node count")
     parser.add_argument("--skip-postgres", action="store_true")
+    parser.add_argument("--load-only", action="store_true", help="only the mixed load (4)")
+    parser.add_argument("--skip-load", action="store_true", help="without the mixed load (4)")
     parser.add_argument(
         "--workers", type=int, default=2, help="uvicorn workers of the SQLite server (default 2)"
     )
@@ -675,102 +1157,49 @@ def main(argv: list[str] | None = None) -> int:
     count = args.nodes or (10_000 if args.quick else 100_000)
     clients_n = 8 if args.quick else 32
     own_n, shared_n = (500, 500) if args.quick else (2_000, 1_000)
+    load_size = (
+        {"clients_n": 16, "ops_n": LOAD_OPS_QUICK, "alone_users": 1}
+        if args.quick
+        else {"clients_n": 64, "ops_n": LOAD_OPS, "alone_users": 2}
+    )
 
     OUT.mkdir(parents=True, exist_ok=True)
     base = OUT if on_tmpfs(Path(tempfile.gettempdir())) else Path(tempfile.gettempdir())
     root = Path(tempfile.mkdtemp(prefix="bench-server-", dir=base))
     print(f"working in {root}", flush=True)
-    try:
-        sqlite_result = bench_sqlite(root, count, args.workers)
-        pg_result = (
-            {"skipped": "--skip-postgres"}
-            if args.skip_postgres
-            else bench_postgres(root, clients_n, own_n, shared_n)
-        )
-    finally:
-        if not args.keep:
-            shutil.rmtree(root, ignore_errors=True)
-
-    s = sqlite_result
-    rows = [["figure", "ours", "baseline", "ratio", "goal", "result"]]
-    push_ok = s["push_rate"] >= GOAL_RATE
-    pull_ok = s["pull_rate"] >= GOAL_RATE
-    noop_ok = s["noop_pull_ms"] < GOAL_NOOP_MS
-    rows.append([
-        f"push {count:,} x {s['envelope_mean_bytes']:,} B (nodes/s)",
-        f"{s['push_rate']:,.0f}",
-        f"{s['baseline_insert_rate']:,.0f} sqlite3 insert",
-        f"{s['push_rate'] / s['baseline_insert_rate']:.3f}",
-        f">= {GOAL_RATE:,.0f}",
-        "PASS" if push_ok else "MISS",
-    ])  # fmt: skip
-    rows.append([
-        f"pull {count:,} (nodes/s)",
-        f"{s['pull_rate']:,.0f}",
-        f"{s['baseline_select_rate']:,.0f} sqlite3 select",
-        f"{s['pull_rate'] / s['baseline_select_rate']:.3f}",
-        f">= {GOAL_RATE:,.0f}",
-        "PASS" if pull_ok else "MISS",
-    ])  # fmt: skip
-    rows.append([
-        f"no-op pull, {count:,} stored (median ms)",
-        f"{s['noop_pull_ms']:.2f}",
-        f"{s['healthz_ms']:.2f} GET /healthz",
-        f"{s['noop_pull_ms'] / s['healthz_ms']:.2f}",
-        f"< {GOAL_NOOP_MS:.0f} ms, 1 request",
-        "PASS" if noop_ok else "MISS",
-    ])  # fmt: skip
-    rows.append([
-        "  the same, new connection per request (ms)",
-        f"{s['noop_pull_new_connection_ms']:.2f}",
-        f"{s['healthz_new_connection_ms']:.2f} GET /healthz",
-        f"{s['noop_pull_new_connection_ms'] / s['healthz_new_connection_ms']:.2f}",
-        "(diagnostic)",
-        "",
-    ])  # fmt: skip
-    goals = [push_ok, pull_ok, noop_ok]
-    p = pg_result
-    if "skipped" in p:
-        rows.append(["concurrent clients on PostgreSQL", "skipped", p["skipped"], "", "", "SKIP"])
-    else:
-        pg_ok = p["errors"] == 0 and not p["data_problems"]
-        goals.append(pg_ok)
-        rows.append([
-            f"{p['clients']} clients push to PostgreSQL ({p['sharing_one_vault']} share a vault)",
-            f"{p['errors']} errors / {p['requests']} requests",
-            f"{p['rows']:,} rows of {p['expected_rows']:,} pushed",
-            f"{len(p['data_problems'])} data problems",
-            "0 errors, nothing lost",
-            "PASS" if pg_ok else "MISS",
-        ])  # fmt: skip
-        rows.append([
-            "  throughput (nodes/s, all clients)",
-            f"{p['rate']:,.0f}",
-            f"p50 {p['push_p50_ms']:.0f} ms, p95 {p['push_p95_ms']:.0f} ms per push",
-            "",
-            "",
-            "",
-        ])  # fmt: skip
-    print()
-    print(table(rows))
-    if p.get("errors"):
-        print(f"\nPostgreSQL errors by status: {p['statuses']}; retried {p['retries']} times")
-        for kind, n in p["error_kinds"].items():
-            print(f"  {n} x {kind}")
-        for line in p["server_error_sample"]:
-            print(f"  server log: {line}")
-    if p.get("data_problems"):
-        print("data problems:", *p["data_problems"][:10], sep="\n  ")
-
-    report = {
+    report: dict[str, Any] = {
         "mode": "quick" if args.quick else "full",
         "python": platform.python_version(),
         "sqlite": sqlite3.sqlite_version,
         "cpus": os.cpu_count(),
-        "sqlite_server": sqlite_result,
-        "postgres_concurrent": pg_result,
-        "goals_met": all(goals),
     }
+    skipped = {"skipped": "--load-only"}
+    try:
+        report["sqlite_server"] = (
+            skipped if args.load_only else bench_sqlite(root, count, args.workers)
+        )
+        if not args.skip_load:
+            url = f"sqlite:///{root / 'load.sqlite'}"
+            report["load_sqlite"] = bench_load(root, "sqlite", url, **load_size)
+        with postgres(args.skip_postgres) as cluster:
+            if isinstance(cluster, str):
+                report["postgres_concurrent"] = {"skipped": cluster}
+                report["load_postgres"] = {"skipped": cluster}
+            else:
+                report["postgres_concurrent"] = (
+                    skipped
+                    if args.load_only
+                    else bench_postgres(root, cluster, clients_n, own_n, shared_n)
+                )
+                if not args.skip_load:
+                    url = cluster.create_database("tapes_load")
+                    report["load_postgres"] = bench_load(root, "postgres", url, **load_size)
+    finally:
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+
+    goals = print_report(report, count)
+    report["goals_met"] = all(goals)
     (OUT / "server.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     print(f"\nwrote {OUT / 'server.json'}")
     return 0 if all(goals) else 1
