@@ -100,11 +100,17 @@ class Team:
             ok(tapes(who, "auth", "login", "--server", AUDIENCE, "--handle", who))
         out = ok(tapes("alice", "team", "create", "Acme", *args))
         self.id = re.search(r"\((t_[A-Za-z0-9_-]+)\)", out).group(1)  # type: ignore[union-attr]
-        self.code = self.invite()
-        assert "asked to join" in ok(tapes("bob", "team", "join", self.code))
-        approved = ok(tapes("alice", "team", "approve", self.id, "--yes"))
-        assert f"approved: {fingerprint(tmp_path / 'bob')} as member" in approved
-        assert "joined team" in ok(tapes("bob", "team", "join", self.code))
+        self.code = self.admit("bob")
+
+    def admit(self, who: str) -> str:
+        """Invite ``who`` (logged in already), who asks to join; Alice approves; ``who`` joins.
+        Returns the invite code."""
+        code = self.invite()
+        assert "asked to join" in ok(self.tapes(who, "team", "join", code))
+        approved = ok(self.tapes("alice", "team", "approve", self.id, "--yes"))
+        assert f"approved: {fingerprint(self.root / who)} as member" in approved
+        assert "joined team" in ok(self.tapes(who, "team", "join", code))
+        return code
 
     def invite(self, *args: str) -> str:
         out = ok(self.tapes("alice", "team", "invite", self.id, *args))
@@ -264,10 +270,7 @@ def test_a_session_continued_after_a_rotation_names_its_parent_across_epochs(
     sync's records), the server takes it, Alice's sync opens it, and the cloud provider walks the
     whole session across the two epochs."""
     ok(tapes("carol", "auth", "login", "--server", AUDIENCE, "--handle", "carol"))
-    code = team.invite()
-    ok(tapes("carol", "team", "join", code))
-    ok(tapes("alice", "team", "approve", team.id, "--yes"))
-    ok(tapes("carol", "team", "join", code))
+    team.admit("carol")
     alice, carol = team.home("alice"), team.home("carol")
     team.sync_into_team("alice", auto_share=True)
     team.sync_into_team("carol", auto_share=True)
