@@ -25,7 +25,14 @@ from sqlalchemy import Engine
 
 from server.bodies import JsonRequest, refuse_nul_in_path
 from server.db.engine import make_engine
-from server.deps import provide_db, provide_now, provide_plans, require_credentials, utc_now
+from server.deps import (
+    connection_slots,
+    provide_db,
+    provide_now,
+    provide_plans,
+    require_credentials,
+    utc_now,
+)
 from server.domain.auth import ApiKeyController, AuthController
 from server.domain.nodes import NodeController, SyncController
 from server.domain.registry_genesis import GENESIS_CONTROLLERS
@@ -92,10 +99,11 @@ def create_app(
     audience: str | None = None,
 ) -> Litestar:
     """Build the app. ``engine`` and ``clock`` are injectable for tests."""
-    db_engine = engine or make_engine(settings.database_url)
+    db_engine = engine or make_engine(settings.database_url, settings.db_connections)
     state = State(
         {
             "engine": db_engine,
+            "db_slots": connection_slots(db_engine),
             "settings": settings,
             "clock": clock,
             "audience": audience or settings.audience,

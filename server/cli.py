@@ -133,6 +133,7 @@ MaxBody = Annotated[str | None, _setting("max_body")]
 AuthRate = Annotated[str | None, _setting("auth_rate_per_minute")]
 TrustedProxies = Annotated[str | None, _setting("trusted_proxies")]
 Plans = Annotated[str | None, _setting("plans")]
+DbConnections = Annotated[str | None, _setting("db_connections")]
 
 
 def _settings(ctx: typer.Context) -> Settings:
@@ -239,6 +240,7 @@ def serve(
     auth_rate_per_minute: AuthRate = None,
     trusted_proxies: TrustedProxies = None,
     plans: Plans = None,
+    db_connections: DbConnections = None,
 ) -> None:
     """Migrate the database, then serve the API."""
     settings = _settings(ctx)

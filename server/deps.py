@@ -20,6 +20,7 @@ from litestar.di import NamedDependency, Provide
 from litestar.handlers import BaseRouteHandler
 from sqlalchemy import Engine, event, select
 from sqlalchemy.orm import Session
+from sqlalchemy.pool import QueuePool
 
 from server.db.engine import READ_ONLY
 from server.db.models import AccessToken, ApiKey
@@ -39,6 +40,7 @@ __all__ = [
     "SessionDep",
     "authenticate",
     "aware",
+    "connection_slots",
     "in_write_transaction",
     "provide_db",
     "provide_now",
@@ -83,14 +85,39 @@ def read_session(engine: Engine) -> Session:
     return session
 
 
+def _per_loop(state: State, key: str, make: Callable[[], _T]) -> _T:
+    """One ``make()`` per event loop, kept in the app state (asyncio primitives are bound to
+    the loop they were first used on; tests run several loops in one process)."""
+    made: WeakKeyDictionary[asyncio.AbstractEventLoop, _T] | None = state.get(key)
+    if made is None:
+        made = state[key] = WeakKeyDictionary()
+    loop = asyncio.get_running_loop()
+    if loop not in made:
+        made[loop] = make()
+    return made[loop]
+
+
 def _write_lock(state: State) -> asyncio.Lock:
-    """The process's queue for SQLite's write lock (one per event loop, made on first use)."""
-    locks: WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] | None = state.get(
-        "write_locks"
-    )
-    if locks is None:
-        locks = state["write_locks"] = WeakKeyDictionary()
-    return locks.setdefault(asyncio.get_running_loop(), asyncio.Lock())
+    """The process's queue for SQLite's write lock."""
+    return _per_loop(state, "write_locks", asyncio.Lock)
+
+
+def connection_slots(engine: Engine) -> int:
+    """How many connections the engine's pool hands out at most (no overflow is configured)."""
+    return engine.pool.size() if isinstance(engine.pool, QueuePool) else 1
+
+
+@asynccontextmanager
+async def _connection(state: State) -> AsyncIterator[None]:
+    """A turn at one of the pool's connections, waited for on the event loop.
+
+    Every database session of a request (and of the credentials guard) runs inside one, so no
+    more sessions exist than connections and a checkout in a worker thread never waits. Before,
+    the request threads blocked in the pool's checkout while the requests holding every
+    connection waited for a thread to run or commit in, until the 30 s pool timeout."""
+    slots = _per_loop(state, "connection_slots", lambda: asyncio.Semaphore(state.db_slots))
+    async with slots:
+        yield
 
 
 async def provide_db(
@@ -111,7 +138,7 @@ async def provide_db(
     """
     engine: Engine = state.engine
     if not writes(request):
-        async with _transaction(read_session(engine)) as session:
+        async with _transaction(state, read_session(engine)) as session:
             yield session
         return
     if engine.dialect.name == "sqlite":
@@ -125,11 +152,14 @@ async def _write_transaction(state: State) -> AsyncIterator[Session]:
     """A transaction that may write; on SQLite, taken in this process's write queue."""
     engine: Engine = state.engine
     if engine.dialect.name != "sqlite":
-        async with _transaction(Session(engine, expire_on_commit=False)) as session:
+        async with _transaction(state, Session(engine, expire_on_commit=False)) as session:
             yield session
         return
-    async with _write_lock(state), _transaction(Session(engine, expire_on_commit=False)) as s:
-        yield s
+    async with (
+        _write_lock(state),
+        _transaction(state, Session(engine, expire_on_commit=False)) as session,
+    ):
+        yield session
 
 
 async def in_write_transaction(state: State, work: Callable[[Session], _T]) -> _T:
@@ -141,16 +171,17 @@ async def in_write_transaction(state: State, work: Callable[[Session], _T]) -> _
 
 
 @asynccontextmanager
-async def _transaction(session: Session) -> AsyncIterator[Session]:
-    try:
-        yield session
-    except BaseException:
-        await anyio.to_thread.run_sync(session.rollback)
-        raise
-    else:
-        await anyio.to_thread.run_sync(session.commit)
-    finally:
-        await anyio.to_thread.run_sync(session.close)
+async def _transaction(state: State, session: Session) -> AsyncIterator[Session]:
+    async with _connection(state):
+        try:
+            yield session
+        except BaseException:
+            await anyio.to_thread.run_sync(session.rollback)
+            raise
+        else:
+            await anyio.to_thread.run_sync(session.commit)
+        finally:
+            await anyio.to_thread.run_sync(session.close)
 
 
 def provide_now(state: State) -> datetime:
@@ -247,7 +278,8 @@ async def require_credentials(
             return authenticate(db, token, now)
 
     scope = cast(dict[str, Any], connection.scope)
-    scope[_PRINCIPAL] = await anyio.to_thread.run_sync(lookup)
+    async with _connection(state):
+        scope[_PRINCIPAL] = await anyio.to_thread.run_sync(lookup)
 
 
 def provide_principal(request: Request[object, object, State], db: SessionDep) -> Principal:

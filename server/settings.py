@@ -178,6 +178,11 @@ OPTIONS: tuple[Option, ...] = (
         "client (for the login rate limit)", _addresses, "IP,...",
     ),
     Option(
+        "db_connections", "--db-connections", "TAPES_SERVER_DB_CONNECTIONS", "20",
+        "database connections per worker process (1..1000); requests beyond them wait their "
+        "turn (on PostgreSQL keep workers x N under its max_connections)", _whole(1, 1000), "N",
+    ),
+    Option(
         "plans", "--plans", "TAPES_SERVER_PLANS", "off",
         "off: no plan limits and no retention (a self-hosted server); "
         "rfc: the RFC's free/pro/enterprise limits and retention", _plans, "off|rfc",
@@ -199,6 +204,7 @@ class Settings:
     public_url: str = ""
     trusted_proxies: frozenset[str] = frozenset()
     plans: PlansMode = "off"
+    db_connections: int = 20
 
     @property
     def audience(self) -> str:

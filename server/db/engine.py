@@ -39,15 +39,17 @@ def _sqlite_begin(connection: Any) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, connections: int = 20) -> Engine:
+    """An engine whose pool holds at most ``connections`` connections (see ``server.deps``:
+    requests queue for them on the event loop, so a checkout never waits)."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         assert parsed.database is not None  # noqa: S101 - settings refuse an in-memory URL
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url)
+        engine = create_engine(url, pool_size=connections, max_overflow=0)
         event.listen(engine, "connect", _sqlite_connect)
         event.listen(engine, "begin", _sqlite_begin)
         with engine.connect() as conn:
             conn.connection.driver_connection.execute("PRAGMA journal_mode = WAL")  # type: ignore[union-attr]
         return engine
-    return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    return create_engine(url, pool_size=connections, max_overflow=0, pool_pre_ping=True)
