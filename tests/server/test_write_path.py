@@ -6,6 +6,8 @@ The burst itself (64 concurrent pushes through one worker process) is tests/e2e/
 from __future__ import annotations
 
 import sqlite3
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,9 @@ from sqlalchemy.orm import Session
 from server import deps
 from server.db.engine import make_engine
 from server.db.models import RateEvent
-from tests.server.conftest import User
+from tests.server.conftest import User, Vault
+
+HOLD = 4.0  # seconds another process holds the write lock in the thread-pool test
 
 
 @pytest.fixture
@@ -62,3 +66,39 @@ def test_a_read_request_that_writes_fails_loudly(sqlite_path: Path, client: Any)
             assert check.scalar(select(func.count()).select_from(RateEvent)) == 0
     finally:
         engine.dispose()
+
+
+WAITING_WRITERS = 48  # more than the worker thread pool's 40
+
+
+def test_writers_waiting_for_the_lock_hold_no_thread(
+    client: TestClient[Any], alice: User, bob: User, sqlite_path: Path
+) -> None:
+    """While another process holds the write lock, more pushes than the app has worker threads
+    wait for it; another user's read must still find a thread at once. (Were the writers waiting
+    in threads, every thread would be taken until the lock is released.)"""
+    vault = Vault(alice.vault, alice.identity)
+    parent, first = vault.seal("root")
+    pushed = alice.post("/api/v1/sync/push", {"vault": alice.vault, "envelopes": [first]})
+    assert pushed.status_code == 200
+    chains = [[vault.seal(f"turn {i}", parent)[1]] for i in range(WAITING_WRITERS)]
+    other = sqlite3.connect(sqlite_path, timeout=0, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    pool = ThreadPoolExecutor(WAITING_WRITERS)
+    try:
+        pushes = [
+            pool.submit(alice.post, "/api/v1/sync/push", {"vault": alice.vault, "envelopes": c})
+            for c in chains
+        ]
+        time.sleep(1.0)  # every push is in, waiting for the lock
+        started = time.monotonic()
+        read = bob.get("/api/v1/sync/status", params={"vault": bob.vault})
+        answered_in = time.monotonic() - started
+    finally:
+        time.sleep(max(0.0, HOLD - 1.0))
+        other.execute("ROLLBACK")
+        other.close()
+    assert [p.result(60).status_code for p in pushes] == [200] * WAITING_WRITERS
+    pool.shutdown()
+    assert read.status_code == 200
+    assert answered_in < 1.5, f"a read waited {answered_in:.1f} s for a thread"
