@@ -294,3 +294,19 @@ def test_progress_bars_render_on_a_terminal_with_or_without_a_total(
         with output.progress("working", total) as bar:
             bar.update(bar.task_ids[0], advance=3)
     assert "working" in screen.getvalue()
+
+
+MARKUP = "[/INST] [link=https://evil.example]click[/link] [bold]x"
+
+
+def test_text_from_a_session_is_printed_verbatim_never_as_markup(
+    tapes: TapesRunner, tmp_path: Path
+) -> None:
+    """A prompt is data: ``[/INST]`` read as Rich markup crashed ``session list`` (a closing tag
+    with nothing open), and ``[link=…]`` became a live link with its text hidden."""
+    source = write_jsonl(tmp_path / "nodes.jsonl", chain([MARKUP, "ok"]))
+    assert tapes("session", "import", str(source)).code == 0
+    listed = tapes("session", "list")
+    assert listed.code == 0, listed.err
+    for tag in ("[/INST]", "[link=", "[/link]", "[bold]x"):  # the table folds long cells
+        assert tag in listed.out

@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 # The --json flag of every listing command.
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
@@ -32,11 +33,14 @@ def emit_json(value: Any) -> None:
 
 
 def table(columns: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None = None) -> None:
-    grid = Table(title=title, show_edge=False, header_style="bold")
+    """A table on stdout. Every cell is plain text: cells carry prompts, titles and names that
+    came from other people or the server, and a string such as ``[/INST]`` or ``[link=…]`` read
+    as Rich markup crashes the command or becomes a live link."""
+    grid = Table(title=Text(title) if title else None, show_edge=False, header_style="bold")
     for column in columns:
-        grid.add_column(column, overflow="fold")
+        grid.add_column(Text(column), overflow="fold")
     for row in rows:
-        grid.add_row(*(str(cell) for cell in row))
+        grid.add_row(*(Text(str(cell)) for cell in row))
     stdout.print(grid)
 
 
