@@ -49,30 +49,23 @@ What it measures (issue 5, "Benchmark"; DESIGN §9):
    is 64 / throughput, so ratios of tens are expected when the 2 cores are saturated (2 workers,
    the database and the 64 client threads share them).
 
-   Measured 2026-12-03, full run (2 vCPU VM shared with other jobs, load average 6-10), p50 / p99
-   in ms under load, then one client alone, then p99 ratio:
+   Measured 2026-12-03, two runs of ``--load-only`` in a row (2 vCPU VM shared with three other
+   jobs, load average 3-4), p50 / p99 in ms under load, then one client alone, then p99 ratio:
 
-   - SQLite: 6 errors of 3,840 requests (MISS: 6 pulls answered 500 at one instant, server log
-     ``TimeoutError``); 85,600 rows of 85,600 acknowledged, no data problem; 38 requests/s,
-     759 nodes/s. push 2,554 / 32,608 vs 22.1 / 73.4 (x444); pull 56.7 / 30,457 vs 23.4 / 304
-     (x100); status 31.1 / 933 vs 9.5 / 23.7 (x39); all 111 / 30,438 vs 18.6 / 204 (x150).
-   - PostgreSQL: 123 errors of 3,840 (MISS: 106 client timeouts at 60 s, 12 answers 500
-     ``TimeoutError``); 83,500 rows of 83,500 acknowledged, no data problem; 19 requests/s.
-     push 258 / 60,068 vs 28.2 / 113 (x532); pull 216 / 60,071 vs 27.8 / 274 (x219); status
-     136 / 60,067 vs 7.7 / 25.7 (x2,337); all 214 / 60,069 vs 23.1 / 213 (x282).
-   - Two earlier runs of the same load (same day) had 0 errors on SQLite both times (all: p99
-     3,823 and 4,234 vs alone 96 and 156, x40 and x27; push p99 ~4 s, the write queue) and 62
-     and 0 errors on PostgreSQL (the 0-error run: all 982 / 3,112 vs 24.2 / 177, x17.5).
+   - SQLite: 0 errors of 3,840 both times; 85,600 rows of 85,600 acknowledged, no data problem;
+     75 and 74 requests/s. all 121 / 3,544 vs 10.8 / 65.6 (x54) and 126 / 3,332 vs 12.6 / 78.0
+     (x43); push p99 3.9 s and 3.6 s (the write queue: one writer at a time), pull p99 370 and
+     453 ms, status p99 241 and 351 ms.
+   - PostgreSQL: 0 errors of 3,840 both times; 85,600 of 85,600, no data problem; 62 and 73
+     requests/s. all 836 / 2,086 vs 23.5 / 115 (x18) and 617 / 2,175 vs 21.8 / 75.9 (x29).
 
-   The errors are a server stall, not load: the request threads (Litestar's default executor,
-   min(32, CPUs + 4) = 6 threads here) block in the SQLAlchemy pool's checkout (QueuePool 5 + 10
-   on SQLite, 10 + 20 on PostgreSQL, 30 s timeout) while the requests holding every connection
-   wait for one of those threads to run their handler; after 30 s the 6 checkouts fail at once
-   (bursts of exactly 6 ``TimeoutError`` 30 s apart). With one worker and 64 clients on
-   PostgreSQL, 622 of 640 requests failed; the same run with the pool raised to 100 connections
-   had 0 errors (all p99 2.1 s). Until the server queues for a connection on the event loop
-   (as it now does for SQLite's write lock), this section can miss its goal whenever more than
-   pool + 6 requests are in flight in one worker (21 on SQLite, 36 on PostgreSQL).
+   Before (same day, same load): SQLite 6 errors, PostgreSQL 123 (60 s client timeouts and
+   500s): the request threads (the event loop's default executor, min(32, CPUs + 4) = 6 here)
+   blocked in the SQLAlchemy pool's checkout while the requests holding every connection waited
+   for one of those threads, until the 30 s pool timeout failed them in bursts. Now every
+   database session first waits on the event loop for a turn at one of the pool's connections
+   (``server.deps._connection``; ``TAPES_SERVER_DB_CONNECTIONS``, 20, no overflow), so no thread
+   ever blocks in a checkout; tests/e2e/test_bursts.py reproduces the stall with a pool of 2.
 
 ``--workers N`` runs the SQLite server with N uvicorn workers instead of 2 (diagnosis: with 2 or
 more, kept-alive requests stall ~40 ms on TCP delayed ACK; see the "new connection" row).
