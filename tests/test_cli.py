@@ -310,3 +310,22 @@ def test_text_from_a_session_is_printed_verbatim_never_as_markup(
     assert listed.code == 0, listed.err
     for tag in ("[/INST]", "[link=", "[/link]", "[bold]x"):  # the table folds long cells
         assert tag in listed.out
+
+
+def test_the_command_is_also_installed_as_tapes_e2e_beside_go_tapes() -> None:
+    """Go tapes installs its own ``tapes``: ours is reachable by a name of its own too."""
+    script = shutil.which("tapes-e2e", path=str(Path(sys.executable).parent))
+    assert script is not None
+    done = subprocess.run([script, "version"], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("tapes-e2e ")
+
+
+def test_help_text_is_printed_as_written(tapes: TapesRunner) -> None:
+    """Help is not Rich markup either: ``[storage.cloud]`` was eaten ("Set the  settings.") and
+    every flag showed a ``<bool>`` metavar."""
+    shown = tapes("storage", "configure", "--help")
+    assert shown.code == 0
+    assert "Set the [storage.cloud] settings." in " ".join(shown.out.split())
+    assert "<bool>" not in shown.out
+    assert "--auto-share / --no-auto-share" in shown.out

@@ -32,6 +32,7 @@ app = typer.Typer(
     name="tapes",
     help="tapes-e2e: record, verify and (end-to-end encrypted) sync agent sessions.",
     no_args_is_help=True,
+    rich_markup_mode=None,
     pretty_exceptions_enable=False,
     add_completion=False,
 )

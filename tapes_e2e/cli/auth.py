@@ -18,7 +18,11 @@ from tapes_e2e.context import Settings, api_client, logged_in
 from tapes_e2e.errors import ConfigError, ServerError, TapesError
 from tapes_e2e.identity import create_identity, identity_path, unlock
 
-app = typer.Typer(help="Log in to a sync server, show the login, log out.", no_args_is_help=True)
+app = typer.Typer(
+    help="Log in to a sync server, show the login, log out.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
 
 
 def _settings(ctx: typer.Context) -> Settings:
@@ -146,7 +150,11 @@ def logout(ctx: typer.Context) -> None:
     output.note(f"logged out: {ended}; the saved login is deleted; your identity key is kept")
 
 
-api_keys = typer.Typer(help="Team-scoped API keys (tapes_…) for automation.", no_args_is_help=True)
+api_keys = typer.Typer(
+    help="Team-scoped API keys (tapes_…) for automation.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
 app.add_typer(api_keys, name="api-key")
 
 

@@ -24,7 +24,11 @@ from tapes_e2e.teams import sharing
 from tapes_e2e.teams.access import resolve_team
 from tapes_e2e.transfer import export_nodes, import_nodes
 
-app = typer.Typer(help="List, show, export and import recorded sessions.", no_args_is_help=True)
+app = typer.Typer(
+    help="List, show, export and import recorded sessions.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
 
 
 def _settings(ctx: typer.Context) -> Settings:

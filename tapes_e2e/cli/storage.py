@@ -20,7 +20,9 @@ from tapes_e2e.sync.engine import Event, PulledPage, PushAcked
 from tapes_e2e.sync.worker import run_sync
 from tapes_e2e.teams.routing import team_sync_hooks
 
-app = typer.Typer(help="Show and change where sessions are stored.", no_args_is_help=True)
+app = typer.Typer(
+    help="Show and change where sessions are stored.", no_args_is_help=True, rich_markup_mode=None
+)
 
 
 def _settings(ctx: typer.Context) -> Settings:
