@@ -86,6 +86,11 @@ class Settings:
                 hint="record a session with `tapes start`, import one with "
                 "`tapes session import`, or choose a file with --db",
             )
+        if create and self.database.explicit and not path.parent.is_dir():
+            raise NotATapesDatabaseError(
+                f"no directory {path.parent} for the database ({self.database.reason})",
+                hint="create the directory first, or choose another file with --db",
+            )
         provider = LocalProvider(path, create=create)
         try:
             yield provider

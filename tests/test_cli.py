@@ -329,3 +329,22 @@ def test_help_text_is_printed_as_written(tapes: TapesRunner) -> None:
     assert "Set the [storage.cloud] settings." in " ".join(shown.out.split())
     assert "<bool>" not in shown.out
     assert "--auto-share / --no-auto-share" in shown.out
+
+
+def test_a_db_in_a_missing_directory_is_an_error_not_a_new_tree(
+    tapes: TapesRunner, tmp_path: Path
+) -> None:
+    source, _trunk, _branch = sample(tmp_path)
+    target = tmp_path / "typo" / "tapes.sqlite"
+    result = tapes("--db", str(target), "session", "import", str(source))
+    assert result.code == 1
+    assert result.err.startswith(f"tapes: error: no directory {target.parent} for the database")
+    assert not target.parent.exists()
+
+
+def test_a_new_database_is_readable_by_its_owner_only(tapes: TapesRunner, tmp_path: Path) -> None:
+    source, _trunk, _branch = sample(tmp_path)
+    assert tapes("session", "import", str(source)).code == 0
+    made = sorted(tapes.home.glob("tapes.sqlite*"))
+    assert made, "no database was made"
+    assert {p.name: oct(p.stat().st_mode & 0o777) for p in made} == {p.name: "0o600" for p in made}

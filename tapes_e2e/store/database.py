@@ -20,6 +20,7 @@ database on a network file system should not be used by two hosts at once, in ei
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
@@ -138,6 +139,13 @@ def _check_file(path: Path) -> None:
         raise NotATapesDatabaseError(f"{path} is not an SQLite database")
 
 
+def _create_private(path: Path) -> None:
+    """Make the empty file SQLite will fill, readable by its owner only (0600, whatever the
+    umask): it holds every prompt in clear. SQLite gives its -wal and -shm files the same mode."""
+    with suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
 def open_engine(path: Path, *, create: bool = True) -> Engine:
     """Open (and, with ``create``, make) a tapes database that Go tapes can open too.
 
@@ -150,7 +158,8 @@ def open_engine(path: Path, *, create: bool = True) -> Engine:
     elif not create:
         raise NotATapesDatabaseError(f"{path} does not exist")
     else:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _create_private(path)
     engine = create_engine(f"sqlite+pysqlite:///{path}", pool_pre_ping=False)
     event.listen(engine, "connect", _on_connect)
     event.listen(engine, "begin", _on_begin)
