@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import sqlite3
 import subprocess
@@ -348,3 +349,20 @@ def test_a_new_database_is_readable_by_its_owner_only(tapes: TapesRunner, tmp_pa
     made = sorted(tapes.home.glob("tapes.sqlite*"))
     assert made, "no database was made"
     assert {p.name: oct(p.stat().st_mode & 0o777) for p in made} == {p.name: "0o600" for p in made}
+
+
+def test_warnings_speak_once_in_the_clis_voice(capsys: pytest.CaptureFixture[str]) -> None:
+    from tapes_e2e.cli import configure_logging
+
+    root = logging.getLogger()
+    before, level = root.handlers[:], root.level
+    try:
+        configure_logging(debug=False)
+        log = logging.getLogger("tapes_e2e.sync.worker")
+        for _ in range(3):
+            log.warning("sync %s failure: %s", "push", "server unreachable")
+        log.info("not shown without --debug")
+    finally:
+        root.handlers[:], root.level = before, level
+    err = capsys.readouterr().err
+    assert err == "tapes: warning: sync push failure: server unreachable\n"

@@ -43,6 +43,35 @@ app.add_typer(team.app, name="team")
 app.command("verify")(verify.verify)
 
 
+class _Once(logging.Filter):
+    """Lets each distinct message through once per command."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message in self._seen:
+            return False
+        self._seen.add(message)
+        return True
+
+
+def configure_logging(*, debug: bool) -> None:
+    """``--debug``: every log record, with its logger's name. Otherwise warnings only, each once,
+    in the CLI's own voice (``tapes: warning: …``), never as ``WARNING:tapes_e2e.…``."""
+    handler = logging.StreamHandler(sys.stderr)
+    if debug:
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    else:
+        handler.setFormatter(logging.Formatter("tapes: warning: %(message)s"))
+        handler.addFilter(_Once())
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING, handlers=[handler], force=True
+    )
+
+
 @app.callback()
 def _global_options(
     ctx: typer.Context,
@@ -57,7 +86,7 @@ def _global_options(
         bool, typer.Option("--debug", "-d", help="Debug logging and tracebacks.")
     ] = False,
 ) -> None:
-    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING)
+    configure_logging(debug=debug)
     ctx.obj = Settings.resolve(config_dir=config_dir, db=db, debug=debug)
 
 
