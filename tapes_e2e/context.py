@@ -83,7 +83,7 @@ class Settings:
         if not create and not path.exists():
             raise NotATapesDatabaseError(
                 f"no database at {path} ({self.database.reason})",
-                hint="record a session with `tapes start`, import one with "
+                hint="record a session with Go tapes (`tapes start`), import one with "
                 "`tapes session import`, or choose a file with --db",
             )
         if create and self.database.explicit and not path.parent.is_dir():

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tapes_e2e.cli import go_tapes
 from tapes_e2e.node import Bucket, ContentBlock, Node, Usage
 from tapes_e2e.providers.local import LocalProvider
 
@@ -19,6 +21,11 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     home = tmp_path / "home"
     home.mkdir()
     monkeypatch.setenv("HOME", str(home))
+    # An unknown subcommand is handed to Go tapes by exec: never from inside the test process.
+    monkeypatch.delenv("TAPES_GO_BIN", raising=False)
+    while (go := go_tapes()) is not None:
+        path = os.environ["PATH"].split(os.pathsep)
+        monkeypatch.setenv("PATH", os.pathsep.join(p for p in path if Path(p or ".") != go.parent))
 
 
 def text_bucket(role: str, text: str, model: str = "claude-sonnet-4-5") -> Bucket:

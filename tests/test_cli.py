@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import sqlite3
 import subprocess
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tapes_e2e.cli import main
+from tapes_e2e.cli import GO_BIN, main
 from tapes_e2e.node import Node
 from tapes_e2e.providers.local import LocalProvider
 from tests.conftest import chain, text_bucket
@@ -366,3 +367,44 @@ def test_warnings_speak_once_in_the_clis_voice(capsys: pytest.CaptureFixture[str
         root.handlers[:], root.level = before, level
     err = capsys.readouterr().err
     assert err == "tapes: warning: sync push failure: server unreachable\n"
+
+
+def _fake_go_tapes(folder: Path, name: str = "tapes") -> Path:
+    """An executable standing in for Go tapes' binary: prints its arguments, exits 7."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fake = folder / name
+    fake.write_text('#!/bin/sh\necho "go tapes: $*"\nexit 7\n', encoding="utf-8")
+    fake.chmod(0o755)
+    return fake
+
+
+def _installed_tapes(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    script = shutil.which("tapes", path=str(Path(sys.executable).parent))
+    assert script is not None
+    return subprocess.run([script, *args], capture_output=True, text=True, env=env, check=False)
+
+
+def test_commands_of_go_tapes_are_handed_to_go_tapes(tmp_path: Path) -> None:
+    """``tapes start`` (and ``serve``, ``deck``, …) are Go tapes' commands: ours runs Go tapes'
+    binary with the same arguments, from TAPES_GO_BIN or else the next ``tapes`` on PATH that is
+    not this program, and its exit status is Go tapes' own."""
+    ours = str(Path(sys.executable).parent)
+    fake = _fake_go_tapes(tmp_path / "go")
+    env = {"PATH": f"{ours}{os.pathsep}/usr/bin:/bin", "HOME": str(tmp_path), GO_BIN: str(fake)}
+    done = _installed_tapes("start", "--port", "8080", env=env)
+    assert (done.returncode, done.stdout) == (7, "go tapes: start --port 8080\n")
+
+    env = {
+        "PATH": os.pathsep.join([ours, str(fake.parent), "/usr/bin:/bin"]),
+        "HOME": str(tmp_path),
+    }
+    done = _installed_tapes("--db", "x.sqlite", "deck", env=env)
+    assert (done.returncode, done.stdout) == (7, "go tapes: --db x.sqlite deck\n")
+    assert _installed_tapes("version", env=env).stdout.startswith("tapes-e2e ")  # ours, still
+
+
+def test_a_command_nobody_has_is_one_error_naming_go_tapes(tapes: TapesRunner) -> None:
+    result = tapes("start")
+    assert result.code == 2
+    assert result.err.startswith("tapes: error: 'start' is not a tapes-e2e command, and Go tapes")
+    assert f"set {GO_BIN}" in result.err

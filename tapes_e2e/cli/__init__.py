@@ -9,6 +9,7 @@ traceback. No local variable is ever printed.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -96,10 +97,68 @@ def version() -> None:
     output.stdout.print(f"tapes-e2e {__version__}", markup=False)
 
 
+GO_BIN = "TAPES_GO_BIN"
+_GLOBAL_VALUES = frozenset({"--config-dir", "--db"})  # global options that take a value
+
+
+def _subcommand(args: list[str]) -> str | None:
+    """The first argument that is neither a global option nor its value."""
+    rest = iter(args)
+    for arg in rest:
+        if arg in _GLOBAL_VALUES:
+            next(rest, None)
+        elif not arg.startswith("-"):
+            return arg
+    return None
+
+
+def _is_ours(path: Path) -> bool:
+    """Whether an executable is this program's console script (not Go tapes' binary)."""
+    try:
+        with path.open("rb") as file:
+            return b"tapes_e2e" in file.read(4096)
+    except OSError:
+        return True  # unreadable: not something to hand a command to
+
+
+def go_tapes(env: dict[str, str] | None = None) -> Path | None:
+    """Go tapes' binary: ``$TAPES_GO_BIN``, else the first ``tapes`` on ``PATH`` not ours."""
+    env = dict(os.environ) if env is None else env
+    if env.get(GO_BIN):
+        return Path(env[GO_BIN])
+    for folder in env.get("PATH", "").split(os.pathsep):
+        candidate = Path(folder or ".") / "tapes"
+        if candidate.is_file() and os.access(candidate, os.X_OK) and not _is_ours(candidate):
+            return candidate
+    return None
+
+
+def _hand_to_go_tapes(name: str, args: list[str]) -> None:
+    """Run Go tapes with the same arguments (``tapes start``, ``serve``, ``deck``, …): replaces
+    this process, so its exit status and terminal are Go tapes' own."""
+    binary = go_tapes()
+    if binary is None:
+        output.error(
+            f"'{name}' is not a tapes-e2e command, and Go tapes (which has 'start', 'serve', "
+            "'deck', 'chat', …) was not found",
+            f"install Go tapes, or set {GO_BIN} to its binary; `tapes --help` lists this "
+            "program's commands",
+        )
+        sys.exit(EXIT_USAGE)
+    try:
+        os.execv(binary, [str(binary), *args])  # noqa: S606 - the user's own Go tapes
+    except OSError as exc:
+        output.error(f"cannot run Go tapes at {binary}: {exc.strerror}", f"check {GO_BIN}")
+        sys.exit(EXIT_ERROR)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args or "-d" in args
     command = typer.main.get_command(app)
+    name = _subcommand(args)
+    if name is not None and name not in getattr(command, "commands", {}):
+        _hand_to_go_tapes(name, args)
     try:
         # Without standalone mode click returns the code of a typer.Exit instead of exiting.
         code = command.main(args=args, prog_name="tapes", standalone_mode=False)
