@@ -265,6 +265,19 @@ def read_key_file(path: Path | str, passphrase: str, *, floor: KdfParams = KDF_F
     return _open(_parse(_read(Path(path)), KEYFILE_FORMAT), labels.KEYFILE_AD, passphrase, floor)
 
 
+def open_key_file_bytes(raw: bytes, passphrase: str, *, floor: KdfParams = KDF_FLOOR) -> Identity:
+    """Unlock the bytes of a key file (one brought from another machine); as
+    :func:`read_key_file`."""
+    if len(raw) > MAX_FILE_BYTES:
+        raise UnlockError("could not unlock: the file is corrupt (too large)")
+    return _open(_parse(raw, KEYFILE_FORMAT), labels.KEYFILE_AD, passphrase, floor)
+
+
+def os_keyring_holds(fingerprint: str, *, backend: _oskeyring.Backend | None = None) -> bool:
+    """Whether the OS keyring holds a secret for this identity (it is not returned)."""
+    return _oskeyring.load_secret(fingerprint, backend=backend) is not None
+
+
 def read_public_identity(path: Path | str) -> PublicIdentity:
     """The public keys recorded in a key file (not authenticated until the file is unlocked)."""
     sealed = _parse(_read(Path(path)), KEYFILE_FORMAT)

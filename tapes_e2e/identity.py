@@ -13,7 +13,15 @@ from pathlib import Path
 
 import keymgmt
 
-__all__ = ["IDENTITY_FILE", "create_identity", "identity_path", "unlock"]
+__all__ = [
+    "IDENTITY_FILE",
+    "check_passphrase",
+    "create_identity",
+    "identity_path",
+    "restore",
+    "save",
+    "unlock",
+]
 
 IDENTITY_FILE = "identity.key"
 MIN_PASSPHRASE = 8
@@ -35,21 +43,56 @@ def create_identity(
     floor: keymgmt.KdfParams | None = None,
 ) -> keymgmt.Identity:
     """A new identity sealed under ``passphrase``; refuses to replace an existing key file."""
+    identity = keymgmt.generate_identity()
+    save(dotdir, identity, passphrase, params=params, floor=floor)
+    return identity
+
+
+def check_passphrase(passphrase: str) -> None:
     if len(passphrase) < MIN_PASSPHRASE:
         raise keymgmt.KeymgmtError(
             f"the passphrase is too short (at least {MIN_PASSPHRASE} characters)",
             hint="choose a longer passphrase; a few random words work well",
         )
-    identity = keymgmt.generate_identity()
+
+
+def save(
+    dotdir: Path,
+    identity: keymgmt.Identity,
+    passphrase: str,
+    *,
+    params: keymgmt.KdfParams | None = None,
+    floor: keymgmt.KdfParams | None = None,
+) -> None:
+    """Write ``identity`` as this machine's key file; refuses to replace an existing one."""
+    check_passphrase(passphrase)
     dotdir.mkdir(parents=True, exist_ok=True, mode=0o700)
     keymgmt.write_key_file(
-        identity_path(dotdir),
-        identity,
-        passphrase,
-        params=params or KDF,
-        floor=floor or KDF_FLOOR,
+        identity_path(dotdir), identity, passphrase, params=params or KDF, floor=floor or KDF_FLOOR
     )
-    return identity
+
+
+def restore(
+    raw: bytes,
+    *,
+    prompt: Callable[[], str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> keymgmt.Identity:
+    """The identity in a recovery kit or a key file from another machine, unlocked with
+    ``TAPES_PASSPHRASE`` or the passphrase ``prompt`` asks for. Anything else, a damaged kit or
+    a wrong passphrase: one :class:`keymgmt.UnlockError`."""
+    passphrase = keymgmt.passphrase_from_env(environ)
+    if passphrase is None:
+        if prompt is None:
+            raise keymgmt.UnlockError(
+                "the kit or key file is sealed and no passphrase was given",
+                hint=f"type its passphrase in a terminal, or set {keymgmt.PASSPHRASE_ENV}",
+            )
+        passphrase = prompt()
+    text = raw.decode("utf-8", errors="replace")
+    if keymgmt.KIT_BEGIN in text:
+        return keymgmt.import_recovery_kit(text, passphrase, floor=KDF_FLOOR)
+    return keymgmt.open_key_file_bytes(raw, passphrase, floor=KDF_FLOOR)
 
 
 def unlock(

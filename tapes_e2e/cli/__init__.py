@@ -18,7 +18,7 @@ import typer
 
 import keymgmt
 from tapes_e2e import __version__
-from tapes_e2e.cli import auth, output, session, storage, team, verify
+from tapes_e2e.cli import auth, keys, output, session, storage, team, verify
 from tapes_e2e.context import Settings
 from tapes_e2e.errors import TapesError
 
@@ -38,6 +38,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(auth.app, name="auth")
+app.add_typer(keys.app, name="keys")
 app.add_typer(session.app, name="session")
 app.add_typer(storage.app, name="storage")
 app.add_typer(team.app, name="team")

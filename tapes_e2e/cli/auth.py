@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any
 
 import msgspec
@@ -16,7 +17,7 @@ from tapes_e2e.cli import output
 from tapes_e2e.config import save_config, storage_table
 from tapes_e2e.context import Settings, api_client, logged_in
 from tapes_e2e.errors import ConfigError, ServerError, TapesError
-from tapes_e2e.identity import create_identity, identity_path, unlock
+from tapes_e2e.identity import create_identity, identity_path, restore, save, unlock
 
 app = typer.Typer(
     help="Log in to a sync server, show the login, log out.",
@@ -25,7 +26,7 @@ app = typer.Typer(
 )
 
 
-def _settings(ctx: typer.Context) -> Settings:
+def settings_of(ctx: typer.Context) -> Settings:
     settings: Settings = ctx.obj
     return settings
 
@@ -34,18 +35,22 @@ def _interactive() -> bool:
     return sys.stdin is not None and sys.stdin.isatty()
 
 
-def _new_passphrase() -> str:
-    from_env = keymgmt.passphrase_from_env()
+def new_passphrase(
+    question: str = "New passphrase for your identity key", *, env: bool = True
+) -> str:
+    """A new passphrase: ``TAPES_PASSPHRASE`` (with ``env``), else typed twice at a terminal."""
+    from_env = keymgmt.passphrase_from_env() if env else None
     if from_env is not None:
         return from_env
     if not _interactive():
         raise keymgmt.UnlockError(
-            "a new identity needs a passphrase",
-            hint=f"set {keymgmt.PASSPHRASE_ENV} or run `tapes auth login` in a terminal",
+            "a new passphrase is needed and there is no terminal to type it in",
+            hint=f"set {keymgmt.PASSPHRASE_ENV} (and TAPES_NEW_PASSPHRASE for a second one), "
+            "or run the command in a terminal",
         )
-    first = typer.prompt("New passphrase for your identity key", hide_input=True)
+    first = typer.prompt(question, hide_input=True)
     if typer.prompt("Repeat it", hide_input=True) != first:
-        raise keymgmt.UnlockError("the two passphrases differ; nothing was created")
+        raise keymgmt.UnlockError("the two passphrases differ; nothing was changed")
     return str(first)
 
 
@@ -53,6 +58,34 @@ def prompt_for_passphrase() -> Callable[[], str] | None:
     if not _interactive():
         return None
     return lambda: str(typer.prompt("Passphrase for your identity key", hide_input=True))
+
+
+def _first_identity(dotdir: Path) -> keymgmt.Identity:
+    """No key on this machine: at a terminal, ask whether to create one or bring one (a
+    recovery kit or key file); otherwise create one. Says which, and warns to export a kit."""
+    if _interactive():
+        answer = typer.prompt(
+            "No identity key on this machine. Create a new identity, or import one from a "
+            "recovery kit or key file? [create/import]",
+            default="create",
+        )
+        if str(answer).strip().lower().startswith("i"):
+            source = Path(str(typer.prompt("Path of the recovery kit or key file")))
+            try:
+                raw = source.read_bytes()
+            except OSError as exc:
+                raise ConfigError(f"cannot read {source}: {exc.strerror}") from None
+            identity = restore(raw, prompt=prompt_for_passphrase())
+            save(dotdir, identity, new_passphrase("Passphrase for the key file on this machine"))
+            output.note(f"imported identity {identity.fingerprint} into {identity_path(dotdir)}")
+            return identity
+    identity = create_identity(dotdir, new_passphrase())
+    output.note(f"created a new identity in {identity_path(dotdir)}")
+    output.note(
+        "warning: this key is the only way to read your synced sessions; "
+        "run `tapes keys export --recovery-kit` and keep the kit offline"
+    )
+    return identity
 
 
 @app.command("login")
@@ -64,7 +97,7 @@ def login(
     ] = None,
 ) -> None:
     """Create or unlock your identity, log in (registering with --handle), set up your vault."""
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     dotdir = settings.dotdir.path
     api_url = server or settings.config.cloud.api_url
     if not api_url:
@@ -75,8 +108,7 @@ def login(
     if identity_path(dotdir).exists():
         identity = unlock(dotdir, prompt=prompt_for_passphrase())
     else:
-        identity = create_identity(dotdir, _new_passphrase())
-        output.note(f"created a new identity in {identity_path(dotdir)}")
+        identity = _first_identity(dotdir)
     api = api_client(settings, api_url)
     session = api.login(identity, handle=handle)
     trust = account.trust_for(dotdir, identity)
@@ -101,7 +133,7 @@ def status(
     as_json: output.JsonFlag = False,
 ) -> None:
     """Show the saved login and whether the server accepts it."""
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     session = account.load_session(settings.dotdir.path)
     report: dict[str, Any] = {"logged_in": session is not None}
     if session is not None:
@@ -136,7 +168,7 @@ def status(
 @app.command("logout")
 def logout(ctx: typer.Context) -> None:
     """End the login on the server and forget it on this machine (the identity key stays)."""
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     session = account.load_session(settings.dotdir.path)
     if session is None:
         output.note("not logged in")
@@ -170,7 +202,7 @@ def create_key(
     name: Annotated[str, typer.Option(help="A label to recognise the key by.")] = "",
 ) -> None:
     """Create a key for one vault; it is shown once and stored only hashed on the server."""
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     api, _ = logged_in(settings)
     session = api.session
     target = vault or (session.personal_vault if session else "")
@@ -189,7 +221,7 @@ def list_keys(
     as_json: output.JsonFlag = False,
 ) -> None:
     """Keys you created, with their scope and last use (never the keys themselves)."""
-    keys = logged_in(_settings(ctx))[0].list_api_keys()
+    keys = logged_in(settings_of(ctx))[0].list_api_keys()
     if as_json:
         output.emit_json([msgspec.to_builtins(k) for k in keys])
         return
@@ -209,5 +241,5 @@ def revoke_key(
     key_id: Annotated[str, typer.Argument(help="The key id from `tapes auth api-key list`.")],
 ) -> None:
     """Revoke a key at once."""
-    logged_in(_settings(ctx))[0].revoke_api_key(key_id)
+    logged_in(settings_of(ctx))[0].revoke_api_key(key_id)
     output.note(f"revoked {key_id}")

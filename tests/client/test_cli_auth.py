@@ -21,6 +21,8 @@ def test_login_registers_sets_up_the_vault_and_status_reports_it(
     assert code == 0, err
     assert "logged in to http://testserver.local as alice" in out
     assert "personal vault: v_" in out
+    assert "created a new identity in" in err
+    assert "run `tapes keys export --recovery-kit`" in err  # losing the key loses every session
     session = json.loads((tmp_path / "a" / "session.json").read_text())
     assert session["handle"] == "alice"
     assert (tmp_path / "a" / "session.json").stat().st_mode & 0o777 == 0o600

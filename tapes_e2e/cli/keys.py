@@ -1,0 +1,184 @@
+"""``tapes keys``: the identity key of this machine: show it, change its passphrase, export a
+recovery kit, import a kit or key file on another machine, and keep it in the OS keyring.
+
+The identity key is the only way to read what was synced: lose every copy and every session in
+a vault is lost with it. A recovery kit is the key sealed under a passphrase (Argon2id at the
+same floor as the key file), printable and typeable; with the kit and its passphrase a new
+machine becomes this identity again (``tapes keys import``, then ``tapes auth login``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+import keymgmt
+from tapes_e2e import identity as identities
+from tapes_e2e.cli import output
+from tapes_e2e.cli.auth import new_passphrase, prompt_for_passphrase, settings_of
+from tapes_e2e.errors import ConfigError
+
+__all__ = ["app"]
+
+app = typer.Typer(
+    help="Your identity key: show, passwd, export a recovery kit, import, remember, forget.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+
+NEW_PASSPHRASE_ENV = "TAPES_NEW_PASSPHRASE"  # noqa: S105 - a variable's name, not a secret
+
+
+def _key_path(ctx: typer.Context) -> Path:
+    path = identities.identity_path(settings_of(ctx).dotdir.path)
+    if not path.exists():
+        raise ConfigError(
+            f"no identity key at {path}",
+            hint="`tapes auth login` creates one; `tapes keys import KIT` restores one",
+        )
+    return path
+
+
+def _unlocked(ctx: typer.Context) -> keymgmt.Identity:
+    return identities.unlock(settings_of(ctx).dotdir.path, prompt=prompt_for_passphrase())
+
+
+@app.command("show")
+def show(ctx: typer.Context, as_json: output.JsonFlag = False) -> None:
+    """Print the fingerprint, where the key file is and how it is unlocked (no passphrase)."""
+    path = _key_path(ctx)
+    public = keymgmt.read_public_identity(path)
+    remembered = keymgmt.os_keyring_holds(public.fingerprint)
+    report = {
+        "fingerprint": public.fingerprint,
+        "key_file": str(path),
+        "unlock": "OS keyring" if remembered else "passphrase",
+        "os_keyring": remembered,
+    }
+    if as_json:
+        output.emit_json(report)
+        return
+    output.stdout.print(f"fingerprint: {public.fingerprint}", markup=False)
+    output.stdout.print(f"key file:    {path}", markup=False)
+    how = "from the OS keyring (tapes keys forget to stop)" if remembered else "by passphrase"
+    output.stdout.print(f"unlocked:    {how}", markup=False)
+
+
+@app.command("passwd")
+def passwd(ctx: typer.Context) -> None:
+    """Seal the key file under a new passphrase (same key, same fingerprint)."""
+    path = _key_path(ctx)
+    identity = _unlocked(ctx)
+    new = os.environ.get(NEW_PASSPHRASE_ENV) or new_passphrase(
+        "New passphrase for your identity key", env=False
+    )
+    identities.check_passphrase(new)
+    keymgmt.write_key_file(
+        path,
+        identity,
+        new,
+        params=identities.KDF,
+        floor=identities.KDF_FLOOR,
+        overwrite=True,
+    )
+    output.note(f"the key file {path} is sealed under the new passphrase")
+
+
+@app.command("export")
+def export(
+    ctx: typer.Context,
+    recovery_kit: Annotated[
+        bool, typer.Option("--recovery-kit", help="Write a recovery kit (the only form).")
+    ] = False,
+    out: Annotated[
+        str | None,
+        typer.Option(
+            "--output", "-o", help="File to write (0600; never replaced), or - for stdout."
+        ),
+    ] = None,
+) -> None:
+    """Write a recovery kit: your key sealed under a passphrase, to keep on paper or offline."""
+    if not recovery_kit:
+        raise typer.BadParameter("say --recovery-kit (the only export there is)")
+    _key_path(ctx)
+    identity = _unlocked(ctx)
+    passphrase = os.environ.get(NEW_PASSPHRASE_ENV) or keymgmt.passphrase_from_env()
+    if passphrase is None:
+        passphrase = new_passphrase("Passphrase for the recovery kit", env=False)
+    identities.check_passphrase(passphrase)
+    kit = keymgmt.export_recovery_kit(
+        identity, passphrase, params=identities.KDF, floor=identities.KDF_FLOOR
+    )
+    if out == "-":
+        output.stdout.print(kit, markup=False, end="")
+        return
+    target = Path(out) if out else Path.cwd() / f"tapes-recovery-kit-{identity.fingerprint}.txt"
+    try:
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise ConfigError(
+            f"{target} exists; a recovery kit is never written over a file",
+            hint="choose another file with -o",
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot write {target}: {exc.strerror}") from None
+    with os.fdopen(fd, "w", encoding="utf-8") as file:
+        file.write(kit)
+    output.note(
+        f"wrote the recovery kit to {target} (0600). Print it or copy it offline, then delete "
+        "the file; with it and its passphrase anyone becomes you"
+    )
+
+
+@app.command("import")
+def import_(
+    ctx: typer.Context,
+    source: Annotated[Path, typer.Argument(help="A recovery kit or an identity.key file.")],
+) -> None:
+    """Make this machine's identity the one in a recovery kit or key file."""
+    settings = settings_of(ctx)
+    target = identities.identity_path(settings.dotdir.path)
+    try:
+        raw = source.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {source}: {exc.strerror}") from None
+    identity = identities.restore(raw, prompt=prompt_for_passphrase())
+    if target.exists():
+        present = keymgmt.read_public_identity(target)
+        if present.fingerprint == identity.fingerprint:
+            output.note(f"this machine already holds {identity.fingerprint}")
+            return
+        raise ConfigError(
+            f"this machine already has another identity ({present.fingerprint}) in {target}",
+            hint="use another --config-dir, or move that key file away first",
+        )
+    passphrase = keymgmt.passphrase_from_env() or new_passphrase(
+        "Passphrase for the key file on this machine", env=False
+    )
+    identities.save(settings.dotdir.path, identity, passphrase)
+    output.stdout.print(f"imported identity {identity.fingerprint}", markup=False)
+    output.note(f"saved to {target}; `tapes auth login --server URL` logs this machine in")
+
+
+@app.command("remember")
+def remember(ctx: typer.Context) -> None:
+    """Keep the unlocked key in the OS keyring, so later commands do not ask."""
+    _key_path(ctx)
+    identity = _unlocked(ctx)
+    if not keymgmt.remember_in_os_keyring(identity):
+        raise ConfigError(
+            "no usable OS keyring on this machine",
+            hint=f"set {keymgmt.PASSPHRASE_ENV} for automation instead",
+        )
+    output.note(f"{identity.fingerprint} is in the OS keyring; `tapes keys forget` removes it")
+
+
+@app.command("forget")
+def forget(ctx: typer.Context) -> None:
+    """Remove the key from the OS keyring (the key file stays)."""
+    public = keymgmt.read_public_identity(_key_path(ctx))
+    removed = keymgmt.forget_in_os_keyring(public.fingerprint)
+    output.note("removed from the OS keyring" if removed else "the OS keyring did not hold it")

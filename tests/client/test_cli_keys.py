@@ -1,0 +1,151 @@
+"""``tapes keys``: a second machine from a recovery kit, a new passphrase, and the errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import keymgmt
+from tapes_e2e.cli import auth
+from tests.client.conftest import Tapes
+from tests.client.test_sync_round_trip import hashes, record
+from tests.server.conftest import AUDIENCE
+
+
+def _fingerprint(tapes: Tapes, home: str) -> str:
+    code, out, err = tapes(home, "keys", "show", "--json")
+    assert code == 0, err
+    shown: dict[str, Any] = json.loads(out)
+    return str(shown["fingerprint"])
+
+
+def test_a_second_machine_from_a_recovery_kit_reads_what_the_first_synced(
+    tapes: Tapes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert tapes("laptop", "auth", "login", "--server", AUDIENCE, "--handle", "alice")[0] == 0
+    recorded = record(tmp_path / "laptop")
+    assert tapes("laptop", "storage", "sync")[0] == 0
+    kit = tmp_path / "kit.txt"
+    monkeypatch.setenv("TAPES_NEW_PASSPHRASE", "kit passphrase on paper")
+    code, _, err = tapes("laptop", "keys", "export", "--recovery-kit", "-o", str(kit))
+    assert code == 0, err
+    assert oct(kit.stat().st_mode & 0o777) == "0o600"
+    text = kit.read_text("utf-8")
+    assert text.startswith(keymgmt.KIT_BEGIN)
+    assert _fingerprint(tapes, "laptop") in text
+    # never over a file
+    code, _, err = tapes("laptop", "keys", "export", "--recovery-kit", "-o", str(kit))
+    assert code == 1
+    assert "never written over a file" in err
+    assert kit.read_text("utf-8") == text
+
+    # The desktop: the kit and its passphrase, nothing else.
+    monkeypatch.setenv("TAPES_PASSPHRASE", "kit passphrase on paper")
+    code, out, err = tapes("desktop", "keys", "import", str(kit))
+    assert code == 0, err
+    assert _fingerprint(tapes, "desktop") == _fingerprint(tapes, "laptop")
+    assert oct((tmp_path / "desktop" / "identity.key").stat().st_mode & 0o777) == "0o600"
+    assert tapes("desktop", "auth", "login", "--server", AUDIENCE)[0] == 0  # the same account
+    code, out, err = tapes("desktop", "storage", "sync", "--json")
+    assert code == 0, err
+    assert json.loads(out)["pulled"] == 5
+    assert hashes(tmp_path / "desktop") == recorded
+    # importing the same identity again changes nothing
+    code, _, err = tapes("desktop", "keys", "import", str(kit))
+    assert code == 0
+    assert "already holds" in err
+
+
+def test_a_wrong_passphrase_or_a_damaged_kit_writes_no_key(
+    tapes: Tapes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert tapes("laptop", "auth", "login", "--server", AUDIENCE, "--handle", "alice")[0] == 0
+    kit = tmp_path / "kit.txt"
+    monkeypatch.setenv("TAPES_NEW_PASSPHRASE", "kit passphrase on paper")
+    assert tapes("laptop", "keys", "export", "--recovery-kit", "-o", str(kit))[0] == 0
+    monkeypatch.setenv("TAPES_PASSPHRASE", "not the kit's passphrase")
+    code, _, err = tapes("desktop", "keys", "import", str(kit))
+    assert code == 1
+    assert err.startswith("tapes: error: ")
+    assert len(err.strip().splitlines()) <= 2
+    assert not (tmp_path / "desktop" / "identity.key").exists()
+
+    monkeypatch.setenv("TAPES_PASSPHRASE", "kit passphrase on paper")
+    lines = kit.read_text("utf-8").splitlines()
+    lines[3] = lines[3][:10] + ("A" if lines[3][10] != "A" else "B") + lines[3][11:]
+    damaged = tmp_path / "damaged.txt"
+    damaged.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    code, _, err = tapes("desktop", "keys", "import", str(damaged))
+    assert code == 1
+    assert err.startswith("tapes: error: ")
+    assert not (tmp_path / "desktop" / "identity.key").exists()
+
+    code, _, err = tapes("desktop", "keys", "import", str(tmp_path / "missing.txt"))
+    assert code == 1
+    assert "cannot read" in err
+
+
+def test_passwd_reseals_the_same_key_under_a_new_passphrase(
+    tapes: Tapes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert tapes("laptop", "auth", "login", "--server", AUDIENCE, "--handle", "alice")[0] == 0
+    before = _fingerprint(tapes, "laptop")
+    key = tmp_path / "laptop" / "identity.key"
+    old_bytes = key.read_bytes()
+    monkeypatch.setenv("TAPES_NEW_PASSPHRASE", "short")
+    code, _, err = tapes("laptop", "keys", "passwd")
+    assert code == 1
+    assert "too short" in err
+    assert key.read_bytes() == old_bytes
+    monkeypatch.setenv("TAPES_NEW_PASSPHRASE", "a brand new passphrase")
+    assert tapes("laptop", "keys", "passwd")[0] == 0
+    assert _fingerprint(tapes, "laptop") == before
+    with pytest.raises(keymgmt.UnlockError):
+        keymgmt.read_key_file(key, "correct horse battery", floor=FAST_FLOOR)
+    assert keymgmt.read_key_file(key, "a brand new passphrase", floor=FAST_FLOOR).fingerprint == (
+        before
+    )
+    monkeypatch.setenv("TAPES_PASSPHRASE", "a brand new passphrase")
+    assert tapes("laptop", "auth", "login")[0] == 0
+
+
+def test_show_without_a_key_says_how_to_get_one(tapes: Tapes) -> None:
+    code, _, err = tapes("empty", "keys", "show")
+    assert code == 1
+    assert "no identity key at" in err
+    assert "tapes keys import" in err
+
+
+FAST_FLOOR = keymgmt.KdfParams(time_cost=1, memory_kib=8 * 1024, lanes=1)
+
+
+def test_login_on_a_machine_without_a_key_offers_to_import_one(
+    tapes: Tapes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At a terminal, the first login asks whether to create an identity or import one; the
+    answer "import" takes a kit, and the machine logs in to the existing account."""
+    assert tapes("laptop", "auth", "login", "--server", AUDIENCE, "--handle", "alice")[0] == 0
+    kit = tmp_path / "kit.txt"
+    monkeypatch.setenv("TAPES_NEW_PASSPHRASE", "kit passphrase on paper")
+    assert tapes("laptop", "keys", "export", "--recovery-kit", "-o", str(kit))[0] == 0
+    monkeypatch.delenv("TAPES_PASSPHRASE")
+    answers = iter(
+        ["import", str(kit), "kit passphrase on paper", "desk passphrase", "desk passphrase"]
+    )
+    monkeypatch.setattr(auth, "_interactive", lambda: True)
+    monkeypatch.setattr(auth.typer, "prompt", lambda *_a, **_k: next(answers))
+    code, out, err = tapes("desktop", "auth", "login", "--server", AUDIENCE)
+    assert code == 0, err
+    assert "logged in to http://testserver.local as alice" in out
+    assert f"imported identity {_fingerprint_of(tmp_path / 'laptop')}" in err
+    assert next(answers, None) is None
+    assert keymgmt.read_key_file(
+        tmp_path / "desktop" / "identity.key", "desk passphrase", floor=FAST_FLOOR
+    ).fingerprint == _fingerprint_of(tmp_path / "laptop")
+
+
+def _fingerprint_of(home: Path) -> str:
+    return keymgmt.read_public_identity(home / "identity.key").fingerprint
