@@ -64,6 +64,7 @@ def create(
     content: Annotated[
         str, typer.Option(help="encrypted, or omit (metadata only: no content leaves).")
     ] = "encrypted",
+    as_json: output.JsonFlag = False,
 ) -> None:
     """Create a team owned by you: its signed chain and first keyring, made on this machine."""
     if metadata not in ("none", "coarse", "full"):
@@ -78,6 +79,10 @@ def create(
         metadata_policy=cast(Literal["none", "coarse", "full"], metadata),
         content_policy=cast(Literal["encrypted", "omit"], content),
     )  # fmt: skip
+    if as_json:
+        output.emit_json({"team_id": created.team_id, "name": created.name,
+                          "metadata_policy": metadata, "content_policy": content})  # fmt: skip
+        return
     output.stdout.print(f"created team {created.name} ({created.team_id})", markup=False)
     output.note(
         f"policy: metadata {metadata}, content {content}; invite members with "
@@ -161,6 +166,7 @@ def invite(
     team: Annotated[str, typer.Argument(help="Team id or name.")],
     role: Annotated[str, typer.Option(help="member, admin or viewer.")] = "member",
     expires_in: Annotated[str, typer.Option(help="How long the code works, e.g. 7d or 2h.")] = "7d",
+    as_json: output.JsonFlag = False,
 ) -> None:
     """Make a single-use invite code. Pass it to the invitee out of band (not through tapes)."""
     if role not in ("member", "admin", "viewer"):
@@ -175,6 +181,10 @@ def invite(
         api, identity, settings.dotdir.path, team_id,
         role=cast(Literal["admin", "member", "viewer"], role), ttl=ttl,
     )  # fmt: skip
+    if as_json:
+        output.emit_json({"team_id": team_id, "code": made.code.text, "role": role,
+                          "expires_in_seconds": ttl, "inviter": identity.fingerprint})  # fmt: skip
+        return
     output.stdout.print(made.code.text, markup=False)
     output.note(
         f"invite to {team_id} as {role}, single use, valid for {expires_in}. Give the code to "
@@ -186,12 +196,18 @@ def invite(
 
 @app.command("join")
 def join(
-    ctx: typer.Context, code: Annotated[str, typer.Argument(help="The invite code (TAPES-…).")]
+    ctx: typer.Context,
+    code: Annotated[str, typer.Argument(help="The invite code (TAPES-…).")],
+    as_json: output.JsonFlag = False,
 ) -> None:
     """Ask to join a team with an invite code; run it again once approved, to verify the team."""
     settings = _settings(ctx)
     api, identity = connect(settings)
     outcome = flows.join(api, identity, settings.dotdir.path, code)
+    if as_json:
+        output.emit_json({"team_id": outcome.team, "status": outcome.status,
+                          "role": outcome.role, "fingerprint": identity.fingerprint})  # fmt: skip
+        return
     if outcome.status == "joined":
         output.stdout.print(f"joined team {outcome.team} as {outcome.role}", markup=False)
         output.note(
@@ -248,11 +264,20 @@ def remove(
     ctx: typer.Context,
     team: Annotated[str, typer.Argument(help="Team id or name.")],
     member: Annotated[str, typer.Argument(help="The member's key fingerprint (or its start).")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Remove without asking.")] = False,
 ) -> None:
     """Remove a member. Removal starts a new key epoch; only the others get its key."""
+    if not yes and not (sys.stdin is not None and sys.stdin.isatty()):
+        raise TeamError("removing asks you to confirm", hint="run it in a terminal, or pass --yes")
     settings = _settings(ctx)
     api, identity = connect(settings)
     team_id = resolve_team(api, team)
+    if not yes and not typer.confirm(
+        f"Remove the member whose fingerprint starts {member} from {team_id}? They keep what "
+        "they downloaded, and read nothing pushed after this",
+        default=False,
+    ):
+        raise TeamError("nothing was removed", hint="answer yes to remove, or pass --yes")
     state = flows.remove_member(api, identity, settings.dotdir.path, team_id, member)
     output.stdout.print(f"removed {member} from {team_id}", markup=False)
     output.note(

@@ -237,7 +237,7 @@ def test_after_removal_new_content_is_under_an_epoch_the_removed_member_lacks(
     ok(tapes("bob", "storage", "sync"))
     assert set(before) <= set(hashes(bob))
     bobs_keys = access_for(bob, client, team.id).content_keys()
-    out = ok(tapes("alice", "team", "remove", team.id, fingerprint(bob)[:9]))
+    out = ok(tapes("alice", "team", "remove", team.id, fingerprint(bob)[:9], "--yes"))
     assert "removed" in out
     after = record(alice, "after the removal", "secret plans")
     ok(tapes("alice", "storage", "sync"))
@@ -277,7 +277,7 @@ def test_a_session_continued_after_a_rotation_names_its_parent_across_epochs(
     session = record(alice, "Why is the build red?", "A flaky test.")
     ok(tapes("alice", "storage", "sync"))
     ok(tapes("carol", "storage", "sync"))
-    ok(tapes("alice", "team", "remove", team.id, fingerprint(team.home("bob"))[:9]))
+    ok(tapes("alice", "team", "remove", team.id, fingerprint(team.home("bob"))[:9], "--yes"))
     with LocalProvider(carol / "tapes.sqlite") as store:
         last = store.get(session[-1])
     continued = record(carol, "Which test?", parent=last)
@@ -320,7 +320,7 @@ def _behind_the_removal(team: Team, tapes: Tapes, client: TestClient[Any]) -> ke
     bobs_keys = access_for(team.home("bob"), client, team.id).content_keys()
     laptop = team.home("alice").with_name("alice-laptop")
     shutil.copytree(team.home("alice"), laptop, ignore=shutil.ignore_patterns("tapes.sqlite*"))
-    ok(tapes(laptop.name, "team", "remove", team.id, fingerprint(team.home("bob"))[:9]))
+    ok(tapes(laptop.name, "team", "remove", team.id, fingerprint(team.home("bob"))[:9], "--yes"))
     return bobs_keys
 
 
@@ -466,9 +466,9 @@ def test_other_bad_inputs_are_one_line_errors(team: Team, tapes: Tapes, tmp_path
     one_error(tapes("nobody", "team", "list"), "not logged in")
     one_error(tapes("alice", "team", "show", "no-such-team"), "no team")
     one_error(tapes("bob", "team", "invite", team.id), "owner or admin")
-    one_error(tapes("bob", "team", "remove", team.id, fingerprint(tmp_path / "alice")),
+    one_error(tapes("bob", "team", "remove", team.id, fingerprint(tmp_path / "alice"), "--yes"),
               "owner or admin")  # fmt: skip
-    one_error(tapes("alice", "team", "remove", team.id, "ZZZZ"), "fingerprint")
+    one_error(tapes("alice", "team", "remove", team.id, "ZZZZ", "--yes"), "fingerprint")
     one_error(tapes("alice", "team", "invite", team.id, "--role", "king"), "--role")
     one_error(tapes("alice", "team", "invite", team.id, "--expires-in", "soon"), "duration")
     one_error(tapes("alice", "team", "invite", team.id, "--expires-in", "90d"), "too long")
@@ -573,3 +573,36 @@ def test_history_synced_to_the_personal_vault_follows_into_the_team(
     ok(tapes("alice", "storage", "sync"))
     held = {row.node_id for row in team_rows(client, team.id)}
     assert keys.node_id(1, after[0]) in held
+
+
+def test_remove_asks_first_and_team_commands_speak_json(
+    tapes: Tapes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``team remove`` confirms like ``approve`` (``--yes`` skips; no terminal and no --yes is an
+    error); create, invite and join answer JSON with ``--json``."""
+    for who in ("alice", "carol"):
+        ok(tapes(who, "auth", "login", "--server", AUDIENCE, "--handle", who))
+    made = json.loads(ok(tapes("alice", "team", "create", "Acme", "--json")))
+    assert (made["name"], made["metadata_policy"], made["content_policy"]) == (
+        "Acme", "coarse", "encrypted",
+    )  # fmt: skip
+    invite = json.loads(ok(tapes("alice", "team", "invite", made["team_id"], "--json")))
+    assert CODE.fullmatch(invite["code"])
+    assert invite["inviter"] == fingerprint(tmp_path / "alice")
+    asked = json.loads(ok(tapes("carol", "team", "join", invite["code"], "--json")))
+    assert (asked["team_id"], asked["status"]) == (made["team_id"], "requested")
+    ok(tapes("alice", "team", "approve", made["team_id"], "--yes"))
+    joined = json.loads(ok(tapes("carol", "team", "join", invite["code"], "--json")))
+    assert (joined["status"], joined["role"]) == ("joined", "member")
+
+    carol = fingerprint(tmp_path / "carol")[:9]
+    one_error(tapes("alice", "team", "remove", made["team_id"], carol), "asks you to confirm")
+    monkeypatch.setattr("sys.stdin.isatty", lambda: True, raising=False)
+    monkeypatch.setattr("typer.confirm", lambda *_a, **_k: False)
+    one_error(tapes("alice", "team", "remove", made["team_id"], carol), "nothing was removed")
+    shown = json.loads(ok(tapes("alice", "team", "show", made["team_id"], "--json")))
+    assert len(shown["members"]) == 2
+    monkeypatch.setattr("typer.confirm", lambda *_a, **_k: True)
+    assert "removed" in ok(tapes("alice", "team", "remove", made["team_id"], carol))
+    shown = json.loads(ok(tapes("alice", "team", "show", made["team_id"], "--json")))
+    assert len(shown["members"]) == 1

@@ -160,7 +160,7 @@ def removed_bob(team: Team, tapes: Tapes, client: TestClient[Any]) -> keymgmt.Te
     record(team.home("alice"), "before the removal", "fine")
     ok(tapes("alice", "storage", "sync"))
     bobs_keys = access_for(team.home("bob"), client, team.id).content_keys()
-    ok(tapes("alice", "team", "remove", team.id, fingerprint(team.home("bob"))[:9]))
+    ok(tapes("alice", "team", "remove", team.id, fingerprint(team.home("bob"))[:9], "--yes"))
     return bobs_keys
 
 

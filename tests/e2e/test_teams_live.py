@@ -86,7 +86,7 @@ def test_a_team_over_a_live_server(
 
 def _removed(capsys: pytest.CaptureFixture[str], home: Path, team: str, member: str) -> str:
     with pytest.raises(SystemExit) as info:
-        main(["--config-dir", str(home), "team", "remove", team, member])
+        main(["--config-dir", str(home), "team", "remove", team, member, "--yes"])
     _, err = capsys.readouterr()
     assert info.value.code in (0, None), err
     return err
