@@ -363,6 +363,7 @@ def test_warnings_speak_once_in_the_clis_voice(capsys: pytest.CaptureFixture[str
         for _ in range(3):
             log.warning("sync %s failure: %s", "push", "server unreachable")
         log.info("not shown without --debug")
+        log.error("integrity: reported by the command's own error line")
     finally:
         root.handlers[:], root.level = before, level
     err = capsys.readouterr().err

@@ -46,13 +46,16 @@ app.command("verify")(verify.verify)
 
 
 class _Once(logging.Filter):
-    """Lets each distinct message through once per command."""
+    """Lets each distinct warning through once per command. Errors are left to the command,
+    whose own ``tapes: error:`` line says what failed (a logged error would say it twice)."""
 
     def __init__(self) -> None:
         super().__init__()
         self._seen: set[str] = set()
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.WARNING:
+            return False
         message = record.getMessage()
         if message in self._seen:
             return False
@@ -62,7 +65,8 @@ class _Once(logging.Filter):
 
 def configure_logging(*, debug: bool) -> None:
     """``--debug``: every log record, with its logger's name. Otherwise warnings only, each once,
-    in the CLI's own voice (``tapes: warning: …``), never as ``WARNING:tapes_e2e.…``."""
+    in the CLI's own voice (``tapes: warning: …``), never as ``WARNING:tapes_e2e.…``; logged
+    errors are not repeated (the command reports its failure itself)."""
     handler = logging.StreamHandler(sys.stderr)
     if debug:
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))

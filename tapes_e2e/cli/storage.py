@@ -11,13 +11,14 @@ from tapes_e2e import account, context
 from tapes_e2e.cli import auth, output
 from tapes_e2e.client import ApiClient, Session
 from tapes_e2e.config import PROVIDERS, Config, save_config, storage_table
-from tapes_e2e.context import Settings, api_client, chosen_vault
+from tapes_e2e.context import Settings, api_client, chosen_vault, logged_in
 from tapes_e2e.errors import ConfigError, ServerUnreachableError
 from tapes_e2e.providers.local import LocalProvider
 from tapes_e2e.remote_sync import vault_runner
 from tapes_e2e.store.syncstate import SyncState
 from tapes_e2e.sync.engine import Event, PulledPage, PushAcked
 from tapes_e2e.sync.worker import run_sync
+from tapes_e2e.teams.access import resolve_team
 from tapes_e2e.teams.routing import team_sync_hooks
 
 app = typer.Typer(
@@ -157,12 +158,30 @@ def set_provider(
     output.note(f"provider set to {provider} in {settings.config.path}")
 
 
+PERSONAL = "personal"
+
+
+def _team_id(settings: Settings, team: str | None) -> str | None:
+    """``--team``: a team id as given, ``personal``, or a team's name looked up on the server
+    (so a typo is refused before anything is written)."""
+    if team is None or team == PERSONAL or team.startswith("t_"):
+        return team
+    api, _ = logged_in(settings, "looking up a team by name")
+    return resolve_team(api, team)
+
+
 @app.command("configure")
 def configure(
     ctx: typer.Context,
     api_url: Annotated[str | None, typer.Option(help="Sync server URL.")] = None,
     api_key: Annotated[str | None, typer.Option(help="Team API key (tapes_…).")] = None,
-    team: Annotated[str | None, typer.Option(help="Team ID to sync to.")] = None,
+    team: Annotated[
+        str | None,
+        typer.Option(help="Team to sync to: its id or name; 'personal' for your own vault."),
+    ] = None,
+    no_team: Annotated[
+        bool, typer.Option("--no-team", help="Sync to your personal vault (as --team personal).")
+    ] = False,
     auto_share: Annotated[
         bool | None, typer.Option("--auto-share/--no-auto-share", help="Share new sessions.")
     ] = None,
@@ -181,10 +200,12 @@ def configure(
     if api_url is not None and check:
         # Refuse a URL that is not a reachable tapes server whose logins bind to this very URL.
         ApiClient(context.http_factory(api_url), api_url=api_url.rstrip("/")).check_server()
+    if no_team:
+        team = PERSONAL
     values = {
         "api_url": api_url,
         "api_key": api_key,
-        "team_id": team,
+        "team_id": _team_id(settings, team),
         "auto_share": auto_share,
         "sync_interval": sync_interval,
         "sync_on_close": sync_on_close,
@@ -198,7 +219,10 @@ def configure(
     def edit(doc: tomlkit.TOMLDocument) -> None:
         cloud = storage_table(doc, "cloud")
         for key, value in chosen.items():
-            cloud[key] = value
+            if value == PERSONAL and key == "team_id":
+                cloud.pop(key, None)
+            else:
+                cloud[key] = value
 
     updated = save_config(settings.config, edit)
     _require(updated, updated.provider)

@@ -434,7 +434,9 @@ class SyncRunner:
 
     def _failed(self, kind: FailureKind, message: str) -> Failed:
         self._drop_ahead()
-        log.warning("sync %s failure: %s", kind, message)
+        # Whoever runs the worker reports the failure (the CLI's error, the provider's recorded
+        # result that `tapes storage status` shows): at warning level it was said twice.
+        log.info("sync %s failure: %s", kind, message)
         jitter = 0.5 + 0.5 * self._random()
         return Failed(kind, message, self.clock(), jitter)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -606,3 +607,22 @@ def test_remove_asks_first_and_team_commands_speak_json(
     assert "removed" in ok(tapes("alice", "team", "remove", made["team_id"], carol))
     shown = json.loads(ok(tapes("alice", "team", "show", made["team_id"], "--json")))
     assert len(shown["members"]) == 1
+
+
+def test_storage_configure_takes_a_team_by_name_and_goes_back_to_personal(
+    team: Team, tapes: Tapes, tmp_path: Path
+) -> None:
+    def configured() -> object:
+        config = tomllib.loads((tmp_path / "bob" / "config.toml").read_text("utf-8"))
+        return config["storage"]["cloud"].get("team_id")
+
+    ok(tapes("bob", "storage", "configure", "--team", "acme"))  # the name, any case
+    assert configured() == team.id
+    ok(tapes("bob", "storage", "configure", "--team", "personal"))
+    assert configured() is None
+    ok(tapes("bob", "storage", "configure", "--team", team.id))
+    ok(tapes("bob", "storage", "configure", "--no-team"))
+    assert configured() is None
+    config = (tmp_path / "bob" / "config.toml").read_text("utf-8")
+    one_error(tapes("bob", "storage", "configure", "--team", "Acme Typo"), "no team")
+    assert (tmp_path / "bob" / "config.toml").read_text("utf-8") == config
