@@ -13,6 +13,7 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 
 import msgspec
 
@@ -42,6 +43,13 @@ tokens (never below 0), as Go tapes' ``deck`` prices them: the input not read fr
 to a cache."""
 
 _encode = msgspec.json.Encoder().encode
+_TOKENS = (
+    "prompt_tokens",
+    "completion_tokens",
+    "cache_creation_input_tokens",
+    "cache_read_input_tokens",
+    "total_tokens",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,23 +75,23 @@ def bucket_of(moment: datetime) -> int:
     return int(aware.timestamp()) // BUCKET_SECONDS
 
 
-def _text(metadata: Mapping[str, object], name: str) -> str:
-    value = metadata.get(name)
-    return value if isinstance(value, str) else ""
-
-
 def _count(metadata: Mapping[str, object], name: str) -> int:
     value = metadata.get(name)
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
+@lru_cache(maxsize=4096)
+def _created_bucket(created: str) -> int | None:
+    try:
+        return bucket_of(datetime.fromisoformat(created))
+    except (ValueError, OverflowError):  # checked at push; old rows may predate the check
+        return None
+
+
 def _placed(metadata: Mapping[str, object], uploaded_at: datetime) -> tuple[int, bool]:
     created = metadata.get("created_at")
-    if isinstance(created, str):
-        try:
-            return bucket_of(datetime.fromisoformat(created)), False
-        except (ValueError, OverflowError):  # checked at push; old rows may predate the check
-            pass
+    if isinstance(created, str) and (bucket := _created_bucket(created)) is not None:
+        return bucket, False
     return bucket_of(uploaded_at), True
 
 
@@ -92,24 +100,35 @@ def contributions(
 ) -> dict[Key, list[int]]:
     """Sum ``(clear metadata, is a root, uploader id, upload time)`` per aggregate key, each
     value in :data:`COUNTERS` order."""
-    sums: dict[Key, list[int]] = {}
+    sums: dict[tuple[int, str, object, object, object, object, bool], list[int]] = {}
     for metadata, root, uploader, uploaded_at in nodes:
         bucket, by_upload = _placed(metadata, uploaded_at)
-        key = Key(
-            bucket, uploader, _text(metadata, "model"), _text(metadata, "provider"),
-            _text(metadata, "agent_name"), _text(metadata, "project"), by_upload,
+        get = metadata.get
+        key = (
+            bucket, uploader, get("model") or "", get("provider") or "", get("agent_name") or "",
+            get("project") or "", by_upload,
         )  # fmt: skip
-        prompt = _count(metadata, "prompt_tokens")
-        created = _count(metadata, "cache_creation_input_tokens")
-        read = _count(metadata, "cache_read_input_tokens")
+        prompt, completion, created, read, total = (_count(metadata, name) for name in _TOKENS)
         row = (
-            1, int(root), prompt, _count(metadata, "completion_tokens"), created, read,
-            _count(metadata, "total_tokens"), max(prompt - created - read, 0),
-        )  # fmt: skip
-        total = sums.setdefault(key, [0] * len(COUNTERS))
-        for index, value in enumerate(row):
-            total[index] += value
-    return sums
+            1,
+            int(root),
+            prompt,
+            completion,
+            created,
+            read,
+            total,
+            max(prompt - created - read, 0),
+        )
+        found = sums.get(key)
+        if found is None:
+            sums[key] = list(row)
+        else:
+            for index, value in enumerate(row):
+                found[index] += value
+    return {
+        Key(b, m, str(model), str(provider), str(agent), str(project), u): values
+        for (b, m, model, provider, agent, project, u), values in sums.items()
+    }
 
 
 _MAX_BIND = 2**62
