@@ -6,6 +6,7 @@ given):
 
 - a personal vault: its owner only;
 - a team vault: live members (not removed). ``viewer`` reads usage metadata only, never a blob;
+  the team's usage figures are for the owner, admins and viewers;
   every other member — owner and admins included — reads the nodes they uploaded and the ancestry
   of live, unexpired shares to the team;
 - an API key narrows its user's rights to one vault and its permissions;
@@ -29,11 +30,13 @@ __all__ = [
     "readable_clause",
     "require_content_key",
     "require_role",
+    "require_usage",
     "require_vault",
 ]
 
 _NO_VAULT = "no such vault"
 READERS = frozenset({"owner", "admin", "member"})
+USAGE_READERS = frozenset({"owner", "admin", "viewer"})
 
 
 def membership(db: Session, user_id: str, vault: str) -> tuple[Team, TeamMember] | None:
@@ -56,6 +59,16 @@ def require_vault(
     if permission in ("push", "pull") and member.role not in READERS:
         raise Forbidden("this role reads usage metadata only")
     return found
+
+
+def require_usage(db: Session, principal: Principal, vault: str) -> Team:
+    """The vault, if the caller may read its usage: a personal vault's owner, a team's owner,
+    admins and viewers (a plain member sees their own nodes, not the team's figures), and API
+    keys with ``read-usage`` of such a user; 404 outside the vault, 403 for another role."""
+    team, member = require_vault(db, principal, vault, "read-usage")
+    if team.kind != "personal" and member.role not in USAGE_READERS:
+        raise Forbidden("team usage is for owners, admins and viewers")
+    return team
 
 
 def require_content_key(principal: Principal, vault: str) -> None:

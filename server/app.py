@@ -37,7 +37,7 @@ from server.domain.auth import ApiKeyController, AuthController
 from server.domain.nodes import NodeController, SyncController
 from server.domain.registry_genesis import GENESIS_CONTROLLERS
 from server.domain.registry_teams import TEAM_CONTROLLERS
-from server.domain.usage import UsageController
+from server.domain.usage.controllers import UsageController
 from server.domain.vaults import VaultController
 from server.errors import ApiError, problem
 from server.settings import Settings

@@ -16,6 +16,7 @@ whose default is the one below; a flag given on the command line wins over the v
 | ``--auth-rate`` | ``TAPES_SERVER_AUTH_RATE`` | 30 per client address per minute |
 | ``--trusted-proxies`` | ``TAPES_SERVER_TRUSTED_PROXIES`` | none |
 | ``--plans`` | ``TAPES_SERVER_PLANS`` | ``off`` (no plan limits, no retention) |
+| ``--pricing`` | ``TAPES_SERVER_PRICING`` | none (``genai-prices`` alone) |
 
 ``TAPES_SERVER_PUBLIC_URL`` is the URL clients use. Login signatures are bound to it, so that a
 challenge cannot be relayed from another server; every process of one deployment must share it.
@@ -34,6 +35,7 @@ import platformdirs
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from server.domain.usage.pricing import PricingFileError, load_overrides
 from server.errors import SettingsError
 from server.plans import PLANS_MODES, PlansMode
 
@@ -115,6 +117,15 @@ def _plans(label: str, text: str) -> PlansMode:
     raise SettingsError(f"{label}={text!r} is not one of {', '.join(PLANS_MODES)}")
 
 
+def _pricing(label: str, path: str) -> str:
+    """A price-override file in Go tapes' ``--pricing`` shape, read once now to check it."""
+    try:
+        load_overrides(path)
+    except PricingFileError as exc:
+        raise SettingsError(f"{label}: {exc}") from None
+    return path
+
+
 @dataclass(frozen=True, slots=True)
 class Option:
     """One setting: its ``Settings`` field, flag, variable, default as written, and help."""
@@ -187,6 +198,12 @@ OPTIONS: tuple[Option, ...] = (
         "off: no plan limits and no retention (a self-hosted server); "
         "rfc: the RFC's free/pro/enterprise limits and retention", _plans, "off|rfc",
     ),
+    Option(
+        "pricing", "--pricing", "TAPES_SERVER_PRICING", "none",
+        "a JSON file of prices per million tokens that override genai-prices, in Go tapes' "
+        '--pricing shape: {"MODEL": {"input": 3, "output": 15, "cache_read": 0.3, '
+        '"cache_write": 3.75}}', _pricing, "FILE",
+    ),
 )  # fmt: skip
 _BY_FIELD = {option.field: option for option in OPTIONS}
 
@@ -205,6 +222,7 @@ class Settings:
     trusted_proxies: frozenset[str] = frozenset()
     plans: PlansMode = "off"
     db_connections: int = 20
+    pricing: str = ""
 
     @property
     def audience(self) -> str:

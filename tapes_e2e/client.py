@@ -78,6 +78,7 @@ from tapes_e2e.protocol.teams import (
     SignedWire,
     TeamCreated,
 )
+from tapes_e2e.protocol.usage import UsageReport
 from tapes_e2e.protocol.vaults import GenesisCreated
 
 __all__ = ["DEFAULT_TIMEOUT", "ApiClient", "Session", "Signed", "encode_push"]
@@ -218,6 +219,7 @@ class _Problem(msgspec.Struct, frozen=True):
 _CHALLENGE = msgspec.json.Decoder(Challenge)
 _TOKENS = msgspec.json.Decoder(TokenPair)
 _USER = msgspec.json.Decoder(UserOut)
+_USAGE = msgspec.json.Decoder(UsageReport)
 _VAULTS = msgspec.json.Decoder(list[VaultOut])
 _PUSHED = msgspec.json.Decoder(PushResult)
 _PAGE = msgspec.json.Decoder(PullPage)
@@ -408,6 +410,16 @@ class ApiClient:
     def vaults(self) -> list[VaultOut]:
         """The caller's personal vault and team vaults."""
         return self._call("GET", "/api/v1/teams", _VAULTS)
+
+    def usage(self, vault: str, query: Mapping[str, str]) -> UsageReport:
+        """A vault's usage report (``from``, ``to``, ``tz``, ``group_by``: the API's text)."""
+        return self._call("GET", f"/api/v1/teams/{_seg(vault)}/usage", _USAGE, params=query)
+
+    def usage_csv(self, vault: str, query: Mapping[str, str]) -> str:
+        """The same report as the server's CSV (spreadsheet-safe cells)."""
+        params = {**query, "format": "csv"}
+        path = f"/api/v1/teams/{_seg(vault)}/usage"
+        return self._check(self._authed("GET", path, params=params)).text
 
     # --- sync --------------------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    Numeric,
     String,
     UniqueConstraint,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "ShareNode",
     "Team",
     "TeamMember",
+    "UsageBucket",
     "User",
 ]
 
@@ -56,6 +58,9 @@ _NAMING = {
 }
 JsonType = JSON().with_variant(JSONB(), "postgresql")
 Stamp = DateTime(timezone=True)
+Count = BigInteger().with_variant(Numeric(38, 0), "postgresql")
+"""A summed count: exact past 2^63 on PostgreSQL; SQLite keeps a 64-bit integer (a sum past
+it turns into a double, never an error)."""
 
 
 class Base(DeclarativeBase):
@@ -161,6 +166,34 @@ class NodeRecord(Base):
         Index("ix_nodes_vault_parent", "vault_id", "parent_id"),
         Index("ix_nodes_uploader", "uploader_id"),
     )
+
+
+class UsageBucket(Base):
+    """Usage kept at push (``server.domain.usage``): the sums of one vault's nodes per 15-minute
+    bucket of when the work happened and per uploader, model, provider, agent and project.
+    ``dims`` names those text columns by hash (their index entry would be too long); retention
+    deletes envelopes, never these counts."""
+
+    __tablename__ = "usage_buckets"
+    vault_id: Mapped[str] = mapped_column(
+        ForeignKey("teams.id", ondelete="CASCADE"), primary_key=True
+    )
+    bucket: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    dims: Mapped[str] = mapped_column(String(32), primary_key=True)
+    member_id: Mapped[str] = mapped_column(String(36))
+    model: Mapped[str] = mapped_column(String(512))
+    provider: Mapped[str] = mapped_column(String(512))
+    agent: Mapped[str] = mapped_column(String(512))
+    project: Mapped[str] = mapped_column(String(512))
+    by_upload: Mapped[bool] = mapped_column(Boolean)
+    nodes: Mapped[int] = mapped_column(Count)
+    sessions: Mapped[int] = mapped_column(Count)
+    prompt_tokens: Mapped[int] = mapped_column(Count)
+    completion_tokens: Mapped[int] = mapped_column(Count)
+    cache_creation_input_tokens: Mapped[int] = mapped_column(Count)
+    cache_read_input_tokens: Mapped[int] = mapped_column(Count)
+    total_tokens: Mapped[int] = mapped_column(Count)
+    base_input_tokens: Mapped[int] = mapped_column(Count)
 
 
 class Share(Base):

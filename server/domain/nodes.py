@@ -37,6 +37,7 @@ from server.deps import (
     SessionDep,
 )
 from server.domain.shares import record_shared_read
+from server.domain.usage import services as usage
 from server.errors import BadRequest, Conflict, NotFound, PayloadTooLarge
 from server.openapi import get, post
 from tapes_e2e.protocol import (
@@ -172,6 +173,12 @@ def push(
     plans.check_bytes(team, new_bytes, mode)
     if rows:
         _insert_rows(db, rows)
+        fresh = set(stored)
+        usage.record(
+            db, team.id,
+            ((e.metadata, e.parent_id is None, principal.user_id, now)
+             for e in data.envelopes if e.node_id in fresh),
+        )  # fmt: skip
         team.head_seq = seq
         team.node_count += len(rows)
         team.bytes_stored += new_bytes

@@ -39,8 +39,6 @@ __all__ = [
     "SessionPage",
     "SyncStatusOut",
     "TokenPair",
-    "UsagePage",
-    "UsageRow",
     "UserOut",
     "VaultOut",
 ]
@@ -253,21 +251,3 @@ class SessionPage(_Strict, frozen=True):
     items: list[SessionInfo]
     cursor: int
     more: bool
-
-
-class UsageRow(_Strict, frozen=True):
-    """Nodes and tokens of one day, model and uploader (from clear metadata only)."""
-
-    day: str
-    model: str
-    member: str
-    nodes: int
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
-
-
-class UsagePage(_Strict, frozen=True):
-    team_id: str
-    days: int
-    rows: list[UsageRow]

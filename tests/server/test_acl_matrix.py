@@ -94,7 +94,10 @@ MATRIX: list[tuple[str, Request, tuple[int, ...]]] = [
     ("shares", get("/api/v1/teams/{team}/sessions"), (200, 200, 200, 403, 404, 404, 401, 404)),
     ("shared list", get("/api/v1/shared"), (200, 200, 200, 200, 200, 200, 401, 200)),
     ("push", push, (200, 200, 200, 403, 404, 404, 401, 404)),
-    ("usage", get("/api/v1/teams/{team}/usage/"), (200, 200, 200, 200, 404, 404, 401, 404)),
+    # the team's figures: owner, admins and viewers (a member reads their own, not the team's)
+    ("usage", get("/api/v1/teams/{team}/usage/"), (200, 200, 403, 200, 404, 404, 401, 404)),
+    ("usage csv", get("/api/v1/teams/{team}/usage?format=csv&group_by=member"),
+     (200, 200, 403, 200, 404, 404, 401, 404)),
 ]  # fmt: skip
 
 

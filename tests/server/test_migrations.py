@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -121,8 +121,47 @@ def test_0003_backfills_each_vaults_stored_bytes(database_url: str) -> None:
                 )
             )  # fmt: skip
     upgrade(engine)
-    assert current_revision(engine) == head_revision(engine) == "0003"
+    assert current_revision(engine) == "0004"
     with engine.connect() as conn:
         rows = dict(conn.execute(sa.text("SELECT id, bytes_stored FROM teams")).all())
     assert (rows["t_full"], rows["t_empty"]) == (32_100, 0)
+    engine.dispose()
+
+
+def test_0004_backfills_usage_on_the_day_the_work_happened(database_url: str) -> None:
+    """History pushed before the upgrade lands on its ``created_at`` hour, not on the upgrade's
+    day; a node without one (the ``none`` policy) stays at its upload time, marked so."""
+    engine = make_engine(database_url)
+    upgrade(engine, "0003")
+    worked = (NOW - timedelta(days=40)).replace(minute=0, second=0, microsecond=0)
+    metadata = [
+        {"model": "m", "created_at": worked.isoformat(), "prompt_tokens": 10, "total_tokens": 12},
+        {"model": "m", "created_at": worked.isoformat(), "cache_read_input_tokens": 4},
+        {},
+    ]
+    with engine.begin() as conn:
+        alice = _user(conn, "alice")
+        _team(conn, "t_hist", "alice", _chain(alice, "t_hist"))
+        for seq, clear in enumerate(metadata, start=1):
+            conn.execute(
+                sa.insert(_nodes).values(
+                    vault_id="t_hist", node_id=f"{seq:064x}",
+                    parent_id=None if seq != 2 else f"{1:064x}", seq=seq, epoch=1,
+                    record_type="node", author="a", padded_size=0, metadata_only=True,
+                    clear_metadata=clear, envelope=b"x", uploader_id="alice", uploaded_at=NOW,
+                )
+            )  # fmt: skip
+    upgrade(engine)
+    assert current_revision(engine) == head_revision(engine) == "0004"
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT bucket, by_upload, nodes, sessions, prompt_tokens, "
+                "cache_read_input_tokens, total_tokens FROM usage_buckets ORDER BY bucket"
+            )
+        ).all()
+    assert [tuple(int(v) for v in row) for row in rows] == [
+        (int(worked.timestamp()) // 900, 0, 2, 1, 10, 4, 12),
+        (int(NOW.timestamp()) // 900, 1, 1, 1, 0, 0, 0),
+    ]
     engine.dispose()
