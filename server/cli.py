@@ -134,6 +134,7 @@ AuthRate = Annotated[str | None, _setting("auth_rate_per_minute")]
 TrustedProxies = Annotated[str | None, _setting("trusted_proxies")]
 Plans = Annotated[str | None, _setting("plans")]
 DbConnections = Annotated[str | None, _setting("db_connections")]
+Pricing = Annotated[str | None, _setting("pricing")]
 
 
 def _settings(ctx: typer.Context) -> Settings:
@@ -241,6 +242,7 @@ def serve(
     trusted_proxies: TrustedProxies = None,
     plans: Plans = None,
     db_connections: DbConnections = None,
+    pricing: Pricing = None,
 ) -> None:
     """Migrate the database, then serve the API."""
     settings = _settings(ctx)
