@@ -127,8 +127,9 @@ class ServerError(TapesError):
 
 class ServerUnreachableError(ServerError):
     default_hint = (
-        "check your network and `api_url` in ~/.tapes/config.toml; with the hybrid provider "
-        "sessions keep recording locally and sync when the server is back"
+        "check the URL (--server, or `tapes storage configure --api-url URL`) and your network; "
+        "`tapes storage status` shows the configured server. With the hybrid provider sessions "
+        "keep recording locally and sync when the server is back"
     )
 
     def __init__(self, url: str, reason: str = "") -> None:
@@ -142,8 +143,8 @@ class AuthError(ServerError):
 
 class AudienceMismatchError(AuthError):
     default_hint = (
-        "check `api_url` in ~/.tapes/config.toml; a server that hands out another server's "
-        "challenge may be trying to log in there as you"
+        "check the server URL (`tapes storage status` shows it); a server that hands out another "
+        "server's challenge may be trying to log in there as you"
     )
 
     def __init__(self, api_url: str, audience: str) -> None:

@@ -409,3 +409,11 @@ def test_a_command_nobody_has_is_one_error_naming_go_tapes(tapes: TapesRunner) -
     assert result.code == 2
     assert result.err.startswith("tapes: error: 'start' is not a tapes-e2e command, and Go tapes")
     assert f"set {GO_BIN}" in result.err
+
+
+def test_an_unreachable_server_hint_names_commands_that_work(tapes: TapesRunner) -> None:
+    result = tapes("storage", "configure", "--api-url", "http://127.0.0.1:9")
+    assert result.code == 1
+    assert result.err.startswith("tapes: error: cannot reach http://127.0.0.1:9")
+    assert "tapes storage configure --api-url" in result.err
+    assert "config.toml" not in result.err
