@@ -22,7 +22,7 @@ from typing import Annotated, Any
 from litestar import Controller, Request, get, post
 from litestar.datastructures import State
 from litestar.enums import RequestEncodingType
-from litestar.params import Body, FromPath, JSONBody, Parameter
+from litestar.params import Body, FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.response import Redirect, Template
 from litestar.static_files import create_static_files_router
 
@@ -107,10 +107,10 @@ class DashboardController(Controller):
         request: AnyRequest,
         db: SessionDep,
         now: NowDep,
-        team: str | None = None,
-        days: str | None = None,
-        start: Annotated[str | None, Parameter(query="from")] = None,
-        end: Annotated[str | None, Parameter(query="to")] = None,
+        team: FromQuery[str | None] = None,
+        days: FromQuery[str | None] = None,
+        start: Annotated[str | None, QueryParameter(name="from")] = None,
+        end: Annotated[str | None, QueryParameter(name="to")] = None,
     ) -> Page:
         """The usage of one team over one range."""
         browser = access.session_of(db, request.cookies.get(SESSION_COOKIE), now)

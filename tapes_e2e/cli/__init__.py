@@ -17,7 +17,7 @@ import typer
 
 import keymgmt
 from tapes_e2e import __version__
-from tapes_e2e.cli import auth, output, session, storage, team, verify
+from tapes_e2e.cli import auth, output, session, storage, team, usage_open, verify
 from tapes_e2e.context import Settings
 from tapes_e2e.errors import TapesError
 
@@ -40,6 +40,7 @@ app.add_typer(session.app, name="session")
 app.add_typer(storage.app, name="storage")
 app.add_typer(team.app, name="team")
 app.command("verify")(verify.verify)
+app.command("usage")(usage_open.usage)
 
 
 @app.callback()
