@@ -156,11 +156,9 @@ def sign_in_with_key(driver: Any, base: str, key: str) -> None:
     wait(driver, lambda d: d.find_elements(By.ID, "total-tokens"))
 
 
-def test_the_dashboard_in_a_real_browser(browser: Any, world: World, tmp_path: Path) -> None:
+def _by_key(browser: Any, world: World, tmp_path: Path) -> None:
+    """A read-usage key of Acme: Acme's figures, equal to the API's; sign-out ends it."""
     base = world.server.base_url
-    today = datetime.now(UTC).date()
-
-    # --- a read-usage key of Acme: Acme's figures, equal to the API's ---------------------
     key = key_for(world.alice, world.acme.team_id)
     sign_in_with_key(browser, base, key)
     assert (
@@ -178,7 +176,11 @@ def test_the_dashboard_in_a_real_browser(browser: Any, world: World, tmp_path: P
     browser.get(f"{base}/dashboard")  # the session is over
     wait(browser, lambda d: d.current_url.endswith("/dashboard/sign-in"))
 
-    # --- a one-time link for Alice: every team she owns; switch team and range ------------
+
+def _by_link(browser: Any, world: World, tmp_path: Path) -> None:
+    """A one-time link for Alice: every team she reads; switch team and range (htmx)."""
+    base = world.server.base_url
+    today = datetime.now(UTC).date()
     url = link_for(world.alice)
     browser.get(url)
     browser.find_element(By.ID, "continue").click()
@@ -218,7 +220,10 @@ def test_the_dashboard_in_a_real_browser(browser: Any, world: World, tmp_path: P
     assert_nothing_ran(browser)
     browser.save_screenshot(str(tmp_path / "dashboard.png"))
 
-    # --- keyboard: the tab order reaches the pickers and sign-out, focus is visible -------
+
+def _keyboard(browser: Any, world: World, tmp_path: Path) -> None:
+    """The tab order reaches sign-out and the pickers, each with a visible focus."""
+    base = world.server.base_url
     browser.get(f"{base}/dashboard?team={world.acme.team_id}&days=30")
     browser.find_element(By.TAG_NAME, "body").click()
     reached: list[str] = []
@@ -233,7 +238,10 @@ def test_the_dashboard_in_a_real_browser(browser: Any, world: World, tmp_path: P
             reached.append(ident)
     assert reached == list(KEYBOARD_STOPS)
 
-    # --- a 375-px-wide window: no horizontal scroll ---------------------------------------
+
+def _narrow(browser: Any, world: World, tmp_path: Path) -> None:
+    """A 375-px-wide window scrolls only vertically."""
+    base = world.server.base_url
     browser.execute_cdp_cmd(
         "Emulation.setDeviceMetricsOverride",
         {"width": 375, "height": 812, "deviceScaleFactor": 1, "mobile": True},
@@ -248,3 +256,8 @@ def test_the_dashboard_in_a_real_browser(browser: Any, world: World, tmp_path: P
     browser.save_screenshot(str(tmp_path / "dashboard-375.png"))
     assert_nothing_ran(browser)
     print(f"screenshots: {tmp_path}")
+
+
+def test_the_dashboard_in_a_real_browser(browser: Any, world: World, tmp_path: Path) -> None:
+    for step in (_by_key, _by_link, _keyboard, _narrow):
+        step(browser, world, tmp_path)
