@@ -24,6 +24,7 @@ from litestar.openapi.plugins import JsonRenderPlugin
 from sqlalchemy import Engine
 
 from server.bodies import JsonRequest, refuse_nul_in_path
+from server.dashboard import DASHBOARD_HANDLERS, template_config
 from server.db.engine import make_engine
 from server.deps import (
     connection_slots,
@@ -120,7 +121,9 @@ def create_app(
             UsageController,
             *TEAM_CONTROLLERS,
             *GENESIS_CONTROLLERS,
+            *DASHBOARD_HANDLERS,
         ],
+        template_config=template_config(),
         dependencies={
             "db": Provide(provide_db),
             "now": Provide(provide_now, sync_to_thread=False),

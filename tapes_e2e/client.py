@@ -65,6 +65,7 @@ from tapes_e2e.protocol import (
     UserOut,
     VaultOut,
 )
+from tapes_e2e.protocol.dashboard import DashboardLinkOut
 from tapes_e2e.protocol.teams import (
     ChainHeadOut,
     ChainPage,
@@ -241,6 +242,7 @@ _SHARES = msgspec.json.Decoder(list[ShareOut])
 _SHARE_PAGE = msgspec.json.Decoder(SharePage)
 _KEY_CREATED = msgspec.json.Decoder(ApiKeyCreated)
 _KEYS = msgspec.json.Decoder(list[ApiKeyInfo])
+_DASHBOARD_LINK = msgspec.json.Decoder(DashboardLinkOut)
 _PROBLEM = msgspec.json.Decoder(_Problem)
 _encode = msgspec.json.Encoder().encode
 
@@ -581,6 +583,22 @@ class ApiClient:
     def revoke_api_key(self, key_id: str) -> None:
         """Revoke a key at once."""
         self._check(self._authed("DELETE", f"/api/v1/api-keys/{_seg(key_id)}"))
+
+    def dashboard_link(self, team: str | None = None) -> DashboardLinkOut:
+        """A one-time link that signs a browser in to the server's usage dashboard."""
+        body = _encode({"team": team} if team else {})
+        link = self._call("POST", "/api/v1/dashboard/links", _DASHBOARD_LINK, body=body)
+        # The link is opened in a browser: it must be this server's dashboard, nothing else.
+        scheme, host, port, path = _origin(self._api_url)
+        try:
+            theirs = _origin(link.url)
+        except httpx.InvalidURL:
+            theirs = ("", "", None, "")
+        if theirs[:3] != (scheme, host, port) or not theirs[3].startswith(
+            path + "/dashboard/link/"
+        ):
+            raise ProtocolError("the server's dashboard link does not point at the server itself")
+        return link
 
     # --- transport ---------------------------------------------------------------------------
 

@@ -35,6 +35,8 @@ __all__ = [
     "AuthChallenge",
     "Base",
     "ChainStatement",
+    "DashboardLink",
+    "DashboardSession",
     "Invite",
     "JoinRequest",
     "Keyring",
@@ -307,3 +309,28 @@ class RateEvent(Base):
     bucket: Mapped[str] = mapped_column(String(200), primary_key=True)
     window_start: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     count: Mapped[int] = mapped_column(Integer)
+
+
+class DashboardLink(Base):
+    """A one-time sign-in link to the dashboard (``POST /api/v1/dashboard/links``): stored as
+    the SHA-256 of its secret, usable once, for minutes."""
+
+    __tablename__ = "dashboard_links"
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    team_id: Mapped[str | None] = mapped_column(String(64))  # the team to open first, if any
+    created_at: Mapped[datetime] = mapped_column(Stamp)
+    expires_at: Mapped[datetime] = mapped_column(Stamp)
+    used_at: Mapped[datetime | None] = mapped_column(Stamp)
+
+
+class DashboardSession(Base):
+    """A browser's dashboard session; the cookie holds the secret, this row its SHA-256. One
+    signed in with an API key keeps the key's scope (and ends when the key is revoked)."""
+
+    __tablename__ = "dashboard_sessions"
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    api_key_id: Mapped[str | None] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = mapped_column(Stamp)
+    expires_at: Mapped[datetime] = mapped_column(Stamp, index=True)

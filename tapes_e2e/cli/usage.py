@@ -18,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from tapes_e2e.cli import output
+from tapes_e2e.cli.usage_open import open_dashboard
 from tapes_e2e.context import Settings, chosen_vault, logged_in
 from tapes_e2e.errors import RemoteError, TeamError
 from tapes_e2e.protocol.usage import GROUP_KEYS, UsageFigures, UsageReport
@@ -140,11 +141,20 @@ def usage(
     ] = "day",
     as_json: output.JsonFlag = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV instead of text.")] = False,
+    open_: Annotated[
+        bool, typer.Option("--open", help="Open the usage dashboard in a browser (one-time link).")
+    ] = False,
+    no_browser: Annotated[
+        bool, typer.Option("--no-browser", help="With --open: only print the link.")
+    ] = False,
 ) -> None:
     """Usage and cost of a vault from its clear metadata: nodes, sessions, tokens, cost."""
     if as_json and as_csv:
         raise TeamError("--json and --csv: choose one")
     settings: Settings = ctx.obj
+    if open_:
+        open_dashboard(settings, team, browser=not no_browser)
+        return
     api, session = logged_in(settings, needs="tapes usage")
     vault = resolve_team(api, team) if team else chosen_vault(settings.config, session)
     query = _query(start, end, tz, by)
