@@ -42,6 +42,7 @@ from server.dashboard.web import (
 from server.db.models import User
 from server.deps import AUTHENTICATED, NowDep, PrincipalDep, SessionDep
 from server.domain.auth import count_attempt
+from server.domain.usage.controllers import price_book
 from server.errors import BadRequest, NotFound, Unauthorized
 from tapes_e2e.protocol.dashboard import DashboardLinkCreate, DashboardLinkOut
 
@@ -132,7 +133,8 @@ class DashboardController(Controller):
             return Template(template_name="dashboard.html", context=context, status_code=400)
         context |= {"start": span.start.isoformat(), "end": span.end.isoformat()}
         if context["selected"] is not None:
-            figures = data.load(db, context["selected"], span)
+            prices = price_book(request.app.state.settings.pricing, now)
+            figures = data.load(db, context["selected"], span, prices)
             context |= {"figures": figures, "chart": chart(figures.by_day)}
         return Template(template_name="dashboard.html", context=context)
 

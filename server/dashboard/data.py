@@ -1,165 +1,102 @@
-"""The adapter: the dashboard's figures from what the server holds today.
+"""The adapter: the dashboard's figures from the usage service, the same numbers as
+``GET /api/v1/teams/{id}/usage`` (:func:`server.domain.usage.services.report`: the aggregate
+kept at push, counted on the day the work happened, priced by genai-prices and the server's
+override file, tokens of unknown models in the unpriced bucket).
 
-This is the one module that knows where the numbers come from. Today it groups ``nodes``'
-clear metadata in SQL (the data ``server.domain.usage`` reads: ``NodeRecord.clear_metadata``)
-and folds the groups into :class:`~server.dashboard.figures.Figures` in Python:
-
-- a node counts on the day its work happened: its ``created_at`` (the hour under ``coarse``,
-  the exact time under ``full``), in UTC; a node without one (the ``none`` policy) counts on
-  its upload day, and the page says how many did;
-- groups: member (the uploader's handle), model with its provider, harness (``agent_name``),
-  project (sent under ``full`` only), day;
-- cost: no price source is consulted here, so every token is in the unpriced bucket and cost
-  reads "not priced", never $0.
-
-When ``server.domain.usage.services.report(db, vault, query)`` lands (branch ``usage``: cost
-from genai-prices, the unpriced bucket, the policy), :func:`load` becomes a call to it and a
-conversion of its ``UsageReport`` into ``Figures``; nothing else of the dashboard changes.
+This is the one module that knows where the numbers come from; it asks the service once per
+breakdown over whole UTC days and folds each report into :class:`Figures`.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable
-from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
 
-from sqlalchemy import BigInteger, ColumnElement, String, and_, cast, func, or_, select
 from sqlalchemy.orm import Session
 
 from server.dashboard.figures import Bucket, DayPoint, Figures, Policy, Range, TeamChoice
-from server.db.models import ChainStatement, NodeRecord, User
+from server.db.models import Team
+from server.domain.usage import services
+from server.domain.usage.pricing import PriceBook
+from server.domain.usage.schemas import UsageQuery
+from tapes_e2e.protocol.usage import GroupKey, UsageFigures, UsageReport
 
-__all__ = ["load", "policy"]
-
-_TOKENS = (
-    ("prompt_tokens", "prompt_tokens"),
-    ("completion_tokens", "completion_tokens"),
-    ("cache_creation_input_tokens", "cache_creation_tokens"),
-    ("cache_read_input_tokens", "cache_read_tokens"),
-    ("total_tokens", "total_tokens"),
-)
+__all__ = ["load"]
 
 
-def _token_sum(db: Session, name: str) -> ColumnElement[Any]:
-    """A sum that neither overflows nor fails (as ``server.domain.usage`` sums): counts are
-    below 2^53 (checked at push); SQLite's ``total()`` is a double, PostgreSQL sums NUMERIC."""
-    value = cast(NodeRecord.clear_metadata[name].as_string(), BigInteger)
-    summed = func.total(value) if db.get_bind().dialect.name == "sqlite" else func.sum(value)
-    return func.coalesce(summed, 0)
+def _cost(figures: UsageFigures) -> Decimal | None:
+    """What a group cost, or ``None`` ("not priced", never $0) when nothing of it could be
+    priced: a model no price table knows, or tokens sent only as a total, without the prompt,
+    completion and cache counts a price applies to."""
+    return figures.cost_usd if figures.cost_usd > 0 else None
 
 
-def policy(db: Session, team_id: str) -> Policy:
-    """The policy the team's chain sets last (its genesis, then any ``change_policy``). The
-    server stored each statement after verifying it; a vault without a chain yet is on the
-    defaults."""
-    found = Policy("coarse", "encrypted")
-    bodies = db.scalars(
-        select(ChainStatement.statement)
-        .where(ChainStatement.team_id == team_id)
-        .order_by(ChainStatement.seqno)
+def _bucket(label: str | None, figures: UsageFigures, detail: str | None = None) -> Bucket:
+    """A group's figures, its cost from :func:`_cost`."""
+    return Bucket(
+        label=label or None,
+        detail=detail or None,
+        nodes=figures.nodes,
+        prompt_tokens=figures.prompt_tokens,
+        completion_tokens=figures.completion_tokens,
+        cache_creation_tokens=figures.cache_creation_input_tokens,
+        cache_read_tokens=figures.cache_read_input_tokens,
+        total_tokens=figures.total_tokens,
+        cost=_cost(figures),
     )
-    for statement in bodies:
-        try:
-            body = json.loads(str(statement.get("body", "")))
-        except ValueError:
-            continue
-        if isinstance(body, dict):
-            found = Policy(
-                str(body.get("metadata_policy") or found.metadata),
-                str(body.get("content_policy") or found.content),
-            )
-    return found
 
 
-def _when(created: object, uploaded_day: object) -> tuple[date, bool]:
-    """The UTC day a group's work happened, and whether that is only its upload day."""
-    if isinstance(created, str):
-        try:
-            moment = datetime.fromisoformat(created)
-        except ValueError:
-            pass
-        else:
-            aware = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-            return aware.astimezone(UTC).date(), False
-    return date.fromisoformat(str(uploaded_day)[:10]), True
+def _ranked(report: UsageReport, *keys: GroupKey) -> list[Bucket]:
+    found = [
+        _bucket(row.group.get(keys[0]), row.figures, row.group.get(keys[1]) if keys[1:] else None)
+        for row in report.rows
+    ]
+    return sorted(found, key=lambda b: (-b.total_tokens, -b.nodes, b.label or ""))
 
 
-def _add(bucket: Bucket, nodes: int, tokens: dict[str, int]) -> None:
-    bucket.nodes += nodes
-    for _, name in _TOKENS:
-        setattr(bucket, name, getattr(bucket, name) + tokens[name])
+def load(db: Session, team: TeamChoice, span: Range, prices: PriceBook) -> Figures:
+    """The figures of ``team`` over ``span`` (whole UTC days). The caller checked the reader
+    may see them."""
+    vault = db.get(Team, team.team_id)
+    assert vault is not None  # noqa: S101 - access.readable_team found it in this transaction
+    start = datetime.combine(span.start, time.min, UTC)
+    end = datetime.combine(span.end + timedelta(days=1), time.min, UTC)
 
+    def run(*keys: GroupKey) -> UsageReport:
+        return services.report(db, vault, UsageQuery(start, end, UTC, "UTC", keys), prices)
 
-def _ranked(groups: dict[Any, Bucket]) -> list[Bucket]:
-    return sorted(groups.values(), key=lambda b: (-b.total_tokens, -b.nodes, b.label or ""))
-
-
-def _rows(db: Session, team_id: str, span: Range) -> Iterable[Any]:
-    meta = NodeRecord.clear_metadata
-    created = meta["created_at"].as_string()
-    uploaded_day = func.substr(func.cast(NodeRecord.uploaded_at, String), 1, 10)
-    dims = (
-        User.handle,
-        meta["model"].as_string(),
-        meta["provider"].as_string(),
-        meta["agent_name"].as_string(),
-        meta["project"].as_string(),
-        created,
-    )
-    # Nodes dated by their upload are filtered in SQL; a created_at (attacker-chosen text that
-    # only has to parse as ISO 8601) is compared once parsed, below.
-    start = datetime.combine(span.start, datetime.min.time(), UTC)
-    end = datetime.combine(span.end + timedelta(days=1), datetime.min.time(), UTC)
-    in_range = and_(NodeRecord.uploaded_at >= start, NodeRecord.uploaded_at < end)
-    return db.execute(
-        select(*dims, uploaded_day, func.count(), *(_token_sum(db, f) for f, _ in _TOKENS))
-        .join(User, User.id == NodeRecord.uploader_id)
-        .where(NodeRecord.vault_id == team_id, or_(created.is_not(None), in_range))
-        .group_by(*dims, uploaded_day)
-    ).all()
-
-
-def load(db: Session, team: TeamChoice, span: Range) -> Figures:
-    """The figures of ``team`` over ``span``. The caller checked the reader may see them."""
-    totals, unpriced = Bucket(label="all"), Bucket(label="unpriced")
-    members: dict[str, Bucket] = {}
-    models: dict[tuple[str | None, str | None], Bucket] = {}
-    agents: dict[str | None, Bucket] = {}
-    projects: dict[str | None, Bucket] = {}
-    days = {span.start + timedelta(days=i): 0 for i in range(span.days)}
-    upload_dated = 0
-    for handle, model, provider, agent, project, created, uploaded, count, *sums in _rows(
-        db, team.team_id, span
-    ):
-        day, by_upload = _when(created, uploaded)
-        if day not in days:
-            continue
-        nodes = int(count)
-        tokens = {name: int(value) for (_, name), value in zip(_TOKENS, sums, strict=True)}
-        upload_dated += nodes if by_upload else 0
-        days[day] += tokens["total_tokens"]
-        for bucket in (
-            totals,
-            unpriced,  # no price source yet: every token is unpriced
-            members.setdefault(handle, Bucket(label=handle)),
-            models.setdefault((model, provider), Bucket(label=model, detail=provider)),
-            agents.setdefault(agent, Bucket(label=agent)),
-            projects.setdefault(project, Bucket(label=project)),
-        ):
-            _add(bucket, nodes, tokens)
+    daily = run("day")
+    totals = daily.totals or _EMPTY
+    per_day = {row.group.get("day"): row.figures for row in daily.rows}
+    days = [span.start + timedelta(days=i) for i in range(span.days)]
+    policy = Policy(daily.metadata_policy, daily.content_policy)
+    unpriced = Bucket(label="unpriced", nodes=totals.unpriced_nodes)
+    unpriced.total_tokens = totals.unpriced_tokens
     return Figures(
         team=team,
         range=span,
-        policy=policy(db, team.team_id),
-        totals=totals,
+        policy=policy,
+        totals=_bucket("all", totals),
         unpriced=unpriced,
-        unpriced_models=sorted({m for m, _ in models if m is not None}),
-        by_day=[DayPoint(day, total, None) for day, total in sorted(days.items())],
-        by_member=_ranked(members),
-        by_model=_ranked(models),
-        by_agent=_ranked(agents),
-        by_project=_ranked(projects),
-        upload_dated_nodes=upload_dated,
-        priced=False,
+        unpriced_models=sorted({m.model for m in daily.unpriced if m.model}),
+        by_day=[_point(day, per_day.get(day.isoformat())) for day in days],
+        by_member=_ranked(run("member"), "member"),
+        by_model=_ranked(run("model", "provider"), "model", "provider"),
+        by_agent=_ranked(run("agent"), "agent"),
+        by_project=_ranked(run("project"), "project") if policy.metadata == "full" else [],
+        upload_dated_nodes=totals.upload_timed_nodes,
+        priced=True,
     )
+
+
+def _point(day: date, figures: UsageFigures | None) -> DayPoint:
+    if figures is None:
+        return DayPoint(day, 0, None)
+    return DayPoint(day, figures.total_tokens, _cost(figures))
+
+
+_EMPTY = UsageFigures(
+    nodes=0, sessions=0, prompt_tokens=0, completion_tokens=0, cache_creation_input_tokens=0,
+    cache_read_input_tokens=0, total_tokens=0, upload_timed_nodes=0, cost_usd=Decimal(0),
+    cache_savings_usd=Decimal(0), unpriced_tokens=0, unpriced_nodes=0,
+)  # fmt: skip

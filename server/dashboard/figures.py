@@ -102,5 +102,6 @@ class Figures:
     by_project: list[Bucket] = field(default_factory=list)
     # Nodes whose metadata carries no time (the ``none`` policy): counted on their upload day.
     upload_dated_nodes: int = 0
-    # Whether a price source was consulted at all (today: no; see server.dashboard.data).
+    # Whether a price source was consulted (genai-prices and the override file, in
+    # server.dashboard.data).
     priced: bool = False

@@ -101,12 +101,16 @@ class World:
         ])  # fmt: skip
 
     def api_totals(self, user: User, team: str, days: int) -> dict[str, int]:
-        rows = user.get(f"/api/v1/teams/{team}/usage/?days={days}").json()["rows"]
+        """The usage API's totals over the same whole UTC days the page shows."""
+        today = datetime.now(UTC).date()
+        first = today - timedelta(days=days - 1)
+        url = f"/api/v1/teams/{team}/usage/?from={first.isoformat()}&to={today.isoformat()}"
+        totals = user.get(url).json()["totals"]
         return {
-            "total-tokens": sum(r["total_tokens"] for r in rows),
-            "prompt-tokens": sum(r["prompt_tokens"] for r in rows),
-            "completion-tokens": sum(r["completion_tokens"] for r in rows),
-            "nodes": sum(r["nodes"] for r in rows),
+            "total-tokens": totals["total_tokens"],
+            "prompt-tokens": totals["prompt_tokens"],
+            "completion-tokens": totals["completion_tokens"],
+            "nodes": totals["nodes"],
         }
 
 

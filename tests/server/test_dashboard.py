@@ -5,8 +5,8 @@ usage API's. tests/e2e/test_dashboard_browser.py drives the same pages in a real
 from __future__ import annotations
 
 import re
-from collections import Counter
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -371,23 +371,29 @@ def test_the_figures_equal_the_usage_apis(client: TestClient[Any], clock: Clock)
     ])  # fmt: skip
     assert sign_in_with_link(client, link_for(dave)).status_code == 303
     page = client.get(f"/dashboard?team={kit.team_id}&days=7")
-    api = dave.get(f"/api/v1/teams/{kit.team_id}/usage/?days=7").json()["rows"]
-    assert shown(page, "total-tokens") == sum(r["total_tokens"] for r in api) == 160
-    assert shown(page, "prompt-tokens") == sum(r["prompt_tokens"] for r in api) == 107
-    assert shown(page, "completion-tokens") == sum(r["completion_tokens"] for r in api) == 23
-    assert shown(page, "nodes") == sum(r["nodes"] for r in api) == 3
-    assert shown(page, "cache-read-tokens") == 50
-    by_member: Counter[str] = Counter()
-    by_model: Counter[str] = Counter()
-    for row in api:
-        by_member[row["member"]] += row["total_tokens"]
-        by_model[row["model"]] += row["total_tokens"]
-    assert {k: v[1] for k, v in table(page, "by-member").items()} == dict(by_member)
-    assert {k: v[1] for k, v in table(page, "by-model").items()} == dict(by_model)
+    today = clock().date()
+    span = f"from={(today - timedelta(days=6)).isoformat()}&to={today.isoformat()}"
+
+    def api(group_by: str) -> dict[str, Any]:
+        url = f"/api/v1/teams/{kit.team_id}/usage/?{span}&group_by={group_by}"
+        answer: dict[str, Any] = dave.get(url).json()
+        return answer
+
+    totals = api("day")["totals"]
+    assert shown(page, "total-tokens") == totals["total_tokens"] == 160
+    assert shown(page, "prompt-tokens") == totals["prompt_tokens"] == 107
+    assert shown(page, "completion-tokens") == totals["completion_tokens"] == 23
+    assert shown(page, "nodes") == totals["nodes"] == 3
+    assert shown(page, "cache-read-tokens") == totals["cache_read_input_tokens"] == 50
+    for key, table_id in (("member", "by-member"), ("model", "by-model"), ("agent", "by-agent")):
+        rows = api(key)["rows"]
+        expected = {r["group"][key]: r["figures"]["total_tokens"] for r in rows}
+        assert {k: v[1] for k, v in table(page, table_id).items()} == expected
     assert table(page, "by-agent") == {"claude-code": (2, 150), "codex": (1, 10)}
     assert "content: encrypted, the server cannot read it" in page.text
     assert "metadata in clear: model, provider, harness, tokens, hour" in page.text
-    assert shown(page, "unpriced-tokens") == 160  # no price list yet: all unpriced, never $0
+    # models no price table knows: all unpriced, as the API says, and never shown as $0
+    assert shown(page, "unpriced-tokens") == totals["unpriced_tokens"] > 0
     assert "not priced" in page.text
     assert "$0.00" not in page.text
 
@@ -448,3 +454,30 @@ def test_dashboard_sign_in_is_rate_limited_like_the_login(database_url: str) -> 
         assert error_of(answers[-1]) == "too many attempts; wait a minute and try again"
         assert web.get("/dashboard/link/whatever").status_code == 429
     engine.dispose()
+
+
+def test_a_priced_models_cost_is_the_usage_apis_and_an_unpriceable_one_is_never_0(
+    client: TestClient[Any], alice: User, clock: Clock
+) -> None:
+    """Cost comes from the same price book as the API; tokens that cannot be priced (a model no
+    table knows, or a bare total) read "not priced", never $0.00."""
+    vault = Vault(alice.vault, alice.identity)
+    push_usage(alice, vault, [
+        metadata("gpt-4o-mini", provider="openai", prompt_tokens=1_000_000,
+                 completion_tokens=1_000_000, total_tokens=2_000_000),
+        metadata("no-such-model", provider="nobody", prompt_tokens=500, total_tokens=500),
+        metadata("gpt-4o-mini", provider="openai", agent_name="bare", total_tokens=70),
+    ])  # fmt: skip
+    key = alice.post("/api/v1/api-keys/", {"vault": alice.vault, "permissions": ["read-usage"]})
+    assert sign_in_with_key(client, key.json()["api_key"]).status_code == 303
+    page = client.get(f"/dashboard?team={alice.vault}&days=1")
+    today = clock().date().isoformat()
+    api = alice.get(
+        f"/api/v1/teams/{alice.vault}/usage/?from={today}&to={today}&group_by=model"
+    ).json()
+    cost = Decimal(api["totals"]["cost_usd"])
+    assert cost > 0
+    assert re.search(r'id="cost">\$([\d,.]+)<', page.text).group(1) == f"{cost:,.2f}"  # type: ignore[union-attr]
+    models = page.text.split('<table id="by-model">', 1)[1].split("</table>", 1)[0]
+    assert "no-such-model" in models
+    assert "$0.00" not in page.text
