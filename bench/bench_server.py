@@ -284,6 +284,8 @@ class ServerProcess:
         }
         if workers is not None:
             self.env["TAPES_SERVER_WORKERS"] = str(workers)
+        if os.environ.get("PYTHONPATH"):  # to measure another checkout's server in the same run
+            self.env["PYTHONPATH"] = os.environ["PYTHONPATH"]
         self.process: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> ServerProcess:
