@@ -42,9 +42,7 @@ from sqlalchemy.orm import Session
 from keymgmt import (
     ChainError,
     UnverifiedStatement,
-    VerifiedTeamState,
     extend_chain,
-    parse_statement,
     verify_chain,
 )
 from keymgmt.chain import StatementBody
@@ -69,6 +67,16 @@ from server.deps import (
     SessionDep,
     aware,
 )
+from server.domain.chain import (
+    MANAGERS,
+    calling_user,
+    head_out,
+    interactive_user,
+    lock_team,
+    parse_signed,
+    store_statements,
+    verified_state,
+)
 from server.domain.keyrings import check_keyring, keyrings_for, store_keyring
 from server.errors import (
     BadRequest,
@@ -77,9 +85,8 @@ from server.errors import (
     Gone,
     NotFound,
     PlanLimit,
-    Unauthorized,
 )
-from server.openapi import delete, get, post
+from server.openapi import AfterSeqno, TeamPath, delete, get, post
 from server.plans import PlansMode, limits
 from tapes_e2e.protocol import Problem
 from tapes_e2e.protocol.teams import (
@@ -107,13 +114,9 @@ __all__ = [
     "TeamController",
     "append_statements",
     "create_team",
-    "lock_team",
-    "verified_state",
 ]
 
-MANAGERS = frozenset({"owner", "admin"})
 MAX_INVITE_TTL = timedelta(days=30)
-MAX_CLOCK_SKEW = timedelta(minutes=10)
 MAX_PAGE = 1000
 _NO_VAULT = "no such vault"  # the same words as server.acl, whatever the reason
 _NO_INVITE = "no such invite"
@@ -121,15 +124,6 @@ _to_builtins = msgspec.to_builtins
 
 
 # --- access ----------------------------------------------------------------------------------
-
-
-def _interactive_user(db: Session, principal: Principal, what: str) -> User:
-    if principal.api_key_id is not None:
-        raise Unauthorized(f"API keys cannot {what}; log in")
-    user = db.get(User, principal.user_id)
-    if user is None:  # pragma: no cover - a principal always has a user
-        raise Unauthorized("unknown account")
-    return user
 
 
 def _team_member(db: Session, principal: Principal, team_id: str) -> tuple[Team, TeamMember]:
@@ -150,88 +144,7 @@ def _team_manager(db: Session, principal: Principal, team_id: str) -> tuple[Team
     return found
 
 
-def _caller(db: Session, principal: Principal) -> User:
-    user = db.get(User, principal.user_id)
-    if user is None:  # pragma: no cover - a principal always has a user
-        raise Unauthorized("unknown account")
-    return user
-
-
-def lock_team(db: Session, team_id: str) -> Team:
-    """The team row under ``SELECT … FOR UPDATE``: chain, sequence and audit writers queue.
-
-    ``populate_existing``: the ACL check loaded the row earlier in this session, and without it
-    SQLAlchemy would hand back those attributes as read *before* the lock was granted, so a
-    writer that waited for the lock would compare and bump a stale head.
-    """
-    return db.scalars(
-        select(Team)
-        .where(Team.id == team_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    ).one()
-
-
 # --- the chain -------------------------------------------------------------------------------
-
-
-def _parse(wire: SignedWire, now: datetime) -> UnverifiedStatement:
-    """Parse one statement; refuse one dated in the future, which would block the team's chain
-    (keymgmt refuses any later statement dated before it)."""
-    try:
-        statement = parse_statement(_to_builtins(wire))
-    except ChainError as exc:
-        raise BadRequest(str(exc)) from None
-    if statement.body.time > (now + MAX_CLOCK_SKEW).timestamp():
-        raise BadRequest(
-            f"statement {statement.body.seqno} is dated in the future; check the signer's clock"
-        )
-    return statement
-
-
-def verified_state(db: Session, team: Team, now: datetime) -> VerifiedTeamState:
-    """The team's stored chain, verified with keymgmt (it was verified when appended) at the
-    server's clock ``now``."""
-    rows = db.scalars(
-        select(ChainStatement.statement)
-        .where(ChainStatement.team_id == team.id)
-        .order_by(ChainStatement.seqno)
-    ).all()
-    return verify_chain(rows, team=team.id, now=int(now.timestamp()))
-
-
-def _head(state: VerifiedTeamState) -> ChainHeadOut:
-    return ChainHeadOut(seqno=state.head.seqno, hash=state.head.hash)
-
-
-def _store_statements(
-    db: Session,
-    team: Team,
-    statements: Sequence[UnverifiedStatement],
-    state: VerifiedTeamState,
-    now: datetime,
-) -> None:
-    """Store statements that ``state`` (the chain verified through them) ends with, and move
-    the vault row's head and key epoch to it in the same transaction."""
-    try:
-        with db.begin_nested():
-            db.add_all(
-                ChainStatement(
-                    team_id=team.id,
-                    seqno=st.body.seqno,
-                    hash=st.hash,
-                    statement=st.to_dict(),
-                    created_at=now,
-                )
-                for st in statements
-            )
-    except IntegrityError:  # pragma: no cover - the row lock makes this a lost race only
-        raise Conflict(
-            "the team chain moved; fetch it, verify it and sign again",
-            problem=Problem.CHAIN_MOVED,
-        ) from None
-    team.chain_seqno, team.chain_head = state.head.seqno, state.head.hash
-    team.epoch = state.epoch
 
 
 def _live_members(db: Session, team_id: str) -> int:
@@ -360,8 +273,8 @@ def append_statements(
     (the RFC's members endpoints).
     """
     _team_manager(db, principal, team_id)
-    actor = _caller(db, principal)
-    statements = [_parse(wire, now) for wire in wires]
+    actor = calling_user(db, principal)
+    statements = [parse_signed(wire, now) for wire in wires]
     for st in statements:
         if st.body.signer != actor.fingerprint:
             raise BadRequest(f"statement {st.body.seqno} is not signed by your identity")
@@ -383,8 +296,8 @@ def append_statements(
         raise BadRequest(f"the team chain refuses this statement: {exc}") from None
     for st in statements:
         _apply(db, team, st, actor, now, plans_mode)
-    _store_statements(db, team, statements, extended, now)
-    return _head(extended)
+    store_statements(db, team, statements, extended, now)
+    return head_out(extended)
 
 
 # --- invites ---------------------------------------------------------------------------------
@@ -442,9 +355,7 @@ def _join_out(request: JoinRequest, invite: Invite, user: User) -> JoinRequestOu
 
 # --- controllers -----------------------------------------------------------------------------
 
-AfterSeqno = Annotated[int, Parameter(ge=-1, le=2**31 - 1)]
 Limit = Annotated[int, Parameter(ge=1, le=MAX_PAGE)]
-TeamPath = Annotated[str, Parameter(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 
 
 def _check_team_limit(db: Session, owner: User, mode: PlansMode) -> str:
@@ -465,8 +376,8 @@ def _check_team_limit(db: Session, owner: User, mode: PlansMode) -> str:
 def _create_team(
     db: Session, principal: Principal, data: TeamCreate, now: datetime, mode: PlansMode
 ) -> TeamCreated:
-    owner = _interactive_user(db, principal, "create teams")
-    statement = _parse(data.statement, now)
+    owner = interactive_user(db, principal, "create teams")
+    statement = parse_signed(data.statement, now)
     try:
         state = verify_chain([statement], team=data.team_id, now=int(now.timestamp()))
     except ChainError as exc:
@@ -491,14 +402,14 @@ def _create_team(
     except IntegrityError:
         raise Conflict("the team id or slug was just taken; pick another") from None
     db.add(TeamMember(team_id=team.id, user_id=owner.id, role="owner", joined_at=now))
-    _store_statements(db, team, [statement], state, now)
+    store_statements(db, team, [statement], state, now)
     store_keyring(db, team.id, keyring, now)
     audit.record(
         db, team_id=team.id, actor_id=owner.id, action="team_created", subject=team.id,
         detail={"slug": team.slug, "tier": team.tier}, now=now,
     )  # fmt: skip
     return TeamCreated(
-        team_id=team.id, name=team.name, slug=team.slug, tier=team.tier, head=_head(state)
+        team_id=team.id, name=team.name, slug=team.slug, tier=team.tier, head=head_out(state)
     )
 
 
@@ -599,7 +510,7 @@ class TeamController(Controller):
         _team_manager(db, principal, team_id)
         team = lock_team(db, team_id)
         keyring = check_keyring(
-            data.keyring, verified_state(db, team, now), _caller(db, principal).fingerprint
+            data.keyring, verified_state(db, team, now), calling_user(db, principal).fingerprint
         )
         store_keyring(db, team.id, keyring, now)
         recipients = sorted(keyring.body.recipients)
@@ -616,7 +527,7 @@ class TeamController(Controller):
         """The keyrings sealed to the caller, by epoch (a viewer has none)."""
         team, _member = _team_member(db, principal, team_id)
         acl.require_content_key(principal, team.id)
-        return keyrings_for(db, team.id, _caller(db, principal).fingerprint)
+        return keyrings_for(db, team.id, calling_user(db, principal).fingerprint)
 
     @post("/{team_id:str}/invite", sync_to_thread=True, status_code=201)
     def invite(
@@ -626,7 +537,7 @@ class TeamController(Controller):
         """Record an invite (id, role, expiry). The secret stays with the inviter's client."""
         _team, member = _team_manager(db, principal, team_id)
         team = lock_team(db, team_id)
-        caller = _caller(db, principal)
+        caller = calling_user(db, principal)
         if data.team is not None and data.team != team.id:
             raise BadRequest("the invite names another team")
         if data.inviter != caller.fingerprint:
@@ -722,7 +633,7 @@ class InviteController(Controller):
         now: NowDep,
     ) -> JoinResult:
         """Ask to join with an invite: the keys MACed with the invite secret, for the admins."""
-        user = _interactive_user(db, principal, "join teams")
+        user = interactive_user(db, principal, "join teams")
         invite = db.scalar(select(Invite).where(Invite.id == invite_id).with_for_update())
         if invite is None:
             raise NotFound(_NO_INVITE)
