@@ -35,9 +35,10 @@ from server.deps import (
     utc_now,
 )
 from server.domain.auth import ApiKeyController, AuthController
+from server.domain.genesis import VaultChainController
 from server.domain.nodes import NodeController, SyncController
-from server.domain.registry_genesis import GENESIS_CONTROLLERS
-from server.domain.registry_teams import TEAM_CONTROLLERS
+from server.domain.shares import ShareController, SharedController
+from server.domain.teams import InviteController, TeamController, create_team
 from server.domain.usage.controllers import UsageController
 from server.domain.vaults import VaultController
 from server.errors import ApiError, problem
@@ -119,9 +120,13 @@ def create_app(
             SyncController,
             NodeController,
             UsageController,
-            *TEAM_CONTROLLERS,
-            *GENESIS_CONTROLLERS,
-            *DASHBOARD_HANDLERS,
+            create_team,
+            TeamController,
+            InviteController,
+            ShareController,
+            SharedController,
+            VaultChainController,
+            *DASHBOARD_HANDLERS,  # its pages and static files, listed in server.dashboard
         ],
         template_config=template_config(),
         dependencies={

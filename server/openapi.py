@@ -9,14 +9,20 @@ lists each error status an operation may give, with its body.
 from __future__ import annotations
 
 from functools import partial
+from typing import Annotated
 
 import litestar
 import msgspec
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import Parameter
 
 from server.errors import PROBLEM_JSON
 
-__all__ = ["ERROR_RESPONSES", "Problem", "delete", "get", "post"]
+__all__ = ["ERROR_RESPONSES", "AfterSeqno", "Problem", "TeamPath", "delete", "get", "post"]
+
+# Parameters several areas' routes share: a team's id in a path, a chain cursor.
+TeamPath = Annotated[str, Parameter(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+AfterSeqno = Annotated[int, Parameter(ge=-1, le=2**31 - 1)]
 
 
 class Problem(msgspec.Struct, frozen=True):

@@ -30,19 +30,17 @@ from keymgmt import ChainError, verify_chain
 from server import acl, audit
 from server.db.models import ChainStatement, Team, TeamMember
 from server.deps import AUTHENTICATED, NowDep, Principal, PrincipalDep, SessionDep
-from server.domain.keyrings import check_keyring, keyrings_for, store_keyring
-from server.domain.teams import (
-    AfterSeqno,
-    TeamPath,
-    _caller,
-    _head,
-    _interactive_user,
-    _parse,
-    _store_statements,
+from server.domain.chain import (
+    calling_user,
+    head_out,
+    interactive_user,
     lock_team,
+    parse_signed,
+    store_statements,
 )
+from server.domain.keyrings import check_keyring, keyrings_for, store_keyring
 from server.errors import BadRequest, Conflict, NotFound
-from server.openapi import get, post
+from server.openapi import AfterSeqno, TeamPath, get, post
 from tapes_e2e.protocol.teams import ChainHeadOut, ChainPage, KeyringOut, SignedWire
 from tapes_e2e.protocol.vaults import GenesisCreate, GenesisCreated
 
@@ -67,7 +65,7 @@ def create_genesis(
     db: Session, principal: Principal, vault: str, data: GenesisCreate, now: datetime
 ) -> GenesisCreated:
     """Store a personal vault's genesis statement and the owner's epoch-1 keyring, once."""
-    owner = _interactive_user(db, principal, "create a vault's chain")
+    owner = interactive_user(db, principal, "create a vault's chain")
     found = acl.membership(db, owner.id, vault)
     if found is None or found[0].owner_id != owner.id or found[1].role != "owner":
         raise NotFound(_NO_VAULT)
@@ -75,7 +73,7 @@ def create_genesis(
         raise BadRequest("a team vault gets its genesis when it is created (POST /api/v1/teams)")
     if found[0].chain_seqno != -1:
         raise Conflict(_HAS_GENESIS)
-    statement = _parse(data.statement, now)
+    statement = parse_signed(data.statement, now)
     try:
         state = verify_chain([statement], team=vault, now=int(now.timestamp()))
     except ChainError as exc:
@@ -86,13 +84,13 @@ def create_genesis(
     team = lock_team(db, vault)  # two uploads at once: the second waits here, then gets 409
     if team.chain_seqno != -1:
         raise Conflict(_HAS_GENESIS)
-    _store_statements(db, team, [statement], state, now)
+    store_statements(db, team, [statement], state, now)
     store_keyring(db, team.id, keyring, now)
     audit.record(
         db, team_id=team.id, actor_id=owner.id, action="vault_genesis", subject=team.id,
         detail={"epoch": keyring.body.epoch}, now=now,
     )  # fmt: skip
-    return GenesisCreated(vault_id=team.id, head=_head(state))
+    return GenesisCreated(vault_id=team.id, head=head_out(state))
 
 
 class VaultChainController(Controller):
@@ -137,4 +135,4 @@ class VaultChainController(Controller):
         acl.require_content_key(principal, team.id)
         if member.role not in acl.READERS:
             return []
-        return keyrings_for(db, team.id, _caller(db, principal).fingerprint)
+        return keyrings_for(db, team.id, calling_user(db, principal).fingerprint)

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -105,7 +106,24 @@ def _check_epoch(team: Team, envelopes: Sequence[EnvelopeWire], present: set[str
 def push(
     db: Session, principal: Principal, data: PushRequest, now: datetime, mode: plans.PlansMode
 ) -> PushResult:
+    """Store a batch atomically: validate it, then allocate its sequence numbers under the
+    vault row's lock, then insert what is new. Already-stored IDs are no-ops."""
     team, _member = acl.require_vault(db, principal, data.vault, "push")
+    encoded = _validate(data)
+    team, present = _allocate(db, team, data, now, mode)
+    batch = _Batch.of(team, data, encoded, present, _storage_time(db, now), principal.user_id)
+    plans.check_bytes(team, batch.new_bytes, mode)
+    if batch.rows:
+        _insert(db, team, data, batch, principal.user_id, now)
+    first = team.head_seq - len(batch.stored) + 1 if batch.stored else 0
+    return PushResult(
+        stored=batch.stored, existing=batch.existing, head_seq=team.head_seq, first_seq=first
+    )
+
+
+def _validate(data: PushRequest) -> list[bytes]:
+    """The batch's envelopes encoded for storage, once each is checked on its own: size, no
+    node twice, version and chain position, clear metadata (no database needed)."""
     encoded = [_encode(env) for env in data.envelopes]
     if sum(map(len, encoded)) > MAX_BATCH_BYTES:
         raise PayloadTooLarge(f"a batch holds at most {MAX_BATCH_BYTES} bytes of envelopes")
@@ -114,7 +132,14 @@ def push(
         raise BadRequest("a batch names the same node twice")
     for env in data.envelopes:
         _check_envelope(data.vault, env)
-    # Lock the vault row: sequence numbers are handed out one writer at a time.
+    return encoded
+
+
+def _allocate(
+    db: Session, team: Team, data: PushRequest, now: datetime, mode: plans.PlansMode
+) -> tuple[Team, set[str]]:
+    """The vault row under lock (sequence numbers are handed out one writer at a time) and the
+    batch's nodes and parents the vault holds already; the epoch and session-plan checks."""
     # populate_existing: require_vault loaded this row before the lock; without it the
     # identity map keeps the head_seq read before the lock and two writers share sequence numbers.
     team = db.scalars(
@@ -123,7 +148,9 @@ def push(
         .with_for_update()
         .execution_options(populate_existing=True)
     ).one()
-    wanted = set(ids) | {e.parent_id for e in data.envelopes if e.parent_id}
+    wanted = {e.node_id for e in data.envelopes} | {
+        e.parent_id for e in data.envelopes if e.parent_id
+    }
     present = set(
         db.scalars(
             select(NodeRecord.node_id).where(
@@ -134,56 +161,60 @@ def push(
     _check_epoch(team, data.envelopes, present)
     new_roots = sum(1 for e in data.envelopes if e.parent_id is None and e.node_id not in present)
     plans.check_new_sessions(db, team, new_roots, now, mode)
-    stored: list[str] = []
-    existing: list[str] = []
-    rows: list[tuple[object, ...]] = []
-    seq, new_bytes = team.head_seq, 0
-    stamp = _storage_time(db, now)
-    for env, blob in zip(data.envelopes, encoded, strict=True):
-        if env.node_id in present:
-            existing.append(env.node_id)
-            continue
-        if env.parent_id is not None and env.parent_id not in present:
-            raise BadRequest(
-                f"node {env.node_id}: its parent {env.parent_id} is not stored; "
-                "push parents before children",
-                problem=Problem.MISSING_PARENT,
-            )
-        seq += 1
-        rows.append(
-            (
-                team.id,
-                env.node_id,
-                env.parent_id,
-                seq,
-                env.epoch,
-                env.record_type,
-                env.author,
-                env.padded_size,
-                env.ciphertext is None,
-                _json(env.metadata).decode("utf-8"),
-                blob,
-                principal.user_id,
-                stamp,
-            )
-        )
-        present.add(env.node_id)
-        stored.append(env.node_id)
-        new_bytes += len(blob)
-    plans.check_bytes(team, new_bytes, mode)
-    if rows:
-        _insert_rows(db, rows)
-        fresh = set(stored)
-        usage.record(
-            db, team.id,
-            ((e.metadata, e.parent_id is None, principal.user_id, now)
-             for e in data.envelopes if e.node_id in fresh),
-        )  # fmt: skip
-        team.head_seq = seq
-        team.node_count += len(rows)
-        team.bytes_stored += new_bytes
-    first = team.head_seq - len(stored) + 1 if stored else 0
-    return PushResult(stored=stored, existing=existing, head_seq=team.head_seq, first_seq=first)
+    return team, present
+
+
+@dataclass
+class _Batch:
+    """The rows a push inserts, under the sequence numbers after the vault's head."""
+
+    stored: list[str] = field(default_factory=list)
+    existing: list[str] = field(default_factory=list)
+    rows: list[tuple[object, ...]] = field(default_factory=list)
+    new_bytes: int = 0
+
+    @classmethod
+    def of(
+        cls, team: Team, data: PushRequest, encoded: list[bytes], present: set[str],
+        stamp: object, uploader: str,
+    ) -> _Batch:  # fmt: skip
+        batch, seq = cls(), team.head_seq
+        for env, blob in zip(data.envelopes, encoded, strict=True):
+            if env.node_id in present:
+                batch.existing.append(env.node_id)
+                continue
+            if env.parent_id is not None and env.parent_id not in present:
+                raise BadRequest(
+                    f"node {env.node_id}: its parent {env.parent_id} is not stored; "
+                    "push parents before children",
+                    problem=Problem.MISSING_PARENT,
+                )
+            seq += 1
+            batch.rows.append((
+                team.id, env.node_id, env.parent_id, seq, env.epoch, env.record_type,
+                env.author, env.padded_size, env.ciphertext is None,
+                _json(env.metadata).decode("utf-8"), blob, uploader, stamp,
+            ))  # fmt: skip
+            present.add(env.node_id)
+            batch.stored.append(env.node_id)
+            batch.new_bytes += len(blob)
+        return batch
+
+
+def _insert(
+    db: Session, team: Team, data: PushRequest, batch: _Batch, uploader: str, now: datetime
+) -> None:
+    """Insert the new rows, count their usage, and move the vault's counters."""
+    _insert_rows(db, batch.rows)
+    fresh = set(batch.stored)
+    usage.record(
+        db, team.id,
+        ((e.metadata, e.parent_id is None, uploader, now)
+         for e in data.envelopes if e.node_id in fresh),
+    )  # fmt: skip
+    team.head_seq += len(batch.rows)
+    team.node_count += len(batch.rows)
+    team.bytes_stored += batch.new_bytes
 
 
 _INSERT_COLUMNS = (

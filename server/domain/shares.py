@@ -31,7 +31,7 @@ from keymgmt import ShareError, verify_share
 from server import acl, audit
 from server.db.models import NodeRecord, Share, ShareNode, Team, TeamMember, User
 from server.deps import AUTHENTICATED, NowDep, Principal, PrincipalDep, SessionDep, aware
-from server.domain.teams import MANAGERS, lock_team, verified_state
+from server.domain.chain import MANAGERS, lock_team, verified_state
 from server.errors import BadRequest, Conflict, Forbidden, NotFound
 from server.openapi import delete, get, post
 from tapes_e2e.protocol import Problem

@@ -876,7 +876,8 @@ def test_a_writer_that_waited_for_the_lock_sees_the_moved_head(
     a statement built on a head it read before the lock (PostgreSQL row lock; SQLite's
     ``BEGIN IMMEDIATE``)."""
     from server.deps import Principal
-    from server.domain.teams import append_statements, lock_team
+    from server.domain.chain import lock_team
+    from server.domain.teams import append_statements
     from server.errors import ApiError
     from tapes_e2e.protocol.teams import SignedWire
 
