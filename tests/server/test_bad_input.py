@@ -170,11 +170,14 @@ def test_the_largest_clear_metadata_sums_without_overflow(alice: User) -> None:
     }  # fmt: skip
     vault = Vault(alice.vault, alice.identity)
     parent: str | None = None
-    for batch in range(2):
+    # Three hours of 1,000 nodes: each hour's stored sum still fits 64 bits (1,000 x 2^53 <
+    # 2^63), only their sum in the report does not.
+    for batch in range(3):
+        hour = full | {"created_at": f"2026-01-02T0{3 + batch}:04:05Z"}
         envelopes = []
-        for index in range(1500):
+        for index in range(1000):
             parent, envelope = vault.seal(f"{batch}-{index}", parent)
-            envelopes.append(envelope | {"metadata": full})
+            envelopes.append(envelope | {"metadata": hour})
         response = push(alice, envelopes)
         assert response.status_code == 200, response.text
     usage = alice.get(f"/api/v1/teams/{alice.vault}/usage?from=2026-01-01&to=2026-01-03")
