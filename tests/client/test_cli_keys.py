@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 import keymgmt
+from keymgmt import _oskeyring
 from tapes_e2e.cli import auth
 from tests.client.conftest import Tapes
 from tests.client.test_sync_round_trip import hashes, record
@@ -149,3 +150,49 @@ def test_login_on_a_machine_without_a_key_offers_to_import_one(
 
 def _fingerprint_of(home: Path) -> str:
     return keymgmt.read_public_identity(home / "identity.key").fingerprint
+
+
+class _MemoryKeyring:
+    """An OS keyring stand-in with the ``keyring`` package's three calls."""
+
+    def __init__(self) -> None:
+        self.saved: dict[tuple[str, str], str] = {}
+
+    def get_password(self, service: str, username: str) -> str | None:
+        return self.saved.get((service, username))
+
+    def set_password(self, service: str, username: str, password: str) -> None:
+        self.saved[(service, username)] = password
+
+    def delete_password(self, service: str, username: str) -> None:
+        del self.saved[(service, username)]
+
+
+def test_remember_unlocks_without_a_passphrase_until_forget(
+    tapes: Tapes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = _MemoryKeyring()
+    monkeypatch.setattr(_oskeyring, "_default_backend", lambda: backend)
+    assert tapes("laptop", "auth", "login", "--server", AUDIENCE, "--handle", "alice")[0] == 0
+    assert json.loads(tapes("laptop", "keys", "show", "--json")[1])["unlock"] == "passphrase"
+    assert tapes("laptop", "keys", "remember")[0] == 0
+    assert json.loads(tapes("laptop", "keys", "show", "--json")[1])["unlock"] == "OS keyring"
+    monkeypatch.delenv("TAPES_PASSPHRASE")
+    assert tapes("laptop", "auth", "login")[0] == 0  # no passphrase needed now
+    code, _, err = tapes("laptop", "keys", "forget")
+    assert code == 0
+    assert "removed from the OS keyring" in err
+    assert backend.saved == {}
+    code, _, err = tapes("laptop", "auth", "login")
+    assert code == 1
+    assert "no passphrase was given" in err
+
+
+def test_remember_without_a_usable_keyring_is_one_error(
+    tapes: Tapes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_oskeyring, "_default_backend", lambda: None)
+    assert tapes("laptop", "auth", "login", "--server", AUDIENCE, "--handle", "alice")[0] == 0
+    code, _, err = tapes("laptop", "keys", "remember")
+    assert code == 1
+    assert err.startswith("tapes: error: no usable OS keyring on this machine")
