@@ -26,12 +26,13 @@ from server.db.models import ChainStatement, Team, User
 from server.deps import Principal
 from server.errors import BadRequest, Conflict, Unauthorized
 from tapes_e2e.protocol import Problem
-from tapes_e2e.protocol.teams import ChainHeadOut, SignedWire
+from tapes_e2e.protocol.teams import ChainHeadOut, ChainPage, SignedWire
 
 __all__ = [
     "MANAGERS",
     "MAX_CLOCK_SKEW",
     "calling_user",
+    "chain_page",
     "head_out",
     "interactive_user",
     "lock_team",
@@ -132,3 +133,18 @@ def store_statements(
         ) from None
     team.chain_seqno, team.chain_head = state.head.seqno, state.head.hash
     team.epoch = state.epoch
+
+
+def chain_page(db: Session, team: Team, after: int) -> ChainPage:
+    """The team's signed statements after seqno ``after``, with its recorded head."""
+    rows = db.scalars(
+        select(ChainStatement.statement)
+        .where(ChainStatement.team_id == team.id, ChainStatement.seqno > after)
+        .order_by(ChainStatement.seqno)
+    ).all()
+    return ChainPage(
+        team_id=team.id,
+        after=after,
+        head=ChainHeadOut(seqno=team.chain_seqno, hash=team.chain_head or ""),
+        statements=[msgspec.convert(row, SignedWire) for row in rows],
+    )

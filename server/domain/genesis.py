@@ -20,18 +20,17 @@ from __future__ import annotations
 
 from datetime import datetime
 
-import msgspec
 from litestar import Controller
 from litestar.params import JSONBody
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from keymgmt import ChainError, verify_chain
 from server import acl, audit
-from server.db.models import ChainStatement, Team, TeamMember
+from server.db.models import Team, TeamMember
 from server.deps import AUTHENTICATED, NowDep, Principal, PrincipalDep, SessionDep
 from server.domain.chain import (
     calling_user,
+    chain_page,
     head_out,
     interactive_user,
     lock_team,
@@ -41,7 +40,7 @@ from server.domain.chain import (
 from server.domain.keyrings import check_keyring, keyrings_for, store_keyring
 from server.errors import BadRequest, Conflict, NotFound
 from server.openapi import AfterSeqno, TeamPath, get, post
-from tapes_e2e.protocol.teams import ChainHeadOut, ChainPage, KeyringOut, SignedWire
+from tapes_e2e.protocol.teams import ChainPage, KeyringOut
 from tapes_e2e.protocol.vaults import GenesisCreate, GenesisCreated
 
 __all__ = ["VaultChainController", "create_genesis"]
@@ -114,17 +113,7 @@ class VaultChainController(Controller):
     ) -> ChainPage:
         """The signed statements after ``after`` (any live member, viewers included)."""
         team, _member = _vault_member(db, principal, vault)
-        rows = db.scalars(
-            select(ChainStatement.statement)
-            .where(ChainStatement.team_id == team.id, ChainStatement.seqno > after)
-            .order_by(ChainStatement.seqno)
-        ).all()
-        return ChainPage(
-            team_id=team.id,
-            after=after,
-            head=ChainHeadOut(seqno=team.chain_seqno, hash=team.chain_head or ""),
-            statements=[msgspec.convert(r, SignedWire) for r in rows],
-        )
+        return chain_page(db, team, after)
 
     @get("/vaults/{vault:str}/keyrings", sync_to_thread=True)
     def keyrings(

@@ -39,7 +39,6 @@ from sqlalchemy.exc import IntegrityError
 from server import acl, audit
 from server.db.models import (
     AuditEntry,
-    ChainStatement,
     Invite,
     JoinRequest,
     User,
@@ -54,6 +53,7 @@ from server.deps import (
 )
 from server.domain.chain import (
     calling_user,
+    chain_page,
     interactive_user,
     lock_team,
     verified_state,
@@ -134,17 +134,7 @@ class TeamController(Controller):
     ) -> ChainPage:
         """The signed statements after ``after`` (any live member, viewers included)."""
         team, _member = team_member(db, principal, team_id)
-        rows = db.scalars(
-            select(ChainStatement)
-            .where(ChainStatement.team_id == team.id, ChainStatement.seqno > after)
-            .order_by(ChainStatement.seqno)
-        ).all()
-        return ChainPage(
-            team_id=team.id,
-            after=after,
-            head=ChainHeadOut(seqno=team.chain_seqno, hash=team.chain_head or ""),
-            statements=[msgspec.convert(r.statement, SignedWire) for r in rows],
-        )
+        return chain_page(db, team, after)
 
     @post("/{team_id:str}/chain", sync_to_thread=True, status_code=200)
     def append(
