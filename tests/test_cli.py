@@ -417,3 +417,9 @@ def test_an_unreachable_server_hint_names_commands_that_work(tapes: TapesRunner)
     assert result.err.startswith("tapes: error: cannot reach http://127.0.0.1:9")
     assert "tapes storage configure --api-url" in result.err
     assert "config.toml" not in result.err
+
+
+def test_version_flag(tapes: TapesRunner) -> None:
+    shown = tapes("--version")
+    assert (shown.code, shown.out.split()[0]) == (0, "tapes-e2e")
+    assert shown.out == tapes("version").out

@@ -79,6 +79,12 @@ def configure_logging(*, debug: bool) -> None:
     )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        output.stdout.print(f"tapes-e2e {__version__}", markup=False)
+        raise typer.Exit
+
+
 @app.callback()
 def _global_options(
     ctx: typer.Context,
@@ -91,6 +97,12 @@ def _global_options(
     ] = None,
     debug: Annotated[
         bool, typer.Option("--debug", "-d", help="Debug logging and tracebacks.")
+    ] = False,
+    _version: Annotated[
+        bool,
+        typer.Option(
+            "--version", help="Print the version and exit.", is_eager=True, callback=_print_version
+        ),
     ] = False,
 ) -> None:
     configure_logging(debug=debug)
