@@ -46,7 +46,7 @@ from sqlalchemy.orm import Session  # noqa: E402
 from server.db.engine import make_engine  # noqa: E402
 from server.db.migrate import upgrade  # noqa: E402
 from server.db.models import Team, User  # noqa: E402
-from server.domain.nodes import _insert_rows  # noqa: E402
+from server.domain.nodes.services import _insert_rows  # noqa: E402
 from server.domain.usage import services  # noqa: E402
 from server.domain.usage.pricing import PriceBook  # noqa: E402
 from server.domain.usage.schemas import parse_query  # noqa: E402

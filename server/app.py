@@ -35,12 +35,11 @@ from server.deps import (
     utc_now,
 )
 from server.domain.auth import ApiKeyController, AuthController
-from server.domain.genesis import VaultChainController
 from server.domain.nodes import NodeController, SyncController
 from server.domain.shares import ShareController, SharedController
 from server.domain.teams import InviteController, TeamController, create_team
 from server.domain.usage.controllers import UsageController
-from server.domain.vaults import VaultController
+from server.domain.vaults import VaultChainController, VaultController
 from server.errors import ApiError, problem
 from server.settings import Settings
 

@@ -99,7 +99,7 @@ class Team(Base):
     chain_seqno: Mapped[int] = mapped_column(Integer, default=-1)
     chain_head: Mapped[str | None] = mapped_column(String(64))
     # The key epoch the verified chain is in (set with chain_seqno); a push of a new node sealed
-    # under any other epoch is refused (server.domain.nodes.push).
+    # under any other epoch is refused (server.domain.nodes.services.push).
     epoch: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     audit_head: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(Stamp)

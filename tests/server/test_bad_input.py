@@ -400,7 +400,7 @@ def test_a_sign_up_that_loses_the_race_for_its_handle_is_a_conflict(
     the winner committed, and its insert then meets the unique index."""
     from sqlalchemy.orm import Session
 
-    from server.domain.auth import _register
+    from server.domain.auth.services import _register
     from server.errors import Conflict
 
     engine: Engine = client.app.state.engine

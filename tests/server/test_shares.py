@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 import keymgmt
 from server.db.models import AuditEntry, NodeRecord, ShareNode, Team
 from server.deps import Principal
-from server.domain.shares import record_shared_read
+from server.domain.shares.services import record_shared_read
 from server.plans import apply_retention
 from tests.server.conftest import Clock, User, Vault
 from tests.server.test_teams import TeamKit, db_session

@@ -1,4 +1,5 @@
-"""Nodes and sync: push, pull by cursor, status, single nodes, ancestry, sessions.
+"""The rules of nodes and sync: push, pull by cursor, status, single nodes, ancestry, sessions.
+No HTTP here (``controllers`` is the HTTP side).
 
 - ``POST /api/v1/sync/push`` (and ``POST /api/v1/nodes``, the RFC's single-node path, which takes
   the same batch body): a bounded batch of envelopes, atomic, parents before children (or already
@@ -17,30 +18,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Annotated
 
 import msgspec
-from litestar import Controller
-from litestar.params import JSONBody, Parameter
 from sqlalchemy import and_, func, literal, select
 from sqlalchemy.orm import Session, aliased
 
 from keymgmt import PolicyError, check_clear_metadata
 from server import acl, plans
 from server.db.models import NodeRecord, Team, TeamMember
-from server.deps import (
-    AUTHENTICATED,
-    WRITES,
-    NowDep,
-    PlansDep,
-    Principal,
-    PrincipalDep,
-    SessionDep,
-)
-from server.domain.shares import record_shared_read
+from server.deps import Principal
+from server.domain.shares.services import record_shared_read
 from server.domain.usage import services as usage
 from server.errors import BadRequest, Conflict, NotFound, PayloadTooLarge
-from server.openapi import get, post
 from tapes_e2e.protocol import (
     ENVELOPE_VERSION,
     MAX_BATCH_BYTES,
@@ -57,11 +46,17 @@ from tapes_e2e.protocol import (
     SyncStatusOut,
 )
 
-__all__ = ["NodeController", "SyncController"]
+__all__ = [
+    "MAX_PAGE",
+    "ancestry",
+    "node",
+    "pull_page",
+    "push",
+    "sessions_page",
+    "sync_status",
+]
 
 MAX_PAGE = 1000
-Hex64Path = Annotated[str, Parameter(pattern=r"^[0-9a-f]{64}$")]
-VaultQuery = Annotated[str, Parameter(pattern=r"^[A-Za-z0-9_-]{1,64}$", max_length=64)]
 _NO_NODE = "no such node"
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder(EnvelopeWire).decode
@@ -264,77 +259,95 @@ def _node_out(record: NodeRecord) -> NodeOut:
     )
 
 
-class SyncController(Controller):
-    path = "/api/v1/sync"
-    tags = ["sync"]
-    dependencies = AUTHENTICATED
-
-    @post("/push", sync_to_thread=True, status_code=200)
-    def push(
-        self, data: JSONBody[PushRequest], db: SessionDep, principal: PrincipalDep, now: NowDep,
-        plans_mode: PlansDep,
-    ) -> PushResult:  # fmt: skip
-        """Store a batch of envelopes atomically; already-stored IDs are no-ops."""
-        return push(db, principal, data, now, plans_mode)
-
-    @get("/pull", sync_to_thread=True)
-    def pull(
-        self,
-        db: SessionDep,
-        principal: PrincipalDep,
-        now: NowDep,
-        vault: VaultQuery,
-        after: Annotated[int, Parameter(ge=0, le=2**62)] = 0,
-        limit: Annotated[int, Parameter(ge=1, le=MAX_PAGE)] = 500,
-    ) -> PullPage:
-        """Envelopes readable by the caller with a sequence number above ``after``."""
-        team, member = acl.require_vault(db, principal, vault, "pull")
-        sizes = db.execute(
-            select(NodeRecord.seq, func.length(NodeRecord.envelope))
-            .where(acl.readable_clause(team, member, now), NodeRecord.seq > after)
+def pull_page(
+    db: Session, principal: Principal, vault: str, after: int, limit: int, now: datetime
+) -> PullPage:
+    """Envelopes readable by the caller with a sequence number above ``after``: at most
+    ``limit`` of them and ``MAX_PAGE_BYTES`` of envelopes (sizes are read first)."""
+    team, member = acl.require_vault(db, principal, vault, "pull")
+    sizes = db.execute(
+        select(NodeRecord.seq, func.length(NodeRecord.envelope))
+        .where(acl.readable_clause(team, member, now), NodeRecord.seq > after)
+        .order_by(NodeRecord.seq)
+        .limit(limit + 1)
+    ).all()
+    chosen = _within_budget([size for _seq, size in sizes[:limit]])
+    more = len(sizes) > chosen
+    seqs = [seq for seq, _size in sizes[:chosen]]
+    page = (
+        db.scalars(
+            select(NodeRecord)
+            .where(NodeRecord.vault_id == team.id, NodeRecord.seq.in_(seqs))
             .order_by(NodeRecord.seq)
-            .limit(limit + 1)
         ).all()
-        chosen = _within_budget([size for _seq, size in sizes[:limit]])
-        more = len(sizes) > chosen
-        seqs = [seq for seq, _size in sizes[:chosen]]
-        page = (
-            db.scalars(
-                select(NodeRecord)
-                .where(NodeRecord.vault_id == team.id, NodeRecord.seq.in_(seqs))
-                .order_by(NodeRecord.seq)
-            ).all()
-            if seqs
-            else []
-        )
-        cursor = page[-1].seq if page else max(after, 0)
-        if not more and not page:
-            cursor = max(after, 0)
-        return PullPage(
-            vault=vault,
-            items=[_node_out(r) for r in page],
-            cursor=cursor,
-            more=more,
-            chain_seqno=team.chain_seqno,
-        )
+        if seqs
+        else []
+    )
+    cursor = page[-1].seq if page else max(after, 0)
+    if not more and not page:
+        cursor = max(after, 0)
+    return PullPage(
+        vault=vault,
+        items=[_node_out(r) for r in page],
+        cursor=cursor,
+        more=more,
+        chain_seqno=team.chain_seqno,
+    )
 
-    @get("/status", sync_to_thread=True)
-    def status(
-        self,
-        db: SessionDep,
-        principal: PrincipalDep,
-        vault: VaultQuery,
-        after: Annotated[int, Parameter(ge=0, le=2**62)] = 0,
-    ) -> SyncStatusOut:
-        """Head sequence and counts, read from the vault row (no scan)."""
-        team, _member = acl.require_vault(db, principal, vault, "pull")
-        return SyncStatusOut(
-            vault=vault,
-            head_seq=team.head_seq,
-            node_count=team.node_count,
-            after=after,
-            pending_pull=max(team.head_seq - after, 0),
+
+def sync_status(db: Session, principal: Principal, vault: str, after: int) -> SyncStatusOut:
+    """Head sequence and counts, read from the vault row (no scan)."""
+    team, _member = acl.require_vault(db, principal, vault, "pull")
+    return SyncStatusOut(
+        vault=vault,
+        head_seq=team.head_seq,
+        node_count=team.node_count,
+        after=after,
+        pending_pull=max(team.head_seq - after, 0),
+    )
+
+
+def sessions_page(
+    db: Session, principal: Principal, vault: str, after: int, limit: int, now: datetime
+) -> SessionPage:
+    """Sessions (leaf nodes) of a vault readable by the caller, paginated by sequence."""
+    team, member = acl.require_vault(db, principal, vault, "pull")
+    parent_ids = select(NodeRecord.parent_id).where(
+        NodeRecord.vault_id == team.id, NodeRecord.parent_id.is_not(None)
+    )
+    records = db.scalars(
+        select(NodeRecord)
+        .where(
+            acl.readable_clause(team, member, now),
+            NodeRecord.seq > after,
+            NodeRecord.node_id.not_in(parent_ids),
         )
+        .order_by(NodeRecord.seq)
+        .limit(limit + 1)
+    ).all()
+    more = len(records) > limit
+    page = records[:limit]
+    return SessionPage(
+        items=[
+            SessionInfo(
+                session_id=r.node_id,
+                vault=r.vault_id,
+                seq=r.seq,
+                uploaded_at=r.uploaded_at.isoformat(),
+                metadata=dict(r.clear_metadata),
+            )
+            for r in page
+        ],
+        cursor=page[-1].seq if page else after,
+        more=more,
+    )
+
+
+def node(db: Session, principal: Principal, node_id: str, now: datetime) -> NodeOut:
+    """One envelope by its keyed node ID; a read through a share is audited."""
+    record = _find(db, principal, node_id, now)
+    record_shared_read(db, principal, record, now)
+    return _node_out(record)
 
 
 def _find(db: Session, principal: Principal, node_id: str, now: datetime) -> NodeRecord:
@@ -362,101 +375,6 @@ def _find(db: Session, principal: Principal, node_id: str, now: datetime) -> Nod
     raise NotFound(_NO_NODE)
 
 
-class NodeController(Controller):
-    path = "/api/v1"
-    tags = ["nodes"]
-    dependencies = AUTHENTICATED
-
-    @post("/nodes", sync_to_thread=True, status_code=200)
-    def create_nodes(
-        self, data: JSONBody[PushRequest], db: SessionDep, principal: PrincipalDep, now: NowDep,
-        plans_mode: PlansDep,
-    ) -> PushResult:  # fmt: skip
-        """Create or sync nodes (the RFC's path; same body and rules as sync/push)."""
-        return push(db, principal, data, now, plans_mode)
-
-    # These three audit a read that reached the caller through a share: they take the write path.
-    @get("/nodes/{node_id:str}", sync_to_thread=True, opt={WRITES: True})
-    def get_node(
-        self, node_id: Hex64Path, db: SessionDep, principal: PrincipalDep, now: NowDep
-    ) -> NodeOut:
-        """One envelope by its keyed node ID."""
-        record = _find(db, principal, node_id, now)
-        record_shared_read(db, principal, record, now)
-        return _node_out(record)
-
-    @get(
-        "/nodes/{node_id:str}/ancestry", sync_to_thread=True, opt={WRITES: True}
-    )  # audits shared reads
-    def ancestry(
-        self,
-        node_id: Hex64Path,
-        db: SessionDep,
-        principal: PrincipalDep,
-        now: NowDep,
-        limit: Annotated[int, Parameter(ge=1, le=MAX_PAGE)] = MAX_PAGE,
-    ) -> AncestryPage:
-        """The node and its ancestors, node first, at most ``limit`` of them and
-        ``MAX_PAGE_BYTES`` of envelopes (one bounded recursive query); ``next`` continues."""
-        return _ancestry(db, principal, node_id, now, limit)
-
-    @get("/sessions", sync_to_thread=True)
-    def sessions(
-        self,
-        db: SessionDep,
-        principal: PrincipalDep,
-        now: NowDep,
-        vault: VaultQuery,
-        after: Annotated[int, Parameter(ge=0, le=2**62)] = 0,
-        limit: Annotated[int, Parameter(ge=1, le=MAX_PAGE)] = 100,
-    ) -> SessionPage:
-        """Sessions (leaf nodes) of a vault readable by the caller, paginated by sequence."""
-        team, member = acl.require_vault(db, principal, vault, "pull")
-        parent_ids = select(NodeRecord.parent_id).where(
-            NodeRecord.vault_id == team.id, NodeRecord.parent_id.is_not(None)
-        )
-        records = db.scalars(
-            select(NodeRecord)
-            .where(
-                acl.readable_clause(team, member, now),
-                NodeRecord.seq > after,
-                NodeRecord.node_id.not_in(parent_ids),
-            )
-            .order_by(NodeRecord.seq)
-            .limit(limit + 1)
-        ).all()
-        more = len(records) > limit
-        page = records[:limit]
-        return SessionPage(
-            items=[
-                SessionInfo(
-                    session_id=r.node_id,
-                    vault=r.vault_id,
-                    seq=r.seq,
-                    uploaded_at=r.uploaded_at.isoformat(),
-                    metadata=dict(r.clear_metadata),
-                )
-                for r in page
-            ],
-            cursor=page[-1].seq if page else after,
-            more=more,
-        )
-
-    @get(
-        "/sessions/{session_id:str}", sync_to_thread=True, opt={WRITES: True}
-    )  # audits shared reads
-    def session(
-        self,
-        session_id: Hex64Path,
-        db: SessionDep,
-        principal: PrincipalDep,
-        now: NowDep,
-        limit: Annotated[int, Parameter(ge=1, le=MAX_PAGE)] = MAX_PAGE,
-    ) -> AncestryPage:
-        """A session: its leaf and its ancestors, paged as the node's ancestry."""
-        return _ancestry(db, principal, session_id, now, limit)
-
-
 def _within_budget(sizes: Sequence[int]) -> int:
     """How many of these envelopes (in order) one page carries: as many as fit in
     ``MAX_PAGE_BYTES``, and always the first, which alone may be larger (up to a batch)."""
@@ -468,7 +386,7 @@ def _within_budget(sizes: Sequence[int]) -> int:
     return len(sizes)
 
 
-def _ancestry(
+def ancestry(
     db: Session, principal: Principal, node_id: str, now: datetime, limit: int
 ) -> AncestryPage:
     """Walk at most ``limit`` parent links from ``node_id``, each to a node stored *before* its

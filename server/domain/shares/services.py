@@ -1,4 +1,5 @@
-"""Shared sessions: share, unshare, list (the RFC's TeamProvider), and shared-read auditing.
+"""The rules of shared sessions: share, unshare, list (the RFC's TeamProvider), and shared-read
+auditing. No HTTP here (``controllers`` is the HTTP side).
 
 - ``POST /api/v1/sessions/{id}/share`` — body ``{team, statement, expires_at?}``. ``{id}`` is the
   session's leaf node ID and must be a node the caller uploaded to that team's vault (404
@@ -19,31 +20,33 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Any
 
 import msgspec
-from litestar import Controller
-from litestar.params import JSONBody, Parameter
 from sqlalchemy import ColumnElement, CursorResult, and_, insert, literal, or_, select
 from sqlalchemy.orm import Session
 
 from keymgmt import ShareError, verify_share
 from server import acl, audit
 from server.db.models import NodeRecord, Share, ShareNode, Team, TeamMember, User
-from server.deps import AUTHENTICATED, NowDep, Principal, PrincipalDep, SessionDep, aware
+from server.deps import Principal, aware
 from server.domain.chain import MANAGERS, lock_team, verified_state
 from server.errors import BadRequest, Conflict, Forbidden, NotFound
-from server.openapi import delete, get, post
 from tapes_e2e.protocol import Problem
 from tapes_e2e.protocol.teams import ShareCreate, ShareOut, SharePage, SignedWire
 
-__all__ = ["ShareController", "SharedController", "record_shared_read"]
+__all__ = [
+    "MAX_PAGE",
+    "record_shared_read",
+    "share_session",
+    "shared_with_caller",
+    "team_shares",
+    "unshare_session",
+]
 
 MAX_PAGE = 1000
 _NO_NODE = "no such node"  # the same words as the nodes endpoints
 _NO_SHARE = "no such share"
-Hex64Path = Annotated[str, Parameter(pattern=r"^[0-9a-f]{64}$")]
-VaultQuery = Annotated[str, Parameter(pattern=r"^[A-Za-z0-9_-]{1,64}$", max_length=64)]
 
 
 def record_shared_read(
@@ -219,62 +222,29 @@ def _listing(
     return [_out(share, fingerprint) for share, fingerprint in rows]
 
 
-class ShareController(Controller):
-    path = "/api/v1/sessions"
-    tags = ["sharing"]
-    dependencies = AUTHENTICATED
-
-    @post("/{session_id:str}/share", sync_to_thread=True, status_code=201)
-    def share(
-        self, session_id: Hex64Path, data: JSONBody[ShareCreate], db: SessionDep,
-        principal: PrincipalDep, now: NowDep,
-    ) -> ShareOut:  # fmt: skip
-        """Share the session ending at this leaf with a team (signed by the sharer)."""
-        return share_session(db, principal, session_id, data, now)
-
-    @delete("/{session_id:str}/share", sync_to_thread=True, status_code=204)
-    def unshare(
-        self, session_id: Hex64Path, team: VaultQuery, db: SessionDep, principal: PrincipalDep,
-        now: NowDep,
-    ) -> None:  # fmt: skip
-        """Stop sharing the session with ``team``; its nodes are unreadable to others at once."""
-        unshare_session(db, principal, session_id, team, now)
-
-
-class SharedController(Controller):
-    path = "/api/v1"
-    tags = ["sharing"]
-    dependencies = AUTHENTICATED
-
-    @get("/shared", sync_to_thread=True)
-    def shared(
-        self, db: SessionDep, principal: PrincipalDep, now: NowDep,
-        limit: Annotated[int, Parameter(ge=1, le=MAX_PAGE)] = 500,
-    ) -> list[ShareOut]:  # fmt: skip
-        """Live shares of every team the caller reads content in, by team and sequence."""
-        rows = db.execute(
-            select(Team.id)
-            .join(TeamMember, TeamMember.team_id == Team.id)
-            .where(
-                TeamMember.user_id == principal.user_id,
-                TeamMember.removed_at.is_(None),
-                TeamMember.role.in_(acl.READERS),
-                Team.kind == "team",
-            )
-        ).scalars()
-        teams = [t for t in rows if principal.key_allows(t, "pull")]
-        return _listing(db, teams, now, 0, limit)
-
-    @get("/teams/{team_id:str}/sessions", sync_to_thread=True)
-    def team_sessions(
-        self, team_id: VaultQuery, db: SessionDep, principal: PrincipalDep, now: NowDep,
-        after: Annotated[int, Parameter(ge=0, le=2**62)] = 0,
-        limit: Annotated[int, Parameter(ge=1, le=MAX_PAGE)] = 100,
-    ) -> SharePage:  # fmt: skip
-        """The sessions shared with one team (the RFC's ``SharedSessions``), by share sequence."""
-        team, _member = acl.require_vault(db, principal, team_id, "pull")
-        items = _listing(db, [team.id], now, after, limit + 1)
-        page = items[:limit]
-        return SharePage(
-            items=page, cursor=page[-1].seq if page else after, more=len(items) > limit
+def shared_with_caller(
+    db: Session, principal: Principal, now: datetime, limit: int
+) -> list[ShareOut]:
+    """Live shares of every team the caller reads content in, by team and sequence."""
+    rows = db.execute(
+        select(Team.id)
+        .join(TeamMember, TeamMember.team_id == Team.id)
+        .where(
+            TeamMember.user_id == principal.user_id,
+            TeamMember.removed_at.is_(None),
+            TeamMember.role.in_(acl.READERS),
+            Team.kind == "team",
         )
+    ).scalars()
+    teams = [t for t in rows if principal.key_allows(t, "pull")]
+    return _listing(db, teams, now, 0, limit)
+
+
+def team_shares(
+    db: Session, principal: Principal, team_id: str, now: datetime, after: int, limit: int
+) -> SharePage:
+    """The sessions shared with one team (the RFC's ``SharedSessions``), by share sequence."""
+    team, _member = acl.require_vault(db, principal, team_id, "pull")
+    items = _listing(db, [team.id], now, after, limit + 1)
+    page = items[:limit]
+    return SharePage(items=page, cursor=page[-1].seq if page else after, more=len(items) > limit)

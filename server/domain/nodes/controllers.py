@@ -1,0 +1,116 @@
+"""HTTP of nodes and sync: push, pull by cursor, status, single nodes, ancestry, sessions.
+
+- ``POST /api/v1/sync/push`` (and ``POST /api/v1/nodes``, the RFC's single-node path, which takes
+  the same batch body): a bounded batch of envelopes, atomic, parents before children (or already
+  stored); an ID already stored is reported as ``existing`` and not touched. Each stored node gets
+  the vault's next sequence number, taken under a lock on the vault row. A new node sealed under
+  another key epoch than the vault's current one (``Team.epoch``, which follows the verified
+  chain) is refused with 409, and the batch stores nothing.
+- ``GET /api/v1/sync/pull?vault=&after=&limit=``: what the caller may read with ``seq > after``,
+  ``limit`` at a time; ``cursor`` is the last sequence number looked at, so an up-to-date client
+  costs one small request.
+- ``GET /api/v1/sync/status``: head sequence and node count from the vault row, no scan.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from litestar import Controller
+from litestar.params import JSONBody, Parameter
+
+from server.deps import AUTHENTICATED, WRITES, NowDep, PlansDep, PrincipalDep, SessionDep
+from server.domain.nodes import services
+from server.domain.nodes.services import MAX_PAGE
+from server.openapi import get, post
+from tapes_e2e.protocol import (
+    AncestryPage,
+    NodeOut,
+    PullPage,
+    PushRequest,
+    PushResult,
+    SessionPage,
+    SyncStatusOut,
+)
+
+__all__ = ["NodeController", "SyncController"]
+
+Hex64Path = Annotated[str, Parameter(pattern=r"^[0-9a-f]{64}$")]
+VaultQuery = Annotated[str, Parameter(pattern=r"^[A-Za-z0-9_-]{1,64}$", max_length=64)]
+After = Annotated[int, Parameter(ge=0, le=2**62)]
+
+
+class SyncController(Controller):
+    path = "/api/v1/sync"
+    tags = ["sync"]
+    dependencies = AUTHENTICATED
+
+    @post("/push", sync_to_thread=True, status_code=200)
+    def push(
+        self, data: JSONBody[PushRequest], db: SessionDep, principal: PrincipalDep, now: NowDep,
+        plans_mode: PlansDep,
+    ) -> PushResult:  # fmt: skip
+        """Store a batch of envelopes atomically; already-stored IDs are no-ops."""
+        return services.push(db, principal, data, now, plans_mode)
+
+    @get("/pull", sync_to_thread=True)
+    def pull(
+        self, db: SessionDep, principal: PrincipalDep, now: NowDep, vault: VaultQuery,
+        after: After = 0, limit: Annotated[int, Parameter(ge=1, le=MAX_PAGE)] = 500,
+    ) -> PullPage:  # fmt: skip
+        """Envelopes readable by the caller with a sequence number above ``after``."""
+        return services.pull_page(db, principal, vault, after, limit, now)
+
+    @get("/status", sync_to_thread=True)
+    def status(
+        self, db: SessionDep, principal: PrincipalDep, vault: VaultQuery, after: After = 0
+    ) -> SyncStatusOut:
+        """Head sequence and counts, read from the vault row (no scan)."""
+        return services.sync_status(db, principal, vault, after)
+
+
+class NodeController(Controller):
+    path = "/api/v1"
+    tags = ["nodes"]
+    dependencies = AUTHENTICATED
+
+    @post("/nodes", sync_to_thread=True, status_code=200)
+    def create_nodes(
+        self, data: JSONBody[PushRequest], db: SessionDep, principal: PrincipalDep, now: NowDep,
+        plans_mode: PlansDep,
+    ) -> PushResult:  # fmt: skip
+        """Create or sync nodes (the RFC's path; same body and rules as sync/push)."""
+        return services.push(db, principal, data, now, plans_mode)
+
+    # These three audit a read that reached the caller through a share: they take the write path.
+    @get("/nodes/{node_id:str}", sync_to_thread=True, opt={WRITES: True})
+    def get_node(
+        self, node_id: Hex64Path, db: SessionDep, principal: PrincipalDep, now: NowDep
+    ) -> NodeOut:
+        """One envelope by its keyed node ID."""
+        return services.node(db, principal, node_id, now)
+
+    @get("/nodes/{node_id:str}/ancestry", sync_to_thread=True, opt={WRITES: True})
+    def ancestry(
+        self, node_id: Hex64Path, db: SessionDep, principal: PrincipalDep, now: NowDep,
+        limit: Annotated[int, Parameter(ge=1, le=MAX_PAGE)] = MAX_PAGE,
+    ) -> AncestryPage:  # fmt: skip
+        """The node and its ancestors, node first, at most ``limit`` of them and
+        ``MAX_PAGE_BYTES`` of envelopes (one bounded recursive query); ``next`` continues."""
+        return services.ancestry(db, principal, node_id, now, limit)
+
+    @get("/sessions", sync_to_thread=True)
+    def sessions(
+        self, db: SessionDep, principal: PrincipalDep, now: NowDep, vault: VaultQuery,
+        after: After = 0, limit: Annotated[int, Parameter(ge=1, le=MAX_PAGE)] = 100,
+    ) -> SessionPage:  # fmt: skip
+        """Sessions (leaf nodes) of a vault readable by the caller, paginated by sequence."""
+        return services.sessions_page(db, principal, vault, after, limit, now)
+
+    @get("/sessions/{session_id:str}", sync_to_thread=True, opt={WRITES: True})
+    def session(
+        self, session_id: Hex64Path, db: SessionDep, principal: PrincipalDep, now: NowDep,
+        limit: Annotated[int, Parameter(ge=1, le=MAX_PAGE)] = MAX_PAGE,
+    ) -> AncestryPage:  # fmt: skip
+        """A session: its leaf and its ancestors, paged as the node's ancestry."""
+        return services.ancestry(db, principal, session_id, now, limit)
