@@ -18,7 +18,10 @@ from tests.server.conftest import Clock, User
 from tests.server.test_shares import Story
 from tests.server.test_teams import TeamKit, set_tier
 
-ROLES = ("owner", "admin", "member", "viewer", "removed", "outsider", "anonymous", "wrong_key")
+ROLES = (
+    "owner", "admin", "member", "viewer", "removed", "outsider", "anonymous", "wrong_key",
+    "usage_key",
+)  # fmt: skip
 
 
 class World:
@@ -40,6 +43,8 @@ class World:
         self.private_node = self.story.b[0]["node_id"]
         key = alice.post("/api/v1/api-keys/", {"vault": alice.vault, "permissions": ["pull"]})
         self.wrong_key = key.json()["api_key"]
+        usage = alice.post("/api/v1/api-keys/", {"vault": self.team, "permissions": ["read-usage"]})
+        self.usage_key = usage.json()["api_key"]
         self.users = {
             "owner": alice, "admin": carol, "member": bob, "viewer": dave,
             "removed": erin, "outsider": mallory,
@@ -54,6 +59,8 @@ class World:
             return {}
         if role == "wrong_key":
             return {"Authorization": f"Bearer {self.wrong_key}"}
+        if role == "usage_key":  # a manager's read-usage key for the team
+            return {"Authorization": f"Bearer {self.usage_key}"}
         return self.users[role].headers
 
     def fresh_envelope(self, role: str) -> dict[str, Any]:
@@ -66,9 +73,22 @@ Request = Callable[[World, str], Any]
 
 
 def get(path: str) -> Request:
+    """GET ``/api/v1/`` + ``path``, its placeholders filled from the world."""
+
     def run(world: World, role: str) -> Any:
-        url = path.format(team=world.team, shared=world.shared_leaf, private=world.private_node)
+        filled = path.format(team=world.team, shared=world.shared_leaf, private=world.private_node)
+        url = "/api/v1/" + filled
         return world.client.get(url, headers=world.headers(role))
+
+    return run
+
+
+def post(path: str, body: dict[str, str]) -> Request:
+    """POST a JSON body to ``/api/v1/`` + ``path``."""
+
+    def run(world: World, role: str) -> Any:
+        filled = {k: v.format(team=world.team) for k, v in body.items()}
+        return world.client.post("/api/v1/" + path, json=filled, headers=world.headers(role))
 
     return run
 
@@ -78,26 +98,31 @@ def push(world: World, role: str) -> Any:
     return world.client.post("/api/v1/sync/push", json=body, headers=world.headers(role))
 
 
-# role order: owner, admin, member, viewer, removed, outsider, anonymous, wrong_key
+# role order: owner, admin, member, viewer, removed, outsider, anonymous, wrong_key (a key for
+# another vault), usage_key (a read-usage key for this team: usage and the roster, no content)
 MATRIX: list[tuple[str, Request, tuple[int, ...]]] = [
-    ("team", get("/api/v1/teams/{team}"), (200, 200, 200, 200, 404, 404, 401, 404)),
-    ("pull", get("/api/v1/sync/pull?vault={team}"), (200, 200, 200, 403, 404, 404, 401, 404)),
-    ("status", get("/api/v1/sync/status?vault={team}"), (200, 200, 200, 403, 404, 404, 401, 404)),
-    ("sessions", get("/api/v1/sessions?vault={team}"), (200, 200, 200, 403, 404, 404, 401, 404)),
-    ("shared node", get("/api/v1/nodes/{shared}"), (200, 200, 200, 404, 404, 404, 401, 404)),
-    ("ancestry", get("/api/v1/nodes/{shared}/ancestry"), (200, 200, 200, 404, 404, 404, 401, 404)),
-    ("private node", get("/api/v1/nodes/{private}"), (200, 404, 404, 404, 404, 404, 401, 404)),
-    ("chain", get("/api/v1/teams/{team}/chain"), (200, 200, 200, 200, 404, 404, 401, 404)),
-    ("audit", get("/api/v1/teams/{team}/audit"), (200, 200, 403, 403, 404, 404, 401, 404)),
-    ("joins", get("/api/v1/teams/{team}/join-requests"), (200, 200, 403, 403, 404, 404, 401, 404)),
+    ("team", get("teams/{team}"), (200, 200, 200, 200, 404, 404, 401, 404, 200)),
+    ("pull", get("sync/pull?vault={team}"), (200, 200, 200, 403, 404, 404, 401, 404, 404)),
+    ("status", get("sync/status?vault={team}"), (200, 200, 200, 403, 404, 404, 401, 404, 404)),
+    ("sessions", get("sessions?vault={team}"), (200, 200, 200, 403, 404, 404, 401, 404, 404)),
+    ("shared node", get("nodes/{shared}"), (200, 200, 200, 404, 404, 404, 401, 404, 404)),
+    ("ancestry", get("nodes/{shared}/ancestry"), (200, 200, 200, 404, 404, 404, 401, 404, 404)),
+    ("private node", get("nodes/{private}"), (200, 404, 404, 404, 404, 404, 401, 404, 404)),
+    ("chain", get("teams/{team}/chain"), (200, 200, 200, 200, 404, 404, 401, 404, 200)),
+    ("audit", get("teams/{team}/audit"), (200, 200, 403, 403, 404, 404, 401, 404, 404)),
+    ("joins", get("teams/{team}/join-requests"), (200, 200, 403, 403, 404, 404, 401, 404, 404)),
     # viewers read usage metadata only: not even the list of shared sessions
-    ("shares", get("/api/v1/teams/{team}/sessions"), (200, 200, 200, 403, 404, 404, 401, 404)),
-    ("shared list", get("/api/v1/shared"), (200, 200, 200, 200, 200, 200, 401, 200)),
-    ("push", push, (200, 200, 200, 403, 404, 404, 401, 404)),
+    ("shares", get("teams/{team}/sessions"), (200, 200, 200, 403, 404, 404, 401, 404, 404)),
+    ("shared list", get("shared"), (200, 200, 200, 200, 200, 200, 401, 200, 200)),
+    ("push", push, (200, 200, 200, 403, 404, 404, 401, 404, 404)),
     # the team's figures: owner, admins and viewers (a member reads their own, not the team's)
-    ("usage", get("/api/v1/teams/{team}/usage/"), (200, 200, 403, 200, 404, 404, 401, 404)),
-    ("usage csv", get("/api/v1/teams/{team}/usage?format=csv&group_by=member"),
-     (200, 200, 403, 200, 404, 404, 401, 404)),
+    ("usage", get("teams/{team}/usage/"), (200, 200, 403, 200, 404, 404, 401, 404, 200)),
+    ("usage csv", get("teams/{team}/usage?format=csv&group_by=member"),
+     (200, 200, 403, 200, 404, 404, 401, 404, 200)),
+    # a browser sign-in link: interactive logins that read the team's usage (a member's 404
+    # reads like a team that does not exist, as on the dashboard); API keys paste themselves
+    ("dashboard link", post("dashboard/links", {"team": "{team}"}),
+     (201, 201, 404, 201, 404, 404, 401, 403, 403)),
 ]  # fmt: skip
 
 
@@ -134,7 +159,7 @@ def test_the_shared_list_shows_each_caller_only_their_teams_shares(world: World)
 
     assert listed("owner") == listed("admin") == listed("member") == [world.shared_leaf]
     assert listed("removed") == listed("outsider") == listed("wrong_key") == []
-    assert listed("viewer") == []
+    assert listed("viewer") == listed("usage_key") == []
 
 
 def test_what_each_reader_pulls(world: World) -> None:

@@ -9,6 +9,10 @@ belong to, the nodes *its sharer uploaded* among those it covered when it was ma
 from its leaf through what the sharer could read then). A share never reaches another
 uploader's nodes, so an owner's unshare or expiry ends access to their session even after
 others shared continuations of it.
+
+Usage is checked after every step too: the team's figures are the owner's to read (200, and they
+count every node each member ever pushed, whatever retention or unsharing did since), a plain
+member gets 403 and a removed one 404, as the ACL table says.
 """
 
 from __future__ import annotations
@@ -78,6 +82,7 @@ class SharingMachine(RuleBasedStateMachine):
         self.shares: dict[str, ModelShare] = {}  # leaf -> share (live or expired)
         self.ticks = 0
         self.uploaded: dict[str, datetime] = {}  # node -> its upload time, as aged
+        self.pushed: dict[str, int] = dict.fromkeys(NAMES, 0)  # nodes ever pushed, per member
 
     def teardown(self) -> None:
         self.client.__exit__(None, None, None)
@@ -135,6 +140,7 @@ class SharingMachine(RuleBasedStateMachine):
         node = envelope["node_id"]
         self.uploader[node], self.parent[node], self.tapes_hash[node] = name, parent_id, tapes_hash
         self.uploaded[node] = self.clock()
+        self.pushed[name] += 1
         if parent_id in self.leaves[name]:
             self.leaves[name].remove(parent_id)
         self.leaves[name].append(node)
@@ -223,6 +229,26 @@ class SharingMachine(RuleBasedStateMachine):
             for node in self.uploader:
                 fetched = user.get(f"/api/v1/nodes/{node}").status_code
                 assert fetched == (200 if node in allowed else 404), (name, node)
+
+    @invariant()
+    def only_the_owner_reads_the_teams_usage_and_it_counts_every_push(self) -> None:
+        today = self.clock().date()
+        span = f"from={today - timedelta(days=30)}&to={today + timedelta(days=1)}"
+        path = f"/api/v1/teams/{self.kit.team_id}/usage?group_by=member&{span}"
+        handles = {self.users[n].user_id: n for n in NAMES}
+        for name, user in self.users.items():
+            response = user.get(path)
+            if name == "alice":
+                assert response.status_code == 200, response.text
+                counted = {
+                    handles.get(row["group"]["member"], row["group"]["member"]): row["figures"][
+                        "nodes"
+                    ]
+                    for row in response.json()["rows"]
+                }
+                assert counted == {n: c for n, c in self.pushed.items() if c}
+            else:
+                assert response.status_code == (403 if name in self.members else 404), name
 
 
 SharingMachine.TestCase.settings = settings(
