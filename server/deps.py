@@ -206,6 +206,7 @@ class Principal:
 
     user_id: str
     api_key_id: str | None = None
+    family_id: str | None = None  # an interactive login's device (its token family)
     key_vault: str | None = None
     key_permissions: frozenset[str] = frozenset()
 
@@ -252,7 +253,7 @@ def authenticate(db: Session, token: str, now: datetime) -> Principal:
     access = db.get(AccessToken, digest)
     if access is None or aware(access.expires_at) <= now:
         raise Unauthorized(_CREDENTIALS)
-    return Principal(user_id=access.user_id)
+    return Principal(user_id=access.user_id, family_id=access.family_id)
 
 
 def _needs_caller(handler: BaseRouteHandler) -> bool:

@@ -56,6 +56,7 @@ from tapes_e2e.protocol import (
     ApiKeyCreated,
     ApiKeyInfo,
     Challenge,
+    DeviceOut,
     NodeOut,
     Problem,
     PullPage,
@@ -242,6 +243,7 @@ _SHARES = msgspec.json.Decoder(list[ShareOut])
 _SHARE_PAGE = msgspec.json.Decoder(SharePage)
 _KEY_CREATED = msgspec.json.Decoder(ApiKeyCreated)
 _KEYS = msgspec.json.Decoder(list[ApiKeyInfo])
+_DEVICES = msgspec.json.Decoder(list[DeviceOut])
 _DASHBOARD_LINK = msgspec.json.Decoder(DashboardLinkOut)
 _PROBLEM = msgspec.json.Decoder(_Problem)
 _encode = msgspec.json.Encoder().encode
@@ -293,8 +295,11 @@ class ApiClient:
 
     # --- login and tokens --------------------------------------------------------------------
 
-    def login(self, identity: Identity, *, handle: str | None = None) -> Session:
+    def login(
+        self, identity: Identity, *, handle: str | None = None, device: str | None = None
+    ) -> Session:
         """Log in by signing a challenge; with ``handle`` an unknown identity is registered.
+        ``device`` names this login in ``tapes auth devices`` (the server's default otherwise).
 
         Raises :class:`AudienceMismatchError` before signing anything when the challenge is
         bound to another server than ``api_url``.
@@ -322,6 +327,8 @@ class ApiClient:
         }
         if handle is not None:
             body["handle"] = handle
+        if device is not None:
+            body["device"] = device
         response = self._send("POST", "/auth/login", body=_encode(body))
         if response.status_code == 401:
             raise AuthError(
@@ -566,6 +573,16 @@ class ApiClient:
         """One page of the live shares of ``team`` after share sequence ``after`` (unverified)."""
         path = f"/api/v1/teams/{_seg(team)}/sessions"
         return self._call("GET", path, _SHARE_PAGE, params={"after": after, "limit": limit})
+
+    # --- devices -----------------------------------------------------------------------------
+
+    def devices(self) -> list[DeviceOut]:
+        """The account's live logins, most recently seen first (``current`` is this one)."""
+        return self._call("GET", "/auth/devices", _DEVICES)
+
+    def revoke_device(self, device_id: str) -> None:
+        """End one login at once (its refresh and access tokens)."""
+        self._check(self._authed("DELETE", f"/auth/devices/{_seg(device_id)}"))
 
     # --- API keys ----------------------------------------------------------------------------
 

@@ -37,6 +37,7 @@ __all__ = [
     "ChainStatement",
     "DashboardLink",
     "DashboardSession",
+    "Device",
     "Invite",
     "JoinRequest",
     "Keyring",
@@ -271,6 +272,20 @@ class RefreshToken(Base):
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     expires_at: Mapped[datetime] = mapped_column(Stamp)
     used_at: Mapped[datetime | None] = mapped_column(Stamp)
+    revoked_at: Mapped[datetime | None] = mapped_column(Stamp)
+
+
+class Device(Base):
+    """One login: its token family, named by the client (the hostname by default), with when
+    and from where it was last seen (at login and at each refresh)."""
+
+    __tablename__ = "devices"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)  # the token family
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(Stamp)
+    last_seen_at: Mapped[datetime] = mapped_column(Stamp)
+    address: Mapped[str] = mapped_column(String(64))
     revoked_at: Mapped[datetime | None] = mapped_column(Stamp)
 
 

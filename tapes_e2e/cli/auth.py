@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -95,10 +96,15 @@ def login(
     handle: Annotated[
         str | None, typer.Option(help="Register a new account with this handle.")
     ] = None,
+    device: Annotated[
+        str | None,
+        typer.Option(help="Name this login in `tapes auth devices` (default: the hostname)."),
+    ] = None,
 ) -> None:
     """Create or unlock your identity, log in (registering with --handle), set up your vault."""
     settings = settings_of(ctx)
     dotdir = settings.dotdir.path
+    name = device_name(device)  # before anything is created
     api_url = server or settings.config.cloud.api_url
     if not api_url:
         raise ConfigError(
@@ -110,7 +116,7 @@ def login(
     else:
         identity = _first_identity(dotdir)
     api = api_client(settings, api_url)
-    session = api.login(identity, handle=handle)
+    session = api.login(identity, handle=handle, device=name)
     trust = account.trust_for(dotdir, identity)
     vault = account.ensure_personal_vault(api, session, trust)
     if server and server.rstrip("/") != (settings.config.cloud.api_url or ""):
@@ -125,6 +131,17 @@ def login(
         f"personal vault: {vault.vault} (safety number {keymgmt.safety_number(vault.state)})",
         markup=False,
     )
+
+
+def device_name(given: str | None) -> str:
+    """The name this login goes by: ``--device``, else the hostname; printable, 64 characters."""
+    name = given if given is not None else socket.gethostname()
+    clean = "".join(ch for ch in name if ch.isprintable()).strip()[:64]
+    if given is not None and clean != given:
+        raise typer.BadParameter(
+            f"{given!r} is not a printable name of 1 to 64 characters", param_hint="--device"
+        )
+    return clean or "unnamed device"
 
 
 @app.command("status")
@@ -180,6 +197,50 @@ def logout(ctx: typer.Context) -> None:
         ended = f"the server could not be told ({exc.message}); it expires by itself"
     account.forget_session(settings.dotdir.path)
     output.note(f"logged out: {ended}; the saved login is deleted; your identity key is kept")
+
+
+devices_app = typer.Typer(
+    help="Your logins (devices): list them, or end one at once with `revoke ID`.",
+    invoke_without_command=True,
+    rich_markup_mode=None,
+)
+app.add_typer(devices_app, name="devices")
+
+
+@devices_app.callback()
+def devices(ctx: typer.Context, as_json: output.JsonFlag = False) -> None:
+    """List your logins: name, last seen and from where; `*` marks this one."""
+    if ctx.invoked_subcommand is not None:
+        return
+    found = logged_in(settings_of(ctx))[0].devices()
+    if as_json:
+        output.emit_json([msgspec.to_builtins(d) for d in found])
+        return
+    output.table(
+        ("", "DEVICE ID", "NAME", "LAST SEEN", "FROM", "SINCE"),
+        [
+            ("*" if d.current else "", d.device_id, d.name, d.last_seen_at[:16].replace("T", " "),
+             d.address, d.created_at[:10])
+            for d in found
+        ],
+    )  # fmt: skip
+
+
+@devices_app.command("revoke")
+def revoke_device(
+    ctx: typer.Context,
+    device_id: Annotated[str, typer.Argument(help="The id from `tapes auth devices`.")],
+) -> None:
+    """End one login at once: its tokens stop working on its next request (a stolen laptop)."""
+    settings = settings_of(ctx)
+    api = logged_in(settings)[0]
+    current = any(d.current and d.device_id == device_id for d in api.devices())
+    api.revoke_device(device_id)
+    if current:
+        account.forget_session(settings.dotdir.path)
+        output.note(f"revoked {device_id}, this machine's login: log in again to continue")
+    else:
+        output.note(f"revoked {device_id}: that login ends with its next request")
 
 
 api_keys = typer.Typer(

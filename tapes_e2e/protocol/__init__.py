@@ -26,6 +26,8 @@ __all__ = [
     "ApiKeyCreated",
     "ApiKeyInfo",
     "Challenge",
+    "DeviceName",
+    "DeviceOut",
     "EnvelopeWire",
     "LoginRequest",
     "NodeOut",
@@ -66,6 +68,8 @@ B64 = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]*$", max_length=48 * 1024 * 10
 Key32 = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{43}$")]  # 32 bytes, unpadded base64url
 Sig64 = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{86}$")]  # 64 bytes, unpadded base64url
 Handle = Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9_.-]{1,38}$")]
+# A device's name as its user typed it (the hostname by default): printable, no control characters.
+DeviceName = Annotated[str, Meta(pattern=r"^[^\x00-\x1f\x7f]{1,64}$")]
 VaultId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 Fingerprint = Annotated[str, Meta(pattern=r"^[A-Z2-7]{4}(-[A-Z2-7]{4}){7}$")]
 Permission = Literal["push", "pull", "read-usage", "admin"]
@@ -101,6 +105,7 @@ class LoginRequest(_Strict, frozen=True):
     keys: PublicKeys
     signature: Sig64
     handle: Handle | None = None
+    device: DeviceName | None = None  # what ``tapes auth devices`` calls this login
 
 
 class TokenPair(_Strict, frozen=True):
@@ -137,6 +142,17 @@ class ApiKeyInfo(_Strict, frozen=True):
     created_at: str
     last_used_at: str | None
     revoked: bool
+
+
+class DeviceOut(_Strict, frozen=True):
+    """One login of the account (a device): ``current`` is the one asking."""
+
+    device_id: str
+    name: str
+    created_at: str
+    last_seen_at: str
+    address: str
+    current: bool
 
 
 class ApiKeyCreated(_Strict, frozen=True):

@@ -196,3 +196,54 @@ def test_remember_without_a_usable_keyring_is_one_error(
     code, _, err = tapes("laptop", "keys", "remember")
     assert code == 1
     assert err.startswith("tapes: error: no usable OS keyring on this machine")
+
+
+def test_each_machine_is_a_device_and_a_revoked_one_is_refused_at_once(
+    tapes: Tapes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stolen laptop: the desktop (set up from the kit) lists both logins and ends the
+    laptop's; the laptop's next command is refused, and the desktop carries on."""
+    login = ("auth", "login", "--server", AUDIENCE)
+    assert tapes("laptop", *login, "--handle", "alice", "--device", "laptop [/b]")[0] == 0
+    kit = tmp_path / "kit.txt"
+    monkeypatch.setenv("TAPES_NEW_PASSPHRASE", "correct horse battery")  # both machines' one
+    assert tapes("laptop", "keys", "export", "--recovery-kit", "-o", str(kit))[0] == 0
+    assert tapes("desktop", "keys", "import", str(kit))[0] == 0
+    assert tapes("desktop", *login, "--device", "desktop")[0] == 0
+    code, out, err = tapes("desktop", "auth", "devices", "--json")
+    assert code == 0, err
+    devices = {d["name"]: d for d in json.loads(out)}
+    assert set(devices) == {"laptop [/b]", "desktop"}
+    assert (devices["desktop"]["current"], devices["laptop [/b]"]["current"]) == (True, False)
+    code, out, err = tapes("desktop", "auth", "devices")
+    assert code == 0, err
+    assert "laptop [/b]" in out  # the name as typed, never read as markup
+    laptop = devices["laptop [/b]"]["device_id"]
+    code, _, err = tapes("desktop", "auth", "devices", "revoke", laptop)
+    assert code == 0, err
+    assert f"revoked {laptop}" in err
+    code, _, err = tapes("laptop", "storage", "sync")
+    assert code == 1
+    assert err.startswith("tapes: error: your login expired or was revoked")
+    assert "run `tapes auth login`" in err
+    assert tapes("desktop", "storage", "sync")[0] == 0
+    code, _, err = tapes("desktop", "auth", "devices", "revoke", laptop)
+    assert code == 1
+    assert "no such device" in err
+    # revoking this machine's own login ends it here too
+    own = devices["desktop"]["device_id"]
+    code, _, err = tapes("desktop", "auth", "devices", "revoke", own)
+    assert code == 0, err
+    assert "this machine's login" in err
+    assert not (tmp_path / "desktop" / "session.json").exists()
+
+
+def test_a_device_name_with_control_characters_is_refused_first(
+    tapes: Tapes, tmp_path: Path
+) -> None:
+    code, _, err = tapes("a", "auth", "login", "--server", AUDIENCE, "--handle", "al",
+                         "--device", "bad\x1b[2Jname")  # fmt: skip
+    assert code == 2  # a usage error, before any identity or login is made
+    assert "--device" in err
+    assert "not a printable name" in err
+    assert not (tmp_path / "a" / "identity.key").exists()

@@ -126,7 +126,7 @@ class User:
             "ed25519": self.identity.public.ed25519.hex(),
         }
 
-    def login(self, *, register: bool = False) -> dict[str, Any]:
+    def login(self, *, register: bool = False, device: str | None = None) -> dict[str, Any]:
         challenge = self.client.post("/auth/challenge").json()
         signature = sign_login(
             self.identity,
@@ -141,6 +141,8 @@ class User:
         }
         if register:
             body["handle"] = self.handle
+        if device is not None:
+            body["device"] = device
         response = self.client.post("/auth/login", json=body)
         assert response.status_code == 200, response.text
         result: dict[str, Any] = response.json()

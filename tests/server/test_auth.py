@@ -226,3 +226,78 @@ def test_x_forwarded_for_is_believed_only_from_a_trusted_proxy(tmp_path: Any) ->
 
     assert codes(frozenset()) == [200, 200, 429, 429]  # the peer is one client, whatever it says
     assert codes(frozenset({"testclient"})) == [200] * 4  # four clients behind the proxy
+
+
+def _devices(client: TestClient[Any], access: str) -> Any:
+    return client.get("/auth/devices", headers={"Authorization": f"Bearer {access}"})
+
+
+def test_every_login_is_a_device_listed_with_its_name_and_last_sight(
+    client: TestClient[Any], alice: User, clock: Clock
+) -> None:
+    laptop = alice.login(device="laptop")
+    clock.advance(minutes=5)
+    desk = alice.login(device="desk [/x] <b>")  # a name is data, shown as typed
+    listed = _devices(client, desk["access_token"]).json()
+    by_name = {d["name"]: d for d in listed}
+    assert set(by_name) >= {"laptop", "desk [/x] <b>"}
+    assert listed[0]["name"] == "desk [/x] <b>"  # most recently seen first
+    assert [d["name"] for d in listed if d["current"]] == ["desk [/x] <b>"]
+    assert by_name["laptop"]["address"] == "testclient"
+    # a refresh is a sighting: the laptop moves to the top with the clock's time
+    clock.advance(minutes=5)
+    refreshed = client.post("/auth/token/refresh", json={"refresh_token": laptop["refresh_token"]})
+    assert refreshed.status_code == 200
+    top = _devices(client, desk["access_token"]).json()[0]
+    assert (top["name"], top["last_seen_at"]) == ("laptop", clock.now.isoformat())
+    # a name with a control character is refused before anything is stored
+    bad = alice.client.post("/auth/challenge").json()
+    signature = sign_login(
+        alice.identity, server=bad["audience"], challenge_id=bad["challenge_id"],
+        nonce=unb64(bad["nonce"]),
+    )  # fmt: skip
+    body = {"challenge_id": bad["challenge_id"], "keys": alice.keys, "signature": b64(signature)}
+    assert client.post("/auth/login", json=body | {"device": "evil\x1b[2J"}).status_code == 400
+
+
+def test_revoking_a_device_ends_its_login_at_once(
+    client: TestClient[Any], alice: User, bob: User
+) -> None:
+    stolen = alice.login(device="stolen laptop")
+    here = alice.login(device="new laptop")
+    stolen_id = next(d["device_id"] for d in _devices(client, here["access_token"]).json()
+                     if d["name"] == "stolen laptop")  # fmt: skip
+    # nobody else can end it, nor learn that it exists
+    assert bob.delete(f"/auth/devices/{stolen_id}").status_code == 404
+    assert _devices(client, stolen["access_token"]).status_code == 200
+    revoke = client.delete(
+        f"/auth/devices/{stolen_id}", headers={"Authorization": f"Bearer {here['access_token']}"}
+    )
+    assert revoke.status_code == 204
+    thief = {"Authorization": f"Bearer {stolen['access_token']}"}
+    assert client.get("/auth/me", headers=thief).status_code == 401  # the access token, at once
+    again = client.post("/auth/token/refresh", json={"refresh_token": stolen["refresh_token"]})
+    assert again.status_code == 401
+    names = [d["name"] for d in _devices(client, here["access_token"]).json()]
+    assert ("stolen laptop" in names, "new laptop" in names) == (False, True)
+    mine = {"Authorization": f"Bearer {here['access_token']}"}
+    assert client.get("/auth/me", headers=mine).status_code == 200
+    # revoking it twice, or a device that never existed, is the same 404
+    for gone in (stolen_id, "00000000-0000-0000-0000-000000000000"):
+        assert client.delete(
+            f"/auth/devices/{gone}", headers={"Authorization": f"Bearer {here['access_token']}"}
+        ).status_code == 404  # fmt: skip
+
+
+def test_logout_ends_the_device_and_api_keys_cannot_see_devices(
+    client: TestClient[Any], alice: User
+) -> None:
+    other = alice.login(device="other")
+    ended = client.post("/auth/logout", json={"refresh_token": other["refresh_token"]})
+    assert ended.status_code == 204
+    assert "other" not in [d["name"] for d in alice.get("/auth/devices").json()]
+    key = alice.post("/api/v1/api-keys/", {"vault": alice.vault, "permissions": ["admin"]})
+    headers = {"Authorization": f"Bearer {key.json()['api_key']}"}
+    assert client.get("/auth/devices", headers=headers).status_code == 403
+    some = alice.get("/auth/devices").json()[0]["device_id"]
+    assert client.delete(f"/auth/devices/{some}", headers=headers).status_code == 403

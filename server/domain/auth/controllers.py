@@ -14,13 +14,13 @@ The rules live in ``services``; this module reads the request and the caller's a
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from litestar import Controller, Request, Response
 from litestar.connection import ASGIConnection
 from litestar.datastructures import State
 from litestar.handlers import BaseRouteHandler
-from litestar.params import FromPath, JSONBody
+from litestar.params import FromPath, JSONBody, Parameter
 
 from server import ratelimit
 from server.deps import (
@@ -39,6 +39,7 @@ from tapes_e2e.protocol import (
     ApiKeyCreated,
     ApiKeyInfo,
     Challenge,
+    DeviceOut,
     LoginRequest,
     RefreshRequest,
     TokenPair,
@@ -46,6 +47,8 @@ from tapes_e2e.protocol import (
 )
 
 __all__ = ["ApiKeyController", "AuthController", "count_attempt"]
+
+DeviceId = Annotated[str, Parameter(pattern=r"^[0-9a-f-]{36}$")]
 
 
 def _client(request: ASGIConnection[Any, Any, Any, Any]) -> str:
@@ -94,7 +97,7 @@ class AuthController(Controller):
     ) -> TokenPair:  # fmt: skip
         """Log in (or, with ``handle``, register) by signing a challenge."""
         state = request.app.state
-        return services.log_in(db, state.settings, state.audience, data, now)
+        return services.log_in(db, state.settings, state.audience, data, _client(request), now)
 
     @post("/token/refresh", sync_to_thread=True, status_code=200, guards=[count_attempt])
     def refresh(
@@ -121,6 +124,19 @@ class AuthController(Controller):
     def me(self, db: SessionDep, principal: PrincipalDep) -> UserOut:
         """The calling account."""
         return services.account(db, principal)
+
+    @get("/devices", sync_to_thread=True, dependencies=AUTHENTICATED)
+    def devices(self, db: SessionDep, principal: PrincipalDep) -> list[DeviceOut]:
+        """The account's live logins (devices), most recently seen first."""
+        return services.devices(db, principal)
+
+    @delete("/devices/{device_id:str}", sync_to_thread=True, status_code=204,
+            dependencies=AUTHENTICATED)  # fmt: skip
+    def revoke_device(
+        self, device_id: DeviceId, db: SessionDep, principal: PrincipalDep, now: NowDep
+    ) -> None:
+        """End one login at once: its refresh and access tokens stop working."""
+        services.revoke_device(db, principal, device_id, now)
 
 
 class ApiKeyController(Controller):

@@ -23,6 +23,7 @@ from server.db.models import (
     AccessToken,
     ApiKey,
     AuthChallenge,
+    Device,
     RefreshToken,
     Team,
     TeamMember,
@@ -37,6 +38,7 @@ from tapes_e2e.protocol import (
     ApiKeyCreated,
     ApiKeyInfo,
     Challenge,
+    DeviceOut,
     LoginRequest,
     PublicKeys,
     TokenPair,
@@ -47,12 +49,14 @@ __all__ = [
     "CHALLENGE_TTL",
     "account",
     "create_api_key",
+    "devices",
     "list_api_keys",
     "log_in",
     "log_out",
     "new_challenge",
     "refresh",
     "revoke_api_key",
+    "revoke_device",
 ]
 
 CHALLENGE_TTL = timedelta(seconds=60)
@@ -157,8 +161,9 @@ def _register(db: Session, public: PublicIdentity, handle: str, now: datetime) -
 
 
 def log_in(
-    db: Session, settings: Settings, audience: str, data: LoginRequest, now: datetime
-) -> TokenPair:
+    db: Session, settings: Settings, audience: str, data: LoginRequest, client: str,
+    now: datetime,
+) -> TokenPair:  # fmt: skip
     """Log in (or, with ``handle``, register) by a signature over a live challenge. Every
     failure that could tell who exists is the same ``Unauthorized``."""
     challenge = db.scalar(
@@ -188,7 +193,14 @@ def log_in(
         user = _register(db, public, data.handle, now)
     elif user.x25519 != public.x25519:
         raise Unauthorized(_LOGIN_FAILED)
-    return _issue(db, settings, user, str(uuid.uuid4()), now)
+    family = str(uuid.uuid4())
+    db.add(
+        Device(
+            id=family, user_id=user.id, name=data.device or "unnamed device", created_at=now,
+            last_seen_at=now, address=client[:64],
+        )
+    )  # fmt: skip
+    return _issue(db, settings, user, family, now)
 
 
 def refresh(
@@ -211,6 +223,9 @@ def refresh(
         )  # fmt: skip
         return None
     token.used_at = now
+    device = db.get(Device, token.family_id)
+    if device is not None:
+        device.last_seen_at, device.address = now, client[:64]
     user = db.get(User, token.user_id)
     if user is None:  # pragma: no cover - users are not deleted while tokens exist
         raise Unauthorized("the refresh token is not valid; log in again")
@@ -226,8 +241,54 @@ def log_out(db: Session, presented: str, now: datetime) -> None:
 
 
 def _revoke_family(db: Session, family: str, now: datetime) -> None:
+    """End one login at once: its refresh tokens revoked, its access tokens gone, its device
+    marked revoked."""
     db.execute(update(RefreshToken).where(RefreshToken.family_id == family).values(revoked_at=now))
     db.execute(sql_delete(AccessToken).where(AccessToken.family_id == family))
+    db.execute(
+        update(Device)
+        .where(Device.id == family, Device.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
+
+
+def _interactive(principal: Principal) -> str:
+    """The caller's device: devices are managed from a login, never with an API key."""
+    if principal.api_key_id is not None or principal.family_id is None:
+        raise Forbidden("API keys cannot list or revoke devices; log in")
+    return principal.family_id
+
+
+def devices(db: Session, principal: Principal) -> list[DeviceOut]:
+    """The account's live logins, most recently seen first; ``current`` marks the caller's."""
+    current = _interactive(principal)
+    rows = db.scalars(
+        select(Device)
+        .where(Device.user_id == principal.user_id, Device.revoked_at.is_(None))
+        .order_by(Device.last_seen_at.desc(), Device.id)
+    )
+    return [
+        DeviceOut(
+            device_id=d.id, name=d.name, created_at=aware(d.created_at).isoformat(),
+            last_seen_at=aware(d.last_seen_at).isoformat(), address=d.address,
+            current=d.id == current,
+        )
+        for d in rows
+    ]  # fmt: skip
+
+
+def revoke_device(db: Session, principal: Principal, device_id: str, now: datetime) -> None:
+    """End one of the account's logins at once (the caller's own included): its refresh and
+    access tokens stop working with the next request. Another account's device is 404."""
+    _interactive(principal)
+    device = db.get(Device, device_id)
+    if device is None or device.user_id != principal.user_id or device.revoked_at is not None:
+        raise NotFound("no such device")
+    _revoke_family(db, device.id, now)
+    audit.record(
+        db, team_id=None, actor_id=principal.user_id, action="device_revoked",
+        subject=device.id, detail={"name": device.name}, now=now,
+    )  # fmt: skip
 
 
 def account(db: Session, principal: Principal) -> UserOut:
