@@ -75,6 +75,7 @@ from tapes_e2e.protocol.teams import (
     JoinResult,
     KeyringOut,
     KeyringUploaded,
+    MemberOut,
     ShareOut,
     SharePage,
     SignedWire,
@@ -238,6 +239,7 @@ _KEYRING_UPLOADED = msgspec.json.Decoder(KeyringUploaded)
 _INVITE = msgspec.json.Decoder(InviteOut)
 _JOINED = msgspec.json.Decoder(JoinResult)
 _JOIN_REQUESTS = msgspec.json.Decoder(list[JoinRequestOut])
+_MEMBERS = msgspec.json.Decoder(list[MemberOut])
 _SHARE = msgspec.json.Decoder(ShareOut)
 _SHARES = msgspec.json.Decoder(list[ShareOut])
 _SHARE_PAGE = msgspec.json.Decoder(SharePage)
@@ -544,6 +546,10 @@ class ApiClient:
         """Post a join request (``keymgmt.make_join_request(...).to_dict()``) for the admins."""
         path = f"/api/v1/invites/{_seg(invite_id)}/join"
         return self._call("POST", path, _JOINED, body=_encode(dict(request)))
+
+    def members(self, team: str) -> list[MemberOut]:
+        """The team's live members with their handles, on the server's word (unverified)."""
+        return self._call("GET", f"/api/v1/teams/{_seg(team)}/members", _MEMBERS)
 
     def join_requests(self, team: str, status: str = "pending") -> list[JoinRequestOut]:
         """The team's join requests with ``status`` (owners and admins; unverified)."""

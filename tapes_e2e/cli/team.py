@@ -18,7 +18,7 @@ from tapes_e2e.cli import auth, output
 from tapes_e2e.client import ApiClient
 from tapes_e2e.config import parse_duration
 from tapes_e2e.context import Settings, logged_in
-from tapes_e2e.errors import TeamError
+from tapes_e2e.errors import RemoteError, TeamError
 from tapes_e2e.identity import unlock
 from tapes_e2e.teams import flows
 from tapes_e2e.teams.access import resolve_team, verify_team
@@ -128,6 +128,7 @@ def show(
     team_id = resolve_team(api, team)
     state = verify_team(api, team_id, identity, settings.dotdir.path)
     members = sorted(state.members.values(), key=lambda m: (m.role, m.fingerprint))
+    handles = _handles(api, team_id)
     report = {
         "team_id": team_id,
         "epoch": state.epoch,
@@ -138,6 +139,7 @@ def show(
         "members": [
             {
                 "fingerprint": m.fingerprint,
+                "handle": handles.get(m.fingerprint, ""),
                 "role": m.role,
                 "you": m.fingerprint == identity.fingerprint,
             }
@@ -154,10 +156,60 @@ def show(
     )
     output.stdout.print(f"safety number: {report['safety_number']}", markup=False)
     output.table(
-        ("FINGERPRINT", "ROLE", ""),
-        [(m.fingerprint, m.role, "you" if m.fingerprint == identity.fingerprint else "")
+        ("HANDLE", "FINGERPRINT", "ROLE", ""),
+        [(handles.get(m.fingerprint, "?"), m.fingerprint, m.role,
+          "you" if m.fingerprint == identity.fingerprint else "")
          for m in members],
     )  # fmt: skip
+    output.note(
+        "roles and fingerprints are from the signed chain; handles are the server's labels: "
+        "compare a fingerprint with its owner before trusting a handle"
+    )
+
+
+def _handles(api: ApiClient, team_id: str) -> dict[str, str]:
+    """Fingerprint → handle, as the server labels the members (an older server: none)."""
+    try:
+        return {m.fingerprint: m.handle for m in api.members(team_id)}
+    except RemoteError as exc:
+        if exc.status != 404:
+            raise
+        return {}
+
+
+@app.command("requests")
+def requests(
+    ctx: typer.Context,
+    team: Annotated[str, typer.Argument(help="Team id or name.")],
+    as_json: output.JsonFlag = False,
+) -> None:
+    """Pending join requests (owners and admins). `tapes team approve` verifies each one with
+    the invite secret before anybody is admitted."""
+    settings = _settings(ctx)
+    api, _ = logged_in(settings)
+    team_id = resolve_team(api, team)
+    pending = api.join_requests(team_id)
+    rows = [
+        {"request_id": r.request_id, "handle": r.handle, "fingerprint": r.fingerprint,
+         "role": r.role, "invite_id": r.invite_id, "created_at": r.created_at}
+        for r in pending
+    ]  # fmt: skip
+    if as_json:
+        output.emit_json(rows)
+        return
+    if not rows:
+        output.note(f"no pending join requests for {team_id}")
+        return
+    output.table(
+        ("REQUEST", "HANDLE", "FINGERPRINT", "ROLE", "SINCE"),
+        [(r["request_id"], r["handle"], r["fingerprint"], r["role"], r["created_at"][:16])
+         for r in rows],
+    )  # fmt: skip
+    count = len(rows)
+    output.note(
+        f"{count} pending request{'' if count == 1 else 's'}: `tapes team approve {team_id}` "
+        "checks each against its invite and asks you to confirm the joiner's fingerprint"
+    )
 
 
 @app.command("invite")
@@ -259,29 +311,98 @@ def approve(
         raise typer.Exit(1)
 
 
+_MEMBER_HELP = "The member: the start of their key fingerprint, or @handle."
+
+
+def _confirm_member(api: ApiClient, identity: keymgmt.Identity, settings: Settings,
+                    team_id: str, member: str, question: str) -> None:  # fmt: skip
+    """Ask (in a terminal) before changing a member, naming them by verified fingerprint."""
+    state = verify_team(api, team_id, identity, settings.dotdir.path)
+    fingerprint = flows.member_fingerprint(api, state, member)
+    if not typer.confirm(question.format(member=f"{member} ({fingerprint})"), default=False):
+        raise TeamError("nothing was changed", hint="answer yes, or pass --yes")
+
+
+def _need_terminal_or_yes(yes: bool, what: str) -> None:
+    if not yes and not (sys.stdin is not None and sys.stdin.isatty()):
+        raise TeamError(f"{what} asks you to confirm", hint="run it in a terminal, or pass --yes")
+
+
 @app.command("remove")
 def remove(
     ctx: typer.Context,
     team: Annotated[str, typer.Argument(help="Team id or name.")],
-    member: Annotated[str, typer.Argument(help="The member's key fingerprint (or its start).")],
+    member: Annotated[str, typer.Argument(help=_MEMBER_HELP)],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Remove without asking.")] = False,
 ) -> None:
     """Remove a member. Removal starts a new key epoch; only the others get its key."""
-    if not yes and not (sys.stdin is not None and sys.stdin.isatty()):
-        raise TeamError("removing asks you to confirm", hint="run it in a terminal, or pass --yes")
+    _need_terminal_or_yes(yes, "removing")
     settings = _settings(ctx)
     api, identity = connect(settings)
     team_id = resolve_team(api, team)
-    if not yes and not typer.confirm(
-        f"Remove the member whose fingerprint starts {member} from {team_id}? They keep what "
-        "they downloaded, and read nothing pushed after this",
-        default=False,
-    ):
-        raise TeamError("nothing was removed", hint="answer yes to remove, or pass --yes")
+    if not yes:
+        _confirm_member(
+            api, identity, settings, team_id, member,
+            f"Remove {{member}} from {team_id}? They keep what they downloaded, and read "
+            "nothing pushed after this",
+        )  # fmt: skip
     state = flows.remove_member(api, identity, settings.dotdir.path, team_id, member)
     output.stdout.print(f"removed {member} from {team_id}", markup=False)
     output.note(
         f"a new key epoch {state.epoch} was made and sealed to the {len(state.readers)} remaining "
         "reader(s); what you push from now on uses it. What the removed member already "
         "downloaded stays with them."
+    )
+
+
+@app.command("role")
+def role(
+    ctx: typer.Context,
+    team: Annotated[str, typer.Argument(help="Team id or name.")],
+    member: Annotated[str, typer.Argument(help=_MEMBER_HELP)],
+    new_role: Annotated[
+        str, typer.Argument(metavar="ROLE", help="owner, admin, member or viewer.")
+    ],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Change it without asking.")] = False,
+) -> None:
+    """Change a member's role. A reader made viewer starts a new key epoch they do not get; a
+    viewer made reader is sealed every epoch key, history included."""
+    if new_role not in ("owner", "admin", "member", "viewer"):
+        raise TeamError(f"role {new_role!r}: expected owner, admin, member or viewer")
+    _need_terminal_or_yes(yes, "changing a role")
+    settings = _settings(ctx)
+    api, identity = connect(settings)
+    team_id = resolve_team(api, team)
+    if not yes:
+        _confirm_member(
+            api, identity, settings, team_id, member, f"Make {{member}} {new_role} in {team_id}?"
+        )
+    before = verify_team(api, team_id, identity, settings.dotdir.path).epoch
+    state = flows.change_role(
+        api, identity, settings.dotdir.path, team_id, member=member,
+        role=cast(keymgmt.Role, new_role),
+    )  # fmt: skip
+    output.stdout.print(f"{member} is now {new_role} in {team_id}", markup=False)
+    if state.epoch != before:
+        output.note(
+            f"a new key epoch {state.epoch} was sealed to the {len(state.readers)} reader(s); "
+            "as a viewer they read nothing pushed from now on"
+        )
+
+
+@app.command("rotate")
+def rotate(
+    ctx: typer.Context,
+    team: Annotated[str, typer.Argument(help="Team id or name.")],
+) -> None:
+    """Start a new key epoch without changing who is in the team (a lost laptop, a doubt):
+    what is pushed from now on is sealed under a key only the current readers get."""
+    settings = _settings(ctx)
+    api, identity = connect(settings)
+    team_id = resolve_team(api, team)
+    state = flows.rotate(api, identity, settings.dotdir.path, team_id)
+    output.stdout.print(f"team {team_id} is now in key epoch {state.epoch}", markup=False)
+    output.note(
+        f"sealed to the {len(state.readers)} current reader(s); history stays under the epochs "
+        "it was written in"
     )

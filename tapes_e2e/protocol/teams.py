@@ -190,6 +190,9 @@ class JoinResult(_Strict, frozen=True):
 
 
 class JoinRequestOut(_Strict, frozen=True):
+    """A pending (or decided) join. ``handle`` and ``fingerprint`` are the server's word; the
+    signed request inside is what an admin's client verifies against the invite secret."""
+
     request_id: str
     invite_id: str
     role: str
@@ -198,6 +201,18 @@ class JoinRequestOut(_Strict, frozen=True):
     status: str
     created_at: str
     request: JoinRequestWire
+    handle: str = ""
+
+
+class MemberOut(_Strict, frozen=True):
+    """A live member as the server's rows have it: the handle an account registered with,
+    beside the key fingerprint. The roster itself comes from the verified chain; a handle is
+    only the server's label for a fingerprint."""
+
+    user_id: str
+    handle: str
+    fingerprint: str
+    role: str
 
 
 # --- shares ----------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, cast
@@ -26,7 +26,7 @@ from typing import Literal, cast
 import msgspec
 
 import keymgmt
-from keymgmt.chain import ContentPolicy, MetadataPolicy
+from keymgmt.chain import READER_ROLES, ContentPolicy, MetadataPolicy
 from tapes_e2e.account import trust_for
 from tapes_e2e.client import ApiClient
 from tapes_e2e.errors import RemoteError, TeamError
@@ -39,11 +39,14 @@ __all__ = [
     "Approval",
     "JoinOutcome",
     "approve_requests",
+    "change_role",
     "create_team",
     "invite",
     "join",
+    "member_fingerprint",
     "remove_member",
     "reseal_missing",
+    "rotate",
 ]
 
 InviteRole = Literal["admin", "member", "viewer"]
@@ -167,8 +170,19 @@ def approve_requests(
             api, identity, dotdir, state, request=request, invites=invites, confirm=confirm
         )
         results.append(approval)
-    reseal_missing(api, identity, VaultAccess(team, state, access.keys, access.sealed_to))
+    # A joiner who was a member once is still listed in that time's keyrings, but the server
+    # dropped their copies at the removal: seal every epoch to the new readers afresh.
+    joined = {r.fingerprint for r in results if r.outcome == "approved"}
+    sealed = _without(access.sealed_to, joined)
+    reseal_missing(api, identity, VaultAccess(team, state, access.keys, sealed))
     return results
+
+
+def _without(
+    sealed_to: Mapping[int, frozenset[str]], fingerprints: set[str]
+) -> dict[int, frozenset[str]]:
+    """``sealed_to`` as if none of the keyrings reached ``fingerprints``."""
+    return {epoch: readers - fingerprints for epoch, readers in sealed_to.items()}
 
 
 def _approve_one(
@@ -221,7 +235,19 @@ def reseal_missing(api: ApiClient, identity: keymgmt.Identity, access: VaultAcce
     return done
 
 
-def _member_fingerprint(state: keymgmt.VerifiedTeamState, text: str) -> str:
+def member_fingerprint(api: ApiClient, state: keymgmt.VerifiedTeamState, text: str) -> str:
+    """The verified member ``text`` names: the start of a key fingerprint, or ``@handle``. A
+    handle is the server's label, so it only picks among the chain's members by the
+    fingerprint the server pairs it with (the caller shows that fingerprint before acting)."""
+    if text.startswith("@"):
+        paired = [m.fingerprint for m in api.members(state.team) if m.handle == text[1:]]
+        found = [fp for fp in paired if fp in state.members]
+        if len(found) != 1:
+            raise TeamError(
+                f"no member of team {state.team} has the handle {text!r}",
+                hint=f"see the members with `tapes team show {state.team}`",
+            )
+        return found[0]
     wanted = re.sub(r"[\s-]", "", text).upper()
     found = [fp for fp in state.members if fp.replace("-", "").startswith(wanted)]
     if len(wanted) < 4 or len(found) != 1:
@@ -232,22 +258,17 @@ def _member_fingerprint(state: keymgmt.VerifiedTeamState, text: str) -> str:
     return found[0]
 
 
-def remove_member(
-    api: ApiClient, identity: keymgmt.Identity, dotdir: Path, team: str, member: str
-) -> keymgmt.VerifiedTeamState:
-    """Remove a member and rotate: one signed statement, a new epoch sealed to the rest."""
-    access = open_team(api, team, identity, dotdir)
-    state, keys = access.state, access.content_keys()
-    require_manager(state, identity)
-    fingerprint = _member_fingerprint(state, member)
-    new_key = keymgmt.new_key()
-    statement = keymgmt.remove_member(
-        state, signer=identity, member=fingerprint, new_epoch_key=new_key
-    )
+def _append_new_epoch(
+    api: ApiClient, identity: keymgmt.Identity, dotdir: Path, access: VaultAccess,
+    *, statement: keymgmt.UnverifiedStatement, new_key: bytes,
+) -> keymgmt.VerifiedTeamState:  # fmt: skip
+    """Append a statement that starts a new epoch, with that epoch's keyring sealed and saved
+    here first (so the key cannot be lost between the two requests) and uploaded after."""
+    team, state = access.vault, access.state
     after = keymgmt.extend_chain(state, [statement])
     keyring = keymgmt.seal_keyring(
         after, sealer=identity, epoch=after.epoch, epoch_key=new_key,
-        vault_id_key=keys.vault_id_key,
+        vault_id_key=access.content_keys().vault_id_key,
     )  # fmt: skip
     pending = local.PendingKeyring(statement=statement.to_dict(), keyring=keyring.to_dict())
     local.update(dotdir, lambda data: data.pending_keyrings.__setitem__(team, pending))
@@ -259,4 +280,62 @@ def remove_member(
     trust_for(dotdir, identity).accept(after)
     api.upload_keyring(team, keyring.to_dict())
     local.update(dotdir, lambda data: data.pending_keyrings.pop(team, None))
+    return after
+
+
+def remove_member(
+    api: ApiClient, identity: keymgmt.Identity, dotdir: Path, team: str, member: str
+) -> keymgmt.VerifiedTeamState:
+    """Remove a member and rotate: one signed statement, a new epoch sealed to the rest."""
+    access = open_team(api, team, identity, dotdir)
+    require_manager(access.state, identity)
+    fingerprint = member_fingerprint(api, access.state, member)
+    new_key = keymgmt.new_key()
+    statement = keymgmt.remove_member(
+        access.state, signer=identity, member=fingerprint, new_epoch_key=new_key
+    )
+    return _append_new_epoch(api, identity, dotdir, access, statement=statement, new_key=new_key)
+
+
+def rotate(
+    api: ApiClient, identity: keymgmt.Identity, dotdir: Path, team: str
+) -> keymgmt.VerifiedTeamState:
+    """Start a new key epoch without a membership change (a member's laptop was lost, say):
+    what is pushed from now on is sealed under a key only the current readers get."""
+    access = open_team(api, team, identity, dotdir)
+    require_manager(access.state, identity)
+    new_key = keymgmt.new_key()
+    statement = keymgmt.rotate(access.state, signer=identity, new_epoch_key=new_key)
+    return _append_new_epoch(api, identity, dotdir, access, statement=statement, new_key=new_key)
+
+
+def change_role(
+    api: ApiClient, identity: keymgmt.Identity, dotdir: Path, team: str, *, member: str,
+    role: keymgmt.Role,
+) -> keymgmt.VerifiedTeamState:  # fmt: skip
+    """Change a member's role. A reader who becomes a viewer loses future content: the same
+    statement starts a new epoch sealed to the remaining readers. A viewer who becomes a reader
+    gets every epoch key this admin holds, as a new member does."""
+    access = open_team(api, team, identity, dotdir)
+    state = access.state
+    require_manager(state, identity)
+    fingerprint = member_fingerprint(api, state, member)
+    current = state.members[fingerprint].role
+    if current == role:
+        raise TeamError(f"{member} is already {role} in team {team}")
+    if current in READER_ROLES and role not in READER_ROLES:
+        new_key = keymgmt.new_key()
+        statement = keymgmt.change_role(
+            state, signer=identity, member=fingerprint, role=role, new_epoch_key=new_key
+        )
+        return _append_new_epoch(
+            api, identity, dotdir, access, statement=statement, new_key=new_key
+        )
+    statement = keymgmt.change_role(state, signer=identity, member=fingerprint, role=role)
+    api.append_chain(team, state.head.seqno, [statement.to_dict()])
+    after = keymgmt.extend_chain(state, [statement])
+    trust_for(dotdir, identity).accept(after)
+    # Their copies were dropped when they became a viewer, though old keyrings still list them.
+    sealed = _without(access.sealed_to, {fingerprint})
+    reseal_missing(api, identity, VaultAccess(team, after, access.keys, sealed))
     return after

@@ -19,7 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 import keymgmt
-from server.db.models import NodeRecord
+from server.db.models import Keyring, NodeRecord
 from tapes_e2e import account
 from tapes_e2e.client import ApiClient
 from tapes_e2e.context import Settings, open_provider
@@ -600,7 +600,7 @@ def test_remove_asks_first_and_team_commands_speak_json(
     one_error(tapes("alice", "team", "remove", made["team_id"], carol), "asks you to confirm")
     monkeypatch.setattr("sys.stdin.isatty", lambda: True, raising=False)
     monkeypatch.setattr("typer.confirm", lambda *_a, **_k: False)
-    one_error(tapes("alice", "team", "remove", made["team_id"], carol), "nothing was removed")
+    one_error(tapes("alice", "team", "remove", made["team_id"], carol), "nothing was changed")
     shown = json.loads(ok(tapes("alice", "team", "show", made["team_id"], "--json")))
     assert len(shown["members"]) == 2
     monkeypatch.setattr("typer.confirm", lambda *_a, **_k: True)
@@ -626,3 +626,64 @@ def test_storage_configure_takes_a_team_by_name_and_goes_back_to_personal(
     config = (tmp_path / "bob" / "config.toml").read_text("utf-8")
     one_error(tapes("bob", "storage", "configure", "--team", "Acme Typo"), "no team")
     assert (tmp_path / "bob" / "config.toml").read_text("utf-8") == config
+
+
+def _sealed_to(client: TestClient[Any], team: str) -> dict[int, set[str]]:
+    """Epoch → the fingerprints the server holds a keyring of that epoch for."""
+    with Session(client.app.state.engine) as db:
+        rows = db.scalars(select(Keyring).where(Keyring.team_id == team)).all()
+    sealed: dict[int, set[str]] = {}
+    for row in rows:
+        sealed.setdefault(row.epoch, set()).add(row.recipient)
+    return sealed
+
+
+def test_requests_roles_rotation_and_handles_in_the_roster(
+    team: Team, tapes: Tapes, tmp_path: Path, client: TestClient[Any]
+) -> None:
+    """`team requests` lists pending joins with handles; `team role` demotes a reader to viewer
+    under a new epoch they do not get and promotes them back with every key; `team rotate`
+    starts an epoch for the current readers; rosters show handles beside fingerprints."""
+    alice, bob = fingerprint(tmp_path / "alice"), fingerprint(tmp_path / "bob")
+    shown = json.loads(ok(tapes("bob", "team", "show", team.id, "--json")))
+    assert {(m["handle"], m["fingerprint"]) for m in shown["members"]} == {
+        ("alice", alice), ("bob", bob),
+    }  # fmt: skip
+    assert "alice" in ok(tapes("bob", "team", "show", team.id))
+
+    ok(tapes("carol", "auth", "login", "--server", AUDIENCE, "--handle", "carol"))
+    carol = fingerprint(tmp_path / "carol")
+    code = team.invite()
+    ok(tapes("carol", "team", "join", code))
+    pending = json.loads(ok(tapes("alice", "team", "requests", "Acme", "--json")))
+    assert [(r["handle"], r["fingerprint"], r["role"]) for r in pending] == [
+        ("carol", carol, "member")
+    ]
+    assert "1 pending request:" in tapes("alice", "team", "requests", team.id)[2]
+    one_error(tapes("bob", "team", "requests", team.id))  # a member sees no requests
+    ok(tapes("alice", "team", "approve", team.id, "--yes"))
+    ok(tapes("carol", "team", "join", code))
+    assert "no pending join requests" in tapes("alice", "team", "requests", team.id)[2]
+
+    # a reader made viewer: a new epoch, sealed to the others only
+    out = ok(tapes("alice", "team", "role", team.id, "@carol", "viewer", "--yes"))
+    assert "carol is now viewer" in out
+    shown = json.loads(ok(tapes("alice", "team", "show", team.id, "--json")))
+    assert shown["epoch"] == 2
+    assert {m["fingerprint"]: m["role"] for m in shown["members"]}[carol] == "viewer"
+    assert _sealed_to(client, team.id)[2] == {alice, bob}
+    # made a member again: no new epoch, and every epoch key reaches her
+    ok(tapes("alice", "team", "role", team.id, carol[:9], "member", "--yes"))
+    sealed = _sealed_to(client, team.id)
+    assert (sealed[1], sealed[2]) == ({alice, bob, carol}, {alice, bob, carol})
+    # a rotation: a new epoch for exactly the current readers
+    assert "key epoch 3" in ok(tapes("alice", "team", "rotate", "Acme"))
+    assert _sealed_to(client, team.id)[3] == {alice, bob, carol}
+    # what is pushed now is sealed under epoch 3 and every reader opens it
+    assert access_for(tmp_path / "carol", client, team.id).state.epoch == 3
+
+    one_error(tapes("bob", "team", "rotate", team.id), "needs an owner or admin")
+    one_error(tapes("alice", "team", "role", team.id, "@nobody", "viewer", "--yes"), "no member")
+    one_error(tapes("alice", "team", "role", team.id, "@carol", "boss", "--yes"), "expected")
+    one_error(tapes("alice", "team", "role", team.id, "@carol", "member", "--yes"), "already")
+    one_error(tapes("alice", "team", "role", team.id, "@carol", "viewer"), "asks you to confirm")

@@ -69,6 +69,7 @@ from server.domain.teams.services import (
     invite_out,
     invite_usable,
     join_out,
+    members_out,
     team_manager,
     team_member,
 )
@@ -94,6 +95,7 @@ from tapes_e2e.protocol.teams import (
     KeyringUpload,
     KeyringUploaded,
     MemberAdd,
+    MemberOut,
     SignedWire,
     TeamCreate,
     TeamCreated,
@@ -245,6 +247,15 @@ class TeamController(Controller):
             subject=invite.id, detail={"role": invite.role}, now=now,
         )  # fmt: skip
         return invite_out(invite)
+
+    @get("/{team_id:str}/members", sync_to_thread=True)
+    def members(
+        self, team_id: TeamPath, db: SessionDep, principal: PrincipalDep
+    ) -> list[MemberOut]:
+        """Live members with their handles (any live member, viewers included): labels for the
+        fingerprints of the verified chain, on the server's word."""
+        team, _member = team_member(db, principal, team_id)
+        return members_out(db, team.id)
 
     @get("/{team_id:str}/join-requests", sync_to_thread=True)
     def join_requests(

@@ -59,6 +59,7 @@ from tapes_e2e.protocol.teams import (
     InviteOut,
     JoinRequestOut,
     JoinRequestWire,
+    MemberOut,
     SignedWire,
     TeamCreate,
     TeamCreated,
@@ -75,6 +76,7 @@ __all__ = [
     "invite_out",
     "invite_usable",
     "join_out",
+    "members_out",
     "team_manager",
     "team_member",
 ]
@@ -313,7 +315,22 @@ def join_out(request: JoinRequest, invite: Invite, user: User) -> JoinRequestOut
         status=request.status,
         created_at=aware(request.created_at).isoformat(),
         request=msgspec.convert(request.request, JoinRequestWire),
+        handle=user.handle,
     )
+
+
+def members_out(db: Session, team_id: str) -> list[MemberOut]:
+    """The team's live member rows with their handles, by role then handle."""
+    rows = db.execute(
+        select(TeamMember.role, User)
+        .join(User, User.id == TeamMember.user_id)
+        .where(TeamMember.team_id == team_id, TeamMember.removed_at.is_(None))
+        .order_by(TeamMember.role, User.handle)
+    ).all()
+    return [
+        MemberOut(user_id=u.id, handle=u.handle, fingerprint=u.fingerprint, role=role)
+        for role, u in rows
+    ]
 
 
 def check_team_limit(db: Session, owner: User, mode: PlansMode) -> str:
