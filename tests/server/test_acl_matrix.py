@@ -108,6 +108,7 @@ MATRIX: list[tuple[str, Request, tuple[int, ...]]] = [
     ("shared node", get("nodes/{shared}"), (200, 200, 200, 404, 404, 404, 401, 404, 404)),
     ("ancestry", get("nodes/{shared}/ancestry"), (200, 200, 200, 404, 404, 404, 401, 404, 404)),
     ("private node", get("nodes/{private}"), (200, 404, 404, 404, 404, 404, 401, 404, 404)),
+    ("members", get("teams/{team}/members"), (200, 200, 200, 200, 404, 404, 401, 404, 200)),
     ("chain", get("teams/{team}/chain"), (200, 200, 200, 200, 404, 404, 401, 404, 200)),
     ("audit", get("teams/{team}/audit"), (200, 200, 403, 403, 404, 404, 401, 404, 404)),
     ("joins", get("teams/{team}/join-requests"), (200, 200, 403, 403, 404, 404, 401, 404, 404)),
