@@ -261,6 +261,43 @@ def unshare_session(
     output.note("what members already pulled stays on their machines")
 
 
+@app.command("pull")
+def pull_shared(
+    ctx: typer.Context,
+    share: Annotated[
+        str, typer.Argument(help="The shared session's ID, or its start (`tapes session shared`).")
+    ],
+    team_name: Annotated[
+        str | None, typer.Option("--team", help="Look only in this team (id or name).")
+    ] = None,
+    as_json: output.JsonFlag = False,
+) -> None:
+    """Fetch one session shared with you, verify every node, and store it in the local
+    database (its nodes keep the hashes Go tapes gives them)."""
+    settings = _settings(ctx)
+    api, identity = team.connect(settings)
+    team_id = resolve_team(api, team_name) if team_name is not None else None
+    view, nodes = sharing.fetch_shared(api, identity, settings.dotdir.path, share, team_id)
+    with settings.store(create=True) as store:
+        if nodes[0].parent_hash is not None and not store.has(nodes[0].parent_hash):
+            raise TeamError(
+                f"the beginning of session {nodes[-1].hash[:12]} is not shared with you: "
+                f"{len(nodes)} of its turns are, from {nodes[0].hash[:12]}",
+                hint="ask whoever wrote its earlier turns to share their part; nothing was stored",
+            )
+        new = store.put_many(nodes)
+    result = {"session_id": nodes[-1].hash, "team_id": view.team_id, "title": view.title,
+              "nodes": len(nodes), "new": new}  # fmt: skip
+    if as_json:
+        output.emit_json(result)
+        return
+    output.stdout.print(
+        f"pulled session {nodes[-1].hash} from {view.team_id}: {len(nodes)} node(s) verified, "
+        f"{new} new",
+        markup=False,
+    )
+
+
 @app.command("shared")
 def shared_sessions(
     ctx: typer.Context,

@@ -35,6 +35,7 @@ from tapes_e2e.vaults import VaultAccess
 __all__ = [
     "SharedView",
     "TeamSharing",
+    "fetch_shared",
     "list_shared",
     "push_session",
     "share_session",
@@ -192,6 +193,44 @@ def list_shared(
                 f"does not verify ({exc.message}); not shown"
             )
     return views, refused
+
+
+def _pick(views: list[SharedView], ref: str) -> SharedView:
+    """The one verified share ``ref`` names: the start of its session ID or of its leaf ID."""
+    found = [v for v in views if (v.session_id or "").startswith(ref) or v.leaf_id.startswith(ref)]
+    if len(ref) < 6 or len(found) != 1:
+        raise TeamError(
+            f"no single session shared with you starts {ref!r}",
+            hint="list them with `tapes session shared` and give more of the session ID",
+        )
+    return found[0]
+
+
+def fetch_shared(
+    api: ApiClient, identity: keymgmt.Identity, dotdir: Path, ref: str, team: str | None = None
+) -> tuple[SharedView, list[Node]]:
+    """One shared session, verified node by node, root first: its share verifies against the
+    team's chain, every envelope opens under the team keys with its ID the keyed hash of its
+    content, each node's parent hash is the next one's hash, and the leaf is the session the
+    share names. Nodes of the session the share does not reach are left out at the root end
+    (the caller stores what links to what it already holds)."""
+    views, _refused = list_shared(api, identity, dotdir, team)
+    view = _pick(views, ref)
+    access = open_team(api, view.team_id, identity, dotdir)
+    keys = access.content_keys()
+    nodes: list[Node] = []
+    for item in api.ancestry(view.leaf_id):  # the leaf first, each page a continued path
+        opened = open_envelope(msgspec.structs.asdict(item.envelope), state=access.state, keys=keys)
+        if isinstance(opened, MetadataRecord):
+            raise TeamError(
+                f"team {view.team_id} keeps metadata only: the session has no content to pull"
+            )
+        if nodes and nodes[-1].parent_hash != opened.hash:
+            raise keymgmt.IntegrityError()
+        nodes.append(opened)
+    if not nodes or nodes[0].hash != view.session_id:
+        raise keymgmt.IntegrityError()
+    return view, nodes[::-1]
 
 
 def _session(view: SharedView) -> SharedSession:

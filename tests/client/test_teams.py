@@ -687,3 +687,41 @@ def test_requests_roles_rotation_and_handles_in_the_roster(
     one_error(tapes("alice", "team", "role", team.id, "@carol", "boss", "--yes"), "expected")
     one_error(tapes("alice", "team", "role", team.id, "@carol", "member", "--yes"), "already")
     one_error(tapes("alice", "team", "role", team.id, "@carol", "viewer"), "asks you to confirm")
+
+
+def test_session_pull_fetches_one_shared_session_verified(
+    team: Team, tapes: Tapes, tmp_path: Path, client: TestClient[Any]
+) -> None:
+    """`tapes session pull` stores one shared session, bit for bit, on a machine with no
+    database yet; a node the server altered fails the pull and stores nothing."""
+    alice, bob = team.home("alice"), team.home("bob")
+    session = record(alice, "[/INST] how do I [link=x]?", "like this [/b]", "thanks")
+    ok(tapes("alice", "session", "share", session[-1], "--team", "Acme", "--title", "[/x] <b>"))
+    assert not (bob / "tapes.sqlite").exists()
+    out = ok(tapes("bob", "session", "pull", session[-1][:10]))
+    assert f"pulled session {session[-1]} from {team.id}: 3 node(s) verified, 3 new" in out
+    assert hashes(bob) == sorted(session)
+    assert ok(tapes("alice", "session", "export", session[-1])) == ok(
+        tapes("bob", "session", "export", session[-1])
+    )
+    assert "[/x] <b>" in ok(tapes("bob", "session", "shared"))  # a title is shown as written
+    again = json.loads(ok(tapes("bob", "session", "pull", session[-1], "--json")))
+    assert (again["nodes"], again["new"], again["title"]) == (3, 0, "[/x] <b>")
+    one_error(tapes("bob", "session", "pull", "ffffffffff"), "no single session")
+
+    # the server alters the middle node's ciphertext: the pull fails whole
+    other = record(alice, "second", "session", "here")
+    ok(tapes("alice", "session", "share", other[-1], "--team", "Acme"))
+    keys = access_for(alice, client, team.id).content_keys()
+    middle = keys.node_id(1, other[1])
+    with Session(client.app.state.engine) as db, db.begin():
+        row = db.scalars(
+            select(NodeRecord).where(NodeRecord.vault_id == team.id, NodeRecord.node_id == middle)
+        ).one()
+        envelope = json.loads(row.envelope)
+        text = envelope["ciphertext"]
+        envelope["ciphertext"] = ("A" if text[0] != "A" else "B") + text[1:]
+        row.envelope = json.dumps(envelope).encode()
+    before = hashes(bob)
+    one_error(tapes("bob", "session", "pull", other[-1]), "integrity")
+    assert hashes(bob) == before
