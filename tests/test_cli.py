@@ -68,7 +68,7 @@ def test_import_list_show_export_round_trip(tapes: TapesRunner, tmp_path: Path) 
     source, trunk, branch = sample(tmp_path)
     result = tapes("session", "import", str(source))
     assert result.code == 0, result.err
-    assert "imported 5 new node(s), 0 already present" in result.err
+    assert "imported 5 new nodes, 0 already present" in result.err
 
     listed = json.loads(tapes("session", "list", "--json").out)
     assert {s["session_id"] for s in listed} == {trunk[-1].hash, branch[-1].hash}
@@ -102,7 +102,7 @@ def test_reimport_is_a_no_op(tapes: TapesRunner, tmp_path: Path) -> None:
     source, _, _ = sample(tmp_path)
     tapes("session", "import", str(source))
     assert (
-        "imported 0 new node(s), 5 already present" in tapes("session", "import", str(source)).err
+        "imported 0 new nodes, 5 already present" in tapes("session", "import", str(source)).err
     )
 
 
@@ -423,3 +423,27 @@ def test_version_flag(tapes: TapesRunner) -> None:
     shown = tapes("--version")
     assert (shown.code, shown.out.split()[0]) == (0, "tapes-e2e")
     assert shown.out == tapes("version").out
+
+
+def test_shell_completion_names_our_commands(tmp_path: Path) -> None:
+    """``tapes --show-completion bash`` prints the script ``--install-completion`` installs, and
+    the installed script completes commands and subcommands."""
+    env = {"PATH": f"{Path(sys.executable).parent}{os.pathsep}/usr/bin:/bin", "HOME": str(tmp_path)}
+    script = _installed_tapes("--show-completion", "bash", env=env)
+    assert script.returncode == 0, script.stderr
+    assert "_TAPES_COMPLETE" in script.stdout
+    for words, cword, expected in (("tapes te", "1", "team"), ("tapes team ro", "2", "role")):
+        done = _installed_tapes(env=env | {
+            "_TAPES_COMPLETE": "complete_bash", "COMP_WORDS": words, "COMP_CWORD": cword,
+        })  # fmt: skip
+        assert expected in done.stdout.split(), (words, done.stdout, done.stderr)
+
+
+def test_counts_agree_with_their_nouns(tapes: TapesRunner, tmp_path: Path) -> None:
+    """One session is "1 session", never "1 sessions" or "1 session(s)"."""
+    source = write_jsonl(tmp_path / "one.jsonl", [Node.new(text_bucket("user", "alone"))])
+    imported = tapes("session", "import", str(source))
+    assert "imported 1 new node, 0 already present" in imported.err
+    shown = tapes("storage", "status")
+    assert "(1 session, 1 node)" in shown.out
+    assert "checked 1 node, 0 damaged" in tapes("verify").err

@@ -35,7 +35,7 @@ app = typer.Typer(
     no_args_is_help=True,
     rich_markup_mode=None,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,
 )
 app.add_typer(auth.app, name="auth")
 app.add_typer(keys.app, name="keys")
@@ -119,10 +119,15 @@ GO_BIN = "TAPES_GO_BIN"
 _GLOBAL_VALUES = frozenset({"--config-dir", "--db"})  # global options that take a value
 
 
+_COMPLETION = frozenset({"--install-completion", "--show-completion"})
+
+
 def _subcommand(args: list[str]) -> str | None:
     """The first argument that is neither a global option nor its value."""
     rest = iter(args)
     for arg in rest:
+        if arg in _COMPLETION:  # ``--show-completion bash``: the shell is its value
+            return None
         if arg in _GLOBAL_VALUES:
             next(rest, None)
         elif not arg.startswith("-"):

@@ -44,6 +44,11 @@ def table(columns: Sequence[str], rows: Sequence[Sequence[Any]], title: str | No
     stdout.print(grid)
 
 
+def count(number: int, noun: str) -> str:
+    """``1 session``, ``2 sessions``, ``1,024 nodes``: a number and its noun, agreeing."""
+    return f"{number:,} {noun}{'' if number == 1 else 's'}"
+
+
 def note(message: str) -> None:
     _stderr.print(message, markup=False)
 

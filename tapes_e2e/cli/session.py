@@ -155,7 +155,7 @@ def export_sessions(
             nodes, total = store.iter_topological(), store.counts()[0]
         with output.progress("exporting", total) as bar, _output_file(out) as sink:
             count = export_nodes(_ticking(nodes, bar), sink)
-    output.note(f"exported {count:,} node(s)" + (f" to {out}" if out else ""))
+    output.note(f"exported {output.count(count, 'node')}" + (f" to {out}" if out else ""))
 
 
 def _ticking(nodes: Iterator[Node], bar: output.Progress) -> Iterator[Node]:
@@ -192,7 +192,7 @@ def import_sessions(
         if not reading_stdin:
             stream.close()
     output.note(
-        f"imported {result.new:,} new node(s), {result.existing:,} already present, "
+        f"imported {output.count(result.new, 'new node')}, {result.existing:,} already present, "
         f"into {settings.database.path}"
     )
 
@@ -292,8 +292,8 @@ def pull_shared(
         output.emit_json(result)
         return
     output.stdout.print(
-        f"pulled session {nodes[-1].hash} from {view.team_id}: {len(nodes)} node(s) verified, "
-        f"{new} new",
+        f"pulled session {nodes[-1].hash} from {view.team_id}: "
+        f"{output.count(len(nodes), 'node')} verified, {new} new",
         markup=False,
     )
 

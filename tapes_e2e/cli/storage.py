@@ -77,7 +77,8 @@ def status(
     )
     if path.exists():
         output.stdout.print(
-            f"Local:    {path} ({report['sessions']:,} sessions, {report['nodes']:,} nodes)",
+            f"Local:    {path} ({output.count(report['sessions'], 'session')}, "
+            f"{output.count(report['nodes'], 'node')})",
             markup=False,
         )
     else:

@@ -349,9 +349,9 @@ def remove(
     state = flows.remove_member(api, identity, settings.dotdir.path, team_id, member)
     output.stdout.print(f"removed {member} from {team_id}", markup=False)
     output.note(
-        f"a new key epoch {state.epoch} was made and sealed to the {len(state.readers)} remaining "
-        "reader(s); what you push from now on uses it. What the removed member already "
-        "downloaded stays with them."
+        f"a new key epoch {state.epoch} was made and sealed to the "
+        f"{output.count(len(state.readers), 'remaining reader')}; what you push from now on "
+        "uses it. What the removed member already downloaded stays with them."
     )
 
 
@@ -385,8 +385,9 @@ def role(
     output.stdout.print(f"{member} is now {new_role} in {team_id}", markup=False)
     if state.epoch != before:
         output.note(
-            f"a new key epoch {state.epoch} was sealed to the {len(state.readers)} reader(s); "
-            "as a viewer they read nothing pushed from now on"
+            f"a new key epoch {state.epoch} was sealed to "
+            f"{output.count(len(state.readers), 'reader')}; as a viewer they read nothing "
+            "pushed from now on"
         )
 
 
@@ -403,6 +404,6 @@ def rotate(
     state = flows.rotate(api, identity, settings.dotdir.path, team_id)
     output.stdout.print(f"team {team_id} is now in key epoch {state.epoch}", markup=False)
     output.note(
-        f"sealed to the {len(state.readers)} current reader(s); history stays under the epochs "
-        "it was written in"
+        f"sealed to {output.count(len(state.readers), 'current reader')}; history stays under "
+        "the epochs it was written in"
     )

@@ -118,7 +118,8 @@ def render(report: UsageReport, per_day: UsageReport | None = None) -> None:
     for item in report.unpriced:
         out.print(Text(
             f"unpriced: {item.model or '(no model)'} ({item.provider or 'no provider'}): "
-            f"{item.tokens:,} tokens in {item.nodes:,} nodes, no known price (not counted as $0)"
+            f"{output.count(item.tokens, 'token')} in {output.count(item.nodes, 'node')}, "
+            "no known price (not counted as $0)"
         ))  # fmt: skip
 
 

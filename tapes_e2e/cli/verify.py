@@ -31,6 +31,6 @@ def verify(
     else:
         for node_hash, what in problems:
             output.stdout.print(f"damaged {node_hash}: {what}", markup=False)
-        output.note(f"checked {total:,} node(s), {len(problems)} damaged")
+        output.note(f"checked {output.count(total, 'node')}, {len(problems)} damaged")
     if problems:
         raise typer.Exit(1)
