@@ -649,7 +649,9 @@ def test_requests_roles_rotation_and_handles_in_the_roster(
     assert {(m["handle"], m["fingerprint"]) for m in shown["members"]} == {
         ("alice", alice), ("bob", bob),
     }  # fmt: skip
-    assert "alice" in ok(tapes("bob", "team", "show", team.id))
+    roster = ok(tapes("bob", "team", "show", team.id))
+    assert "alice" in roster
+    assert max(map(len, roster.splitlines())) <= 80  # fits an 80-column terminal
 
     ok(tapes("carol", "auth", "login", "--server", AUDIENCE, "--handle", "carol"))
     carol = fingerprint(tmp_path / "carol")
