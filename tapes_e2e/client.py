@@ -551,6 +551,10 @@ class ApiClient:
         """The team's live members with their handles, on the server's word (unverified)."""
         return self._call("GET", f"/api/v1/teams/{_seg(team)}/members", _MEMBERS)
 
+    def leave(self, team: str) -> None:
+        """Leave ``team``: the server stops serving it to this account at once."""
+        self._check(self._authed("POST", f"/api/v1/teams/{_seg(team)}/leave"))
+
     def join_requests(self, team: str, status: str = "pending") -> list[JoinRequestOut]:
         """The team's join requests with ``status`` (owners and admins; unverified)."""
         path = f"/api/v1/teams/{_seg(team)}/join-requests"

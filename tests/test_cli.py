@@ -101,9 +101,7 @@ def test_import_list_show_export_round_trip(tapes: TapesRunner, tmp_path: Path) 
 def test_reimport_is_a_no_op(tapes: TapesRunner, tmp_path: Path) -> None:
     source, _, _ = sample(tmp_path)
     tapes("session", "import", str(source))
-    assert (
-        "imported 0 new nodes, 5 already present" in tapes("session", "import", str(source)).err
-    )
+    assert "imported 0 new nodes, 5 already present" in tapes("session", "import", str(source)).err
 
 
 def test_children_before_parents_in_a_file_import_fine(tapes: TapesRunner, tmp_path: Path) -> None:

@@ -117,6 +117,9 @@ class TeamMember(Base):
     role: Mapped[str] = mapped_column(String(16))  # owner | admin | member | viewer
     joined_at: Mapped[datetime] = mapped_column(Stamp)
     removed_at: Mapped[datetime | None] = mapped_column(Stamp)
+    # Left on their own (access ended, ``removed_at`` set) and still in the chain until an
+    # owner or admin signs their removal, which clears it.
+    left_at: Mapped[datetime | None] = mapped_column(Stamp)
 
 
 class ChainStatement(Base):

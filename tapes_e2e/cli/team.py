@@ -11,12 +11,13 @@ from __future__ import annotations
 import sys
 from typing import Annotated, Literal, cast
 
+import tomlkit
 import typer
 
 import keymgmt
 from tapes_e2e.cli import auth, output
 from tapes_e2e.client import ApiClient
-from tapes_e2e.config import parse_duration
+from tapes_e2e.config import parse_duration, save_config, storage_table
 from tapes_e2e.context import Settings, logged_in
 from tapes_e2e.errors import RemoteError, TeamError
 from tapes_e2e.identity import unlock
@@ -168,9 +169,12 @@ def show(
 
 
 def _handles(api: ApiClient, team_id: str) -> dict[str, str]:
-    """Fingerprint → handle, as the server labels the members (an older server: none)."""
+    """Fingerprint → handle, as the server labels the members (an older server: none); a
+    member who left and awaits removal is marked so."""
     try:
-        return {m.fingerprint: m.handle for m in api.members(team_id)}
+        return {
+            m.fingerprint: m.handle + (" (left)" if m.left_at else "") for m in api.members(team_id)
+        }
     except RemoteError as exc:
         if exc.status != 404:
             raise
@@ -189,14 +193,24 @@ def requests(
     api, _ = logged_in(settings)
     team_id = resolve_team(api, team)
     pending = api.join_requests(team_id)
+    leaving = [m for m in api.members(team_id) if m.left_at is not None]
     rows = [
         {"request_id": r.request_id, "handle": r.handle, "fingerprint": r.fingerprint,
          "role": r.role, "invite_id": r.invite_id, "created_at": r.created_at}
         for r in pending
     ]  # fmt: skip
+    gone = [
+        {"handle": m.handle, "fingerprint": m.fingerprint, "role": m.role, "left_at": m.left_at}
+        for m in leaving
+    ]
     if as_json:
-        output.emit_json(rows)
+        output.emit_json(rows + [{"leaving": True} | g for g in gone])
         return
+    for g in gone:
+        output.note(
+            f"{g['handle']} ({g['fingerprint']}) left; `tapes team remove {team_id} "
+            f"@{g['handle']}` starts the new key epoch they do not get"
+        )
     if not rows:
         output.note(f"no pending join requests for {team_id}")
         return
@@ -406,4 +420,35 @@ def rotate(
     output.note(
         f"sealed to {output.count(len(state.readers), 'current reader')}; history stays under "
         "the epochs it was written in"
+    )
+
+
+@app.command("leave")
+def leave(
+    ctx: typer.Context,
+    team: Annotated[str, typer.Argument(help="Team id or name.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Leave without asking.")] = False,
+) -> None:
+    """Leave a team: the server stops serving it to you at once, and an owner or admin's
+    removal starts a new key epoch without you. What you downloaded stays on this machine."""
+    _need_terminal_or_yes(yes, "leaving")
+    settings = _settings(ctx)
+    api, _ = logged_in(settings)
+    team_id = resolve_team(api, team)
+    if not yes and not typer.confirm(
+        f"Leave {team_id}? You will read and push nothing of it from now on", default=False
+    ):
+        raise TeamError("you are still in the team", hint="answer yes, or pass --yes")
+    api.leave(team_id)
+    output.stdout.print(f"left team {team_id}", markup=False)
+    if settings.config.cloud.team_id == team_id:
+
+        def edit(doc: tomlkit.TOMLDocument) -> None:
+            storage_table(doc, "cloud").pop("team_id", None)
+
+        save_config(settings.config, edit)
+        output.note("storage syncs to your personal vault again")
+    output.note(
+        "an owner or admin now sees you as leaving in `tapes team requests` and removes you, "
+        "which starts a new key epoch"
     )

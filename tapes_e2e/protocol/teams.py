@@ -213,6 +213,7 @@ class MemberOut(_Strict, frozen=True):
     handle: str
     fingerprint: str
     role: str
+    left_at: str | None = None  # left on their own; still in the chain until removed
 
 
 # --- shares ----------------------------------------------------------------------------------

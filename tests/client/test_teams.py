@@ -727,3 +727,26 @@ def test_session_pull_fetches_one_shared_session_verified(
     before = hashes(bob)
     one_error(tapes("bob", "session", "pull", other[-1]), "integrity")
     assert hashes(bob) == before
+
+
+def test_a_member_leaves_and_an_admin_removes_them_under_a_new_epoch(
+    team: Team, tapes: Tapes, tmp_path: Path, client: TestClient[Any]
+) -> None:
+    bob = fingerprint(tmp_path / "bob")
+    team.sync_into_team("bob", auto_share=False)
+    one_error(tapes("bob", "team", "leave", team.id), "asks you to confirm")
+    assert f"left team {team.id}" in ok(tapes("bob", "team", "leave", "Acme", "--yes"))
+    config = tomllib.loads((tmp_path / "bob" / "config.toml").read_text())
+    assert "team_id" not in config["storage"]["cloud"]  # syncs to the personal vault again
+    one_error(tapes("bob", "team", "show", team.id))  # the server serves bob nothing of it
+    err = tapes("alice", "team", "requests", team.id)[2]
+    assert f"bob ({bob}) left" in err
+    assert f"tapes team remove {team.id} @bob" in err
+    leaving = json.loads(ok(tapes("alice", "team", "requests", team.id, "--json")))
+    assert [(r["handle"], r.get("leaving")) for r in leaving] == [("bob", True)]
+    assert "bob (left)" in ok(tapes("alice", "team", "show", team.id))
+    ok(tapes("alice", "team", "remove", team.id, "@bob", "--yes"))
+    shown = json.loads(ok(tapes("alice", "team", "show", team.id, "--json")))
+    assert (shown["epoch"], [m["handle"] for m in shown["members"]]) == (2, ["alice"])
+    assert _sealed_to(client, team.id)[2] == {fingerprint(tmp_path / "alice")}
+    one_error(tapes("alice", "team", "leave", team.id, "--yes"), "only owner")

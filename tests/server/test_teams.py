@@ -1007,3 +1007,36 @@ def test_an_audit_page_is_checked_in_o_page_and_links_to_the_one_before(
         )
     after_it = alice.get(url, params={"after": second, "limit": 1}).json()
     assert after_it["chain_ok"] is False  # its link to the changed entry no longer holds
+
+
+def test_a_member_who_leaves_loses_access_at_once_and_waits_for_the_signed_removal(
+    client: TestClient[Any], clock: Clock, alice: User, bob: User
+) -> None:
+    kit = TeamKit(alice, clock)
+    assert kit.add(bob).status_code == 200
+    team = kit.team_id
+    assert bob.get(f"/api/v1/sync/pull?vault={team}").status_code == 200
+    key = alice.post("/api/v1/api-keys/", {"vault": team, "permissions": ["admin"]}).json()
+    by_key = client.post(
+        f"/api/v1/teams/{team}/leave", headers={"Authorization": f"Bearer {key['api_key']}"}
+    )
+    assert by_key.status_code == 401  # only an interactive login leaves
+    assert bob.post(f"/api/v1/teams/{team}/leave", {}).status_code == 204
+    for path in (f"/api/v1/sync/pull?vault={team}", f"/api/v1/teams/{team}/keyrings",
+                 f"/api/v1/teams/{team}/chain"):  # fmt: skip
+        assert bob.get(path).status_code == 404, path
+    listed = {m["handle"]: m for m in alice.get(f"/api/v1/teams/{team}/members").json()}
+    assert listed[bob.handle]["left_at"] == clock.now.isoformat()
+    assert listed[alice.handle]["left_at"] is None
+    actions = [e["action"] for e in alice.get(f"/api/v1/teams/{team}/audit").json()["entries"]]
+    assert "member_left" in actions
+    # the chain still names bob until an admin signs the removal, which starts a new epoch
+    assert kit.remove(bob).status_code == 200
+    assert bob.handle not in {
+        m["handle"] for m in alice.get(f"/api/v1/teams/{team}/members").json()
+    }
+    # the last owner cannot leave
+    refused = alice.post(f"/api/v1/teams/{team}/leave", {})
+    assert (refused.status_code, refused.json()["detail"]) == (
+        409, "you are the team's only owner: make another member owner first",
+    )  # fmt: skip

@@ -69,6 +69,7 @@ from server.domain.teams.services import (
     invite_out,
     invite_usable,
     join_out,
+    leave,
     members_out,
     team_manager,
     team_member,
@@ -256,6 +257,14 @@ class TeamController(Controller):
         fingerprints of the verified chain, on the server's word."""
         team, _member = team_member(db, principal, team_id)
         return members_out(db, team.id)
+
+    @post("/{team_id:str}/leave", sync_to_thread=True, status_code=204)
+    def leave(
+        self, team_id: TeamPath, db: SessionDep, principal: PrincipalDep, now: NowDep
+    ) -> None:
+        """Leave the team: the server stops serving it to you at once; an owner or admin's
+        signed removal (listed as leaving until then) starts the new key epoch."""
+        leave(db, principal, team_id, now)
 
     @get("/{team_id:str}/join-requests", sync_to_thread=True)
     def join_requests(

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 
 import msgspec
 from sqlalchemy import delete as sql_delete
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -76,6 +76,7 @@ __all__ = [
     "invite_out",
     "invite_usable",
     "join_out",
+    "leave",
     "members_out",
     "team_manager",
     "team_member",
@@ -159,7 +160,7 @@ def _remove(db: Session, team: Team, body: StatementBody, now: datetime) -> str:
     user = _user_by_fingerprint(db, body)
     row = db.get(TeamMember, (team.id, user.id))
     if row is not None:
-        row.removed_at = now
+        row.removed_at, row.left_at = now, None
     _drop_keyrings(db, team.id, user.fingerprint)
     # Clients refuse shares whose sharer left the team; the server stops serving them too.
     db.execute(
@@ -320,17 +321,54 @@ def join_out(request: JoinRequest, invite: Invite, user: User) -> JoinRequestOut
 
 
 def members_out(db: Session, team_id: str) -> list[MemberOut]:
-    """The team's live member rows with their handles, by role then handle."""
+    """The team's members with their handles, by role then handle: the live ones, and those
+    who left and still wait for their signed removal (``left_at``)."""
     rows = db.execute(
-        select(TeamMember.role, User)
+        select(TeamMember.role, TeamMember.left_at, User)
         .join(User, User.id == TeamMember.user_id)
-        .where(TeamMember.team_id == team_id, TeamMember.removed_at.is_(None))
+        .where(
+            TeamMember.team_id == team_id,
+            or_(TeamMember.removed_at.is_(None), TeamMember.left_at.is_not(None)),
+        )
         .order_by(TeamMember.role, User.handle)
     ).all()
     return [
-        MemberOut(user_id=u.id, handle=u.handle, fingerprint=u.fingerprint, role=role)
-        for role, u in rows
-    ]
+        MemberOut(
+            user_id=u.id, handle=u.handle, fingerprint=u.fingerprint, role=role,
+            left_at=aware(left).isoformat() if left is not None else None,
+        )
+        for role, left, u in rows
+    ]  # fmt: skip
+
+
+def leave(db: Session, principal: Principal, team_id: str, now: datetime) -> None:
+    """The caller leaves: the server stops serving them this team at once (no pull, push,
+    keyrings or shares of theirs) and lists them as leaving, until an owner or admin signs
+    their removal, which starts the new key epoch. The last owner cannot leave."""
+    user = interactive_user(db, principal, "leave a team")
+    team, member = team_member(db, principal, team_id)
+    lock_team(db, team.id)  # two owners leaving at once: the second counts after the first
+    if member.role == "owner":
+        owners = db.scalar(
+            select(func.count()).where(
+                TeamMember.team_id == team.id,
+                TeamMember.role == "owner",
+                TeamMember.removed_at.is_(None),
+            )
+        )
+        if owners == 1:
+            raise Conflict("you are the team's only owner: make another member owner first")
+    member.removed_at, member.left_at = now, now
+    _drop_keyrings(db, team.id, user.fingerprint)
+    db.execute(
+        update(Share)
+        .where(Share.team_id == team.id, Share.shared_by == user.id, Share.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
+    audit.record(
+        db, team_id=team.id, actor_id=user.id, action="member_left", subject=user.id,
+        detail={"role": member.role}, now=now,
+    )  # fmt: skip
 
 
 def check_team_limit(db: Session, owner: User, mode: PlansMode) -> str:
