@@ -19,6 +19,8 @@ from tests.client.conftest import Tapes
 from tests.conftest import chain
 from tests.server.conftest import AUDIENCE
 
+pytestmark = pytest.mark.server_backends  # the round trip on both server backends
+
 
 def record(home: Path) -> list[str]:
     trunk = chain(["Why is the build red?", "A flaky test.", "Which one?", "test_sync."])

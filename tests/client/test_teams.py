@@ -132,6 +132,7 @@ def team(tapes: Tapes, tmp_path: Path) -> Team:
     return Team(tapes, tmp_path)
 
 
+@pytest.mark.server_backends
 def test_create_invite_join_approve_and_show(team: Team, tapes: Tapes, tmp_path: Path) -> None:
     bob = fingerprint(tmp_path / "bob")
     shown = json.loads(ok(tapes("bob", "team", "show", team.id, "--json")))
@@ -154,6 +155,7 @@ def test_create_invite_join_approve_and_show(team: Team, tapes: Tapes, tmp_path:
         assert (tmp_path / who / local.TEAMS_FILE).stat().st_mode & 0o777 == 0o600
 
 
+@pytest.mark.server_backends
 def test_shared_sessions_reach_the_team_bit_for_bit_and_unshared_ones_do_not(
     team: Team, tapes: Tapes, tmp_path: Path, client: TestClient[Any]
 ) -> None:
@@ -227,6 +229,7 @@ def test_explicit_share_unshare_and_expiry(team: Team, tapes: Tapes, tmp_path: P
     one_error(tapes("alice", "session", "unshare", session[-1], "--team", team.id), "not shared")
 
 
+@pytest.mark.server_backends
 def test_after_removal_new_content_is_under_an_epoch_the_removed_member_lacks(
     team: Team, tapes: Tapes, tmp_path: Path, client: TestClient[Any]
 ) -> None:
@@ -691,6 +694,7 @@ def test_requests_roles_rotation_and_handles_in_the_roster(
     one_error(tapes("alice", "team", "role", team.id, "@carol", "viewer"), "asks you to confirm")
 
 
+@pytest.mark.server_backends
 def test_session_pull_fetches_one_shared_session_verified(
     team: Team, tapes: Tapes, tmp_path: Path, client: TestClient[Any]
 ) -> None:
