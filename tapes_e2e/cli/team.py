@@ -370,33 +370,31 @@ def remove(
 
 
 @app.command("role")
-def role(
+def set_role(
     ctx: typer.Context,
     team: Annotated[str, typer.Argument(help="Team id or name.")],
     member: Annotated[str, typer.Argument(help=_MEMBER_HELP)],
-    new_role: Annotated[
-        str, typer.Argument(metavar="ROLE", help="owner, admin, member or viewer.")
-    ],
+    role: Annotated[str, typer.Argument(help="owner, admin, member or viewer.")],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Change it without asking.")] = False,
 ) -> None:
     """Change a member's role. A reader made viewer starts a new key epoch they do not get; a
     viewer made reader is sealed every epoch key, history included."""
-    if new_role not in ("owner", "admin", "member", "viewer"):
-        raise TeamError(f"role {new_role!r}: expected owner, admin, member or viewer")
+    if role not in ("owner", "admin", "member", "viewer"):
+        raise TeamError(f"role {role!r}: expected owner, admin, member or viewer")
     _need_terminal_or_yes(yes, "changing a role")
     settings = _settings(ctx)
     api, identity = connect(settings)
     team_id = resolve_team(api, team)
     if not yes:
         _confirm_member(
-            api, identity, settings, team_id, member, f"Make {{member}} {new_role} in {team_id}?"
+            api, identity, settings, team_id, member, f"Make {{member}} {role} in {team_id}?"
         )
     before = verify_team(api, team_id, identity, settings.dotdir.path).epoch
     state = flows.change_role(
         api, identity, settings.dotdir.path, team_id, member=member,
-        role=cast(keymgmt.Role, new_role),
+        role=cast(keymgmt.Role, role),
     )  # fmt: skip
-    output.stdout.print(f"{member} is now {new_role} in {team_id}", markup=False)
+    output.stdout.print(f"{member} is now {role} in {team_id}", markup=False)
     if state.epoch != before:
         output.note(
             f"a new key epoch {state.epoch} was sealed to "
