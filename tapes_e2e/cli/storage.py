@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 import tomlkit
@@ -12,7 +14,7 @@ from tapes_e2e.cli import auth, output
 from tapes_e2e.client import ApiClient, Session
 from tapes_e2e.config import PROVIDERS, Config, save_config, storage_table
 from tapes_e2e.context import Settings, api_client, chosen_vault, logged_in
-from tapes_e2e.errors import ConfigError, ServerUnreachableError
+from tapes_e2e.errors import ConfigError, RemoteError, ServerUnreachableError, TeamError
 from tapes_e2e.providers.local import LocalProvider
 from tapes_e2e.remote_sync import vault_runner
 from tapes_e2e.store.syncstate import SyncState
@@ -29,6 +31,30 @@ app = typer.Typer(
 def _settings(ctx: typer.Context) -> Settings:
     settings: Settings = ctx.obj
     return settings
+
+
+@contextmanager
+def _explain_a_team_left_behind(settings: Settings) -> Iterator[None]:
+    """Turn the server's 404 for the team storage syncs into what happened: this account is
+    no longer in that team (an admin removed it, or it left), and how to sync elsewhere."""
+    try:
+        yield
+    except RemoteError as exc:
+        team = settings.config.cloud.team_id
+        if exc.status != 404 or not team:
+            raise
+        try:
+            still = any(v.vault_id == team for v in logged_in(settings)[0].vaults())
+        except RemoteError:
+            raise exc from None
+        if still:
+            raise
+        raise TeamError(
+            f"you are no longer a member of team {team} (an owner or admin removed you, or you "
+            "left); nothing was synced with it",
+            hint="`tapes storage configure --no-team` syncs your personal vault again; what you "
+            "downloaded stays on this machine",
+        ) from None
 
 
 @app.command("status")
@@ -61,7 +87,8 @@ def status(
                 "roots": roots,
             }
             if session is not None:
-                report["sync"] = _sync_report(settings, session, store)
+                with _explain_a_team_left_behind(settings):
+                    report["sync"] = _sync_report(settings, session, store)
     if settings.config.provider != "local":
         report["remote"] = settings.config.cloud.api_url
         report["team_id"] = settings.config.cloud.team_id
@@ -240,7 +267,11 @@ def sync(
     linked = context.connect(settings, prompt=auth.prompt_for_passphrase())
     api, identity, vault = linked.api, linked.identity, linked.vault
     rejected: list[str] = []
-    with LocalProvider(settings.database.path) as store, output.progress("syncing", None) as bar:
+    with (
+        _explain_a_team_left_behind(settings),
+        LocalProvider(settings.database.path) as store,
+        output.progress("syncing", None) as bar,
+    ):
         hooks = team_sync_hooks(
             api, identity, settings.dotdir.path, settings.config.cloud, store=store, vault=vault
         )

@@ -754,3 +754,17 @@ def test_a_member_leaves_and_an_admin_removes_them_under_a_new_epoch(
     assert (shown["epoch"], [m["handle"] for m in shown["members"]]) == (2, ["alice"])
     assert _sealed_to(client, team.id)[2] == {fingerprint(tmp_path / "alice")}
     one_error(tapes("alice", "team", "leave", team.id, "--yes"), "only owner")
+
+
+def test_a_removed_member_is_told_what_happened_and_how_to_sync_elsewhere(
+    team: Team, tapes: Tapes, tmp_path: Path
+) -> None:
+    team.sync_into_team("bob", auto_share=False)
+    record(team.home("bob"), "bob's own turn")
+    ok(tapes("alice", "team", "remove", team.id, "@bob", "--yes"))
+    for command in (("storage", "sync"), ("storage", "status")):
+        message = one_error(tapes("bob", *command), "no longer a member", team.id)
+        assert "404" not in message
+    assert "tapes storage configure --no-team" in tapes("bob", "storage", "sync")[2]
+    ok(tapes("bob", "storage", "configure", "--no-team"))
+    assert json.loads(ok(tapes("bob", "storage", "sync", "--json")))["pushed"] == 1
