@@ -705,7 +705,7 @@ def test_session_pull_fetches_one_shared_session_verified(
     ok(tapes("alice", "session", "share", session[-1], "--team", "Acme", "--title", "[/x] <b>"))
     assert not (bob / "tapes.sqlite").exists()
     out = ok(tapes("bob", "session", "pull", session[-1][:10]))
-    assert f"pulled session {session[-1]} from {team.id}: 3 node(s) verified, 3 new" in out
+    assert f"pulled session {session[-1]} from {team.id}: 3 nodes verified, 3 new" in out
     assert hashes(bob) == sorted(session)
     assert ok(tapes("alice", "session", "export", session[-1])) == ok(
         tapes("bob", "session", "export", session[-1])
