@@ -10,7 +10,7 @@ import msgspec
 import pytest
 
 import keymgmt
-from server.domain import nodes as server_nodes
+from server.domain.nodes import services as server_nodes
 from tapes_e2e.envelopes import clear_fields, node_body
 from tapes_e2e.node import Node
 from tapes_e2e.providers.local import LocalProvider

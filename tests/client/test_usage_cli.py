@@ -53,7 +53,7 @@ def test_a_viewer_reads_a_metadata_only_teams_usage(
     assert "[/x]" in out  # verbatim
     assert "policy: content: omit; metadata: coarse" in out
     assert re.search(r"cost \$6\.60, cache savings \$2\.70", out), out  # 2 x $3.30, 2 x $1.35
-    assert "unpriced: [/x] (anthropic): 1,100,000 tokens in 1 nodes" in out
+    assert "unpriced: [/x] (anthropic): 1,100,000 tokens in 1 node," in out
     assert "tokens per day" in out
     report = json.loads(ok(tapes("dave", "usage", "--team", team.id, "--by", "model", "--json")))
     assert report["totals"]["nodes"] == 3

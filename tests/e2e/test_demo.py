@@ -17,7 +17,7 @@ def test_the_demo_runs_end_to_end(tmp_path: object) -> None:
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "sync ok: pushed 7" in done.stderr
     assert "sync ok: pushed 0, pulled 7" in done.stderr
-    assert "checked 7 node(s), 0 damaged" in done.stderr
+    assert "checked 7 nodes, 0 damaged" in done.stderr
     assert "appear on the server: False" in done.stdout
     # The team story: invite, join, approve, share, and Bob reads Alice's session.
     assert "approved: " in done.stdout
