@@ -18,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from tapes_e2e.cli import output
+from tapes_e2e.cli.usage_check import verify_usage
 from tapes_e2e.cli.usage_open import open_dashboard
 from tapes_e2e.context import Settings, chosen_vault, logged_in
 from tapes_e2e.errors import RemoteError, TeamError
@@ -148,6 +149,14 @@ def usage(
     no_browser: Annotated[
         bool, typer.Option("--no-browser", help="With --open: only print the link.")
     ] = False,
+    verify: Annotated[
+        bool,
+        typer.Option(
+            "--verify",
+            help="Recompute the counts from this machine's nodes; exit 1 on any "
+            "difference (the vault's owner, after a sync).",
+        ),
+    ] = False,
 ) -> None:
     """Usage and cost of a vault from its clear metadata: nodes, sessions, tokens, cost."""
     if as_json and as_csv:
@@ -156,9 +165,14 @@ def usage(
     if open_:
         open_dashboard(settings, team, browser=not no_browser)
         return
+    query = _query(start, end, tz, by)
+    if verify:
+        if as_csv:
+            raise TeamError("--verify and --csv: choose one")
+        verify_usage(settings, team, query, as_json=as_json)
+        return
     api, session = logged_in(settings, needs="tapes usage")
     vault = resolve_team(api, team) if team else chosen_vault(settings.config, session)
-    query = _query(start, end, tz, by)
     try:
         if as_csv:
             sys.stdout.write(api.usage_csv(vault, query))
