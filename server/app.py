@@ -35,6 +35,7 @@ from server.deps import (
     utc_now,
 )
 from server.domain.auth import ApiKeyController, AuthController
+from server.domain.github import GithubController, UserLookupController
 from server.domain.nodes import NodeController, SyncController
 from server.domain.shares import ShareController, SharedController
 from server.domain.teams import InviteController, TeamController, create_team
@@ -114,6 +115,8 @@ def create_app(
         route_handlers=[
             healthz,
             AuthController,
+            GithubController,
+            UserLookupController,
             ApiKeyController,
             VaultController,
             SyncController,

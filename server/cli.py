@@ -135,6 +135,10 @@ TrustedProxies = Annotated[str | None, _setting("trusted_proxies")]
 Plans = Annotated[str | None, _setting("plans")]
 DbConnections = Annotated[str | None, _setting("db_connections")]
 Pricing = Annotated[str | None, _setting("pricing")]
+GithubClientId = Annotated[str | None, _setting("github_client_id")]
+GithubClientSecret = Annotated[str | None, _setting("github_client_secret")]
+GithubUrl = Annotated[str | None, _setting("github_url")]
+GithubApiUrl = Annotated[str | None, _setting("github_api_url")]
 
 
 def _settings(ctx: typer.Context) -> Settings:
@@ -243,6 +247,10 @@ def serve(
     plans: Plans = None,
     db_connections: DbConnections = None,
     pricing: Pricing = None,
+    github_client_id: GithubClientId = None,
+    github_client_secret: GithubClientSecret = None,
+    github_url: GithubUrl = None,
+    github_api_url: GithubApiUrl = None,
 ) -> None:
     """Migrate the database, then serve the API."""
     settings = _settings(ctx)

@@ -42,6 +42,7 @@ __all__ = [
     "aware",
     "connection_slots",
     "in_write_transaction",
+    "principal_of",
     "provide_db",
     "provide_now",
     "provide_plans",
@@ -281,6 +282,15 @@ async def require_credentials(
     scope = cast(dict[str, Any], connection.scope)
     async with _connection(state):
         scope[_PRINCIPAL] = await anyio.to_thread.run_sync(lookup)
+
+
+def principal_of(scope: dict[str, Any]) -> Principal:
+    """The caller :func:`require_credentials` authenticated, read without a database session
+    (for a handler that calls another service before it opens one)."""
+    principal = scope.get(_PRINCIPAL)
+    if not isinstance(principal, Principal):  # pragma: no cover - the guard always ran
+        raise Unauthorized(_CREDENTIALS)
+    return principal
 
 
 def provide_principal(request: Request[object, object, State], db: SessionDep) -> Principal:

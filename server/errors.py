@@ -26,11 +26,13 @@ from tapes_e2e.protocol import Problem
 __all__ = [
     "PROBLEM_JSON",
     "ApiError",
+    "BadGateway",
     "BadRequest",
     "CommandError",
     "Conflict",
     "Forbidden",
     "Gone",
+    "NotConfigured",
     "NotFound",
     "PayloadTooLarge",
     "PlanLimit",
@@ -103,6 +105,18 @@ class PlanLimit(ApiError):
 
 class TooManyRequests(ApiError):
     status, title = 429, "Too Many Requests"
+
+
+class BadGateway(ApiError):
+    """A service this server relies on (GitHub) failed or answered nonsense."""
+
+    status, title = 502, "Bad Gateway"
+
+
+class NotConfigured(ApiError):
+    """A feature this deployment has not set up (GitHub sign-in without its client id)."""
+
+    status, title = 501, "Not Implemented"
 
 
 PROBLEM_JSON = "application/problem+json"

@@ -17,6 +17,10 @@ whose default is the one below; a flag given on the command line wins over the v
 | ``--trusted-proxies`` | ``TAPES_SERVER_TRUSTED_PROXIES`` | none |
 | ``--plans`` | ``TAPES_SERVER_PLANS`` | ``off`` (no plan limits, no retention) |
 | ``--pricing`` | ``TAPES_SERVER_PRICING`` | none (``genai-prices`` alone) |
+| ``--github-client-id`` | ``TAPES_SERVER_GITHUB_CLIENT_ID`` | none (GitHub binding off) |
+| ``--github-client-secret`` | ``TAPES_SERVER_GITHUB_CLIENT_SECRET`` | none |
+| ``--github-url`` | ``TAPES_SERVER_GITHUB_URL`` | https://github.com |
+| ``--github-api-url`` | ``TAPES_SERVER_GITHUB_API_URL`` | https://api.github.com |
 
 ``TAPES_SERVER_PUBLIC_URL`` is the URL clients use. Login signatures are bound to it, so that a
 challenge cannot be relayed from another server; every process of one deployment must share it.
@@ -126,6 +130,12 @@ def _pricing(label: str, path: str) -> str:
     return path
 
 
+def _token(label: str, text: str) -> str:
+    if not 1 <= len(text) <= 200 or any(not c.isprintable() or c.isspace() for c in text):
+        raise SettingsError(f"{label}: not a GitHub client id or secret")
+    return text
+
+
 @dataclass(frozen=True, slots=True)
 class Option:
     """One setting: its ``Settings`` field, flag, variable, default as written, and help."""
@@ -204,6 +214,24 @@ OPTIONS: tuple[Option, ...] = (
         '--pricing shape: {"MODEL": {"input": 3, "output": 15, "cache_read": 0.3, '
         '"cache_write": 3.75}}', _pricing, "FILE",
     ),
+    Option(
+        "github_client_id", "--github-client-id", "TAPES_SERVER_GITHUB_CLIENT_ID", "none",
+        "a GitHub OAuth app's client id: lets accounts bind a GitHub login (`tapes auth login "
+        "--github`); unset, binding is off", _token, "ID",
+    ),
+    Option(
+        "github_client_secret", "--github-client-secret", "TAPES_SERVER_GITHUB_CLIENT_SECRET",
+        "none", "that app's client secret (prefer the variable: a flag shows in ps)", _token,
+        "SECRET",
+    ),
+    Option(
+        "github_url", "--github-url", "TAPES_SERVER_GITHUB_URL", "https://github.com",
+        "GitHub's web base URL (its device-flow endpoints)", _public_url, "URL",
+    ),
+    Option(
+        "github_api_url", "--github-api-url", "TAPES_SERVER_GITHUB_API_URL",
+        "https://api.github.com", "GitHub's API base URL (its /user endpoint)", _public_url, "URL",
+    ),
 )  # fmt: skip
 _BY_FIELD = {option.field: option for option in OPTIONS}
 
@@ -223,6 +251,15 @@ class Settings:
     plans: PlansMode = "off"
     db_connections: int = 20
     pricing: str = ""
+    github_client_id: str = ""
+    github_client_secret: str = ""
+    github_url: str = "https://github.com"
+    github_api_url: str = "https://api.github.com"
+
+    @property
+    def github(self) -> bool:
+        """Whether accounts may bind a GitHub login here (both client id and secret set)."""
+        return bool(self.github_client_id and self.github_client_secret)
 
     @property
     def audience(self) -> str:

@@ -57,6 +57,9 @@ from tapes_e2e.protocol import (
     ApiKeyInfo,
     Challenge,
     DeviceOut,
+    GithubBindOut,
+    GithubDeviceOut,
+    GithubUserOut,
     NodeOut,
     Problem,
     PullPage,
@@ -246,6 +249,9 @@ _SHARE_PAGE = msgspec.json.Decoder(SharePage)
 _KEY_CREATED = msgspec.json.Decoder(ApiKeyCreated)
 _KEYS = msgspec.json.Decoder(list[ApiKeyInfo])
 _DEVICES = msgspec.json.Decoder(list[DeviceOut])
+_GITHUB_DEVICE = msgspec.json.Decoder(GithubDeviceOut)
+_GITHUB_BIND = msgspec.json.Decoder(GithubBindOut)
+_GITHUB_USER = msgspec.json.Decoder(GithubUserOut)
 _DASHBOARD_LINK = msgspec.json.Decoder(DashboardLinkOut)
 _PROBLEM = msgspec.json.Decoder(_Problem)
 _encode = msgspec.json.Encoder().encode
@@ -583,6 +589,21 @@ class ApiClient:
         """One page of the live shares of ``team`` after share sequence ``after`` (unverified)."""
         path = f"/api/v1/teams/{_seg(team)}/sessions"
         return self._call("GET", path, _SHARE_PAGE, params={"after": after, "limit": limit})
+
+    # --- GitHub binding ----------------------------------------------------------------------
+
+    def github_start(self) -> GithubDeviceOut:
+        """Start binding this account to a GitHub login (GitHub's device flow, via the server)."""
+        return self._call("POST", "/auth/github/device", _GITHUB_DEVICE, body=b"{}")
+
+    def github_poll(self, bind_id: str) -> GithubBindOut:
+        """Ask once whether the code was approved at GitHub."""
+        body = _encode({"bind_id": bind_id})
+        return self._call("POST", "/auth/github", _GITHUB_BIND, body=body)
+
+    def user_by_github(self, login: str) -> GithubUserOut:
+        """The account bound to a GitHub login (the server's pairing; compare fingerprints)."""
+        return self._call("GET", "/api/v1/users", _GITHUB_USER, params={"github": login})
 
     # --- devices -----------------------------------------------------------------------------
 

@@ -38,6 +38,7 @@ __all__ = [
     "DashboardLink",
     "DashboardSession",
     "Device",
+    "GithubBind",
     "Invite",
     "JoinRequest",
     "Keyring",
@@ -76,6 +77,7 @@ class User(Base):
     handle: Mapped[str] = mapped_column(String(40), unique=True)
     email: Mapped[str | None] = mapped_column(String(320), unique=True)
     github_id: Mapped[int | None] = mapped_column(BigInteger, unique=True)
+    github_login: Mapped[str | None] = mapped_column(String(40))  # as GitHub said at binding
     x25519: Mapped[bytes] = mapped_column(LargeBinary(32))
     ed25519: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
     fingerprint: Mapped[str] = mapped_column(String(128), unique=True)
@@ -290,6 +292,18 @@ class Device(Base):
     last_seen_at: Mapped[datetime] = mapped_column(Stamp)
     address: Mapped[str] = mapped_column(String(64))
     revoked_at: Mapped[datetime | None] = mapped_column(Stamp)
+
+
+class GithubBind(Base):
+    """A GitHub device flow under way for one account: GitHub's device code, which this server
+    polls with when the account asks, until approved or expired. No access token is kept."""
+
+    __tablename__ = "github_binds"
+    id: Mapped[str] = mapped_column(String(43), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    device_code: Mapped[str] = mapped_column(String(100))
+    interval: Mapped[int] = mapped_column(Integer)
+    expires_at: Mapped[datetime] = mapped_column(Stamp)
 
 
 class ApiKey(Base):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -15,9 +16,10 @@ import typer
 import keymgmt
 from tapes_e2e import account
 from tapes_e2e.cli import output
+from tapes_e2e.client import ApiClient
 from tapes_e2e.config import save_config, storage_table
 from tapes_e2e.context import Settings, api_client, logged_in
-from tapes_e2e.errors import ConfigError, ServerError, TapesError
+from tapes_e2e.errors import AuthError, ConfigError, RemoteError, ServerError, TapesError
 from tapes_e2e.identity import create_identity, identity_path, restore, save, unlock
 
 app = typer.Typer(
@@ -100,6 +102,12 @@ def login(
         str | None,
         typer.Option(help="Name this login in `tapes auth devices` (default: the hostname)."),
     ] = None,
+    github: Annotated[
+        bool,
+        typer.Option(
+            "--github", help="Then bind your GitHub login to the account (GitHub's device flow)."
+        ),
+    ] = False,
 ) -> None:
     """Create or unlock your identity, log in (registering with --handle), set up your vault."""
     settings = settings_of(ctx)
@@ -131,6 +139,55 @@ def login(
         f"personal vault: {vault.vault} (safety number {keymgmt.safety_number(vault.state)})",
         markup=False,
     )
+    if github:
+        bind_github(api)
+
+
+def _printable(text: str, limit: int = 200) -> str:
+    """A string from the server as one harmless line (no escape sequences, bounded)."""
+    return "".join(ch for ch in text if ch.isprintable())[:limit]
+
+
+sleep = time.sleep  # the wait between polls (tests move it on at once)
+
+
+def bind_github(api: ApiClient) -> None:
+    """GitHub's device flow through the server: show the code, poll until it is approved,
+    declined or expired. GitHub vouches for the login only; the identity key stays the login."""
+    try:
+        _device_flow(api)
+    except RemoteError as exc:
+        hint = _GITHUB_HINTS.get(exc.status, exc.hint)
+        raise AuthError(f"GitHub binding: {_printable(exc.detail)}", hint=hint) from None
+
+
+_GITHUB_HINTS = {
+    501: "ask the server's administrator to set TAPES_SERVER_GITHUB_CLIENT_ID and _SECRET",
+    403: "run `tapes auth login --github` again and approve the code at GitHub",
+    410: "run `tapes auth login --github` again, and enter the code within its time",
+    409: "log in to that GitHub account's tapes account instead, or use another GitHub login",
+    502: "GitHub or the way to it failed; try again later",
+}
+
+
+def _device_flow(api: ApiClient) -> None:
+    started = api.github_start()
+    output.note(
+        f"open {_printable(started.verification_uri)} and enter the code "
+        f"{_printable(started.user_code, 20)} (it expires in {started.expires_in // 60} min)"
+    )
+    deadline = time.monotonic() + started.expires_in
+    interval = started.interval
+    while time.monotonic() < deadline:
+        sleep(min(max(interval, 1), 60))
+        result = api.github_poll(started.bind_id)
+        if result.status == "bound":
+            output.stdout.print(
+                f"bound to GitHub user @{_printable(result.github_login or '', 40)}", markup=False
+            )
+            return
+        interval = result.interval
+    raise AuthError("the GitHub code expired before it was approved", hint="run it again")
 
 
 def device_name(given: str | None) -> str:
@@ -161,8 +218,9 @@ def status(
             "personal_vault": session.personal_vault,
         }
         try:
-            api_client(settings, session.server).me()
+            me = api_client(settings, session.server).me()
             report["server_accepts_login"] = True
+            report["github_login"] = me.github_login
         except TapesError as exc:  # the status reports the failure as a fact
             report["server_accepts_login"] = False
             report["problem"] = exc.message
@@ -178,6 +236,12 @@ def status(
         output.stdout.print(f"fingerprint:    {session.fingerprint}", markup=False)
         output.stdout.print(f"personal vault: {session.personal_vault}", markup=False)
         output.stdout.print(f"login:          {state}", markup=False)
+        if report.get("github_login"):
+            output.stdout.print(
+                f"GitHub:         @{_printable(report['github_login'], 40)} (a label; the key "
+                "is the login)",
+                markup=False,
+            )
     if session is None or not report["server_accepts_login"]:
         raise typer.Exit(1)
 

@@ -29,6 +29,11 @@ __all__ = [
     "DeviceName",
     "DeviceOut",
     "EnvelopeWire",
+    "GithubBindOut",
+    "GithubBindRequest",
+    "GithubDeviceOut",
+    "GithubLogin",
+    "GithubUserOut",
     "LoginRequest",
     "NodeOut",
     "Problem",
@@ -126,6 +131,42 @@ class UserOut(_Strict, frozen=True):
     handle: str
     fingerprint: str
     keys: PublicKeys
+    github_login: str | None = None  # bound with `tapes auth login --github`: a label only
+
+
+GithubLogin = Annotated[str, Meta(pattern=r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})$")]
+
+
+class GithubDeviceOut(_Strict, frozen=True):
+    """A GitHub device flow under way: open ``verification_uri``, enter ``user_code``, then
+    ask ``POST /auth/github`` with ``bind_id`` every ``interval`` seconds."""
+
+    bind_id: str
+    user_code: str
+    verification_uri: str
+    interval: int
+    expires_in: int
+
+
+class GithubBindRequest(_Strict, frozen=True):
+    bind_id: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{43}$")]
+
+
+class GithubBindOut(_Strict, frozen=True):
+    """``pending`` (ask again after ``interval`` seconds) or ``bound`` to ``github_login``."""
+
+    status: Literal["pending", "bound"]
+    interval: int = 0
+    github_login: str | None = None
+
+
+class GithubUserOut(_Strict, frozen=True):
+    """The account bound to a GitHub login: GitHub's word for the login, the server's for the
+    pairing; the fingerprint is what to compare with its owner."""
+
+    handle: str
+    fingerprint: str
+    github_login: str
 
 
 class ApiKeyCreate(_Strict, frozen=True):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -10,8 +11,11 @@ import pytest
 from litestar.testing import TestClient
 
 from tapes_e2e import context
+from tapes_e2e.cli import auth as auth_cli
 from tests.client.conftest import Tapes
+from tests.github_standin import GithubStandIn
 from tests.server.conftest import AUDIENCE
+from tests.server.test_github import _app
 
 
 def test_login_registers_sets_up_the_vault_and_status_reports_it(
@@ -109,3 +113,51 @@ def test_configure_asks_the_server_before_saving_its_url(
     assert not (tmp_path / "off" / "config.toml").exists()
     cmd = ("storage", "configure", "--api-url", "https://sync.example", "--no-check")
     assert tapes("off", *cmd)[0] == 0
+
+
+def test_login_with_github_binds_the_account_through_the_device_flow(
+    tapes: Tapes, monkeypatch: pytest.MonkeyPatch, database_url: str, clock: Any
+) -> None:
+    """`tapes auth login --github` shows GitHub's code, polls while the person approves it at
+    the stand-in, and binds; `auth status` shows the login; a teammate finds the account."""
+    with GithubStandIn() as github, _app(database_url, clock, github) as hub:
+        monkeypatch.setattr(context, "http_factory", lambda _url: hub)
+        waits: list[float] = []
+
+        def approve_at_github(seconds: float) -> None:
+            waits.append(seconds)
+            if len(waits) == 2:  # the person approves while the CLI polls
+                github.approve(next(iter(github.codes.values())).user_code, 42, "al-ice")
+
+        monkeypatch.setattr(auth_cli, "sleep", approve_at_github)
+        login = ("auth", "login", "--server", AUDIENCE)
+        code, out, err = tapes("a", *login, "--handle", "alice", "--github")
+        assert code == 0, err
+        assert re.search(r"open http://127\.0\.0\.1:\d+/login/device and enter the code \d{4}-WXYZ",
+                         err)  # fmt: skip
+        assert "bound to GitHub user @al-ice" in out
+        assert len(waits) == 2
+        assert "GitHub:         @al-ice" in tapes("a", "auth", "status")[1]
+        assert json.loads(tapes("a", "auth", "status", "--json")[1])["github_login"] == "al-ice"
+        # a declined code is one error, and the account stays as it was
+        monkeypatch.setattr(
+            auth_cli,
+            "sleep",
+            lambda _s: github.set_state(
+                next(c for c in github.codes.values() if c.state == "pending").user_code, "denied"
+            ),
+        )
+        code, _, err = tapes("a", *login, "--github")
+        assert code == 1
+        assert err.splitlines()[-2] == (
+            "tapes: error: GitHub binding: the GitHub sign-in was declined at GitHub"
+        )
+        assert json.loads(tapes("a", "auth", "status", "--json")[1])["github_login"] == "al-ice"
+
+
+def test_login_with_github_on_a_server_without_it_is_one_error(tapes: Tapes) -> None:
+    code, out, err = tapes("a", "auth", "login", "--server", AUDIENCE, "--handle", "al", "--github")
+    assert code == 1
+    assert "logged in to" in out  # the key login itself went through
+    assert "GitHub sign-in is not configured on this server" in err
+    assert "TAPES_SERVER_GITHUB_CLIENT_ID" in err

@@ -301,6 +301,7 @@ def account(db: Session, principal: Principal) -> UserOut:
         handle=user.handle,
         fingerprint=user.fingerprint,
         keys=PublicKeys(x25519=user.x25519.hex(), ed25519=user.ed25519.hex()),
+        github_login=user.github_login,
     )
 
 

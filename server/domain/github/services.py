@@ -1,0 +1,86 @@
+"""The rules of binding a GitHub login to an account: no HTTP here and no call to GitHub (the
+controllers hand in what :mod:`~server.domain.github.gateway` found)."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from server import audit
+from server.db.models import GithubBind, User
+from server.deps import aware
+from server.errors import Conflict, Gone, NotFound
+from tapes_e2e.protocol import GithubUserOut
+
+__all__ = ["bind", "find_by_github", "forget_bind", "new_bind", "pending_bind", "slow_down"]
+
+_NO_BIND = "no such GitHub sign-in under way; start again with `tapes auth login --github`"
+
+
+def new_bind(
+    db: Session, user_id: str, device_code: str, interval: int, expires_in: int, now: datetime
+) -> str:
+    """Keep a device flow for ``user_id`` (expired ones are swept); its id for the polls."""
+    db.execute(delete(GithubBind).where(GithubBind.expires_at < now))
+    bind_id = secrets.token_urlsafe(32)
+    db.add(
+        GithubBind(
+            id=bind_id, user_id=user_id, device_code=device_code, interval=interval,
+            expires_at=now + timedelta(seconds=expires_in),
+        )
+    )  # fmt: skip
+    return bind_id
+
+
+def pending_bind(db: Session, user_id: str, bind_id: str, now: datetime) -> GithubBind:
+    """The caller's own live device flow; anybody else's reads as absent."""
+    found = db.get(GithubBind, bind_id)
+    if found is None or found.user_id != user_id:
+        raise NotFound(_NO_BIND)
+    if aware(found.expires_at) <= now:
+        db.delete(found)
+        raise Gone("the GitHub code expired before it was approved; start again")
+    return found
+
+
+def slow_down(db: Session, bind_id: str, interval: int) -> None:
+    found = db.get(GithubBind, bind_id)
+    if found is not None:
+        found.interval = max(found.interval + 5, interval)
+
+
+def forget_bind(db: Session, bind_id: str) -> None:
+    db.execute(delete(GithubBind).where(GithubBind.id == bind_id))
+
+
+def bind(
+    db: Session, user_id: str, bind_id: str, github_id: int, login: str, now: datetime
+) -> GithubUserOut:
+    """Record the GitHub account on the caller's account, once the device flow was approved.
+    A GitHub account already bound to another account is a conflict, never moved silently."""
+    forget_bind(db, bind_id)
+    taken = db.scalar(select(User.id).where(User.github_id == github_id))
+    if taken is not None and taken != user_id:
+        raise Conflict(f"the GitHub account @{login} is bound to another account here")
+    user = db.get(User, user_id)
+    if user is None:  # pragma: no cover - a caller always has an account
+        raise NotFound(_NO_BIND)
+    user.github_id, user.github_login = github_id, login
+    audit.record(
+        db, team_id=None, actor_id=user_id, action="github_bound", subject=user_id,
+        detail={"github_id": github_id, "login": login}, now=now,
+    )  # fmt: skip
+    return GithubUserOut(handle=user.handle, fingerprint=user.fingerprint, github_login=login)
+
+
+def find_by_github(db: Session, login: str) -> GithubUserOut:
+    """The account bound to a GitHub login (GitHub logins are case-insensitive)."""
+    user = db.scalar(select(User).where(func.lower(User.github_login) == login.lower()))
+    if user is None or user.github_login is None:
+        raise NotFound(f"no account here is bound to the GitHub login @{login}")
+    return GithubUserOut(
+        handle=user.handle, fingerprint=user.fingerprint, github_login=user.github_login
+    )

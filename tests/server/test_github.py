@@ -1,0 +1,152 @@
+"""Binding an account to a GitHub login through GitHub's device flow (a stand-in over real
+HTTP), and finding an account by it. GitHub vouches for a login, never for a key."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from litestar.testing import TestClient
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from server.app import create_app
+from server.db.engine import make_engine
+from server.db.migrate import upgrade
+from server.db.models import AuditEntry, GithubBind
+from server.db.models import User as UserRow
+from server.settings import Settings
+from tests.github_standin import CLIENT_ID, CLIENT_SECRET, GithubStandIn
+from tests.server.conftest import AUDIENCE, Clock, User
+
+
+@pytest.fixture
+def github() -> Iterator[GithubStandIn]:
+    with GithubStandIn() as standin:
+        yield standin
+
+
+def _app(url: str, clock: Clock, github: GithubStandIn | None) -> TestClient[Any]:
+    extra = (
+        {"github_client_id": CLIENT_ID, "github_client_secret": CLIENT_SECRET,
+         "github_url": github.url, "github_api_url": github.url}
+        if github is not None else {}
+    )  # fmt: skip
+    settings = Settings(database_url=url, auth_rate_per_minute=1000, **extra)
+    engine = make_engine(url)
+    upgrade(engine)
+    app = create_app(settings, engine=engine, clock=clock, audience=AUDIENCE)
+    return TestClient(app, base_url=AUDIENCE)
+
+
+@pytest.fixture
+def hub(database_url: str, clock: Clock, github: GithubStandIn) -> Iterator[TestClient[Any]]:
+    with _app(database_url, clock, github) as client:
+        yield client
+
+
+def _start(user: User) -> dict[str, Any]:
+    started = user.post("/auth/github/device", {})
+    assert started.status_code == 201, started.text
+    body: dict[str, Any] = started.json()
+    return body
+
+
+def _poll(user: User, bind_id: str) -> Any:
+    return user.post("/auth/github", {"bind_id": bind_id})
+
+
+def test_a_bind_waits_for_approval_then_records_the_github_login(
+    hub: TestClient[Any], github: GithubStandIn
+) -> None:
+    alice, bob = User(hub, "alice"), User(hub, "bob")
+    started = _start(alice)
+    assert started["verification_uri"] == f"{github.url}/login/device"
+    assert (_poll(alice, started["bind_id"]).json()) == {"status": "pending", "interval": 1,
+                                                          "github_login": None}  # fmt: skip
+    assert _poll(bob, started["bind_id"]).status_code == 404  # someone else's flow is absent
+    github.set_state(started["user_code"], "slow_down")
+    slowed = _poll(alice, started["bind_id"]).json()
+    assert (slowed["status"], slowed["interval"]) == ("pending", 10)
+    github.approve(started["user_code"], 583231, "Octocat")
+    bound = _poll(alice, started["bind_id"])
+    assert bound.json() == {"status": "bound", "interval": 0, "github_login": "Octocat"}
+    assert alice.get("/auth/me").json()["github_login"] == "Octocat"
+    # finding the teammate by their GitHub login (case-insensitive, as GitHub's are)
+    found = bob.get("/api/v1/users?github=octocat").json()
+    assert (found["handle"], found["github_login"]) == ("alice", "Octocat")
+    assert found["fingerprint"] == alice.identity.fingerprint
+    assert bob.get("/api/v1/users?github=nobody").status_code == 404
+    assert bob.get("/api/v1/users?github=bad%20login").status_code == 400
+    # the flow is spent, no token is kept, and the binding is audited
+    assert _poll(alice, started["bind_id"]).status_code == 404
+    with Session(hub.app.state.engine) as db:
+        assert db.scalars(select(GithubBind)).all() == []
+        row = db.scalar(select(UserRow).where(UserRow.handle == "alice"))
+        assert row is not None
+        assert (row.github_id, row.github_login) == (583231, "Octocat")
+        assert "github_bound" in [e.action for e in db.scalars(select(AuditEntry))]
+    assert "gho_" not in _dump(hub)
+    # the identity key still logs in by itself: GitHub is a label, not a login
+    assert alice.login()["user_id"] == alice.user_id
+
+
+def _dump(client: TestClient[Any]) -> str:
+    """Every text value the database holds."""
+    with Session(client.app.state.engine) as db:
+        conn = db.connection()
+        tables = [t for (t,) in conn.exec_driver_sql(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema='public'"
+            if conn.dialect.name == "postgresql"
+            else "SELECT name FROM sqlite_master WHERE type='table'"
+        )]  # fmt: skip
+        return "".join(
+            str(row) for table in tables for row in conn.exec_driver_sql(f'SELECT * FROM "{table}"')
+        )
+
+
+def test_a_github_account_bound_elsewhere_a_declined_and_an_expired_code(
+    hub: TestClient[Any], github: GithubStandIn
+) -> None:
+    alice, mallory = User(hub, "alice"), User(hub, "mallory")
+    first = _start(alice)
+    github.approve(first["user_code"], 1, "octocat")
+    assert _poll(alice, first["bind_id"]).json()["status"] == "bound"
+    taken = _start(mallory)
+    github.approve(taken["user_code"], 1, "octocat")
+    refused = _poll(mallory, taken["bind_id"])
+    assert (refused.status_code, refused.json()["detail"]) == (
+        409, "the GitHub account @octocat is bound to another account here",
+    )  # fmt: skip
+    declined = _start(mallory)
+    github.set_state(declined["user_code"], "denied")
+    assert _poll(mallory, declined["bind_id"]).status_code == 403
+    expired = _start(mallory)
+    github.set_state(expired["user_code"], "expired")
+    assert _poll(mallory, expired["bind_id"]).status_code == 410
+    assert mallory.get("/auth/me").json()["github_login"] is None
+
+
+def test_github_answers_that_make_no_sense_are_502_and_api_keys_cannot_bind(
+    hub: TestClient[Any], github: GithubStandIn
+) -> None:
+    alice = User(hub, "alice")
+    github.broken = True
+    broken = alice.post("/auth/github/device", {})
+    assert broken.status_code == 502
+    assert broken.headers["content-type"].startswith("application/problem+json")
+    github.broken = False
+    key = alice.post("/api/v1/api-keys/", {"vault": alice.vault, "permissions": ["admin"]})
+    headers = {"Authorization": f"Bearer {key.json()['api_key']}"}
+    assert hub.post("/auth/github/device", headers=headers).status_code == 401
+    assert hub.post("/auth/github/device").status_code == 401
+
+
+def test_without_a_github_app_binding_is_501(database_url: str, clock: Clock) -> None:
+    with _app(database_url, clock, None) as client:
+        alice = User(client, "alice")
+        off = alice.post("/auth/github/device", {})
+        assert (off.status_code, off.json()["detail"]) == (
+            501, "GitHub sign-in is not configured on this server",
+        )  # fmt: skip
