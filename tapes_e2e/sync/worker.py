@@ -442,7 +442,6 @@ class SyncRunner:
 
     def _round_finished(self, action: RoundFinished) -> None:
         self._drop_ahead()
-        self.rounds += 1
         self.last_result = action
         result = action.result if not action.message else f"{action.result}: {action.message}"
         at = datetime.fromtimestamp(self._wall_clock(), UTC).isoformat()
@@ -450,6 +449,8 @@ class SyncRunner:
             self.state.record_result(self.vault, at=at, result=result)
         except TapesError as exc:
             log.warning("could not record the sync result: %s", exc.message)
+        # Counted last: whoever waits for the round (wait_rounds) then finds its result stored.
+        self.rounds += 1
 
 
 def _notify(callback: Callable[[Any], None] | None, value: object) -> None:
