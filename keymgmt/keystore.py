@@ -36,7 +36,7 @@ from keymgmt import _oskeyring, labels
 from keymgmt import _primitives as prim
 from keymgmt._encoding import b64d, b64e, canonical_json
 from keymgmt.errors import KdfParamsError, KeyFileError, KeyFileExistsError, UnlockError
-from keymgmt.identity import Identity, PublicIdentity
+from keymgmt.identity import SECRET_BYTES, Identity, PublicIdentity
 
 __all__ = [
     "DEFAULT_KDF",
@@ -390,3 +390,59 @@ def import_recovery_kit(text: str, passphrase: str, *, floor: KdfParams = KDF_FL
     except ValueError:
         raise UnlockError("the recovery kit is damaged") from None
     return _open(_parse(raw, KIT_FORMAT), labels.RECOVERY_KIT_AD, passphrase, floor)
+
+
+# --- paper key -----------------------------------------------------------------------------
+
+PAPER_KEY_PREFIX: Final = "TAPES-PAPER-1"
+_PAPER_CHECK_BYTES = 4
+_PAPER_HINT = "compare it with the paper, group by group; nothing was written"
+_PAPER_TYPOS = str.maketrans({"0": "O", "1": "I", "8": "B", "-": None, " ": None, "\n": None})
+
+
+def export_paper_key(identity: Identity) -> str:
+    """The identity's secret for paper, unsealed: RFC 4648 base32 in groups of four, with a
+    32-bit checksum under its own label that catches a mistyped or missing group. Whoever
+    reads it becomes this identity; :func:`import_paper_key` reads it back."""
+    secret = identity.export_secret()
+    check = prim.sha256(labels.PAPER_KEY_CHECK + secret)[:_PAPER_CHECK_BYTES]
+    text = base64.b32encode(secret + check).decode("ascii").rstrip("=")
+    groups = [text[i : i + 4] for i in range(0, len(text), 4)]
+    rows = [" ".join(groups[i : i + 7]) for i in range(0, len(groups), 7)]
+    return "\n".join([PAPER_KEY_PREFIX, f"fingerprint: {identity.fingerprint}", *rows, ""])
+
+
+def is_paper_key(text: str) -> bool:
+    return text.strip().upper().startswith(PAPER_KEY_PREFIX)
+
+
+def import_paper_key(text: str) -> Identity:
+    """Inverse of :func:`export_paper_key`. Spaces, dashes, line breaks and case do not matter,
+    and 0, 1 and 8 are read as O, I and B (base32 has no digits 0, 1, 8). A typo anywhere:
+    one UnlockError."""
+    body = text.strip().upper()
+    if not body.startswith(PAPER_KEY_PREFIX):
+        raise UnlockError(
+            f"not a tapes paper key (it starts with {PAPER_KEY_PREFIX})", hint=_PAPER_HINT
+        )
+    lines = body[len(PAPER_KEY_PREFIX) :].splitlines()
+    letters = "".join(line for line in lines if not line.strip().startswith("FINGERPRINT:"))
+    letters = letters.translate(_PAPER_TYPOS)
+    try:
+        raw = base64.b32decode(letters + "=" * (-len(letters) % 8))
+    except ValueError:
+        raise UnlockError(
+            "the paper key has characters base32 does not use", hint=_PAPER_HINT
+        ) from None
+    if base64.b32encode(raw).decode("ascii").rstrip("=") != letters:  # stray trailing bits
+        raise UnlockError(
+            "the paper key is mistyped: its last group is not one it could end in",
+            hint=_PAPER_HINT,
+        )
+    secret, check = raw[:-_PAPER_CHECK_BYTES], raw[-_PAPER_CHECK_BYTES:]
+    expected = prim.sha256(labels.PAPER_KEY_CHECK + secret)[:_PAPER_CHECK_BYTES]
+    if len(secret) != SECRET_BYTES or not prim.constant_time_equal(check, expected):
+        raise UnlockError(
+            "the paper key is mistyped: its checksum does not match", hint=_PAPER_HINT
+        )
+    return Identity.from_secret(secret)

@@ -29,6 +29,7 @@ __all__ = [
     "LOGIN_CHALLENGE",
     "NODE_ID",
     "NODE_ID_KEY",
+    "PAPER_KEY_CHECK",
     "PROTOCOL_VERSION",
     "RECOVERY_KIT_AD",
     "SAFETY_NUMBER",
@@ -60,6 +61,7 @@ KEYRING_SIGNATURE: Final = _PREFIX + b"keyring-signature"
 SEAL_HKDF: Final = _PREFIX + b"x25519-seal-hkdf"
 KEYFILE_AD: Final = _PREFIX + b"keyfile-ad"
 RECOVERY_KIT_AD: Final = _PREFIX + b"recovery-kit-ad"
+PAPER_KEY_CHECK: Final = _PREFIX + b"paper-key-check"
 INVITE_JOIN: Final = _PREFIX + b"invite/join-request-mac"
 INVITE_ACCEPT: Final = _PREFIX + b"invite/accept-proof-mac"
 INVITE_CHECKSUM: Final = _PREFIX + b"invite/checksum"

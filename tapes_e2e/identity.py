@@ -78,9 +78,12 @@ def restore(
     prompt: Callable[[], str] | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> keymgmt.Identity:
-    """The identity in a recovery kit or a key file from another machine, unlocked with
-    ``TAPES_PASSPHRASE`` or the passphrase ``prompt`` asks for. Anything else, a damaged kit or
-    a wrong passphrase: one :class:`keymgmt.UnlockError`."""
+    """The identity in a paper key, a recovery kit or a key file from another machine (the last
+    two unlocked with ``TAPES_PASSPHRASE`` or the passphrase ``prompt`` asks for). Anything
+    else, a damaged kit or paper key, a wrong passphrase: one :class:`keymgmt.UnlockError`."""
+    text = raw.decode("utf-8", errors="replace")
+    if keymgmt.is_paper_key(text):
+        return keymgmt.import_paper_key(text)
     passphrase = keymgmt.passphrase_from_env(environ)
     if passphrase is None:
         if prompt is None:
@@ -89,7 +92,6 @@ def restore(
                 hint=f"type its passphrase in a terminal, or set {keymgmt.PASSPHRASE_ENV}",
             )
         passphrase = prompt()
-    text = raw.decode("utf-8", errors="replace")
     if keymgmt.KIT_BEGIN in text:
         return keymgmt.import_recovery_kit(text, passphrase, floor=KDF_FLOOR)
     return keymgmt.open_key_file_bytes(raw, passphrase, floor=KDF_FLOOR)

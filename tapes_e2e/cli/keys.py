@@ -91,7 +91,16 @@ def passwd(ctx: typer.Context) -> None:
 def export(
     ctx: typer.Context,
     recovery_kit: Annotated[
-        bool, typer.Option("--recovery-kit", help="Write a recovery kit (the only form).")
+        bool,
+        typer.Option("--recovery-kit", help="Write a recovery kit: the key under a passphrase."),
+    ] = False,
+    paper_key: Annotated[
+        bool,
+        typer.Option(
+            "--paper-key",
+            help="Write a paper key: the key itself in base32 with a checksum, to "
+            "keep where only you can reach it.",
+        ),
     ] = False,
     out: Annotated[
         str | None,
@@ -100,11 +109,19 @@ def export(
         ),
     ] = None,
 ) -> None:
-    """Write a recovery kit: your key sealed under a passphrase, to keep on paper or offline."""
-    if not recovery_kit:
-        raise typer.BadParameter("say --recovery-kit (the only export there is)")
+    """Write a recovery kit (your key sealed under a passphrase) or a paper key (your key
+    itself, for a safe), to restore your identity on another machine."""
+    if recovery_kit == paper_key:
+        raise typer.BadParameter("say --recovery-kit or --paper-key (one of them)")
     _key_path(ctx)
     identity = _unlocked(ctx)
+    if paper_key:
+        _write(out, keymgmt.export_paper_key(identity), identity.fingerprint, "paper-key")
+        output.note(
+            "the paper key IS your identity, unsealed: keep it where only you can reach it; "
+            "`tapes keys import FILE` restores it"
+        )
+        return
     passphrase = os.environ.get(NEW_PASSPHRASE_ENV) or keymgmt.passphrase_from_env()
     if passphrase is None:
         passphrase = new_passphrase("Passphrase for the recovery kit", env=False)
@@ -112,33 +129,42 @@ def export(
     kit = keymgmt.export_recovery_kit(
         identity, passphrase, params=identities.KDF, floor=identities.KDF_FLOOR
     )
+    target = _write(out, kit, identity.fingerprint, "recovery-kit")
+    if target is not None:
+        output.note(
+            f"wrote the recovery kit to {target} (0600). Print it or copy it offline, then "
+            "delete the file; with it and its passphrase anyone becomes you"
+        )
+
+
+def _write(out: str | None, text: str, fingerprint: str, kind: str) -> Path | None:
+    """``text`` to stdout (``-``) or a new 0600 file, never over an existing one."""
     if out == "-":
-        output.stdout.print(kit, markup=False, end="")
-        return
-    target = Path(out) if out else Path.cwd() / f"tapes-recovery-kit-{identity.fingerprint}.txt"
+        output.stdout.print(text, markup=False, end="")
+        return None
+    target = Path(out) if out else Path.cwd() / f"tapes-{kind}-{fingerprint}.txt"
     try:
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         raise ConfigError(
-            f"{target} exists; a recovery kit is never written over a file",
+            f"{target} exists; a {kind.replace('-', ' ')} is never written over a file",
             hint="choose another file with -o",
         ) from None
     except OSError as exc:
         raise ConfigError(f"cannot write {target}: {exc.strerror}") from None
     with os.fdopen(fd, "w", encoding="utf-8") as file:
-        file.write(kit)
-    output.note(
-        f"wrote the recovery kit to {target} (0600). Print it or copy it offline, then delete "
-        "the file; with it and its passphrase anyone becomes you"
-    )
+        file.write(text)
+    return target
 
 
 @app.command("import")
 def import_(
     ctx: typer.Context,
-    source: Annotated[Path, typer.Argument(help="A recovery kit or an identity.key file.")],
+    source: Annotated[
+        Path, typer.Argument(help="A recovery kit, a paper key or an identity.key file.")
+    ],
 ) -> None:
-    """Make this machine's identity the one in a recovery kit or key file."""
+    """Make this machine's identity the one in a recovery kit, paper key or key file."""
     settings = settings_of(ctx)
     target = identities.identity_path(settings.dotdir.path)
     try:

@@ -247,3 +247,33 @@ def test_a_device_name_with_control_characters_is_refused_first(
     assert "--device" in err
     assert "not a printable name" in err
     assert not (tmp_path / "a" / "identity.key").exists()
+
+
+def test_a_second_machine_from_a_paper_key(tapes: Tapes, tmp_path: Path) -> None:
+    """The paper key is the identity itself: no kit passphrase; the new machine's key file gets
+    its own passphrase, and the account and vault follow."""
+    assert tapes("laptop", "auth", "login", "--server", AUDIENCE, "--handle", "alice")[0] == 0
+    paper = tmp_path / "paper.txt"
+    code, _, err = tapes("laptop", "keys", "export", "--paper-key", "-o", str(paper))
+    assert code == 0, err
+    assert "IS your identity" in err
+    assert oct(paper.stat().st_mode & 0o777) == "0o600"
+    text = paper.read_text("utf-8")
+    assert text.startswith(keymgmt.PAPER_KEY_PREFIX)
+    assert _fingerprint(tapes, "laptop") in text
+    # typed back by hand, in lower case with a typo: refused, nothing written
+    lines = text.lower().splitlines()
+    lines[2] = ("b" if lines[2][0] != "b" else "c") + lines[2][1:]
+    typo = "\n".join(lines)
+    (tmp_path / "typo.txt").write_text(typo, encoding="utf-8")
+    code, _, err = tapes("desktop", "keys", "import", str(tmp_path / "typo.txt"))
+    assert code == 1
+    assert "mistyped" in err
+    assert "group by group" in err
+    assert not (tmp_path / "desktop" / "identity.key").exists()
+    code, _, err = tapes("desktop", "keys", "import", str(paper))
+    assert code == 0, err
+    assert _fingerprint(tapes, "desktop") == _fingerprint(tapes, "laptop")
+    assert tapes("desktop", "auth", "login", "--server", AUDIENCE)[0] == 0  # the same account
+    for flags in ((), ("--paper-key", "--recovery-kit")):
+        assert tapes("laptop", "keys", "export", *flags)[0] == 2  # say which, and only one

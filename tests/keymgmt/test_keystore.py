@@ -316,3 +316,53 @@ def test_key_file_cannot_be_opened_as_a_recovery_kit(key_file: Path) -> None:
     )
     with pytest.raises(UnlockError):
         import_recovery_kit(armored, PW, floor=TEST_KDF)
+
+
+# --- paper key -----------------------------------------------------------------------------
+
+
+def _groups(paper: str) -> list[str]:
+    return [line for line in paper.splitlines()[2:] if line]
+
+
+def test_a_paper_key_round_trips_however_it_is_typed_back(ident: Identity) -> None:
+    from keymgmt import export_paper_key, import_paper_key
+
+    paper = export_paper_key(ident)
+    lines = paper.splitlines()
+    assert lines[:2] == ["TAPES-PAPER-1", f"fingerprint: {ident.fingerprint}"]
+    assert all(len(group) <= 4 for line in _groups(paper) for group in line.split())
+    assert import_paper_key(paper).export_secret() == ident.export_secret()
+    letters = "".join(_groups(paper)).replace(" ", "")
+    typed = "tapes-paper-1\n" + "-".join(letters[i : i + 5] for i in range(0, len(letters), 5))
+    assert import_paper_key(typed.lower()).fingerprint == ident.fingerprint
+    confused = paper.replace("O", "0").replace("I", "1").replace("B", "8")
+    assert import_paper_key(confused).fingerprint == ident.fingerprint
+
+
+def test_every_mistyped_character_or_missing_group_of_a_paper_key_is_caught(
+    ident: Identity,
+) -> None:
+    from keymgmt import export_paper_key, import_paper_key
+
+    paper = export_paper_key(ident)
+    head, body = "\n".join(paper.splitlines()[:2]), "".join(_groups(paper)).replace(" ", "")
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
+    for index, char in enumerate(body):
+        for other in alphabet:
+            if other == char:
+                continue
+            typo = body[:index] + other + body[index + 1 :]
+            try:
+                found = import_paper_key(f"{head}\n{typo}")
+            except UnlockError:
+                continue
+            assert found.export_secret() != ident.export_secret(), (index, other)
+            pytest.fail(f"a typo at {index} ({char}->{other}) went unnoticed")
+    for start in range(0, len(body), 4):
+        with pytest.raises(UnlockError):
+            import_paper_key(f"{head}\n{body[:start]}{body[start + 4 :]}")
+    with pytest.raises(UnlockError, match="not a tapes paper key"):
+        import_paper_key(body)
+    with pytest.raises(UnlockError, match="characters base32 does not use"):
+        import_paper_key(f"{head}\n{body[:-1]}9")
