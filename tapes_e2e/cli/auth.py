@@ -325,6 +325,7 @@ def create_key(
         str | None, typer.Option(help="Vault or team id (default: your personal vault).")
     ] = None,
     name: Annotated[str, typer.Option(help="A label to recognise the key by.")] = "",
+    as_json: output.JsonFlag = False,
 ) -> None:
     """Create a key for one vault; it is shown once and stored only hashed on the server."""
     settings = settings_of(ctx)
@@ -332,6 +333,9 @@ def create_key(
     session = api.session
     target = vault or (session.personal_vault if session else "")
     created = api.create_api_key(target, permission, name)
+    if as_json:
+        output.emit_json(msgspec.to_builtins(created))
+        return
     output.stdout.print(created.api_key, markup=False)
     info = created.info
     output.note(

@@ -212,6 +212,7 @@ def share_session(
     expires_in: Annotated[
         str | None, typer.Option(help="Stop sharing after this long, e.g. 7d or 12h.")
     ] = None,
+    as_json: output.JsonFlag = False,
 ) -> None:
     """Share a session with a team (pushed sealed into the team vault first, if needed)."""
     settings = _settings(ctx)
@@ -226,6 +227,12 @@ def share_session(
         api, identity, settings.dotdir.path, team_id, path,
         title=title, note=note, expires_at=expires_at,
     )  # fmt: skip
+    if as_json:
+        output.emit_json({
+            "session_id": path[-1].hash, "team_id": team_id, "nodes": len(path),
+            "expires_at": expires_at.isoformat() if expires_at else None,
+        })  # fmt: skip
+        return
     output.stdout.print(f"shared session {path[-1].hash} with {team_id}", markup=False)
     output.note(
         "members of the team can now pull it (the server enforces who may fetch it; every "

@@ -86,6 +86,9 @@ def test_api_keys_create_list_revoke(tapes: Tapes) -> None:
     code, _, err = tapes("k", "auth", "api-key", "create", "-p", "fly")
     assert code == 1
     assert "permissions" in err
+    made = json.loads(tapes("k", "auth", "api-key", "create", "-p", "push", "--json")[1])
+    assert made["api_key"].startswith("tapes_")
+    assert made["info"]["permissions"] == ["push"]
 
 
 def test_configure_asks_the_server_before_saving_its_url(

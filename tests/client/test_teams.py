@@ -227,6 +227,11 @@ def test_explicit_share_unshare_and_expiry(team: Team, tapes: Tapes, tmp_path: P
     ok(tapes("alice", "session", "unshare", session[-1], "--team", team.id))
     assert json.loads(ok(tapes("bob", "session", "shared", "--json"))) == []
     one_error(tapes("alice", "session", "unshare", session[-1], "--team", team.id), "not shared")
+    other = record(alice, "share me for scripts")
+    shared = json.loads(ok(tapes("alice", "session", "share", other[-1], "--team", team.id,
+                                 "--expires-in", "7d", "--json")))  # fmt: skip
+    assert (shared["session_id"], shared["team_id"], shared["nodes"]) == (other[-1], team.id, 1)
+    assert shared["expires_at"] is not None
 
 
 @pytest.mark.server_backends
