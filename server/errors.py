@@ -114,9 +114,10 @@ class BadGateway(ApiError):
 
 
 class NotConfigured(ApiError):
-    """A feature this deployment has not set up (GitHub sign-in without its client id)."""
+    """A feature this deployment has not set up (GitHub sign-in without its client id): its
+    routes read as absent."""
 
-    status, title = 501, "Not Implemented"
+    status, title = 404, "Not Found"
 
 
 PROBLEM_JSON = "application/problem+json"

@@ -162,7 +162,8 @@ def bind_github(api: ApiClient) -> None:
 
 
 _GITHUB_HINTS = {
-    501: "ask the server's administrator to set TAPES_SERVER_GITHUB_CLIENT_ID and _SECRET",
+    404: "a server without a GitHub app says so: its administrator sets "
+    "TAPES_SERVER_GITHUB_CLIENT_ID and _SECRET; otherwise run it again",
     403: "run `tapes auth login --github` again and approve the code at GitHub",
     410: "run `tapes auth login --github` again, and enter the code within its time",
     409: "log in to that GitHub account's tapes account instead, or use another GitHub login",

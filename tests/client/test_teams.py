@@ -769,7 +769,7 @@ def test_a_removed_member_is_told_what_happened_and_how_to_sync_elsewhere(
     ok(tapes("alice", "team", "remove", team.id, "@bob", "--yes"))
     for command in (("storage", "sync"), ("storage", "status")):
         message = one_error(tapes("bob", *command), "no longer a member", team.id)
-        assert "404" not in message
+        assert "answered 404" not in message
     assert "tapes storage configure --no-team" in tapes("bob", "storage", "sync")[2]
     ok(tapes("bob", "storage", "configure", "--no-team"))
     assert json.loads(ok(tapes("bob", "storage", "sync", "--json")))["pushed"] == 1

@@ -143,10 +143,10 @@ def test_github_answers_that_make_no_sense_are_502_and_api_keys_cannot_bind(
     assert hub.post("/auth/github/device").status_code == 401
 
 
-def test_without_a_github_app_binding_is_501(database_url: str, clock: Clock) -> None:
+def test_without_a_github_app_binding_reads_as_absent(database_url: str, clock: Clock) -> None:
     with _app(database_url, clock, None) as client:
         alice = User(client, "alice")
         off = alice.post("/auth/github/device", {})
         assert (off.status_code, off.json()["detail"]) == (
-            501, "GitHub sign-in is not configured on this server",
+            404, "GitHub sign-in is not configured on this server",
         )  # fmt: skip

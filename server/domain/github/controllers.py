@@ -8,7 +8,7 @@
 - ``GET /api/v1/users?github=LOGIN`` — the handle and key fingerprint of the account bound to
   a GitHub login (any logged-in account: finding teammates).
 
-501 when this server has no GitHub app configured. GitHub is called outside any database
+404 when this server has no GitHub app configured. GitHub is called outside any database
 transaction (no lock is held while it answers), and its access token is used for ``/user`` and
 dropped. GitHub vouches for a login, never for a key: a bound account still logs in with its
 identity key alone.
