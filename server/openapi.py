@@ -18,11 +18,23 @@ from litestar.params import Parameter
 
 from server.errors import PROBLEM_JSON
 
-__all__ = ["ERROR_RESPONSES", "AfterSeqno", "Problem", "TeamPath", "delete", "get", "post"]
+__all__ = [
+    "ERROR_RESPONSES",
+    "AfterSeqno",
+    "Hex64Path",
+    "Problem",
+    "TeamPath",
+    "VaultQuery",
+    "delete",
+    "get",
+    "post",
+]
 
 # Parameters several areas' routes share: a team's id in a path, a chain cursor.
 TeamPath = Annotated[str, Parameter(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 AfterSeqno = Annotated[int, Parameter(ge=-1, le=2**31 - 1)]
+Hex64Path = Annotated[str, Parameter(pattern=r"^[0-9a-f]{64}$")]  # a keyed node id
+VaultQuery = Annotated[str, Parameter(pattern=r"^[A-Za-z0-9_-]{1,64}$", max_length=64)]
 
 
 class Problem(msgspec.Struct, frozen=True):

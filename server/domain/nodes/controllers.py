@@ -22,7 +22,7 @@ from litestar.params import JSONBody, Parameter
 from server.deps import AUTHENTICATED, WRITES, NowDep, PlansDep, PrincipalDep, SessionDep
 from server.domain.nodes import services
 from server.domain.nodes.services import MAX_PAGE
-from server.openapi import get, post
+from server.openapi import Hex64Path, VaultQuery, get, post
 from tapes_e2e.protocol import (
     AncestryPage,
     NodeOut,
@@ -35,8 +35,6 @@ from tapes_e2e.protocol import (
 
 __all__ = ["NodeController", "SyncController"]
 
-Hex64Path = Annotated[str, Parameter(pattern=r"^[0-9a-f]{64}$")]
-VaultQuery = Annotated[str, Parameter(pattern=r"^[A-Za-z0-9_-]{1,64}$", max_length=64)]
 After = Annotated[int, Parameter(ge=0, le=2**62)]
 
 

@@ -1,16 +1,9 @@
-"""The rules of nodes and sync: push, pull by cursor, status, single nodes, ancestry, sessions.
-No HTTP here (``controllers`` is the HTTP side).
+"""The rules of nodes and sync, no HTTP (the routes are described in ``controllers``).
 
-- ``POST /api/v1/sync/push`` (and ``POST /api/v1/nodes``, the RFC's single-node path, which takes
-  the same batch body): a bounded batch of envelopes, atomic, parents before children (or already
-  stored); an ID already stored is reported as ``existing`` and not touched. Each stored node gets
-  the vault's next sequence number, taken under a lock on the vault row. A new node sealed under
-  another key epoch than the vault's current one (``Team.epoch``, which follows the verified
-  chain) is refused with 409, and the batch stores nothing.
-- ``GET /api/v1/sync/pull?vault=&after=&limit=``: what the caller may read with ``seq > after``,
-  ``limit`` at a time; ``cursor`` is the last sequence number looked at, so an up-to-date client
-  costs one small request.
-- ``GET /api/v1/sync/status``: head sequence and node count from the vault row, no scan.
+A push is validated on its own, then allocates its sequence numbers under the vault row's lock,
+then inserts what is new (atomic, parents first, a new node only in the vault's current epoch);
+pulls, ancestry and pages are bounded by rows and by bytes; every read is the caller's
+``acl.readable_clause``.
 """
 
 from __future__ import annotations

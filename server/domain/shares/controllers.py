@@ -30,13 +30,10 @@ from server.domain.shares.services import (
     team_shares,
     unshare_session,
 )
-from server.openapi import delete, get, post
+from server.openapi import Hex64Path, VaultQuery, delete, get, post
 from tapes_e2e.protocol.teams import ShareCreate, ShareOut, SharePage
 
 __all__ = ["ShareController", "SharedController"]
-
-Hex64Path = Annotated[str, Parameter(pattern=r"^[0-9a-f]{64}$")]
-VaultQuery = Annotated[str, Parameter(pattern=r"^[A-Za-z0-9_-]{1,64}$", max_length=64)]
 
 
 class ShareController(Controller):

@@ -1,19 +1,8 @@
-"""The rules of shared sessions: share, unshare, list (the RFC's TeamProvider), and shared-read
-auditing. No HTTP here (``controllers`` is the HTTP side).
+"""The rules of shared sessions, no HTTP (the routes are described in ``controllers``).
 
-- ``POST /api/v1/sessions/{id}/share`` — body ``{team, statement, expires_at?}``. ``{id}`` is the
-  session's leaf node ID and must be a node the caller uploaded to that team's vault (404
-  otherwise). The signed statement (``keymgmt.create_share``) is verified against the team's
-  chain; the leaf's ancestry is materialized into ``share_nodes`` by one recursive query that
-  follows only nodes the sharer may read themselves, so a share never exposes more than its
-  sharer could see. The share takes the vault's next sequence number.
-- ``DELETE /api/v1/sessions/{id}/share?team=`` — the sharer or an owner/admin revokes it; the
-  nodes stop being readable at once.
-- ``GET /api/v1/shared`` — live, unexpired shares of every team the caller reads content in.
-- ``GET /api/v1/teams/{id}/sessions?after=&limit=`` — the same for one team, by share sequence.
-
-Titles and notes stay inside the signed statement, encrypted under the team key; the server
-returns the statement as stored.
+A share is verified against the team's chain and materialized into ``share_nodes`` by one
+recursive walk through what its sharer may read, parents older than children; an unshare or an
+expiry ends it at once; a read through a share is audited.
 """
 
 from __future__ import annotations
