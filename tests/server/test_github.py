@@ -213,6 +213,8 @@ def test_a_renamed_github_login_finds_its_new_holder_only(
     with Session(hub.app.state.engine) as db:
         rows = db.execute(select(UserRow.handle, UserRow.github_id, UserRow.github_login)).all()
         assert sorted(rows) == [("alice", 1, "octo-renamed"), ("bob", 2, "Octo")]
+        stale = db.scalars(select(AuditEntry).where(AuditEntry.action == "github_login_stale"))
+        assert [(e.actor_id, e.subject) for e in stale] == [(bob.user_id, alice.user_id)]
 
 
 def _code(**changed: object) -> tuple[int, object]:

@@ -80,11 +80,16 @@ def bind(db: Session, user_id: str, github_id: int, login: str, now: datetime) -
     user = db.get(User, user_id)
     if user is None:  # pragma: no cover - a caller always has an account
         raise NotFound(_NO_BIND)
-    db.execute(
-        update(User)
-        .where(func.lower(User.github_login) == login.lower(), User.id != user_id)
-        .values(github_login=None)
-    )
+    stale = db.scalars(
+        select(User.id).where(func.lower(User.github_login) == login.lower(), User.id != user_id)
+    ).all()
+    if stale:
+        db.execute(update(User).where(User.id.in_(stale)).values(github_login=None))
+    for other in stale:
+        audit.record(
+            db, team_id=None, actor_id=user_id, action="github_login_stale", subject=other,
+            detail={"login": login, "now_github_id": github_id}, now=now,
+        )  # fmt: skip
     user.github_id, user.github_login = github_id, login
     audit.record(
         db, team_id=None, actor_id=user_id, action="github_bound", subject=user_id,
