@@ -12,11 +12,12 @@ import msgspec
 
 from server.errors import BadGateway
 from server.settings import Settings
+from tapes_e2e.protocol import GITHUB_LOGIN
 
 __all__ = ["LOGIN", "DeviceCode", "GithubUser", "Grant", "poll", "start", "user"]
 
 TIMEOUT = httpx.Timeout(10.0)
-LOGIN = r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})$"  # a GitHub login, as GitHub allows them
+LOGIN = GITHUB_LOGIN
 MAX_INTERVAL = 600  # seconds; GitHub asks for 5, plus 5 at each slow_down
 _JSON = {"Accept": "application/json", "User-Agent": "tapes-server"}
 
