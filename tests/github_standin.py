@@ -33,6 +33,8 @@ class GithubStandIn:
     tokens: dict[str, tuple[int, str]] = field(default_factory=dict)
     polls: int = 0
     broken: bool = False  # answer garbage, like a proxy's error page
+    answers: dict[str, tuple[int, object]] = field(default_factory=dict)  # path → what to say
+    seen: list[dict[str, str]] = field(default_factory=list)  # every request's form or headers
     url: str = ""
 
     def code(self, user_code: str) -> Code:
@@ -53,6 +55,7 @@ class GithubStandIn:
                 pass
 
             def _answer(self, status: int, body: object) -> None:
+                status, body = standin.answers.get(self.path, (status, body))
                 data = b"<html>oops</html>" if standin.broken else json.dumps(body).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -63,6 +66,7 @@ class GithubStandIn:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
                 form = {k: v[0] for k, v in parse_qs(self.rfile.read(length).decode()).items()}
+                standin.seen.append({"path": self.path, **form})
                 if form.get("client_id") != CLIENT_ID:
                     self._answer(200, {"error": "incorrect_client_credentials"})
                 elif self.path == "/login/device/code":
@@ -101,6 +105,7 @@ class GithubStandIn:
 
             def do_GET(self) -> None:
                 token = self.headers.get("Authorization", "").removeprefix("Bearer ")
+                standin.seen.append({"path": self.path, "authorization": token})
                 if self.path != "/user" or token not in standin.tokens:
                     self._answer(401, {"message": "Bad credentials"})
                     return

@@ -210,4 +210,6 @@ def main(argv: list[str] | None = None) -> None:
             "run again with --debug for a traceback, and report it",
         )
         sys.exit(EXIT_INTERNAL)
+    if code == EXIT_INTERRUPTED:  # typer turns Ctrl-C in a command into this code, silently
+        output.error("interrupted")
     sys.exit(code if isinstance(code, int) else 0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import sys
 import time
@@ -21,6 +22,7 @@ from tapes_e2e.config import save_config, storage_table
 from tapes_e2e.context import Settings, api_client, logged_in
 from tapes_e2e.errors import AuthError, ConfigError, RemoteError, ServerError, TapesError
 from tapes_e2e.identity import create_identity, identity_path, restore, save, unlock
+from tapes_e2e.protocol import GITHUB_LOGIN
 
 app = typer.Typer(
     help="Log in to a sync server, show the login, log out.",
@@ -181,7 +183,13 @@ def _device_flow(api: ApiClient) -> None:
     interval = started.interval
     while time.monotonic() < deadline:
         sleep(min(max(interval, 1), 60))
-        result = api.github_poll(started.bind_id)
+        try:
+            result = api.github_poll(started.bind_id)
+        except RemoteError as exc:
+            if exc.status != 429:  # others logging in from this address: wait, ask again
+                raise
+            interval = max(interval, 20)
+            continue
         if result.status == "bound":
             output.stdout.print(
                 f"bound to GitHub user @{_printable(result.github_login or '', 40)}", markup=False
@@ -245,6 +253,37 @@ def status(
             )
     if session is None or not report["server_accepts_login"]:
         raise typer.Exit(1)
+
+
+@app.command("whois")
+def whois(
+    ctx: typer.Context,
+    github: Annotated[
+        str,
+        typer.Option(
+            "--github",
+            metavar="LOGIN",
+            help="A GitHub login a teammate bound with `tapes auth login --github`.",
+        ),
+    ],
+    as_json: output.JsonFlag = False,
+) -> None:
+    """The account here bound to a GitHub login: its handle and key fingerprint."""
+    login = github.removeprefix("gh:").removeprefix("@")
+    if not re.fullmatch(GITHUB_LOGIN, login):
+        raise typer.BadParameter(f"{github!r} is not a GitHub login", param_hint="--github")
+    found = logged_in(settings_of(ctx), "finding a teammate")[0].user_by_github(login)
+    if as_json:
+        output.emit_json(msgspec.to_builtins(found))
+        return
+    output.stdout.print(
+        f"GitHub user @{found.github_login} is {found.handle} here, fingerprint "
+        f"{found.fingerprint}", markup=False,
+    )  # fmt: skip
+    output.note(
+        "GitHub vouched for the login, the server pairs it with that key: compare the "
+        "fingerprint with its owner before you trust it"
+    )
 
 
 @app.command("logout")

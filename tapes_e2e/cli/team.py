@@ -21,6 +21,7 @@ from tapes_e2e.config import parse_duration, save_config, storage_table
 from tapes_e2e.context import Settings, logged_in
 from tapes_e2e.errors import RemoteError, TeamError
 from tapes_e2e.identity import unlock
+from tapes_e2e.protocol.teams import MemberOut
 from tapes_e2e.teams import flows
 from tapes_e2e.teams.access import resolve_team, verify_team
 
@@ -129,7 +130,9 @@ def show(
     team_id = resolve_team(api, team)
     state = verify_team(api, team_id, identity, settings.dotdir.path)
     members = sorted(state.members.values(), key=lambda m: (m.role, m.fingerprint))
-    handles = _handles(api, team_id)
+    roster = _roster(api, team_id)
+    handles = {fp: m.handle + (" (left)" if m.left_at else "") for fp, m in roster.items()}
+    githubs = {fp: m.github_login for fp, m in roster.items() if m.github_login}
     report = {
         "team_id": team_id,
         "epoch": state.epoch,
@@ -141,6 +144,7 @@ def show(
             {
                 "fingerprint": m.fingerprint,
                 "handle": handles.get(m.fingerprint, ""),
+                "github_login": githubs.get(m.fingerprint),
                 "role": m.role,
                 "you": m.fingerprint == identity.fingerprint,
             }
@@ -158,27 +162,30 @@ def show(
     output.stdout.print(f"safety number: {report['safety_number']}", markup=False)
     output.table(
         ("HANDLE", "FINGERPRINT", "ROLE", ""),
-        [(handles.get(m.fingerprint, "?"), m.fingerprint, m.role,
+        [(_label(m.fingerprint, handles, githubs), m.fingerprint, m.role,
           "you" if m.fingerprint == identity.fingerprint else "")
          for m in members],
     )  # fmt: skip
     output.note(
-        "roles and fingerprints are from the signed chain; handles are the server's labels: "
-        "compare a fingerprint with its owner before trusting a handle"
+        "roles and fingerprints are from the signed chain; handles and GitHub logins are the "
+        "server's labels: compare a fingerprint with its owner before trusting a handle"
     )
 
 
-def _handles(api: ApiClient, team_id: str) -> dict[str, str]:
-    """Fingerprint → handle, as the server labels the members (an older server: none); a
-    member who left and awaits removal is marked so."""
+def _roster(api: ApiClient, team_id: str) -> dict[str, MemberOut]:
+    """Fingerprint → the server's labels for the member (an older server: none)."""
     try:
-        return {
-            m.fingerprint: m.handle + (" (left)" if m.left_at else "") for m in api.members(team_id)
-        }
+        return {m.fingerprint: m for m in api.members(team_id)}
     except RemoteError as exc:
         if exc.status != 404:
             raise
         return {}
+
+
+def _label(fingerprint: str, handles: dict[str, str], githubs: dict[str, str]) -> str:
+    """A member's handle as the roster shows it, with its bound GitHub login (``gh:LOGIN``)."""
+    github = githubs.get(fingerprint)
+    return handles.get(fingerprint, "?") + (f" gh:{github}" if github else "")
 
 
 @app.command("requests")
@@ -325,7 +332,7 @@ def approve(
         raise typer.Exit(1)
 
 
-_MEMBER_HELP = "The member: the start of their key fingerprint, or @handle."
+_MEMBER_HELP = "The member: the start of their key fingerprint, @handle, or gh:GITHUB-LOGIN."
 
 
 def _confirm_member(api: ApiClient, identity: keymgmt.Identity, settings: Settings,

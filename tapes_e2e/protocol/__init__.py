@@ -18,6 +18,7 @@ from msgspec import Meta
 
 __all__ = [
     "API_KEY_PREFIX",
+    "GITHUB_LOGIN",
     "MAX_BATCH_BYTES",
     "MAX_BATCH_NODES",
     "MAX_PAGE_BYTES",
@@ -134,7 +135,8 @@ class UserOut(_Strict, frozen=True):
     github_login: str | None = None  # bound with `tapes auth login --github`: a label only
 
 
-GithubLogin = Annotated[str, Meta(pattern=r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})$")]
+GITHUB_LOGIN = r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})$"  # a login as GitHub allows them
+GithubLogin = Annotated[str, Meta(pattern=GITHUB_LOGIN)]
 
 
 class GithubDeviceOut(_Strict, frozen=True):
@@ -166,7 +168,7 @@ class GithubUserOut(_Strict, frozen=True):
 
     handle: str
     fingerprint: str
-    github_login: str
+    github_login: GithubLogin
 
 
 class ApiKeyCreate(_Strict, frozen=True):

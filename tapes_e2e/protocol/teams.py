@@ -214,6 +214,7 @@ class MemberOut(_Strict, frozen=True):
     fingerprint: str
     role: str
     left_at: str | None = None  # left on their own; still in the chain until removed
+    github_login: str | None = None  # bound with `tapes auth login --github`: a label only
 
 
 # --- shares ----------------------------------------------------------------------------------

@@ -236,23 +236,35 @@ def reseal_missing(api: ApiClient, identity: keymgmt.Identity, access: VaultAcce
 
 
 def member_fingerprint(api: ApiClient, state: keymgmt.VerifiedTeamState, text: str) -> str:
-    """The verified member ``text`` names: the start of a key fingerprint, or ``@handle``. A
-    handle is the server's label, so it only picks among the chain's members by the
-    fingerprint the server pairs it with (the caller shows that fingerprint before acting)."""
-    if text.startswith("@"):
-        paired = [m.fingerprint for m in api.members(state.team) if m.handle == text[1:]]
-        found = [fp for fp in paired if fp in state.members]
-        if len(found) != 1:
-            raise TeamError(
-                f"no member of team {state.team} has the handle {text!r}",
-                hint=f"see the members with `tapes team show {state.team}`",
-            )
-        return found[0]
+    """The verified member ``text`` names: the start of a key fingerprint, ``@handle`` or
+    ``gh:GITHUB-LOGIN``. A handle or a GitHub login is the server's label, so it only picks
+    among the chain's members by the fingerprint the server pairs it with (the caller shows
+    that fingerprint before acting)."""
+    if text.startswith("@") or text.lower().startswith("gh:"):
+        return _labelled_member(api, state, text)
     wanted = re.sub(r"[\s-]", "", text).upper()
     found = [fp for fp in state.members if fp.replace("-", "").startswith(wanted)]
     if len(wanted) < 4 or len(found) != 1:
         raise TeamError(
             f"no single member of team {state.team} has a fingerprint starting {text!r}",
+            hint=f"see the members with `tapes team show {state.team}`",
+        )
+    return found[0]
+
+
+def _labelled_member(api: ApiClient, state: keymgmt.VerifiedTeamState, text: str) -> str:
+    """The chain's one member the server labels ``@handle`` or ``gh:LOGIN`` (GitHub logins
+    compare case-insensitively, as GitHub's do)."""
+    members = api.members(state.team)
+    if text.startswith("@"):
+        what, paired = "handle", [m.fingerprint for m in members if m.handle == text[1:]]
+    else:
+        login, what = text[3:].lower(), "GitHub login"
+        paired = [m.fingerprint for m in members if (m.github_login or "").lower() == login]
+    found = [fp for fp in paired if fp in state.members]
+    if len(found) != 1:
+        raise TeamError(
+            f"no member of team {state.team} has the {what} {text!r}",
             hint=f"see the members with `tapes team show {state.team}`",
         )
     return found[0]

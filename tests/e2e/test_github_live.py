@@ -41,11 +41,12 @@ def test_github_binding_through_a_live_server(
         status = json.loads(run(capsys, alice, "auth", "status", "--json"))
         assert status["github_login"] == "alice-gh"
         run(capsys, bob, *login, "--handle", "bob")
-        with server.client() as http:
-            token = json.loads((bob / "session.json").read_text())["access_token"]
-            found = http.get(
-                "/api/v1/users", params={"github": "Alice-GH"},
-                headers={"Authorization": f"Bearer {token}"},
-            ).json()  # fmt: skip
+        found = json.loads(run(capsys, bob, "auth", "whois", "--github", "Alice-GH", "--json"))
         assert (found["handle"], found["fingerprint"]) == ("alice", status["fingerprint"])
         assert github.polls >= 1
+        # the identity key alone still logs in; the binding stays
+        run(capsys, alice, "auth", "logout")
+        run(capsys, alice, *login)
+        assert json.loads(run(capsys, alice, "auth", "status", "--json"))["github_login"] == (
+            "alice-gh"
+        )

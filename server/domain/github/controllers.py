@@ -38,7 +38,7 @@ from tapes_e2e.protocol import (
 __all__ = ["GithubController", "UserLookupController"]
 
 AnyRequest = Request[object, object, State]
-_LOGIN = r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})$"  # a GitHub login
+_LOGIN = gateway.LOGIN
 
 
 def _configured(request: AnyRequest) -> Settings:
@@ -87,6 +87,8 @@ class GithubController(Controller):
         found = await in_write_transaction(
             state, lambda db: services.pending_bind(db, user_id, data.bind_id, now)
         )
+        if found is None:
+            raise Gone(services.EXPIRED)
         grant = await gateway.poll(settings, found.device_code)
         if grant.state in ("pending", "slow_down"):
             interval = found.interval if grant.state == "pending" else found.interval + 5
@@ -95,15 +97,15 @@ class GithubController(Controller):
                     state, lambda db: services.slow_down(db, data.bind_id, grant.interval or 0)
                 )
             return GithubBindOut(status="pending", interval=max(interval, grant.interval or 0))
-        if grant.state != "granted":
-            await in_write_transaction(state, lambda db: services.forget_bind(db, data.bind_id))
-            if grant.state == "expired":
-                raise Gone("the GitHub code expired before it was approved; start again")
+        # GitHub answers a device code's grant, denial or expiry once: the flow is spent
+        await in_write_transaction(state, lambda db: services.forget_bind(db, data.bind_id))
+        if grant.state == "expired":
+            raise Gone(services.EXPIRED)
+        if grant.state == "denied":
             raise Forbidden("the GitHub sign-in was declined at GitHub")
         account = await gateway.user(settings, grant.token)
         bound = await in_write_transaction(
-            state,
-            lambda db: services.bind(db, user_id, data.bind_id, account.id, account.login, now),
+            state, lambda db: services.bind(db, user_id, account.id, account.login, now)
         )
         return GithubBindOut(status="bound", github_login=bound.github_login)
 

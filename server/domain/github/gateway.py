@@ -3,6 +3,7 @@ answer is one :class:`~server.errors.BadGateway` line; the access token lives on
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
@@ -11,10 +12,13 @@ import msgspec
 
 from server.errors import BadGateway
 from server.settings import Settings
+from tapes_e2e.protocol import GITHUB_LOGIN
 
-__all__ = ["DeviceCode", "GithubUser", "Grant", "poll", "start", "user"]
+__all__ = ["LOGIN", "DeviceCode", "GithubUser", "Grant", "poll", "start", "user"]
 
 TIMEOUT = httpx.Timeout(10.0)
+LOGIN = GITHUB_LOGIN
+MAX_INTERVAL = 600  # seconds; GitHub asks for 5, plus 5 at each slow_down
 _JSON = {"Accept": "application/json", "User-Agent": "tapes-server"}
 
 
@@ -71,7 +75,13 @@ async def start(settings: Settings) -> DeviceCode:
     data = {"client_id": settings.github_client_id, "scope": "read:user"}
     response = await _post(settings, "/login/device/code", data, "the device code request")
     code = _decode(response, DeviceCode, "the device code request")
-    if not (0 < code.expires_in <= 3600 and 0 < code.interval <= 60 and code.device_code):
+    in_range = (
+        0 < code.expires_in <= 3600 and 0 < code.interval <= 60
+        and 0 < len(code.device_code) <= 100 and 0 < len(code.user_code) <= 20
+        and code.verification_uri.startswith(("https://", "http://"))
+        and len(code.verification_uri) <= 200
+    )  # fmt: skip
+    if not in_range:
         raise BadGateway("GitHub's device code is out of the documented ranges")
     return code
 
@@ -95,6 +105,8 @@ async def poll(settings: Settings, device_code: str) -> Grant:
     state = _STATES.get(token.error or "")
     if state is None:
         raise BadGateway(f"GitHub refused the token request: {str(token.error)[:80]!r}")
+    if token.interval is not None and not 0 < token.interval <= MAX_INTERVAL:
+        raise BadGateway("GitHub's polling interval is out of the documented ranges")
     return Grant(state, interval=token.interval)  # type: ignore[arg-type]
 
 
@@ -107,6 +119,6 @@ async def user(settings: Settings, token: str) -> GithubUser:
     except httpx.HTTPError as exc:
         raise BadGateway(f"GitHub did not answer the user request: {type(exc).__name__}") from None
     found = _decode(response, GithubUser, "the user request")
-    if found.id <= 0 or not 1 <= len(found.login) <= 39:
+    if not 0 < found.id < 2**63 or not re.fullmatch(LOGIN, found.login):
         raise BadGateway("GitHub's user is out of the documented ranges")
     return found

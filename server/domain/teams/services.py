@@ -336,6 +336,7 @@ def members_out(db: Session, team_id: str) -> list[MemberOut]:
         MemberOut(
             user_id=u.id, handle=u.handle, fingerprint=u.fingerprint, role=role,
             left_at=aware(left).isoformat() if left is not None else None,
+            github_login=u.github_login,
         )
         for role, left, u in rows
     ]  # fmt: skip
