@@ -144,7 +144,8 @@ def frame_for(
     """The question ``tapes usage`` options make (``from``, ``to``, ``tz``, ``group_by``), with
     the range made exact: by default the last 30 days and today, in the time zone.
 
-    Raises ``ValueError`` for a ``from`` or ``to`` that is not a date or an ISO time."""
+    Raises ``ValueError`` for a ``from`` or ``to`` that is not a date or an ISO time, and
+    ``OverflowError`` for one at the calendar's edge."""
     tz = query.get("tz") or "UTC"
     zone = ZoneInfo(tz)
     end_text = query.get("to") or now.astimezone(zone).date().isoformat()

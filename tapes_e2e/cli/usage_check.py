@@ -91,7 +91,7 @@ def _frame(vault: str, state: keymgmt.VerifiedTeamState, query: dict[str, str]) 
         )
     try:
         return frame_for(vault, state.metadata_policy, query, now=datetime.now(UTC))
-    except ValueError:
+    except (ValueError, OverflowError):
         raise TeamError("--from and --to take a date (YYYY-MM-DD) or an ISO-8601 time") from None
 
 
