@@ -153,8 +153,9 @@ def usage(
         bool,
         typer.Option(
             "--verify",
-            help="Recompute the counts from this machine's nodes; exit 1 on any "
-            "difference (the vault's owner, after a sync).",
+            help="Recompute the counts from this machine's decrypted nodes of the vault and "
+            "list every figure the server's report gets wrong; exit 1 if any (a personal "
+            "vault: exactly, after a sync; a team: from below, for owners and admins).",
         ),
     ] = False,
 ) -> None:

@@ -1,140 +1,204 @@
 """``tapes usage --verify``: check the server's usage figures against this machine's nodes.
 
 The figures are computed by the server from clear metadata, so a hostile or broken server could
-inflate or drop them. Whoever holds every node of a vault can recompute them from the decrypted
-nodes after a sync (:mod:`tapes_e2e.usage_verify`): that is a personal vault's user, for their
-usage across all their machines. Nobody holds every node of a team vault (a session stays its
-uploader's until shared, and a viewer holds no content at all), so a team's figures are taken on
-the server's word, and the command says so.
+inflate, lower, drop or invent them. This command recomputes them from the decrypted nodes this
+machine holds of the vault (those it pushed to it or pulled from it: ``e2e_remote``), with
+:mod:`tapes_e2e.usage_verify`:
+
+- **personal vault**: after checking that nothing is left to pull, this machine holds every node
+  the report counts, so every figure must be equal (``exact``);
+- **team vault** (owners and admins, who read the team's usage and hold its content key): this
+  machine holds only some of the vault (its user's uploads, the sessions shared with the team),
+  so every figure must be *at least* what those nodes give. A row the server dropped or lowered
+  is found; a row it raised is not, and the output says so;
+- a **viewer** holds no content key: nothing to recompute from, and the command says so.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import msgspec
 import typer
 
+import keymgmt
 from tapes_e2e import account
 from tapes_e2e.cli import auth, output
-from tapes_e2e.context import Settings, chosen_vault, connect
-from tapes_e2e.errors import TeamError
+from tapes_e2e.context import Connection, Settings, chosen_vault, connect
+from tapes_e2e.envelopes import past_policies
+from tapes_e2e.errors import RemoteError, TeamError
 from tapes_e2e.protocol.usage import UsageReport
 from tapes_e2e.store.syncstate import SyncState
 from tapes_e2e.teams.access import resolve_team, verify_team
-from tapes_e2e.usage_verify import CHECKABLE_GROUPS, CHECKED, Difference, compare, recompute
+from tapes_e2e.usage_verify import (
+    CHECKABLE_GROUPS,
+    CHECKED,
+    Difference,
+    Frame,
+    Recomputed,
+    check_frame,
+    compare,
+    frame_for,
+    recompute,
+)
 
 __all__ = ["verify_usage"]
 
-_WORD = (
-    "a team's figures are taken on the server's word (docs/teams.md); each member can check "
-    "their own usage with `tapes usage --verify` on their personal vault"
+_COST = "cost is the server's price table applied to these counts"
+_PARTIAL = (
+    "a figure above this machine's may hold nodes of other members or nodes not pulled yet: "
+    "that part is the server's word"
 )
 
 
-def _policy(settings: Settings, team: str | None) -> tuple[str, str]:
-    """The personal vault and its metadata policy from its verified chain; a team vault is
-    refused, saying why."""
-    linked = connect(settings, prompt=auth.prompt_for_passphrase())
+def _state(linked: Connection, vault: str) -> tuple[keymgmt.VerifiedTeamState, bool]:
+    """The vault's verified chain, and whether this machine can check it exactly (a personal
+    vault) or only from below (a team); a viewer and a plain member are refused, saying why."""
     api, identity = linked.api, linked.identity
-    vault = resolve_team(api, team) if team else chosen_vault(settings.config, linked.session)
-    if vault != linked.session.personal_vault:
-        state = verify_team(api, vault, identity, settings.dotdir.path)
-        member = state.member(identity.fingerprint)
-        if member is not None and member.role == "viewer":
-            raise TeamError(
-                "a viewer holds no content key, so has nothing to recompute the figures from",
-                hint=_WORD,
-            )
+    if vault == linked.session.personal_vault:
+        return account.open_vault(api, vault, linked.trust).state, True
+    state = verify_team(api, vault, identity, linked.settings.dotdir.path)
+    member = state.member(identity.fingerprint)
+    role = member.role if member is not None else "none"
+    if role == "viewer":
         raise TeamError(
-            f"nobody holds every node of team {vault} (a session stays its uploader's until "
-            "shared), so its figures cannot be recomputed on one machine",
-            hint=_WORD,
+            "viewers cannot verify usage: a viewer holds no content key, so takes every figure "
+            "on the server's word",
+            hint="a member who holds the nodes can check them: docs/teams.md, "
+            '"Checking usage figures"',
         )
-    return vault, account.open_vault(api, vault, linked.trust).state.metadata_policy
+    if role not in ("owner", "admin"):
+        raise TeamError(
+            f"team {vault}: usage is for owners, admins and viewers",
+            hint="your own usage is in your personal vault: `tapes usage --verify` without --team",
+        )
+    return state, False
 
 
-def _checkable(settings: Settings, vault: str, query: dict[str, str]) -> None:
-    keys = [k for k in query["group_by"].split(",") if k]
-    outside = [k for k in keys if k not in CHECKABLE_GROUPS]
+def _frame(vault: str, state: keymgmt.VerifiedTeamState, query: dict[str, str]) -> Frame:
+    if state.metadata_policy == "none":
+        raise TeamError(
+            f"{vault} keeps no time in clear (metadata policy none): the server places its "
+            "nodes by upload time, which only it knows",
+            hint="nothing to check but its word",
+        )
+    outside = [k for k in query["group_by"].split(",") if k and k not in CHECKABLE_GROUPS]
     if outside:
         raise TeamError(
             f"--verify cannot group by {outside[0]}: which account uploaded a node is the "
             "server's record",
             hint=f"group by {', '.join(sorted(CHECKABLE_GROUPS))}",
         )
+    try:
+        return frame_for(vault, state.metadata_policy, query, now=datetime.now(UTC))
+    except (ValueError, OverflowError):
+        raise TeamError("--from and --to take a date (YYYY-MM-DD) or an ISO-8601 time") from None
+
+
+def _recount(settings: Settings, linked: Connection, frame: Frame, *, exact: bool) -> Recomputed:
+    """This machine's nodes of the vault, recounted. For an exact check, after the report was
+    read: a node pushed (by another machine) before it was read and not pulled here would
+    differ for that reason alone, so none may be left to pull."""
     with settings.store(create=True) as store:
-        cursor = SyncState(store).cursor(vault)
-    api = connect(settings, prompt=auth.prompt_for_passphrase()).api
-    if api.pull(vault, after=cursor, limit=1).items:  # a node this machine has not pulled
-        raise TeamError(
-            f"this machine has not pulled all of {vault} yet, so its figures would differ "
-            "for that reason alone",
-            hint="run `tapes storage sync` first",
-        )
+        synced = SyncState(store)
+        if exact and linked.api.pull(frame.vault, after=synced.cursor(frame.vault), limit=1).items:
+            raise TeamError(
+                f"this machine has not pulled all of {frame.vault} yet, so its figures would "
+                "differ for that reason alone",
+                hint="run `tapes storage sync` first",
+            )
+        hashes = sorted(synced.remote_hashes(frame.vault))
+        return recompute((store.get(h) for h in hashes), frame)
 
 
 def verify_usage(
     settings: Settings, team: str | None, query: dict[str, str], *, as_json: bool
 ) -> None:
-    """Recompute the report's counts from the nodes this machine holds; exit 1 on a mismatch."""
-    vault, policy = _policy(settings, team)
-    if policy == "none":
-        raise TeamError(
-            f"{vault} keeps no time in clear (metadata policy none): the server places its "
-            "nodes by upload time, which only it knows",
-            hint="nothing to check but its word",
-        )
-    _checkable(settings, vault, query)
-    api = connect(settings, prompt=auth.prompt_for_passphrase()).api
-    report = api.usage(vault, query)
-    differences: list[Difference] = []
-    if report.metadata_policy != policy:
-        differences.append(Difference({}, "metadata_policy", 0, 0))
-    with settings.store(create=True) as store:
-        hashes = sorted(SyncState(store).remote_hashes(vault))
-        local = recompute((store.get(h) for h in hashes), _as_policy(report, policy))
-    differences += compare(report, local)
-    _show(report, differences, policy, as_json=as_json)
+    """Recompute the report's counts from the nodes this machine holds; exit 1 on a difference."""
+    linked = connect(settings, prompt=auth.prompt_for_passphrase())
+    api = linked.api
+    vault = resolve_team(api, team) if team else chosen_vault(settings.config, linked.session)
+    state, exact = _state(linked, vault)
+    frame = _frame(vault, state, query)
+    try:
+        report = api.usage(vault, frame.query())
+    except RemoteError as exc:
+        if exc.status != 403:
+            raise
+        raise TeamError(f"team {vault}: usage is for owners, admins and viewers") from None
+    mine = _recount(settings, linked, frame, exact=exact)
+    differences = check_frame(report, frame) + compare(report, mine.rows, exact=exact)
+    notes = _notes(state, mine, exact=exact)
+    _show(report, frame, differences, notes, exact=exact, as_json=as_json)
     if differences:
         raise typer.Exit(1)
 
 
-def _as_policy(report: UsageReport, policy: str) -> UsageReport:
-    """The report as it should be read: under the chain's policy, whatever the server says."""
-    return msgspec.structs.replace(report, metadata_policy=policy)
+def _notes(state: keymgmt.VerifiedTeamState, mine: Recomputed, *, exact: bool) -> list[str]:
+    """What this check could not see, said rather than guessed."""
+    notes = [_COST] if exact else [_COST, _PARTIAL]
+    if len(past_policies(state)) > 1:
+        notes.append(
+            f"the vault's metadata policy changed over its history (now {state.metadata_policy}): "
+            "nodes pushed before the change were counted with what the policy of their time "
+            "sent in clear, so rows near their time may differ for that reason"
+        )
+    if mine.untimed:
+        notes.append(
+            f"{output.count(mine.untimed, 'node')} of this machine carry no time, and the "
+            "server places such nodes by upload time, which only it knows: not checked"
+        )
+    return notes
+
+
+def _group(difference: Difference) -> str:
+    if difference.where == "totals":
+        return "TOTAL"
+    if difference.where == "report":
+        return "(the report)"
+    return ", ".join(f"{k}={v}" for k, v in difference.group.items()) or "(all)"
+
+
+def _cell(value: int | str) -> str:
+    return f"{value:,}" if isinstance(value, int) else value
 
 
 def _show(
-    report: UsageReport, differences: list[Difference], policy: str, *, as_json: bool
-) -> None:
+    report: UsageReport, frame: Frame, differences: list[Difference], notes: list[str], *,
+    exact: bool, as_json: bool,
+) -> None:  # fmt: skip
     rows = len(report.rows)
     if as_json:
         output.emit_json({
-            "vault": report.vault, "verified": not differences, "rows": rows,
-            "checked": list(CHECKED), "policy": policy,
-            "differences": [msgspec.to_builtins(d) for d in differences],
+            "vault": frame.vault, "verified": not differences,
+            "mode": "exact" if exact else "at_least", "from": frame.query()["from"],
+            "to": frame.query()["to"], "tz": frame.tz, "group_by": list(frame.group_by),
+            "rows": rows, "checked": list(CHECKED), "policy": frame.policy,
+            "differences": [msgspec.to_builtins(d) for d in differences], "not_checked": notes,
         })  # fmt: skip
         return
+    span = f"{frame.vault}, {frame.query()['from']} to {frame.query()['to']}, {frame.tz}"
     if not differences:
-        output.stdout.print(
-            f"verified: {output.count(rows, 'row')} of {report.vault} match this machine's "
-            f"nodes ({', '.join(CHECKED)}); cost is the server's price arithmetic on them",
-            markup=False,
+        what = (
+            f"{output.count(rows, 'row')} match the server"
+            if exact
+            else f"no figure of the server's {output.count(rows, 'row')} is below what this "
+            "machine's nodes give"
         )
+        output.stdout.print(f"verified: {what} ({span}; {', '.join(CHECKED)})", markup=False)
+        for note in notes:
+            output.stdout.print(f"not checked: {note}", markup=False)
         return
-    if differences[0].figure == "metadata_policy":
-        output.error(
-            f"the server reports metadata policy {report.metadata_policy!r}; the vault's signed "
-            f"chain says {policy!r}"
-        )
-    shown = [d for d in differences if d.figure != "metadata_policy"]
-    if shown:
-        output.table(
-            ("GROUP", "FIGURE", "SERVER", "THIS MACHINE"),
-            [(", ".join(f"{k}={v}" for k, v in d.group.items()) or "(all)", d.figure,
-              f"{d.server:,}", f"{d.local:,}") for d in shown],
-        )  # fmt: skip
+    output.table(
+        ("ROW", "FIGURE", "SERVER", "THIS MACHINE"),
+        [(_group(d), d.figure, _cell(d.server), _cell(d.local)) for d in differences],
+        title=f"usage figures that differ from this machine's nodes ({span})",
+    )
+    for note in notes:
+        output.stdout.print(f"not checked: {note}", markup=False)
+    what = "differ from" if exact else "are below"
     output.error(
-        f"{output.count(len(differences), 'figure')} of {report.vault}'s usage differ from "
+        f"{output.count(len(differences), 'figure')} of the server's usage report {what} "
         "what this machine's nodes give",
         "the server's figures (and the dashboard's) are not to be trusted for these rows",
     )
