@@ -27,13 +27,13 @@ def github() -> Iterator[GithubStandIn]:
         yield standin
 
 
-def _app(url: str, clock: Clock, github: GithubStandIn | None) -> TestClient[Any]:
+def _app(url: str, clock: Clock, github: GithubStandIn | None, rate: int = 1000) -> TestClient[Any]:
     extra = (
         {"github_client_id": CLIENT_ID, "github_client_secret": CLIENT_SECRET,
          "github_url": github.url, "github_api_url": github.url}
         if github is not None else {}
     )  # fmt: skip
-    settings = Settings(database_url=url, auth_rate_per_minute=1000, **extra)
+    settings = Settings(database_url=url, auth_rate_per_minute=rate, **extra)
     engine = make_engine(url)
     upgrade(engine)
     app = create_app(settings, engine=engine, clock=clock, audience=AUDIENCE)
@@ -294,3 +294,13 @@ def test_without_a_github_app_every_binding_route_reads_as_absent(
         assert alice.post("/auth/github", {"bind_id": "a" * 43}).status_code == 404
         # finding by GitHub login still answers (accounts bound before the app was removed)
         assert alice.get("/api/v1/users?github=octocat").status_code == 404
+
+
+def test_finding_accounts_by_github_login_is_rate_limited(
+    database_url: str, clock: Clock, github: GithubStandIn
+) -> None:
+    with _app(database_url, clock, github, rate=4) as client:
+        alice = User(client, "alice")  # a challenge and a login: two attempts
+        assert alice.get("/api/v1/users?github=a").status_code == 404
+        assert alice.get("/api/v1/users?github=b").status_code == 404
+        assert alice.get("/api/v1/users?github=c").status_code == 429

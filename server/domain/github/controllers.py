@@ -6,7 +6,8 @@
   for), or ``bound`` once the person approved it at GitHub; 410 once the code expired, 403 if
   they declined, 409 if that GitHub account is bound to another account here.
 - ``GET /api/v1/users?github=LOGIN`` — the handle and key fingerprint of the account bound to
-  a GitHub login (any logged-in account: finding teammates).
+  a GitHub login (any logged-in account: finding teammates; counted like a login attempt, so
+  the pairing of logins and keys cannot be read off in bulk).
 
 404 when this server has no GitHub app configured. GitHub is called outside any database
 transaction (no lock is held while it answers), and its access token is used for ``/user`` and
@@ -115,7 +116,7 @@ class UserLookupController(Controller):
     tags = ["auth"]
     dependencies = AUTHENTICATED
 
-    @get("/", sync_to_thread=True)
+    @get("/", sync_to_thread=True, guards=[count_attempt])
     def by_github(
         self,
         db: SessionDep,
