@@ -296,9 +296,7 @@ def principal_of(scope: dict[str, Any]) -> Principal:
 def provide_principal(request: Request[object, object, State], db: SessionDep) -> Principal:
     """The caller :func:`require_credentials` authenticated. An API key is looked at again in
     the request's own transaction (a revocation since then wins) and its use recorded."""
-    principal = cast(dict[str, Any], request.scope).get(_PRINCIPAL)
-    if not isinstance(principal, Principal):  # pragma: no cover - the guard always ran
-        raise Unauthorized(_CREDENTIALS)
+    principal = principal_of(cast(dict[str, Any], request.scope))
     if principal.api_key_id is not None:
         key = db.get(ApiKey, principal.api_key_id)
         if key is None or key.revoked_at is not None:

@@ -396,13 +396,12 @@ def set_role(
         _confirm_member(
             api, identity, settings, team_id, member, f"Make {{member}} {role} in {team_id}?"
         )
-    before = verify_team(api, team_id, identity, settings.dotdir.path).epoch
     state = flows.change_role(
         api, identity, settings.dotdir.path, team_id, member=member,
         role=cast(keymgmt.Role, role),
     )  # fmt: skip
     output.stdout.print(f"{member} is now {role} in {team_id}", markup=False)
-    if state.epoch != before:
+    if state.epoch != state.checkpoints[-2].epoch:  # the change started a new epoch
         output.note(
             f"a new key epoch {state.epoch} was sealed to "
             f"{output.count(len(state.readers), 'reader')}; as a viewer they read nothing "

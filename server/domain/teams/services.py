@@ -161,14 +161,19 @@ def _remove(db: Session, team: Team, body: StatementBody, now: datetime) -> str:
     row = db.get(TeamMember, (team.id, user.id))
     if row is not None:
         row.removed_at, row.left_at = now, None
-    _drop_keyrings(db, team.id, user.fingerprint)
-    # Clients refuse shares whose sharer left the team; the server stops serving them too.
+    _end_access(db, team.id, user, now)
+    return user.id
+
+
+def _end_access(db: Session, team_id: str, user: User, now: datetime) -> None:
+    """What the server stops serving someone who is out of the team (removed, or left): the
+    keyrings sealed to them, and their live shares (clients refuse shares whose sharer left)."""
+    _drop_keyrings(db, team_id, user.fingerprint)
     db.execute(
         update(Share)
-        .where(Share.team_id == team.id, Share.shared_by == user.id, Share.revoked_at.is_(None))
+        .where(Share.team_id == team_id, Share.shared_by == user.id, Share.revoked_at.is_(None))
         .values(revoked_at=now)
     )
-    return user.id
 
 
 def _change_role(db: Session, team: Team, body: StatementBody) -> str:
@@ -360,12 +365,7 @@ def leave(db: Session, principal: Principal, team_id: str, now: datetime) -> Non
         if owners == 1:
             raise Conflict("you are the team's only owner: make another member owner first")
     member.removed_at, member.left_at = now, now
-    _drop_keyrings(db, team.id, user.fingerprint)
-    db.execute(
-        update(Share)
-        .where(Share.team_id == team.id, Share.shared_by == user.id, Share.revoked_at.is_(None))
-        .values(revoked_at=now)
-    )
+    _end_access(db, team.id, user, now)
     audit.record(
         db, team_id=team.id, actor_id=user.id, action="member_left", subject=user.id,
         detail={"role": member.role}, now=now,
