@@ -8,7 +8,7 @@ the action at that point of the chain::
 
 A body holds ``version, team, seqno, prev, time, signer, action, epoch`` and, by action,
 ``member, member_keys, role, epoch_key_commitment, vault_key_commitment, metadata_policy,
-content_policy, invite_id, invite_proof``. ``prev`` is the hash of the previous statement
+content_policy, invite_id, invite_proof, key_proof``. ``prev`` is the hash of the previous statement
 (SHA-256 over label || body || signature), so the chain is a hash chain; ``epoch`` is the key
 epoch in force *after* the statement. A removal carries its new epoch and the commitment to the
 new epoch key in the same signed statement, so nobody can deliver the removal without the
@@ -22,6 +22,14 @@ Roles: ``owner`` (everything), ``admin`` (add/remove/re-role members and viewers
 policy, seal keyrings), ``member`` (reads and writes content), ``viewer`` (usage metadata only;
 never receives a content key). Only an owner may grant, change or remove ``owner``/``admin``;
 the last owner cannot be removed or demoted. Demoting a reader to viewer rotates like a removal.
+
+A member replaces their own identity with ``rekey`` (a stolen laptop): signed by the old key,
+naming the new fingerprint and keys, with ``key_proof``, the new key's signature over the
+statement's place in the chain (team, seqno, prev, old and new fingerprint), so nobody can rotate
+a member to a key they do not hold, nor hand a chain they wrote to somebody else's key. The new
+key keeps the role; a reader's rekey starts a new epoch, whose keyrings the new key may seal at
+that point of the chain (:attr:`Checkpoint.rekeyed`) even without a manager's role. A key that
+was ever in the team can never come back through a rekey.
 """
 
 from __future__ import annotations
@@ -42,6 +50,7 @@ from keymgmt._encoding import (
     b64e,
     canonical_json,
     decode_canonical,
+    lp,
     now_seconds,
     u64,
 )
@@ -78,6 +87,8 @@ __all__ = [
     "epoch_key_commitment",
     "extend_chain",
     "parse_statement",
+    "rekey",
+    "rekey_proof_message",
     "remove_member",
     "rotate",
     "safety_number",
@@ -88,7 +99,7 @@ __all__ = [
 log = logging.getLogger("keymgmt.chain")
 
 Role = Literal["owner", "admin", "member", "viewer"]
-Action = Literal["create", "add", "remove", "change_role", "rotate", "change_policy"]
+Action = Literal["create", "add", "remove", "change_role", "rotate", "change_policy", "rekey"]
 MetadataPolicy = Literal["none", "coarse", "full"]
 ContentPolicy = Literal["encrypted", "omit"]
 
@@ -96,7 +107,7 @@ READER_ROLES: Final = frozenset({"owner", "admin", "member"})
 MAX_CLOCK_SKEW_SECONDS: Final = 600
 """How far ahead of the verifier's clock a statement may be dated (the server allows the same)."""
 _MANAGER_ROLES: Final = frozenset({"owner", "admin"})
-_ROSTER_ACTIONS: Final = frozenset({"create", "add", "remove", "change_role"})
+_ROSTER_ACTIONS: Final = frozenset({"create", "add", "remove", "change_role", "rekey"})
 MAX_TEAM_LEN: Final = 128
 
 
@@ -127,6 +138,7 @@ class StatementBody(msgspec.Struct, forbid_unknown_fields=True, frozen=True, omi
     content_policy: ContentPolicy | None = None
     invite_id: str | None = None
     invite_proof: str | None = None
+    key_proof: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +204,9 @@ class Checkpoint:
     epoch: int
     readers: frozenset[str]
     managers: frozenset[str]
+    rekeyed: str | None = None
+    """The new key of a member who rotated their identity at this statement: it may seal this
+    point's keyrings, whatever its role."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -340,7 +355,11 @@ class _Folder:
             raise ChainSignatureError(f"statement {body.seqno}: bad signature")
         _ACTIONS[body.action](self, body)
         self.last_time = body.time
-        self._checkpoint(st.hash, roster_changed=body.action in _ROSTER_ACTIONS)
+        self._checkpoint(
+            st.hash,
+            roster_changed=body.action in _ROSTER_ACTIONS,
+            rekeyed=body.member if body.action == "rekey" else None,
+        )
         self.statements.append(st)
 
     def _check_position(self, body: StatementBody) -> None:
@@ -374,7 +393,7 @@ class _Folder:
             raise ChainPermissionError(f"statement {body.seqno}: signer is not a member")
         return member.public
 
-    def _checkpoint(self, digest: str, *, roster_changed: bool) -> None:
+    def _checkpoint(self, digest: str, *, roster_changed: bool, rekeyed: str | None) -> None:
         prev = self.checkpoints[-1] if self.checkpoints else None
         if prev is None or roster_changed:
             members = self.members.items()
@@ -382,7 +401,7 @@ class _Folder:
             managers = frozenset(fp for fp, m in members if m.role in _MANAGER_ROLES)
         else:  # rotations and policy changes keep the roster: share the sets
             readers, managers = prev.readers, prev.managers
-        self.checkpoints.append(Checkpoint(digest, self.epoch, readers, managers))
+        self.checkpoints.append(Checkpoint(digest, self.epoch, readers, managers, rekeyed))
         writers = self.writers.setdefault(self.epoch, set())
         if roster_changed or not writers:
             writers.update(readers)
@@ -426,7 +445,7 @@ def _only(body: StatementBody, *allowed: str) -> None:
     """Refuse fields that the action does not use, so each statement has one meaning."""
     optional = (
         "member", "member_keys", "role", "epoch_key_commitment", "vault_key_commitment",
-        "metadata_policy", "content_policy", "invite_id", "invite_proof",
+        "metadata_policy", "content_policy", "invite_id", "invite_proof", "key_proof",
     )  # fmt: skip
     extra = [name for name in optional if name not in allowed and getattr(body, name) is not None]
     if extra:
@@ -540,6 +559,41 @@ def _do_change_policy(f: _Folder, body: StatementBody) -> None:
     f.content_policy = body.content_policy or f.content_policy
 
 
+def rekey_proof_message(body: StatementBody) -> bytes:
+    """What the new key of a rekey signs: its place in the chain and both fingerprints."""
+    return (
+        labels.REKEY_PROOF
+        + lp(body.team.encode())
+        + u64(body.seqno)
+        + lp(body.prev.encode())
+        + lp(body.signer.encode())
+        + lp((body.member or "").encode())
+    )
+
+
+def _do_rekey(f: _Folder, body: StatementBody) -> None:
+    _only(body, "member", "member_keys", "key_proof", "epoch_key_commitment")
+    old = f.members[body.signer]  # the signer is a member: checked before the signature
+    new = _member_identity(body)
+    if new.fingerprint in f.known:
+        raise ChainReplayError(
+            f"statement {body.seqno}: {new.fingerprint} was already a key of this team"
+        )
+    try:
+        proof = b64d(body.key_proof or "")
+    except ValueError:
+        raise ChainFormatError(f"statement {body.seqno}: malformed key proof") from None
+    if not new.verify(rekey_proof_message(body), proof):
+        raise ChainSignatureError(f"statement {body.seqno}: the new key did not sign the rekey")
+    if old.reads_content:
+        f.new_epoch(body)  # the old key may be in a thief's hands: it never opens what follows
+    else:
+        f.same_epoch(body)
+    del f.members[body.signer]
+    f.members[new.fingerprint] = Member(new, old.role)
+    f.known[new.fingerprint] = new
+
+
 _ACTIONS: Final = {
     "create": _do_create,
     "add": _do_add,
@@ -547,6 +601,7 @@ _ACTIONS: Final = {
     "change_role": _do_change_role,
     "rotate": _do_rotate,
     "change_policy": _do_change_policy,
+    "rekey": _do_rekey,
 }
 
 
@@ -750,6 +805,30 @@ def change_policy(
         state, signer, "change_policy", now, epoch=state.epoch,
         metadata_policy=metadata_policy, content_policy=content_policy,
     )  # fmt: skip
+
+
+def rekey(
+    state: VerifiedTeamState,
+    *,
+    signer: Identity,
+    new: Identity,
+    new_epoch_key: bytes | None = None,
+    now: int | None = None,
+) -> UnverifiedStatement:
+    """Replace ``signer``'s identity in the team by ``new``; a reader passes ``new_epoch_key``
+    (their rekey starts a new epoch), a viewer does not."""
+    fields: dict[str, object] = {"member": new.fingerprint, "member_keys": _keys(new.public)}
+    epoch = state.epoch
+    if new_epoch_key is not None:
+        epoch += 1
+        fields["epoch_key_commitment"] = epoch_key_commitment(state.team, epoch, new_epoch_key)
+    unsigned = StatementBody(
+        version=labels.PROTOCOL_VERSION, team=state.team, seqno=state.head.seqno + 1,
+        prev=state.head.hash, time=0, signer=signer.fingerprint, action="rekey", epoch=epoch,
+        member=new.fingerprint,
+    )  # fmt: skip
+    proof = b64e(new.sign(rekey_proof_message(unsigned)))
+    return _next(state, signer, "rekey", now, epoch=epoch, key_proof=proof, **fields)
 
 
 def chain_to_wire(statements: Sequence[UnverifiedStatement]) -> list[dict[str, str]]:

@@ -1,17 +1,18 @@
 """Team keyrings: the vault id key and one epoch key, sealed to every reader of the team.
 
-A keyring is made by an owner or admin for one epoch at one point of the verified chain (the
-statement ``at_seqno`` whose hash is ``at_hash``). Its body is canonical JSON carried verbatim
-and signed by the sealer; the wire form is ``{"body": "<canonical JSON>", "signature": "..."}``
-with a body of ``version, team, epoch, at_seqno, at_hash, sealer, recipients`` where
-``recipients`` maps each reader's fingerprint to ``seal_to(x25519, vault_id_key || epoch_key)``
-(see :mod:`keymgmt._primitives`), with associated data binding team, epoch, position, sealer and
-recipient.
+A keyring is made by an owner or admin (or, at a ``rekey`` statement, by the member's new key)
+for one epoch at one point of the verified chain (the statement ``at_seqno`` whose hash is
+``at_hash``). Its body is canonical JSON carried verbatim and signed by the sealer; the wire form
+is ``{"body": "<canonical JSON>", "signature": "..."}`` with a body of ``version, team, epoch,
+at_seqno, at_hash, sealer, recipients`` where ``recipients`` maps each reader's fingerprint to
+``seal_to(x25519, vault_id_key || epoch_key)`` (see :mod:`keymgmt._primitives`), with associated
+data binding team, epoch, position, sealer and recipient.
 
 :func:`open_keyring` accepts a keyring only if, at ``at_seqno`` of the verified chain, the sealer
-was an owner or admin, ``epoch`` had already started, and the recipient set equals the chain's
-readers exactly — viewers, removed members and anybody else (an "escrow" key) make it fail. The
-opened keys must match the commitments in the chain, so a sealer cannot hand different members
+was an owner or admin (or the new key of a member who rotated at that very statement), ``epoch``
+had already started, and the recipient set equals the chain's readers exactly — viewers, removed
+members and anybody else (an "escrow" key) make it fail. The opened keys must match the
+commitments in the chain, so a sealer cannot hand different members
 different keys. Every failure raises the same :class:`~keymgmt.errors.IntegrityError`.
 """
 
@@ -27,7 +28,12 @@ import msgspec
 from keymgmt import _primitives as prim
 from keymgmt import labels
 from keymgmt._encoding import b64d, b64e, canonical_json, decode_canonical, lp, u64
-from keymgmt.chain import VerifiedTeamState, epoch_key_commitment, vault_key_commitment
+from keymgmt.chain import (
+    Checkpoint,
+    VerifiedTeamState,
+    epoch_key_commitment,
+    vault_key_commitment,
+)
 from keymgmt.errors import IntegrityError, PolicyError
 from keymgmt.identity import Identity
 
@@ -35,6 +41,7 @@ __all__ = [
     "EpochKeys",
     "TeamKeys",
     "UnverifiedKeyring",
+    "may_seal",
     "new_key",
     "node_id",
     "node_id_key",
@@ -201,8 +208,7 @@ def seal_keyring(
     rng: prim.Rng = prim.random_bytes,
 ) -> UnverifiedKeyring:
     """Seal ``epoch``'s key and the vault id key to every reader of the verified ``state``."""
-    sealer_member = state.member(sealer.fingerprint)
-    if sealer_member is None or sealer_member.role not in {"owner", "admin"}:
+    if not may_seal(state.checkpoints[-1], sealer.fingerprint):
         raise PolicyError("only an owner or admin can seal a keyring")
     if not 1 <= epoch <= state.epoch:
         raise PolicyError(f"epoch {epoch} has not started")
@@ -277,6 +283,11 @@ def open_keyring(wire: object, *, state: VerifiedTeamState, identity: Identity) 
     return EpochKeys(state.team, body.epoch, epoch_key, vault_id_key)
 
 
+def may_seal(checkpoint: Checkpoint, sealer: str) -> bool:
+    """An owner or admin at that point, or the new key of the member who rotated there."""
+    return sealer in checkpoint.managers or sealer == checkpoint.rekeyed
+
+
 def _check_against_chain(keyring: UnverifiedKeyring, state: VerifiedTeamState) -> None:
     body = keyring.body
     if body.version != labels.PROTOCOL_VERSION or body.team != state.team:
@@ -286,7 +297,7 @@ def _check_against_chain(keyring: UnverifiedKeyring, state: VerifiedTeamState) -
     checkpoint = state.checkpoints[body.at_seqno]
     if checkpoint.hash != body.at_hash:
         raise _fail("sealed against a different chain")
-    if body.sealer not in checkpoint.managers:
+    if not may_seal(checkpoint, body.sealer):
         raise _fail("sealer was not an owner or admin at that point")
     if not 1 <= body.epoch <= checkpoint.epoch:
         raise _fail("epoch had not started at that point")

@@ -32,6 +32,8 @@ __all__ = [
     "PAPER_KEY_CHECK",
     "PROTOCOL_VERSION",
     "RECOVERY_KIT_AD",
+    "REKEY_ACCOUNT",
+    "REKEY_PROOF",
     "SAFETY_NUMBER",
     "SEAL_HKDF",
     "SHARE_SIGNATURE",
@@ -68,3 +70,5 @@ INVITE_CHECKSUM: Final = _PREFIX + b"invite/checksum"
 SHARE_SIGNATURE: Final = _PREFIX + b"share-signature"
 SHARE_TEXT_AD: Final = _PREFIX + b"share-text-ad"
 LOGIN_CHALLENGE: Final = _PREFIX + b"login-challenge"
+REKEY_PROOF: Final = _PREFIX + b"rekey-proof"  # the new key of a rekey signs its place in the chain
+REKEY_ACCOUNT: Final = _PREFIX + b"rekey-account"  # old and new key sign an account's key change

@@ -36,7 +36,7 @@ import httpx
 import msgspec
 
 from keymgmt import Identity
-from keymgmt.login import sign_login
+from keymgmt.login import sign_login, sign_rekey
 from tapes_e2e.errors import (
     AlreadySharedError,
     AudienceMismatchError,
@@ -79,6 +79,7 @@ from tapes_e2e.protocol.teams import (
     KeyringOut,
     KeyringUploaded,
     MemberOut,
+    RekeyOut,
     ShareOut,
     SharePage,
     SignedWire,
@@ -249,6 +250,7 @@ _SHARE_PAGE = msgspec.json.Decoder(SharePage)
 _KEY_CREATED = msgspec.json.Decoder(ApiKeyCreated)
 _KEYS = msgspec.json.Decoder(list[ApiKeyInfo])
 _DEVICES = msgspec.json.Decoder(list[DeviceOut])
+_REKEY = msgspec.json.Decoder(RekeyOut)
 _GITHUB_DEVICE = msgspec.json.Decoder(GithubDeviceOut)
 _GITHUB_BIND = msgspec.json.Decoder(GithubBindOut)
 _GITHUB_USER = msgspec.json.Decoder(GithubUserOut)
@@ -303,6 +305,39 @@ class ApiClient:
 
     # --- login and tokens --------------------------------------------------------------------
 
+    def _challenge(self) -> Challenge:
+        """A login challenge, refused before anything is signed when it is bound to another
+        server than ``api_url``."""
+        challenge = self._decode(self._send("POST", "/auth/challenge"), _CHALLENGE)
+        try:
+            same = _origin(challenge.audience) == _origin(self._api_url)
+        except httpx.InvalidURL:
+            same = False
+        if not same:
+            raise AudienceMismatchError(self._api_url, _printable(challenge.audience, 200))
+        return challenge
+
+    def rekey(
+        self, old: Identity, new: Identity, vaults: Sequence[Mapping[str, object]]
+    ) -> RekeyOut:
+        """Hand the account from ``old`` to ``new``: both sign it for this server, and
+        ``vaults`` carry each vault's ``rekey`` statement and the new key's keyrings. The
+        server then ends every login of the account, this one too."""
+        session = self._session
+        if session is None:
+            raise AuthError(_NOT_LOGGED_IN.format(url=self._api_url))
+        audience = self._challenge().audience
+        old_signature, new_signature = sign_rekey(
+            old, new, server=audience, user_id=session.user_id
+        )
+        body = {
+            "keys": {"x25519": new.public.x25519.hex(), "ed25519": new.public.ed25519.hex()},
+            "old_signature": _b64(old_signature),
+            "new_signature": _b64(new_signature),
+            "vaults": list(vaults),
+        }
+        return self._call("POST", "/auth/rekey", _REKEY, body=_encode(body))
+
     def login(
         self, identity: Identity, *, handle: str | None = None, device: str | None = None
     ) -> Session:
@@ -312,13 +347,7 @@ class ApiClient:
         Raises :class:`AudienceMismatchError` before signing anything when the challenge is
         bound to another server than ``api_url``.
         """
-        challenge = self._decode(self._send("POST", "/auth/challenge"), _CHALLENGE)
-        try:
-            same = _origin(challenge.audience) == _origin(self._api_url)
-        except httpx.InvalidURL:
-            same = False
-        if not same:
-            raise AudienceMismatchError(self._api_url, _printable(challenge.audience, 200))
+        challenge = self._challenge()
         signature = sign_login(
             identity,
             server=challenge.audience,

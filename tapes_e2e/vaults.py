@@ -150,6 +150,16 @@ class Pins:
             return None
         return keymgmt.ChainHead.from_dict(record.head)
 
+    def inherit(self, old: str, new: str) -> None:
+        """A rotated identity keeps what its old key verified: ``new`` starts from ``old``'s
+        pins wherever it has none of its own (they only move forward from there)."""
+        with self._locked():
+            data = self._load()
+            mine = data.pins.setdefault(new, {})
+            for vault, pin in data.pins.get(old, {}).items():
+                mine.setdefault(vault, pin)
+            write_private(self.path, msgspec.json.encode(data).decode("utf-8"))
+
     def advance(self, fingerprint: str, state: keymgmt.VerifiedTeamState) -> str | None:
         """Pin ``state``'s head. A pin never moves back: a head below the pin is refused (the
         caller verified ``state`` against the pin, so this only catches a caller that did not).
@@ -206,20 +216,35 @@ def raised_policy(old: _Pin, state: keymgmt.VerifiedTeamState) -> str | None:
     )
 
 
+_PERSONAL_ACTIONS = frozenset({"create", "rotate", "change_policy", "rekey"})
+
+
 def check_personal(state: keymgmt.VerifiedTeamState, identity: keymgmt.Identity) -> None:
-    """Refuse a personal vault chain that this identity did not write alone: its genesis and
-    every later statement signed by this identity, and nobody else ever a member."""
+    """Refuse a personal vault chain that this identity did not write alone: nobody but one
+    member at any point, never an ``add``, and that one member this identity now. Before a key
+    rotation (``rekey``) the one member was this identity's earlier key, which signed the
+    rotation; the new key's proof in it signed the chain up to there, so no server can end a
+    chain it wrote at this identity's key."""
     mine = identity.fingerprint
-    foreign = [st.body.seqno for st in state.statements if st.body.signer != mine]
+    foreign = [st.body.seqno for st in state.statements if st.body.action not in _PERSONAL_ACTIONS]
     me = state.member(mine)
     if (
         foreign
         or set(state.members) != {mine}
         or me is None
         or me.public != identity.public
-        or any(point.readers != {mine} for point in state.checkpoints)
+        or any(len(point.readers) != 1 for point in state.checkpoints)
     ):
         where = f" (statement {foreign[0]})" if foreign else ""
+        retired = any(
+            st.body.action == "rekey" and st.body.signer == mine for st in state.statements
+        )
+        if me is None and retired and len(state.members) == 1:
+            raise keymgmt.ChainPermissionError(
+                f"this identity was rotated to {next(iter(state.members))} (`tapes keys rotate` "
+                "on another machine): this key is retired",
+                hint="import the new key here with `tapes keys import` (its recovery kit)",
+            )
         raise keymgmt.ChainPermissionError(
             f"the server's chain for your personal vault {state.team} was not written by your "
             f"identity alone{where}: refused, nothing was sealed or opened"

@@ -45,6 +45,7 @@ __all__ = [
     "NodeRecord",
     "RateEvent",
     "RefreshToken",
+    "RetiredKey",
     "Share",
     "ShareNode",
     "Team",
@@ -292,6 +293,18 @@ class Device(Base):
     last_seen_at: Mapped[datetime] = mapped_column(Stamp)
     address: Mapped[str] = mapped_column(String(64))
     revoked_at: Mapped[datetime | None] = mapped_column(Stamp)
+
+
+class RetiredKey(Base):
+    """An identity key an account rotated away from (``tapes keys rotate``): it never logs in or
+    registers again, and a chain statement that still names it (a removal of a member who left
+    before rotating) finds its account."""
+
+    __tablename__ = "retired_keys"
+    fingerprint: Mapped[str] = mapped_column(String(128), primary_key=True)
+    ed25519: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    retired_at: Mapped[datetime] = mapped_column(Stamp)
 
 
 class GithubBind(Base):

@@ -18,13 +18,13 @@ from sqlalchemy.orm import Session
 
 from keymgmt import IntegrityError as KeyIntegrityError
 from keymgmt import VerifiedTeamState, labels
-from keymgmt.keyring import UnverifiedKeyring, parse_keyring
+from keymgmt.keyring import UnverifiedKeyring, may_seal, parse_keyring
 from server.db.models import Keyring
 from server.deps import aware
 from server.errors import BadRequest
 from tapes_e2e.protocol.teams import KeyringOut, SignedWire
 
-__all__ = ["check_keyring", "keyrings_for", "store_keyring"]
+__all__ = ["check_keyring", "drop_keyrings", "keyrings_for", "store_keyring"]
 
 _to_builtins = msgspec.to_builtins
 
@@ -62,7 +62,7 @@ def check_keyring(wire: SignedWire, state: VerifiedTeamState, sealer: str) -> Un
     point = state.checkpoints[body.at_seqno]
     if point.hash != body.at_hash:
         raise BadRequest("the keyring was sealed against a different chain")
-    if sealer not in point.managers:
+    if not may_seal(point, sealer):
         raise BadRequest("the sealer was not an owner or admin at the keyring's chain position")
     if not 1 <= body.epoch <= point.epoch:
         raise BadRequest(f"epoch {body.epoch} had not started at the keyring's chain position")
@@ -76,6 +76,14 @@ def check_keyring(wire: SignedWire, state: VerifiedTeamState, sealer: str) -> Un
     if not public.verify(labels.KEYRING_SIGNATURE + keyring.body_bytes, keyring.signature):
         raise BadRequest("the keyring's signature does not verify")
     return keyring
+
+
+def drop_keyrings(db: Session, team_id: str, fingerprint: str) -> None:
+    """Forget every keyring of ``team_id`` sealed to ``fingerprint`` (a member out of the team, a
+    reader made viewer, a key rotated away from)."""
+    db.execute(
+        sql_delete(Keyring).where(Keyring.team_id == team_id, Keyring.recipient == fingerprint)
+    )
 
 
 def store_keyring(db: Session, team_id: str, keyring: UnverifiedKeyring, now: datetime) -> None:

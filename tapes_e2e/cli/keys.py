@@ -18,13 +18,17 @@ import typer
 import keymgmt
 from tapes_e2e import identity as identities
 from tapes_e2e.cli import output
-from tapes_e2e.cli.auth import new_passphrase, prompt_for_passphrase, settings_of
-from tapes_e2e.errors import ConfigError
+from tapes_e2e.cli.auth import device_name, new_passphrase, prompt_for_passphrase, settings_of
+from tapes_e2e.context import logged_in
+from tapes_e2e.errors import ConfigError, ServerError
+from tapes_e2e.protocol.teams import RekeyOut
+from tapes_e2e.teams import rekey
 
 __all__ = ["app"]
 
 app = typer.Typer(
-    help="Your identity key: show, passwd, export a recovery kit, import, remember, forget.",
+    help="Your identity key: show, passwd, export a recovery kit, import, rotate, remember, "
+    "forget.",
     no_args_is_help=True,
     rich_markup_mode=None,
 )
@@ -187,6 +191,88 @@ def import_(
     identities.save(settings.dotdir.path, identity, passphrase)
     output.stdout.print(f"imported identity {identity.fingerprint}", markup=False)
     output.note(f"saved to {target}; `tapes auth login --server URL` logs this machine in")
+
+
+@app.command("rotate")
+def rotate(
+    ctx: typer.Context,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    device: Annotated[
+        str | None,
+        typer.Option(help="Name the new login in `tapes auth devices` (default: the hostname)."),
+    ] = None,
+) -> None:
+    """Replace your identity key with a new one everywhere (a lost or stolen laptop): every
+    vault records the change and starts a new key epoch, and every login and API key ends."""
+    settings = settings_of(ctx)
+    dotdir = settings.dotdir.path
+    _key_path(ctx)
+    api, session = logged_in(settings, "rotating your identity key")
+    name = device_name(device)
+    old = _unlocked(ctx)
+    output.confirm(
+        yes,
+        "rotating your identity key",
+        f"Replace {old.fingerprint} with a new key in all your vaults? Every login and API key "
+        "of your account ends, and so do the sessions you shared",
+    )
+
+    def unlock_next(path: Path) -> keymgmt.Identity:
+        passphrase = os.environ.get(NEW_PASSPHRASE_ENV) or keymgmt.passphrase_from_env()
+        passphrase = passphrase or typer.prompt(
+            "Passphrase of the new identity key (from the rotation that was interrupted)",
+            hide_input=True,
+        )
+        return keymgmt.open_key_file_bytes(
+            path.read_bytes(), passphrase, floor=identities.KDF_FLOOR
+        )
+
+    new, new_session = rekey.resume_or_new(api, dotdir, unlock_next, name)
+    states: tuple[keymgmt.VerifiedTeamState, ...] = ()
+    if new_session is None:
+        if not rekey.next_path(dotdir).exists():
+            passphrase = os.environ.get(NEW_PASSPHRASE_ENV) or keymgmt.passphrase_from_env()
+            passphrase = passphrase or new_passphrase("Passphrase for the new identity key",
+                                                      env=False)  # fmt: skip
+            identities.check_passphrase(passphrase)
+            keymgmt.write_key_file(
+                rekey.next_path(dotdir), new, passphrase, params=identities.KDF,
+                floor=identities.KDF_FLOOR,
+            )  # fmt: skip
+        rotation = rekey.rotate(api, session, old, new, dotdir)
+        states = rotation.states
+        _report(rotation.answer)
+    retired = rekey.finish_locally(dotdir, old, new, states)
+    output.stdout.print(f"your identity is now {new.fingerprint}", markup=False)
+    output.note(f"the old key file is kept as {retired}; it no longer logs in")
+    output.note(
+        "a thief with the old key can still read what was sealed before this rotation (every "
+        "earlier epoch) and nothing after it; export a recovery kit of the new key now: "
+        "`tapes keys export --recovery-kit`"
+    )
+    if new_session is None:
+        try:
+            api.login(new, device=name)
+        except ServerError as exc:
+            output.note(f"log in again with `tapes auth login` ({exc.message})")
+
+
+def _report(answer: RekeyOut) -> None:
+    vaults = output.count(len(answer.vaults), "vault")
+    output.note(
+        f"recorded in {vaults}; ended {output.count(answer.logins_ended, 'login')} and "
+        f"{output.count(answer.api_keys_revoked, 'API key')}"
+    )
+    if answer.shares_ended:
+        output.note(
+            f"{output.count(answer.shares_ended, 'shared session')} ended: share "
+            "again with `tapes session share`"
+        )
+    if answer.join_requests_withdrawn:
+        output.note(
+            f"{output.count(answer.join_requests_withdrawn, 'pending join request')} "
+            "withdrawn: ask for a new invite"
+        )
 
 
 @app.command("remember")

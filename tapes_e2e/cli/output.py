@@ -19,6 +19,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from tapes_e2e.errors import TapesError
+
 # The --json flag of every listing command.
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
 
@@ -47,6 +49,17 @@ def table(columns: Sequence[str], rows: Sequence[Sequence[Any]], title: str | No
 def count(number: int, noun: str) -> str:
     """``1 session``, ``2 sessions``, ``1,024 nodes``: a number and its noun, agreeing."""
     return f"{number:,} {noun}{'' if number == 1 else 's'}"
+
+
+def confirm(yes: bool, what: str, question: str) -> None:
+    """Go on with ``--yes``, or when the user answers yes at a terminal; otherwise one error
+    (no terminal to ask at: say --yes; answered no: nothing was changed)."""
+    if yes:
+        return
+    if sys.stdin is None or not sys.stdin.isatty():
+        raise TapesError(f"{what} asks you to confirm", hint="run it in a terminal, or pass --yes")
+    if not typer.confirm(question, default=False):
+        raise TapesError("nothing was changed", hint="answer yes, or pass --yes")
 
 
 def note(message: str) -> None:

@@ -34,6 +34,9 @@ __all__ = [
     "KeyringUploaded",
     "MemberAdd",
     "MemberKeysWire",
+    "RekeyOut",
+    "RekeyRequest",
+    "RekeyVault",
     "ShareCreate",
     "ShareOut",
     "SharePage",
@@ -43,6 +46,8 @@ __all__ = [
 ]
 
 MAX_CHAIN_APPEND = 32
+MAX_REKEY_VAULTS = 256  # the vaults one account can be in (personal, teams) for one key rotation
+MAX_REKEY_KEYRINGS = 1024  # the epochs of one vault resealed to a rotated key
 MAX_SIGNED_BODY = 4 * 1024 * 1024  # a keyring for a large enterprise team
 
 Hex64 = Annotated[str, Meta(pattern=r"^[0-9a-f]{64}$")]
@@ -272,3 +277,35 @@ class AuditPage(_Strict, frozen=True):
     entries: list[AuditEntryOut]
     cursor: int
     more: bool
+
+
+class RekeyVault(_Strict, frozen=True):
+    """One vault's part of a key rotation: the ``rekey`` statement the old key signed (the new
+    key's proof inside), and the keyrings the new key sealed at it to every reader."""
+
+    vault: VaultId
+    expected_head_seqno: Seqno
+    statement: SignedWire
+    keyrings: Annotated[list[SignedWire], Meta(max_length=MAX_REKEY_KEYRINGS)] = []
+
+
+class RekeyRequest(_Strict, frozen=True):
+    """``POST /auth/rekey``: replace the account's identity key, in every vault it is in, in one
+    transaction. Both keys sign the hand-over (:func:`keymgmt.login.rekey_message`)."""
+
+    keys: MemberKeysWire
+    old_signature: Sig64
+    new_signature: Sig64
+    vaults: Annotated[list[RekeyVault], Meta(min_length=1, max_length=MAX_REKEY_VAULTS)]
+
+
+class RekeyOut(_Strict, frozen=True):
+    """What a key rotation changed: the new fingerprint, the vaults it was recorded in, and what
+    the old key can no longer use."""
+
+    fingerprint: str
+    vaults: list[str]
+    logins_ended: int
+    api_keys_revoked: int
+    shares_ended: int
+    join_requests_withdrawn: int

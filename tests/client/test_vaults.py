@@ -7,9 +7,12 @@ import json
 import stat
 from pathlib import Path
 
+import msgspec
 import pytest
 
 import keymgmt
+from keymgmt._encoding import b64e
+from keymgmt.chain import MemberKeys, _sign, rekey_proof_message
 from tapes_e2e.errors import ConfigError
 from tapes_e2e.vaults import PINS_FILE, Trust, check_personal
 
@@ -108,3 +111,43 @@ def test_a_personal_vault_is_its_owners_alone(tmp_path: Path) -> None:
     with pytest.raises(keymgmt.ChainPermissionError):
         trust.verify(VAULT, wire(states[1]))
     assert trust.pin(VAULT) is None
+
+
+def _rotated(signer: keymgmt.Identity, new: keymgmt.Identity, *, forged: bool = False
+             ) -> list[dict[str, str]]:  # fmt: skip
+    """A personal vault chain: ``signer``'s genesis, then a rekey to ``new``. Honest: ``new``
+    signs its proof. Forged: the proof is signed by a key the forger holds, then the statement
+    names ``new`` and the forger signs it again."""
+    genesis = keymgmt.create_team(
+        team=VAULT, owner=signer, vault_id_key=keymgmt.new_key(), epoch_key=keymgmt.new_key()
+    )
+    state = keymgmt.verify_chain([genesis], team=VAULT)
+    decoy = keymgmt.generate_identity() if forged else new
+    rekey = keymgmt.rekey(state, signer=signer, new=decoy, new_epoch_key=keymgmt.new_key())
+    if forged:
+        keys = MemberKeys(new.public.x25519.hex(), new.public.ed25519.hex())
+        body = msgspec.structs.replace(rekey.body, member=new.fingerprint, member_keys=keys)
+        body = msgspec.structs.replace(body, key_proof=b64e(decoy.sign(rekey_proof_message(body))))
+        rekey = _sign(body, signer)
+    return [genesis.to_dict(), rekey.to_dict()]
+
+
+def test_a_personal_vault_chain_rotated_onto_this_key_without_its_proof_is_refused(
+    tmp_path: Path,
+) -> None:
+    """A server that writes a personal vault chain with its own key cannot end it at a victim's
+    key: the rekey needs the victim's signature over its place in the chain."""
+    me, server = keymgmt.generate_identity(), keymgmt.generate_identity()
+    trust = Trust(tmp_path, me, personal_vault=VAULT)
+    forged = _rotated(server, me, forged=True)
+    with pytest.raises(keymgmt.ChainSignatureError, match="new key did not sign"):
+        trust.verify(VAULT, forged)
+    assert trust.pin(VAULT) is None
+    # the honest lineage: my old key rotated onto me, with my proof
+    old = keymgmt.generate_identity()
+    honest = _rotated(old, me)
+    state = trust.verify(VAULT, honest)
+    assert set(state.members) == {me.fingerprint}
+    # the old key's machine is told it was rotated, not that the server forged its vault
+    with pytest.raises(keymgmt.ChainPermissionError, match=f"rotated to {me.fingerprint}"):
+        check_personal(state, old)

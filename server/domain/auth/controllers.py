@@ -6,6 +6,8 @@
   bad signature get the same 401, so the endpoint says nothing about who exists.
 - ``POST /auth/token/refresh`` rotates the refresh token. Presenting a spent one revokes the whole
   family (every refresh and access token descended from that login) and is audited.
+- ``POST /auth/rekey`` replaces the account's identity key in every vault it is in, in one
+  transaction, and ends every login, API key, share and join request of the old key.
 - ``/api/v1/api-keys``: ``tapes_…`` keys scoped to one vault and to permissions, stored hashed,
   shown once, revocable.
 
@@ -30,7 +32,7 @@ from server.deps import (
     SessionDep,
     in_write_transaction,
 )
-from server.domain.auth import services
+from server.domain.auth import rekey, services
 from server.errors import Unauthorized, problem
 from server.openapi import delete, get, post
 from server.settings import Settings
@@ -45,6 +47,7 @@ from tapes_e2e.protocol import (
     TokenPair,
     UserOut,
 )
+from tapes_e2e.protocol.teams import RekeyOut, RekeyRequest
 
 __all__ = ["ApiKeyController", "AuthController", "count_attempt"]
 
@@ -119,6 +122,15 @@ class AuthController(Controller):
         """End a login: its refresh token and every access token of its family stop working.
         Answered 204 whether or not the token was live, so it reveals nothing."""
         services.log_out(db, data.refresh_token, now)
+
+    @post("/rekey", sync_to_thread=True, status_code=200, dependencies=AUTHENTICATED)
+    def rekey(
+        self, request: Request[object, object, State], data: JSONBody[RekeyRequest],
+        db: SessionDep, principal: PrincipalDep, now: NowDep,
+    ) -> RekeyOut:  # fmt: skip
+        """Rotate the identity key: every vault records the change, the old key is retired and
+        every login and API key of the account ends (log in again with the new key)."""
+        return rekey.rekey(db, principal, request.app.state.audience, data, now)
 
     @get("/me", sync_to_thread=True, dependencies=AUTHENTICATED)
     def me(self, db: SessionDep, principal: PrincipalDep) -> UserOut:

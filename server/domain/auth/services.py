@@ -25,6 +25,7 @@ from server.db.models import (
     AuthChallenge,
     Device,
     RefreshToken,
+    RetiredKey,
     Team,
     TeamMember,
     User,
@@ -186,7 +187,8 @@ def log_in(
         raise Unauthorized(_LOGIN_FAILED)
     user = db.scalar(select(User).where(User.ed25519 == public.ed25519))
     if user is None:
-        if data.handle is None:
+        retired = db.scalar(select(RetiredKey.user_id).where(RetiredKey.ed25519 == public.ed25519))
+        if data.handle is None or retired is not None:  # a rotated-away key never comes back
             raise Unauthorized(_LOGIN_FAILED)
         if db.scalar(select(User.id).where(User.handle == data.handle)) is not None:
             raise Conflict(f"the handle {data.handle!r} is taken")

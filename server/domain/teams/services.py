@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 import msgspec
-from sqlalchemy import delete as sql_delete
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -24,7 +23,7 @@ from server import acl, audit
 from server.db.models import (
     Invite,
     JoinRequest,
-    Keyring,
+    RetiredKey,
     Share,
     Team,
     TeamMember,
@@ -44,7 +43,7 @@ from server.domain.chain import (
     store_statements,
     verified_state,
 )
-from server.domain.keyrings import check_keyring, store_keyring
+from server.domain.keyrings import check_keyring, drop_keyrings, store_keyring
 from server.errors import (
     BadRequest,
     Conflict,
@@ -132,7 +131,14 @@ def check_member_limit(db: Session, team: Team, mode: PlansMode) -> None:
 
 
 def _user_by_fingerprint(db: Session, body: StatementBody) -> User:
+    """The account a statement's member names: by its key, or by a key it rotated away from
+    (the removal of a member who left before rotating still names the old one)."""
     user = db.scalar(select(User).where(User.fingerprint == body.member))
+    if user is None:
+        user = db.scalar(
+            select(User).join(RetiredKey, RetiredKey.user_id == User.id)
+            .where(RetiredKey.fingerprint == body.member)
+        )  # fmt: skip
     if user is None:
         raise NotFound(f"no registered user has the fingerprint {body.member}")
     return user
@@ -168,7 +174,7 @@ def _remove(db: Session, team: Team, body: StatementBody, now: datetime) -> str:
 def _end_access(db: Session, team_id: str, user: User, now: datetime) -> None:
     """What the server stops serving someone who is out of the team (removed, or left): the
     keyrings sealed to them, and their live shares (clients refuse shares whose sharer left)."""
-    _drop_keyrings(db, team_id, user.fingerprint)
+    drop_keyrings(db, team_id, user.fingerprint)
     db.execute(
         update(Share)
         .where(Share.team_id == team_id, Share.shared_by == user.id, Share.revoked_at.is_(None))
@@ -182,14 +188,8 @@ def _change_role(db: Session, team: Team, body: StatementBody) -> str:
     if row is not None and body.role is not None:
         row.role = body.role
         if body.role not in acl.READERS:
-            _drop_keyrings(db, team.id, user.fingerprint)
+            drop_keyrings(db, team.id, user.fingerprint)
     return user.id
-
-
-def _drop_keyrings(db: Session, team_id: str, fingerprint: str) -> None:
-    db.execute(
-        sql_delete(Keyring).where(Keyring.team_id == team_id, Keyring.recipient == fingerprint)
-    )
 
 
 def _apply(
@@ -253,6 +253,11 @@ def append_statements(
             raise BadRequest(f"this endpoint takes one '{action}' statement")
         if member is not None and st.body.member != member.fingerprint:
             raise BadRequest("the statement names another member than the path")
+        if st.body.action == "rekey":
+            raise BadRequest(
+                "a key rotation is recorded in every vault at once: POST /auth/rekey "
+                "(tapes keys rotate)"
+            )
     team = lock_team(db, team_id)
     if team.chain_seqno != expected_head_seqno:
         raise Conflict(
