@@ -64,6 +64,8 @@ from tapes_e2e.protocol import (
     Problem,
     PullPage,
     PushResult,
+    ResealResult,
+    ResealStatus,
     SyncStatusOut,
     TokenPair,
     UserOut,
@@ -251,6 +253,8 @@ _KEY_CREATED = msgspec.json.Decoder(ApiKeyCreated)
 _KEYS = msgspec.json.Decoder(list[ApiKeyInfo])
 _DEVICES = msgspec.json.Decoder(list[DeviceOut])
 _REKEY = msgspec.json.Decoder(RekeyOut)
+_RESEAL_STATUS = msgspec.json.Decoder(ResealStatus)
+_RESEALED = msgspec.json.Decoder(ResealResult)
 _GITHUB_DEVICE = msgspec.json.Decoder(GithubDeviceOut)
 _GITHUB_BIND = msgspec.json.Decoder(GithubBindOut)
 _GITHUB_USER = msgspec.json.Decoder(GithubUserOut)
@@ -482,6 +486,20 @@ class ApiClient:
         params: dict[str, str | int] = {"vault": vault, "after": after, "limit": limit}
         return self._call("GET", "/api/v1/sync/pull", _PAGE, params=params)
 
+    def reseal_status(self, vault: str) -> ResealStatus:
+        """How many encrypted nodes of ``vault`` are under an older epoch (mine, others')."""
+        return self._call("GET", "/api/v1/sync/reseal", _RESEAL_STATUS, params={"vault": vault})
+
+    def reseal_nodes(self, vault: str, after: int = 0, limit: int = 200) -> PullPage:
+        """A page of this account's own nodes of ``vault`` under an older epoch, parents first."""
+        params: dict[str, str | int] = {"vault": vault, "after": after, "limit": limit}
+        return self._call("GET", "/api/v1/sync/reseal/nodes", _PAGE, params=params)
+
+    def reseal(self, vault: str, items: Sequence[Mapping[str, object]]) -> int:
+        """Swap nodes for the same nodes sealed under the current epoch; how many it swapped."""
+        body = _encode({"vault": vault, "items": list(items)})
+        return self._call("POST", "/api/v1/sync/reseal", _RESEALED, body=body).resealed
+
     def status(self, vault: str, after: int = 0) -> SyncStatusOut:
         """The vault's head sequence and what is left to pull after ``after``."""
         params: dict[str, str | int] = {"vault": vault, "after": after}
@@ -502,9 +520,11 @@ class ApiClient:
         while expected is not None:
             page = self._call("GET", f"/api/v1/nodes/{_seg(expected)}/ancestry", _ANCESTRY)
             for item in page.items:
-                if item.envelope.node_id != expected or expected in seen:
+                node_id = item.envelope.node_id
+                named = {node_id, item.renamed_from}  # renamed: sealed again, see NodeOut
+                if expected not in named or node_id in seen:
                     raise ProtocolError("the server's ancestry does not follow the parent links")
-                seen.add(expected)
+                seen.add(node_id)
                 expected = item.envelope.parent_id
             if not page.items or (page.next is not None and page.next != expected):
                 raise ProtocolError("the server's ancestry does not follow the parent links")

@@ -41,6 +41,7 @@ __all__ = [
     "ConfigError",
     "CorruptStoreError",
     "ImportFormatError",
+    "InterruptedWorkError",
     "InvalidNodeError",
     "MissingParentError",
     "NodeNotFoundError",
@@ -68,6 +69,10 @@ class TapesError(Exception):
         super().__init__(message)
         self.message = message
         self.hint = hint if hint is not None else self.default_hint
+
+
+class InterruptedWorkError(TapesError):
+    """Ctrl-C in a command that kept part of its work: the message says what, and exits 130."""
 
 
 class ConfigError(TapesError):

@@ -42,6 +42,7 @@ __all__ = [
     "Invite",
     "JoinRequest",
     "Keyring",
+    "NodeAlias",
     "NodeRecord",
     "RateEvent",
     "RefreshToken",
@@ -203,6 +204,21 @@ class UsageBucket(Base):
     cache_read_input_tokens: Mapped[int] = mapped_column(Count)
     total_tokens: Mapped[int] = mapped_column(Count)
     base_input_tokens: Mapped[int] = mapped_column(Count)
+
+
+class NodeAlias(Base):
+    """The ID a node had before ``tapes team reencrypt`` sealed it again under a later epoch
+    (its ID changes with the epoch). Signed shares name a leaf by the ID it had when shared, and
+    clients that synced before name parents by it: the server resolves both to the node."""
+
+    __tablename__ = "node_aliases"
+    vault_id: Mapped[str] = mapped_column(
+        ForeignKey("teams.id", ondelete="CASCADE"), primary_key=True
+    )
+    old_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    node_id: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(Stamp)
+    __table_args__ = (Index("ix_node_aliases_node", "vault_id", "node_id"),)
 
 
 class Share(Base):

@@ -20,7 +20,7 @@ import keymgmt
 from tapes_e2e import __version__
 from tapes_e2e.cli import auth, keys, output, session, storage, team, usage, verify
 from tapes_e2e.context import Settings
-from tapes_e2e.errors import TapesError
+from tapes_e2e.errors import InterruptedWorkError, TapesError
 
 __all__ = ["app", "main"]
 
@@ -197,6 +197,9 @@ def main(argv: list[str] | None = None) -> None:
         else:  # pragma: no cover - every usage error typer raises can show itself
             output.error(str(exc))
         sys.exit(getattr(exc, "exit_code", EXIT_USAGE))
+    except InterruptedWorkError as exc:  # Ctrl-C in a command that says what it kept
+        output.error(exc.message, exc.hint)
+        sys.exit(EXIT_INTERRUPTED)
     except (TapesError, keymgmt.KeymgmtError) as exc:
         if debug:
             raise

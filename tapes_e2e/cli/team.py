@@ -19,10 +19,10 @@ from tapes_e2e.cli import auth, output
 from tapes_e2e.client import ApiClient
 from tapes_e2e.config import parse_duration, save_config, storage_table
 from tapes_e2e.context import Settings, logged_in
-from tapes_e2e.errors import RemoteError, TeamError
+from tapes_e2e.errors import InterruptedWorkError, RemoteError, TeamError
 from tapes_e2e.identity import unlock
 from tapes_e2e.protocol.teams import MemberOut
-from tapes_e2e.teams import flows
+from tapes_e2e.teams import flows, reencrypt
 from tapes_e2e.teams.access import resolve_team, verify_team
 
 __all__ = ["app", "connect", "seconds"]
@@ -425,6 +425,49 @@ def rotate(
         f"sealed to {output.count(len(state.readers), 'current reader')}; history stays under "
         "the epochs it was written in"
     )
+
+
+@app.command("reencrypt")
+def reencrypt_history(
+    ctx: typer.Context,
+    team: Annotated[str, typer.Argument(help="Team id or name.")],
+    as_json: output.JsonFlag = False,
+) -> None:
+    """Seal what you uploaded to the team again under its current key epoch (after a removal
+    or a rotation), so older epoch keys open none of it. Safe to interrupt and run again."""
+    settings = _settings(ctx)
+    api, identity = connect(settings)
+    team_id = resolve_team(api, team)
+    done = 0
+
+    def advance(count: int, total: int) -> None:
+        nonlocal done
+        done = count
+        bar.update(task, completed=count, total=total)
+
+    try:
+        with output.progress("re-sealing", None) as bar:
+            task = bar.task_ids[0]
+            result = reencrypt.reencrypt(api, identity, settings.dotdir.path, team_id, advance)
+    except KeyboardInterrupt:
+        raise InterruptedWorkError(
+            f"interrupted: {output.count(done, 'node')} re-sealed and kept; run "
+            f"`tapes team reencrypt {team_id}` again to finish"
+        ) from None
+    if as_json:
+        output.emit_json({"team_id": team_id, "resealed": result.resealed,
+                          "epoch": result.epoch, "others": result.others})  # fmt: skip
+        return
+    output.stdout.print(
+        f"re-sealed {output.count(result.resealed, 'node')} of yours in team {team_id} under "
+        f"key epoch {result.epoch}",
+        markup=False,
+    )
+    if result.others:
+        output.note(
+            f"{output.count(result.others, 'node')} of other members are still under older "
+            "epochs: each member re-seals their own with this command"
+        )
 
 
 @app.command("leave")

@@ -43,6 +43,10 @@ __all__ = [
     "PushRequest",
     "PushResult",
     "RefreshRequest",
+    "ResealItem",
+    "ResealRequest",
+    "ResealResult",
+    "ResealStatus",
     "SessionInfo",
     "SessionPage",
     "SyncStatusOut",
@@ -260,10 +264,45 @@ class PushResult(_Strict, frozen=True):
     first_seq: int = 0
 
 
-class NodeOut(_Strict, frozen=True):
+class ResealItem(_Strict, frozen=True):
+    """One node sealed again: the ID it has now and its envelope under the current epoch."""
+
+    old_id: Hex64
+    envelope: EnvelopeWire
+
+
+class ResealRequest(_Strict, frozen=True):
+    """``POST /api/v1/sync/reseal``: the caller's own nodes of ``vault``, sealed again under
+    the vault's current epoch, parents before children."""
+
+    vault: VaultId
+    items: Annotated[list[ResealItem], Meta(min_length=1, max_length=MAX_BATCH_NODES)]
+
+
+class ResealResult(_Strict, frozen=True):
+    resealed: int
+
+
+class ResealStatus(_Strict, frozen=True):
+    """Encrypted nodes of ``vault`` under an epoch older than ``epoch``: the caller's (which
+    ``tapes team reencrypt`` seals again) and other members' (which only they can)."""
+
+    vault: str
+    epoch: int
+    mine: int
+    others: int
+
+
+class NodeOut(_Strict, frozen=True, omit_defaults=True):
+    """One stored envelope. In an ancestry, ``renamed_from`` is the ID the step before named
+    this node by when the node has another ID now (``tapes team reencrypt`` sealed it again
+    under a later epoch): the path is followed through it, and the content links are checked
+    by the caller as always."""
+
     seq: int
     uploaded_at: str
     envelope: EnvelopeWire
+    renamed_from: Hex64 | None = None
 
 
 class AncestryPage(_Strict, frozen=True):

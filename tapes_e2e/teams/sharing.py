@@ -151,7 +151,12 @@ def _verify(api: ApiClient, access: VaultAccess, share: ShareOut) -> SharedView:
     title, note = keymgmt.open_share_text(verified, keys=keys)
     leaf = api.node(verified.leaf_id)  # opening checks its ID is the keyed hash of its content
     opened = open_envelope(msgspec.structs.asdict(leaf.envelope), state=access.state, keys=keys)
-    if opened is not None and leaf.envelope.node_id != verified.leaf_id:
+    if leaf.envelope.node_id != verified.leaf_id and (
+        # sealed again since it was shared (tapes team reencrypt): the ID the sharer signed
+        # must still be this very content's ID, under an epoch this member holds
+        isinstance(opened, MetadataRecord)
+        or verified.leaf_id not in keys.node_ids(opened.hash, up_to=access.state.epoch)
+    ):
         raise keymgmt.IntegrityError()
     session = None if isinstance(opened, MetadataRecord) else opened.hash
     shared_at = _when(verified.time) or datetime.now(UTC)

@@ -10,6 +10,8 @@
   ``limit`` at a time; ``cursor`` is the last sequence number looked at, so an up-to-date client
   costs one small request.
 - ``GET /api/v1/sync/status``: head sequence and node count from the vault row, no scan.
+- ``/api/v1/sync/reseal``: ``tapes team reencrypt`` seals the caller's own history again under
+  the vault's current epoch (``server.domain.nodes.reseal``).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from litestar import Controller
 from litestar.params import JSONBody, Parameter
 
 from server.deps import AUTHENTICATED, WRITES, NowDep, PlansDep, PrincipalDep, SessionDep
-from server.domain.nodes import services
+from server.domain.nodes import reseal, services
 from server.domain.nodes.services import MAX_PAGE
 from server.openapi import Hex64Path, VaultQuery, get, post
 from tapes_e2e.protocol import (
@@ -29,6 +31,9 @@ from tapes_e2e.protocol import (
     PullPage,
     PushRequest,
     PushResult,
+    ResealRequest,
+    ResealResult,
+    ResealStatus,
     SessionPage,
     SyncStatusOut,
 )
@@ -65,6 +70,30 @@ class SyncController(Controller):
     ) -> SyncStatusOut:
         """Head sequence and counts, read from the vault row (no scan)."""
         return services.sync_status(db, principal, vault, after)
+
+    @get("/reseal", sync_to_thread=True)
+    def reseal_status(
+        self, db: SessionDep, principal: PrincipalDep, vault: VaultQuery
+    ) -> ResealStatus:
+        """How many encrypted nodes are under an older epoch: the caller's and others'."""
+        return reseal.status(db, principal, vault)
+
+    @get("/reseal/nodes", sync_to_thread=True)
+    def reseal_nodes(
+        self, db: SessionDep, principal: PrincipalDep, vault: VaultQuery, after: After = 0,
+        limit: Annotated[int, Parameter(ge=1, le=MAX_PAGE)] = 500,
+    ) -> PullPage:  # fmt: skip
+        """The caller's own encrypted nodes under an older epoch, parents first."""
+        return reseal.stale_page(db, principal, vault, after, limit)
+
+    @post("/reseal", sync_to_thread=True, status_code=200)
+    def reseal(
+        self, data: JSONBody[ResealRequest], db: SessionDep, principal: PrincipalDep,
+        now: NowDep,
+    ) -> ResealResult:  # fmt: skip
+        """Swap the caller's own stale nodes for the same nodes sealed under the current epoch
+        (tapes team reencrypt); shares and old IDs keep finding them."""
+        return ResealResult(resealed=reseal.reseal(db, principal, data, now))
 
 
 class NodeController(Controller):

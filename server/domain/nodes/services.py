@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import cast
 
 import msgspec
 from sqlalchemy import and_, func, literal, select
@@ -20,6 +21,7 @@ from keymgmt import PolicyError, check_clear_metadata
 from server import acl, plans
 from server.db.models import NodeRecord, Team, TeamMember
 from server.deps import Principal
+from server.domain.nodes.aliases import aliases_of
 from server.domain.shares.services import record_shared_read
 from server.domain.usage import services as usage
 from server.errors import BadRequest, Conflict, NotFound, PayloadTooLarge
@@ -42,7 +44,9 @@ from tapes_e2e.protocol import (
 __all__ = [
     "MAX_PAGE",
     "ancestry",
+    "check_envelope",
     "node",
+    "node_out",
     "pull_page",
     "push",
     "sessions_page",
@@ -55,7 +59,7 @@ _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder(EnvelopeWire).decode
 
 
-def _check_envelope(vault: str, env: EnvelopeWire) -> None:
+def check_envelope(vault: str, env: EnvelopeWire) -> None:
     if env.version != ENVELOPE_VERSION or env.at_seqno is None or env.at_hash is None:
         raise BadRequest(
             f"envelope {env.node_id}: envelopes are stored in version {ENVELOPE_VERSION} "
@@ -98,8 +102,10 @@ def push(
     vault row's lock, then insert what is new. Already-stored IDs are no-ops."""
     team, _member = acl.require_vault(db, principal, data.vault, "push")
     encoded = _validate(data)
-    team, present = _allocate(db, team, data, now, mode)
-    batch = _Batch.of(team, data, encoded, present, _storage_time(db, now), principal.user_id)
+    team, present, renamed = _allocate(db, team, data, now, mode)
+    batch = _Batch.of(
+        team, data, encoded, present, renamed, _storage_time(db, now), principal.user_id
+    )
     plans.check_bytes(team, batch.new_bytes, mode)
     if batch.rows:
         _insert(db, team, data, batch, principal.user_id, now)
@@ -119,15 +125,16 @@ def _validate(data: PushRequest) -> list[bytes]:
     if len(set(ids)) != len(ids):
         raise BadRequest("a batch names the same node twice")
     for env in data.envelopes:
-        _check_envelope(data.vault, env)
+        check_envelope(data.vault, env)
     return encoded
 
 
 def _allocate(
     db: Session, team: Team, data: PushRequest, now: datetime, mode: plans.PlansMode
-) -> tuple[Team, set[str]]:
+) -> tuple[Team, set[str], dict[str, str]]:
     """The vault row under lock (sequence numbers are handed out one writer at a time) and the
-    batch's nodes and parents the vault holds already; the epoch and session-plan checks."""
+        batch's nodes and parents the vault holds already, and the parents named by an ID they had
+    before ``tapes team reencrypt`` (mapped to the ID now); the epoch and session-plan checks."""
     # populate_existing: require_vault loaded this row before the lock; without it the
     # identity map keeps the head_seq read before the lock and two writers share sequence numbers.
     team = db.scalars(
@@ -146,10 +153,15 @@ def _allocate(
             )
         )
     )
+    # a client that synced before a reencrypt names a parent by the ID it had then (one more
+    # query only when a parent is neither stored nor in the batch)
+    batch_ids = {e.node_id for e in data.envelopes}
+    renamed = aliases_of(db, team.id, sorted(wanted - present - batch_ids))
+    present.update(renamed)
     _check_epoch(team, data.envelopes, present)
     new_roots = sum(1 for e in data.envelopes if e.parent_id is None and e.node_id not in present)
     plans.check_new_sessions(db, team, new_roots, now, mode)
-    return team, present
+    return team, present, renamed
 
 
 @dataclass
@@ -164,7 +176,7 @@ class _Batch:
     @classmethod
     def of(
         cls, team: Team, data: PushRequest, encoded: list[bytes], present: set[str],
-        stamp: object, uploader: str,
+        renamed: dict[str, str], stamp: object, uploader: str,
     ) -> _Batch:  # fmt: skip
         batch, seq = cls(), team.head_seq
         for env, blob in zip(data.envelopes, encoded, strict=True):
@@ -179,7 +191,8 @@ class _Batch:
                 )
             seq += 1
             batch.rows.append((
-                team.id, env.node_id, env.parent_id, seq, env.epoch, env.record_type,
+                team.id, env.node_id, renamed.get(env.parent_id or "", env.parent_id), seq,
+                env.epoch, env.record_type,
                 env.author, env.padded_size, env.ciphertext is None,
                 _json(env.metadata).decode("utf-8"), blob, uploader, stamp,
             ))  # fmt: skip
@@ -244,7 +257,7 @@ def _storage_time(db: Session, moment: datetime) -> object:
     return utc.strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
-def _node_out(record: NodeRecord) -> NodeOut:
+def node_out(record: NodeRecord) -> NodeOut:
     return NodeOut(
         seq=record.seq,
         uploaded_at=record.uploaded_at.isoformat(),
@@ -281,7 +294,7 @@ def pull_page(
         cursor = max(after, 0)
     return PullPage(
         vault=vault,
-        items=[_node_out(r) for r in page],
+        items=[node_out(r) for r in page],
         cursor=cursor,
         more=more,
         chain_seqno=team.chain_seqno,
@@ -340,11 +353,22 @@ def node(db: Session, principal: Principal, node_id: str, now: datetime) -> Node
     """One envelope by its keyed node ID; a read through a share is audited."""
     record = _find(db, principal, node_id, now)
     record_shared_read(db, principal, record, now)
-    return _node_out(record)
+    return node_out(record)
 
 
 def _find(db: Session, principal: Principal, node_id: str, now: datetime) -> NodeRecord:
-    """The node if any vault of the caller holds it readably; 404 otherwise."""
+    """The node if any vault of the caller holds it readably, by its ID or by the ID it had
+    before it was sealed again (a signed share names its leaf so); 404 otherwise."""
+    try:
+        return _find_stored(db, principal, node_id, now)
+    except NotFound:
+        renamed = aliases_of(db, None, [node_id]).get(node_id)
+        if renamed is None:
+            raise
+        return _find_stored(db, principal, renamed, now)
+
+
+def _find_stored(db: Session, principal: Principal, node_id: str, now: datetime) -> NodeRecord:
     vaults = db.execute(
         select(Team, TeamMember)
         .join(TeamMember, TeamMember.team_id == Team.id)
@@ -389,6 +413,7 @@ def ancestry(
     cut there), within the page byte budget; sizes are read first and envelopes only for the
     page, so a page of huge envelopes never sits in memory whole."""
     first = _find(db, principal, node_id, now)
+    asked, node_id = node_id, first.node_id  # the ID it has now, if asked for by an old one
     record_shared_read(db, principal, first, now)
     team = db.get(Team, first.vault_id)
     found = acl.membership(db, principal.user_id, first.vault_id)
@@ -436,9 +461,14 @@ def ancestry(
     more = last_parent is not None and (
         len(path) < readable or _readable_parent(db, team, found[1], path[-1][0], now)
     )
-    return AncestryPage(
-        items=[_node_out(records[i]) for i in ids], next=last_parent if more else None
-    )
+    items, named = [], cast("str | None", asked)
+    for walked_id in ids:  # each node as the step before named it (an old ID, after a reseal)
+        item = node_out(records[walked_id])
+        if named != walked_id:
+            item = msgspec.structs.replace(item, renamed_from=named)
+        items.append(item)
+        named = item.envelope.parent_id
+    return AncestryPage(items=items, next=named if more else None)
 
 
 def _readable_parent(
