@@ -18,6 +18,9 @@ Storage keys (RFC, "Storage Provider Interface" and "Config")::
     sync_interval = "5m"          # Go duration: 30s, 5m, 1h30m
     sync_on_close = true
 
+Not in the RFC: ``air_gapped = true`` under ``[storage]`` makes every command that would reach a
+server refuse before it opens a socket (``TAPES_AIR_GAPPED=1`` does the same for one shell).
+
 The RFC's cloud example also puts ``api_url``/``api_key`` directly under ``[storage]``; that is
 accepted, and ``[storage.cloud]`` wins where both are set.
 """
@@ -81,6 +84,7 @@ class Config:
     db_path_key: str
     cloud: CloudSettings
     document: tomlkit.TOMLDocument
+    air_gapped: bool = False
 
     def missing_for(self, provider: str) -> list[str]:
         """The settings ``provider`` needs that are not set, as config keys."""
@@ -238,6 +242,9 @@ def _validate(doc: tomlkit.TOMLDocument, path: Path, exists: bool) -> Config:
         db_path=Path(str(db_value)) if db_value is not None else None,
         db_path_key=db_key,
         cloud=_cloud(storage),
+        air_gapped=bool(
+            _typed("storage.air_gapped", _get(storage, "air_gapped"), bool, "true or false")
+        ),
         document=doc,
     )
 

@@ -27,7 +27,7 @@ import keymgmt
 from tapes_e2e import account
 from tapes_e2e.client import ApiClient, Session
 from tapes_e2e.config import Config, load_config
-from tapes_e2e.errors import ConfigError, NotATapesDatabaseError
+from tapes_e2e.errors import AirGappedError, ConfigError, NotATapesDatabaseError
 from tapes_e2e.identity import unlock
 from tapes_e2e.paths import Location, resolve_database, resolve_dotdir
 from tapes_e2e.providers.base import Provider
@@ -44,7 +44,10 @@ __all__ = [
     "logged_in",
     "open_provider",
     "reading",
+    "server_http",
 ]
+
+AIR_GAPPED_ENV = "TAPES_AIR_GAPPED"
 
 # How the client reaches a server; tests replace it with the in-process app's client.
 http_factory: Callable[[str], httpx.Client] = lambda _url: httpx.Client(timeout=30.0)  # noqa: E731
@@ -58,6 +61,7 @@ class Settings:
     config: Config
     database: Location
     debug: bool
+    air_gapped: bool = False
 
     @classmethod
     def resolve(cls, *, config_dir: Path | None, db: Path | None, debug: bool) -> Settings:
@@ -74,7 +78,8 @@ class Settings:
             cwd=cwd,
             home=home,
         )
-        return cls(dotdir=dotdir, config=config, database=database, debug=debug)
+        gapped = config.air_gapped or env.get(AIR_GAPPED_ENV, "").lower() in ("1", "true", "yes")
+        return cls(dotdir=dotdir, config=config, database=database, debug=debug, air_gapped=gapped)
 
     @contextmanager
     def store(self, *, create: bool = False) -> Iterator[LocalProvider]:
@@ -98,12 +103,20 @@ class Settings:
             provider.close()
 
 
+def server_http(settings: Settings, api_url: str) -> httpx.Client:
+    """The HTTP client for ``api_url``, the one way this client reaches a server: on an
+    air-gapped machine it refuses before any socket is opened."""
+    if settings.air_gapped:
+        raise AirGappedError(f"air-gapped: not connecting to {api_url}; nothing was sent")
+    return http_factory(api_url)
+
+
 def api_client(settings: Settings, api_url: str, session: Session | None = None) -> ApiClient:
     """An ApiClient for ``api_url`` that saves every rotated login (``session``: the saved
     login, when the caller has read it already)."""
     dotdir = settings.dotdir.path
     return ApiClient(
-        http_factory(api_url),
+        server_http(settings, api_url),
         api_url=api_url,
         session=session if session is not None else account.load_session(dotdir),
         on_session=lambda rotated: account.save_session(dotdir, rotated),

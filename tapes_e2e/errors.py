@@ -34,6 +34,7 @@ request's answer was malformed, not what it held.
 from __future__ import annotations
 
 __all__ = [
+    "AirGappedError",
     "AlreadySharedError",
     "AudienceMismatchError",
     "AuthError",
@@ -77,6 +78,13 @@ class InterruptedWorkError(TapesError):
 
 class ConfigError(TapesError):
     default_hint = "check ~/.tapes/config.toml (or the file under --config-dir / TAPES_HOME)"
+
+
+class AirGappedError(ConfigError):
+    default_hint = (
+        "this machine never connects (storage.air_gapped in config.toml, or TAPES_AIR_GAPPED); "
+        "local commands, export, prove and verify still work"
+    )
 
 
 class StoreError(TapesError):

@@ -227,7 +227,9 @@ def configure(
     settings = _settings(ctx)
     if api_url is not None and check:
         # Refuse a URL that is not a reachable tapes server whose logins bind to this very URL.
-        ApiClient(context.http_factory(api_url), api_url=api_url.rstrip("/")).check_server()
+        ApiClient(
+            context.server_http(settings, api_url), api_url=api_url.rstrip("/")
+        ).check_server()
     if no_team:
         team = PERSONAL
     values = {
