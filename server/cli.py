@@ -348,7 +348,7 @@ def retention(
         if dry_run:  # a read-only transaction, rolled back
             with Session(engine.execution_options(**{READ_ONLY: True})) as db:
                 found = expiring(db, now, settings.plans)
-                total = sum(expiry.envelopes for expiry in found)
+                total = sum(expiry.envelopes for expiry in found if not expiry.held)
         else:  # one transaction: the list is what is deleted
             with Session(engine) as db, db.begin():
                 found = expiring(db, now, settings.plans)
@@ -357,10 +357,12 @@ def retention(
         engine.dispose()
     verb = "would delete" if dry_run else "deleted"
     for expiry in found:
-        sys.stdout.write(
-            f"{verb} {expiry.envelopes} envelope(s) of {expiry.kind} vault {expiry.slug} "
-            f"({expiry.tier} plan: uploaded before {expiry.cutoff:%Y-%m-%d %H:%M} UTC)\n"
-        )
+        what = f"{expiry.envelopes} envelope(s) of {expiry.kind} vault {expiry.slug}"
+        plan = f"{expiry.tier} plan: uploaded before {expiry.cutoff:%Y-%m-%d %H:%M} UTC"
+        if expiry.held:
+            sys.stdout.write(f"kept {what} ({plan}): on legal hold\n")
+        else:
+            sys.stdout.write(f"{verb} {what} ({plan})\n")
     tail = "; nothing deleted (dry run)" if dry_run else ""
     sys.stdout.write(f"retention: {verb} {total} expired envelope(s){tail}\n")
 

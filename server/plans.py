@@ -171,6 +171,7 @@ class Expiry:
     tier: str
     cutoff: datetime
     envelopes: int
+    held: bool = False  # on legal hold: kept, whatever the plan says
 
 
 def expiring(db: Session, now: datetime, mode: PlansMode) -> list[Expiry]:
@@ -178,21 +179,24 @@ def expiring(db: Session, now: datetime, mode: PlansMode) -> list[Expiry]:
     found: list[Expiry] = []
     for tier_name, cutoff in _cutoffs(mode, now).items():
         rows = db.execute(
-            select(Team.id, Team.slug, Team.kind, func.count())
+            select(Team.id, Team.slug, Team.kind, Team.legal_hold, func.count())
             .join(NodeRecord, NodeRecord.vault_id == Team.id)
             .where(Team.tier == tier_name, NodeRecord.uploaded_at < cutoff)
-            .group_by(Team.id, Team.slug, Team.kind)
+            .group_by(Team.id, Team.slug, Team.kind, Team.legal_hold)
             .order_by(Team.slug)
         ).all()
-        found += [Expiry(v, slug, kind, tier_name, cutoff, n) for v, slug, kind, n in rows]
+        found += [
+            Expiry(v, slug, kind, tier_name, cutoff, n, held) for v, slug, kind, held, n in rows
+        ]
     return found
 
 
 def apply_retention(db: Session, now: datetime, mode: PlansMode) -> int:
-    """Delete envelopes older than each vault's plan keeps; return how many were deleted."""
+    """Delete envelopes older than each vault's plan keeps, except in vaults on legal hold;
+    return how many were deleted."""
     deleted = 0
     for tier_name, cutoff in _cutoffs(mode, now).items():
-        vaults = select(Team.id).where(Team.tier == tier_name)
+        vaults = select(Team.id).where(Team.tier == tier_name, Team.legal_hold.is_(False))
         stale_shares = (
             select(ShareNode.share_id, ShareNode.node_id)
             .join(Share, Share.id == ShareNode.share_id)

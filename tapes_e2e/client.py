@@ -75,6 +75,7 @@ from tapes_e2e.protocol.dashboard import DashboardLinkOut
 from tapes_e2e.protocol.teams import (
     ChainHeadOut,
     ChainPage,
+    HoldOut,
     InviteOut,
     JoinRequestOut,
     JoinResult,
@@ -253,6 +254,7 @@ _KEY_CREATED = msgspec.json.Decoder(ApiKeyCreated)
 _KEYS = msgspec.json.Decoder(list[ApiKeyInfo])
 _DEVICES = msgspec.json.Decoder(list[DeviceOut])
 _REKEY = msgspec.json.Decoder(RekeyOut)
+_HOLD = msgspec.json.Decoder(HoldOut)
 _RESEAL_STATUS = msgspec.json.Decoder(ResealStatus)
 _RESEALED = msgspec.json.Decoder(ResealResult)
 _GITHUB_DEVICE = msgspec.json.Decoder(GithubDeviceOut)
@@ -605,6 +607,11 @@ class ApiClient:
     def members(self, team: str) -> list[MemberOut]:
         """The team's live members with their handles, on the server's word (unverified)."""
         return self._call("GET", f"/api/v1/teams/{_seg(team)}/members", _MEMBERS)
+
+    def hold(self, team: str, *, on: bool) -> bool:
+        """Put the vault on legal hold or take it off (owners); whether it is held now."""
+        path = f"/api/v1/teams/{_seg(team)}/hold"
+        return self._call("POST", path, _HOLD, body=_encode({"on": on})).legal_hold
 
     def leave(self, team: str) -> None:
         """Leave ``team``: the server stops serving it to this account at once."""

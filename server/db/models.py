@@ -24,6 +24,7 @@ from sqlalchemy import (
     Numeric,
     String,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -107,6 +108,8 @@ class Team(Base):
     # under any other epoch is refused (server.domain.nodes.services.push).
     epoch: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     audit_head: Mapped[str | None] = mapped_column(String(64))
+    # Legal hold (``tapes team hold``, owners): retention deletes nothing of the vault while on.
+    legal_hold: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(Stamp)
 
 

@@ -129,6 +129,7 @@ def show(
     api, identity = connect(settings)
     team_id = resolve_team(api, team)
     state = verify_team(api, team_id, identity, settings.dotdir.path)
+    held = any(v.legal_hold for v in api.vaults() if v.vault_id == team_id)
     members = sorted(state.members.values(), key=lambda m: (m.role, m.fingerprint))
     roster = _roster(api, team_id)
     handles = {fp: m.handle + (" (left)" if m.left_at else "") for fp, m in roster.items()}
@@ -139,6 +140,7 @@ def show(
         "metadata_policy": state.metadata_policy,
         "content_policy": state.content_policy,
         "chain_head": state.head.seqno,
+        "legal_hold": held,
         "safety_number": keymgmt.safety_number(state),
         "members": [
             {
@@ -160,6 +162,9 @@ def show(
         f"policy: metadata {state.metadata_policy}, content {state.content_policy}", markup=False
     )
     output.stdout.print(f"safety number: {report['safety_number']}", markup=False)
+    if held:
+        output.stdout.print("legal hold: on (the server's retention deletes nothing)",
+                            markup=False)  # fmt: skip
     output.table(
         ("HANDLE", "FINGERPRINT", "ROLE", ""),
         [(_label(m.fingerprint, handles, githubs), m.fingerprint, m.role,
@@ -468,6 +473,27 @@ def reencrypt_history(
             f"{output.count(result.others, 'node')} of other members are still under older "
             "epochs: each member re-seals their own with this command"
         )
+
+
+@app.command("hold")
+def hold(
+    ctx: typer.Context,
+    team: Annotated[str, typer.Argument(help="Team id or name.")],
+    state: Annotated[str, typer.Argument(help="on or off.", metavar="on|off")],
+) -> None:
+    """Put the team on legal hold (the server's retention deletes nothing of it) or take it off:
+    owners; recorded in the team's audit trail."""
+    if state not in ("on", "off"):
+        raise typer.BadParameter(f"expected on or off, not {state!r}")
+    settings = _settings(ctx)
+    api, _identity = connect(settings)
+    team_id = resolve_team(api, team)
+    held = api.hold(team_id, on=state == "on")
+    output.stdout.print(
+        f"team {team_id}: legal hold {'on' if held else 'off'}"
+        + (" (retention deletes nothing of it)" if held else ""),
+        markup=False,
+    )
 
 
 @app.command("leave")

@@ -220,6 +220,7 @@ class VaultOut(_Strict, frozen=True):
     tier: str
     head_seq: int
     node_count: int
+    legal_hold: bool = False
 
 
 MetadataValue = str | int | None

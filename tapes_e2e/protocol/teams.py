@@ -23,6 +23,8 @@ __all__ = [
     "ChainAppend",
     "ChainHeadOut",
     "ChainPage",
+    "HoldOut",
+    "HoldSet",
     "InviteCreate",
     "InviteOut",
     "JoinRequestBodyWire",
@@ -277,6 +279,17 @@ class AuditPage(_Strict, frozen=True):
     entries: list[AuditEntryOut]
     cursor: int
     more: bool
+
+
+class HoldSet(_Strict, frozen=True):
+    """``PUT /api/v1/teams/{id}/hold``: put the vault on legal hold, or take it off."""
+
+    on: bool
+
+
+class HoldOut(_Strict, frozen=True):
+    vault: str
+    legal_hold: bool
 
 
 class RekeyVault(_Strict, frozen=True):

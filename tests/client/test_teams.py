@@ -773,3 +773,16 @@ def test_a_removed_member_is_told_what_happened_and_how_to_sync_elsewhere(
     assert "tapes storage configure --no-team" in tapes("bob", "storage", "sync")[2]
     ok(tapes("bob", "storage", "configure", "--no-team"))
     assert json.loads(ok(tapes("bob", "storage", "sync", "--json")))["pushed"] == 1
+
+
+def test_an_owner_puts_the_team_on_legal_hold_and_show_says_so(team: Team, tapes: Tapes) -> None:
+    assert "legal hold on" in ok(tapes("alice", "team", "hold", "Acme", "on"))
+    shown = json.loads(ok(tapes("bob", "team", "show", team.id, "--json")))
+    assert shown["legal_hold"] is True
+    assert "legal hold: on" in ok(tapes("bob", "team", "show", team.id))
+    one_error(tapes("bob", "team", "hold", team.id, "off"), "only an owner")
+    code, _, err = tapes("alice", "team", "hold", team.id, "maybe")
+    assert code == 2
+    assert "on or off" in err
+    assert "legal hold off" in ok(tapes("alice", "team", "hold", team.id, "off"))
+    assert json.loads(ok(tapes("bob", "team", "show", team.id, "--json")))["legal_hold"] is False

@@ -280,3 +280,52 @@ def test_every_command_has_help(command: list[str]) -> None:
     result = tapes_server(*command, "--help")
     assert result.exit_code == 0
     assert "--database-url" in result.stdout
+
+
+def test_a_team_on_legal_hold_keeps_everything_and_retention_says_so(
+    alice: User, clock: Clock, client: TestClient[Any], database_url: str
+) -> None:
+    """An owner's legal hold (audited): retention, dry run or not, deletes nothing of the team
+    and names it as kept; taken off, the next run deletes what the plan no longer keeps."""
+    kit = TeamKit(alice, clock)
+    team, keys = kit.team_id, kit.vault(alice)
+    old = keys.chain(3)
+    clock.advance(days=-40)
+    assert alice.post("/api/v1/sync/push", {"vault": team, "envelopes": old}).is_success
+    clock.advance(days=40)
+
+    def stored() -> int:
+        return int(alice.get(f"/api/v1/sync/status?vault={team}").json()["node_count"])
+
+    held = alice.post(f"/api/v1/teams/{team}/hold", {"on": True})
+    assert held.json() == {"vault": team, "legal_hold": True}
+    assert [v["legal_hold"] for v in alice.get("/api/v1/teams").json()] == [False, True]
+    for args in (["--dry-run"], []):
+        result = tapes_server("retention", *args, "--plans", "rfc", "--database-url", database_url)
+        assert result.exit_code == 0, result.stderr
+        first, total = result.stdout.splitlines()
+        assert first.startswith(f"kept 3 envelope(s) of team vault {kit.slug} (free plan")
+        assert first.endswith(": on legal hold")
+        assert total.startswith(("retention: would delete 0", "retention: deleted 0"))
+        assert stored() == 3
+    audit = alice.get(f"/api/v1/teams/{team}/audit").json()["entries"]
+    assert audit[-1]["action"] == "legal_hold_on"
+    off = alice.post(f"/api/v1/teams/{team}/hold", {"on": False})
+    assert off.json()["legal_hold"] is False
+    result = tapes_server("retention", "--plans", "rfc", "--database-url", database_url)
+    assert result.stdout.splitlines()[-1] == "retention: deleted 3 expired envelope(s)"
+    assert stored() == 0
+
+
+def test_only_a_logged_in_owner_sets_a_legal_hold(
+    alice: User, bob: User, clock: Clock, client: TestClient[Any]
+) -> None:
+    kit = TeamKit(alice, clock)
+    assert kit.add(bob, "admin").status_code == 200
+    assert bob.post(f"/api/v1/teams/{kit.team_id}/hold", {"on": True}).status_code == 403
+    key = alice.post("/api/v1/api-keys/", {"vault": kit.team_id, "permissions": ["admin"]}).json()
+    by_key = client.post(f"/api/v1/teams/{kit.team_id}/hold", json={"on": True},
+                         headers={"Authorization": f"Bearer {key['api_key']}"})  # fmt: skip
+    assert by_key.status_code == 401
+    assert alice.get("/api/v1/teams").json()[1]["legal_hold"] is False
+    assert alice.post(f"/api/v1/teams/{kit.team_id}/hold", {"on": True}).status_code == 200

@@ -22,6 +22,7 @@ or admin (``keymgmt`` verifies it here too, as defence in depth — clients veri
 - ``GET /api/v1/teams/{id}/join-requests`` — admins; approval is the chain append of the signed
   ``add`` carrying the invite id, which marks the invite used (single use).
 - ``GET /api/v1/teams/{id}/audit`` — owners and admins: entries and whether the chain verifies.
+- ``POST /api/v1/teams/{id}/hold`` — owners: legal hold on or off (retention skips a held vault).
 """
 
 from __future__ import annotations
@@ -87,6 +88,8 @@ from tapes_e2e.protocol.teams import (
     ChainAppend,
     ChainHeadOut,
     ChainPage,
+    HoldOut,
+    HoldSet,
     InviteCreate,
     InviteOut,
     JoinRequestOut,
@@ -257,6 +260,26 @@ class TeamController(Controller):
         fingerprints of the verified chain, on the server's word."""
         team, _member = team_member(db, principal, team_id)
         return members_out(db, team.id)
+
+    @post("/{team_id:str}/hold", sync_to_thread=True, status_code=200)
+    def hold(
+        self, team_id: TeamPath, data: JSONBody[HoldSet], db: SessionDep,
+        principal: PrincipalDep, now: NowDep,
+    ) -> HoldOut:  # fmt: skip
+        """Put the vault on legal hold (retention deletes nothing of it) or take it off: an
+        owner, logged in; audited."""
+        team, member = team_member(db, principal, team_id)
+        user = interactive_user(db, principal, "set a legal hold")
+        if member.role != "owner":
+            raise Forbidden("only an owner puts a vault on legal hold or takes it off")
+        team = lock_team(db, team.id)
+        if team.legal_hold != data.on:
+            team.legal_hold = data.on
+            audit.record(
+                db, team_id=team.id, actor_id=user.id, subject=team.id, now=now,
+                action="legal_hold_on" if data.on else "legal_hold_off", detail={},
+            )  # fmt: skip
+        return HoldOut(vault=team.id, legal_hold=team.legal_hold)
 
     @post("/{team_id:str}/leave", sync_to_thread=True, status_code=204)
     def leave(

@@ -49,6 +49,7 @@ def _out(team: Team, member: TeamMember) -> VaultOut:
         tier=team.tier,
         head_seq=team.head_seq,
         node_count=team.node_count,
+        legal_hold=team.legal_hold,
     )
 
 
