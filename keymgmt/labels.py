@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Final
 
 __all__ = [
+    "AUDIT_HEAD_SIGNATURE",
     "CHAIN_HASH",
     "CHAIN_SIGNATURE",
     "ENVELOPE_AD",
@@ -70,5 +71,6 @@ INVITE_CHECKSUM: Final = _PREFIX + b"invite/checksum"
 SHARE_SIGNATURE: Final = _PREFIX + b"share-signature"
 SHARE_TEXT_AD: Final = _PREFIX + b"share-text-ad"
 LOGIN_CHALLENGE: Final = _PREFIX + b"login-challenge"
+AUDIT_HEAD_SIGNATURE: Final = _PREFIX + b"audit-head-signature"  # the server signs its log head
 REKEY_PROOF: Final = _PREFIX + b"rekey-proof"  # the new key of a rekey signs its place in the chain
 REKEY_ACCOUNT: Final = _PREFIX + b"rekey-account"  # old and new key sign an account's key change

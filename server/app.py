@@ -38,7 +38,12 @@ from server.domain.auth import ApiKeyController, AuthController
 from server.domain.github import GithubController, UserLookupController
 from server.domain.nodes import NodeController, SyncController
 from server.domain.shares import ShareController, SharedController
-from server.domain.teams import InviteController, TeamController, create_team
+from server.domain.teams import (
+    InviteController,
+    TeamController,
+    WellKnownController,
+    create_team,
+)
 from server.domain.usage.controllers import UsageController
 from server.domain.vaults import VaultChainController, VaultController
 from server.errors import ApiError, problem
@@ -125,6 +130,7 @@ def create_app(
             create_team,
             TeamController,
             InviteController,
+            WellKnownController,
             ShareController,
             SharedController,
             VaultChainController,

@@ -2,34 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from keymgmt.audit import entry_hash
 from server.db.models import AuditEntry, Team
 
 __all__ = ["record", "verify_audit_page"]
-
-
-def _entry_hash(
-    prev: str | None,
-    *,
-    action: str,
-    subject: str,
-    detail: dict[str, object],
-    actor: str | None,
-    at: datetime,
-) -> str:
-    # SQLite hands stored stamps back naive: hash the same UTC instant either way.
-    moment = (at if at.tzinfo else at.replace(tzinfo=UTC)).astimezone(UTC)
-    body = json.dumps(
-        [prev, action, subject, detail, actor, moment.isoformat()], sort_keys=True, default=str
-    )
-    return hashlib.sha256(body.encode("utf-8")).hexdigest()
 
 
 def record(
@@ -53,9 +35,7 @@ def record(
             .execution_options(populate_existing=True)  # the head as of the lock, not before
         )
         prev = team.audit_head if team else None
-    digest = _entry_hash(
-        prev, action=action, subject=subject, detail=detail, actor=actor_id, at=now
-    )
+    digest = entry_hash(prev, action=action, subject=subject, detail=detail, actor=actor_id, at=now)
     db.add(
         AuditEntry(
             team_id=team_id,
@@ -86,7 +66,7 @@ def verify_audit_page(db: Session, team_id: str, page: Sequence[AuditEntry], *, 
     )
     prev = before
     for entry in page:
-        expected = _entry_hash(
+        expected = entry_hash(
             prev, action=entry.action, subject=entry.subject, detail=entry.detail,
             actor=entry.actor_id, at=entry.created_at,
         )  # fmt: skip

@@ -73,6 +73,7 @@ from tapes_e2e.protocol import (
 )
 from tapes_e2e.protocol.dashboard import DashboardLinkOut
 from tapes_e2e.protocol.teams import (
+    AuditPage,
     ChainHeadOut,
     ChainPage,
     HoldOut,
@@ -83,6 +84,7 @@ from tapes_e2e.protocol.teams import (
     KeyringUploaded,
     MemberOut,
     RekeyOut,
+    ServerKeyOut,
     ShareOut,
     SharePage,
     SignedWire,
@@ -255,6 +257,8 @@ _KEYS = msgspec.json.Decoder(list[ApiKeyInfo])
 _DEVICES = msgspec.json.Decoder(list[DeviceOut])
 _REKEY = msgspec.json.Decoder(RekeyOut)
 _HOLD = msgspec.json.Decoder(HoldOut)
+_AUDIT = msgspec.json.Decoder(AuditPage)
+_SERVER_KEY = msgspec.json.Decoder(ServerKeyOut)
 _RESEAL_STATUS = msgspec.json.Decoder(ResealStatus)
 _RESEALED = msgspec.json.Decoder(ResealResult)
 _GITHUB_DEVICE = msgspec.json.Decoder(GithubDeviceOut)
@@ -607,6 +611,15 @@ class ApiClient:
     def members(self, team: str) -> list[MemberOut]:
         """The team's live members with their handles, on the server's word (unverified)."""
         return self._call("GET", f"/api/v1/teams/{_seg(team)}/members", _MEMBERS)
+
+    def audit_page(self, team: str, after: int = 0, limit: int = 500) -> AuditPage:
+        """A page of the team's audit log after entry ``after``, with the server-signed head."""
+        params: dict[str, str | int] = {"after": after, "limit": limit}
+        return self._call("GET", f"/api/v1/teams/{_seg(team)}/audit", _AUDIT, params=params)
+
+    def server_key(self) -> ServerKeyOut:
+        """The server's own Ed25519 public key (it signs audit heads)."""
+        return self._call("GET", "/.well-known/tapes-server-key", _SERVER_KEY)
 
     def hold(self, team: str, *, on: bool) -> bool:
         """Put the vault on legal hold or take it off (owners); whether it is held now."""

@@ -48,6 +48,7 @@ __all__ = [
     "RateEvent",
     "RefreshToken",
     "RetiredKey",
+    "ServerKey",
     "Share",
     "ShareNode",
     "Team",
@@ -363,6 +364,17 @@ class AuditEntry(Base):
     detail: Mapped[dict[str, object]] = mapped_column(JsonType)
     prev_hash: Mapped[str | None] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(Stamp)
+    # A team's newest entry (the head the server signs) in O(log n) on every backend.
+    __table_args__ = (Index("ix_audit_log_team_entry", "team_id", "id"),)
+
+
+class ServerKey(Base):
+    """The server's own signing key (the audit log's head), made on first use."""
+
+    __tablename__ = "server_keys"
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    seed: Mapped[bytes] = mapped_column(LargeBinary(32))
     created_at: Mapped[datetime] = mapped_column(Stamp)
 
 

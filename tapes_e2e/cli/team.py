@@ -8,7 +8,9 @@ carry a one-time secret: they are printed once, to be passed out of band, and ke
 
 from __future__ import annotations
 
+import csv
 import sys
+from datetime import UTC, datetime
 from typing import Annotated, Literal, cast
 
 import tomlkit
@@ -22,7 +24,7 @@ from tapes_e2e.context import Settings, logged_in
 from tapes_e2e.errors import InterruptedWorkError, RemoteError, TeamError
 from tapes_e2e.identity import unlock
 from tapes_e2e.protocol.teams import MemberOut
-from tapes_e2e.teams import flows, reencrypt
+from tapes_e2e.teams import audit, flows, reencrypt
 from tapes_e2e.teams.access import resolve_team, verify_team
 
 __all__ = ["app", "connect", "seconds"]
@@ -473,6 +475,55 @@ def reencrypt_history(
             f"{output.count(result.others, 'node')} of other members are still under older "
             "epochs: each member re-seals their own with this command"
         )
+
+
+@app.command("audit")
+def audit_log(
+    ctx: typer.Context,
+    team: Annotated[str, typer.Argument(help="Team id or name.")],
+    since: Annotated[
+        str | None, typer.Option(help="Only events from this day on (YYYY-MM-DD, UTC).")
+    ] = None,
+    as_json: output.JsonFlag = False,
+    as_csv: Annotated[
+        bool, typer.Option("--csv", help="Comma-separated, for a spreadsheet.")
+    ] = False,
+) -> None:
+    """The team's audit trail, each line marked by what vouches for it: `verified` (the signed
+    chain and share statements, checked here) or `server` (its signed, hash-chained log,
+    checked against what this machine read before). Owners and admins."""
+    start = None
+    if since is not None:
+        try:
+            start = datetime.strptime(since, "%Y-%m-%d").replace(tzinfo=UTC)
+        except ValueError:
+            raise typer.BadParameter(f"expected a day such as 2026-01-31, not {since!r}") from None
+    settings = _settings(ctx)
+    api, identity = connect(settings)
+    team_id = resolve_team(api, team)
+    lines = audit.audit_trail(api, identity, settings.dotdir.path, team_id, start)
+    if as_json:
+        output.emit_json([line.to_json() for line in lines])
+    elif as_csv:
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(("time", "source", "who", "event"))
+        for line in lines:
+            writer.writerow([_cell(v) for v in line.to_json().values()])
+    else:
+        output.table(
+            ("TIME", "SOURCE", "WHO", "EVENT"),
+            [(f"{line.time:%Y-%m-%d %H:%M:%S}", line.source, line.who[:19], line.event)
+             for line in lines],
+        )  # fmt: skip
+        output.note(
+            "verified: the signed chain and share statements, checked here; server: the "
+            "server's own log, checked to be the one this machine read before"
+        )
+
+
+def _cell(value: str) -> str:
+    """A CSV cell a spreadsheet shows as text, never runs as a formula."""
+    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
 
 
 @app.command("hold")

@@ -39,9 +39,11 @@ __all__ = [
     "RekeyOut",
     "RekeyRequest",
     "RekeyVault",
+    "ServerKeyOut",
     "ShareCreate",
     "ShareOut",
     "SharePage",
+    "SignedAuditHead",
     "SignedWire",
     "TeamCreate",
     "TeamCreated",
@@ -279,6 +281,22 @@ class AuditPage(_Strict, frozen=True):
     entries: list[AuditEntryOut]
     cursor: int
     more: bool
+    head: SignedAuditHead | None = None
+
+
+class SignedAuditHead(_Strict, frozen=True):
+    """The team's audit log head as the server signs it: the last entry's id and hash, signed
+    with the server's key (``keymgmt.audit``); ``entry_id`` 0 and an empty hash: no entry yet."""
+
+    entry_id: int
+    hash: str
+    signature: Sig64
+
+
+class ServerKeyOut(_Strict, frozen=True):
+    """``GET /.well-known/tapes-server-key``: the server's Ed25519 public key (hex)."""
+
+    ed25519: Hex64
 
 
 class HoldSet(_Strict, frozen=True):

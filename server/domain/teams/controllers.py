@@ -34,9 +34,11 @@ from typing import Annotated
 import msgspec
 from litestar import Controller
 from litestar.params import JSONBody, Parameter
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
+from keymgmt._encoding import b64e
+from keymgmt.audit import sign_audit_head
 from server import acl, audit
 from server.db.models import (
     AuditEntry,
@@ -82,6 +84,7 @@ from server.errors import (
     NotFound,
 )
 from server.openapi import AfterSeqno, TeamPath, delete, get, post
+from server.signing import public_key, signing_seed
 from tapes_e2e.protocol.teams import (
     AuditEntryOut,
     AuditPage,
@@ -100,12 +103,14 @@ from tapes_e2e.protocol.teams import (
     KeyringUploaded,
     MemberAdd,
     MemberOut,
+    ServerKeyOut,
+    SignedAuditHead,
     SignedWire,
     TeamCreate,
     TeamCreated,
 )
 
-__all__ = ["InviteController", "TeamController", "create_team"]
+__all__ = ["InviteController", "TeamController", "WellKnownController", "create_team"]
 
 Limit = Annotated[int, Parameter(ge=1, le=MAX_PAGE)]
 
@@ -321,8 +326,12 @@ class TeamController(Controller):
             .limit(limit + 1)
         ).all()
         page = rows[:limit]
+        last = db.scalar(select(func.max(AuditEntry.id)).where(AuditEntry.team_id == team.id))
+        head_id, head_hash = last or 0, team.audit_head or ""
+        signature = sign_audit_head(signing_seed(db), team.id, head_id, head_hash)
         return AuditPage(
             team_id=team.id,
+            head=SignedAuditHead(entry_id=head_id, hash=head_hash, signature=b64e(signature)),
             chain_ok=audit.verify_audit_page(db, team.id, page, last=len(rows) <= limit),
             entries=[
                 AuditEntryOut(
@@ -388,3 +397,14 @@ class InviteController(Controller):
         return JoinResult(
             request_id=request.id, team_id=invite.team_id, invite_id=invite.id, status="pending"
         )
+
+
+class WellKnownController(Controller):
+    path = "/.well-known"
+    tags = ["auth"]
+
+    @get("/tapes-server-key", sync_to_thread=True)
+    def server_key(self, db: SessionDep) -> ServerKeyOut:
+        """The server's own Ed25519 public key, which signs each team's audit log head;
+        clients pin it on first use."""
+        return ServerKeyOut(ed25519=public_key(db).hex())
