@@ -120,6 +120,20 @@ def test_a_stolen_laptop_is_shut_out_and_history_sealed_again_over_a_live_server
     assert (done["resealed"], done["epoch"]) == (2, 2)
     assert set(_epochs(live_server, team)) == {new}  # every node sealed under the new key's epoch
     _bob_reads_on(capsys, desk, bob, team, history)
+    # the trail over the live server: the rotation as the chain proves it and the server logged it
+    trail = json.loads(ok(capsys, desk, "team", "audit", team, "--json"))
+    assert any(t["source"] == "verified" and t["event"].startswith(f"rekey {new}") for t in trail)
+    assert any(t["source"] == "server" and t["event"].startswith("member_rekeyed") for t in trail)
+
+
+def _the_trail_shows_the_rotation(
+    capsys: pytest.CaptureFixture[str], home: Path, team: str, new: str
+) -> None:
+    """The audit trail over the live server: the rotation as the chain proves it and as the
+    server logged it (its signed log, pinned on this first read)."""
+    trail = json.loads(ok(capsys, home, "team", "audit", team, "--json"))
+    assert any(t["source"] == "verified" and t["event"].startswith(f"rekey {new}") for t in trail)
+    assert any(t["source"] == "server" and t["event"].startswith("member_rekeyed") for t in trail)
 
 
 def _bob_reads_on(
