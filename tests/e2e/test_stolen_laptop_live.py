@@ -59,6 +59,25 @@ def _team(capsys: pytest.CaptureFixture[str], alice: Path, bob: Path, url: str) 
     return team
 
 
+def _from_the_kit_revoke_the_laptop(
+    capsys: pytest.CaptureFixture[str], laptop: Path, desk: Path, url: str, team: str,
+    history: list[str],
+) -> None:  # fmt: skip
+    """The second machine, from the recovery kit: it reads the team, and ends the laptop's
+    login, which is refused at once."""
+    kit = desk.parent / "kit.txt"
+    ok(capsys, laptop, "keys", "export", "--recovery-kit", "-o", str(kit))
+    ok(capsys, desk, "keys", "import", str(kit))
+    ok(capsys, desk, "auth", "login", "--server", url, "--device", "desk")
+    ok(capsys, desk, "storage", "configure", "--team", team)
+    ok(capsys, desk, "storage", "sync")
+    assert set(history) <= set(hashes(desk))
+    devices = json.loads(ok(capsys, desk, "auth", "devices", "--json"))
+    stolen = next(d["device_id"] for d in devices if d["name"] == "laptop")
+    ok(capsys, desk, "auth", "devices", "revoke", stolen)
+    assert tapes(capsys, laptop, "storage", "sync")[0] == 1
+
+
 def test_a_stolen_laptop_is_shut_out_and_history_sealed_again_over_a_live_server(
     live_server: LiveServer, tmp_path: Path, capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
@@ -75,18 +94,7 @@ def test_a_stolen_laptop_is_shut_out_and_history_sealed_again_over_a_live_server
     ok(capsys, laptop, "storage", "sync")
     old = json.loads((laptop / "session.json").read_text())["fingerprint"]
 
-    # the second machine, from the recovery kit
-    kit = tmp_path / "kit.txt"
-    ok(capsys, laptop, "keys", "export", "--recovery-kit", "-o", str(kit))
-    ok(capsys, desk, "keys", "import", str(kit))
-    ok(capsys, desk, "auth", "login", "--server", url, "--device", "desk")
-    ok(capsys, desk, "storage", "configure", "--team", team)
-    ok(capsys, desk, "storage", "sync")
-    assert set(history) <= set(hashes(desk))
-    devices = json.loads(ok(capsys, desk, "auth", "devices", "--json"))
-    stolen = next(d["device_id"] for d in devices if d["name"] == "laptop")
-    ok(capsys, desk, "auth", "devices", "revoke", stolen)
-    assert tapes(capsys, laptop, "storage", "sync")[0] == 1  # refused at once
+    _from_the_kit_revoke_the_laptop(capsys, laptop, desk, url, team, history)
 
     # the key itself may be known: rotate it everywhere
     out = ok(capsys, desk, "keys", "rotate", "--yes")
