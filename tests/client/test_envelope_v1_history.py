@@ -40,13 +40,13 @@ def test_version_1_history_is_pulled_opened_and_continued(
     history = chain(["Why is the build red?", "A flaky test."])
     old = [v1_record(n, access.state, access.content_keys(), cloud.identity.fingerprint)
            for n in history]  # fmt: skip
-    real_check = server_nodes._check_envelope
+    real_check = server_nodes.check_envelope
 
     def as_before_the_upgrade(vault: str, env: server_nodes.EnvelopeWire) -> None:
         real_check(vault, msgspec.structs.replace(env, version=2, at_seqno=0, at_hash="0" * 64))
 
     with monkeypatch.context() as patch:  # the server then stored version 1
-        patch.setattr(server_nodes, "_check_envelope", as_before_the_upgrade)
+        patch.setattr(server_nodes, "check_envelope", as_before_the_upgrade)
         assert len(cloud.api.push(access.vault, old).stored) == 2
     # a store that never saw these records pulls and opens them
     code, _out, err = tapes("old", "storage", "sync")

@@ -193,6 +193,7 @@ PUBLIC = {
     ("POST", "/auth/token/refresh"),
     ("POST", "/auth/logout"),
     ("GET", "/healthz"),
+    ("GET", "/.well-known/tapes-server-key"),  # the audit key clients pin: public
 }
 CREDENTIALS = {
     "type": "about:blank",
