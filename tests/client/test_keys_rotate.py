@@ -24,6 +24,7 @@ from tests.client.conftest import FAST, Tapes
 from tests.client.test_sync_round_trip import hashes
 from tests.client.test_teams import (
     Team,
+    _sealed_to,
     api_for,
     fingerprint,
     ok,
@@ -37,15 +38,6 @@ from tests.server.conftest import AUDIENCE
 @pytest.fixture
 def team(tapes: Tapes, tmp_path: Path) -> Team:
     return Team(tapes, tmp_path)
-
-
-def _sealed_to(client: TestClient[Any], vault: str) -> dict[int, set[str]]:
-    with Session(client.app.state.engine) as db:
-        rows = db.scalars(select(Keyring).where(Keyring.team_id == vault)).all()
-    sealed: dict[int, set[str]] = {}
-    for row in rows:
-        sealed.setdefault(row.epoch, set()).add(row.recipient)
-    return sealed
 
 
 def _keyring(client: TestClient[Any], vault: str, epoch: int) -> dict[str, Any]:
