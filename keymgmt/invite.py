@@ -151,6 +151,10 @@ def parse_invite_code(text: str) -> InviteCode:
         raise InviteCodeError("the invite code contains characters that do not belong") from None
     if len(raw) != _LAYOUT.size + _CHECKSUM_BYTES:
         raise InviteCodeError("the invite code is incomplete or too long")
+    if base64.b32encode(raw).decode("ascii").rstrip("=") != b32:
+        # the last letter carries bits past the end of the code, which decoding drops: a typo
+        # there changes nothing the checksum sees
+        raise InviteCodeError("the invite code has a typo (in its last letter)")
     payload, checksum = raw[: _LAYOUT.size], raw[_LAYOUT.size :]
     if not prim.constant_time_equal(checksum, _checksum(payload)):
         raise InviteCodeError("the invite code has a typo (checksum mismatch)")

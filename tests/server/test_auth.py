@@ -172,6 +172,39 @@ def test_auth_endpoints_are_rate_limited(tmp_path: Any) -> None:
     assert codes == [200, 200, 200, 429, 429]
 
 
+def test_a_burst_across_a_minute_boundary_is_still_limited(tmp_path: Any) -> None:
+    """A fixed window would let the limit be spent at 12:00:59 and again at 12:01:00; the
+    previous minute's count still weighs on the new minute, fading over it."""
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy.orm import Session
+
+    from server import ratelimit
+    from server.db.engine import make_engine
+    from server.db.migrate import upgrade
+    from server.errors import TooManyRequests
+
+    engine = make_engine(f"sqlite+pysqlite:///{tmp_path / 'rl.sqlite'}")
+    upgrade(engine)
+    minute = datetime.now(UTC).replace(second=0, microsecond=0)
+
+    def attempt(at: datetime) -> bool:
+        with Session(engine) as db, db.begin():
+            try:
+                ratelimit.hit(db, "auth:x", limit=4, now=at)
+            except TooManyRequests:
+                return False
+            return True
+
+    late = minute + timedelta(seconds=59.5)
+    assert [attempt(late) for _ in range(4)] == [True] * 4
+    assert not attempt(late)
+    assert not attempt(minute + timedelta(seconds=60.5))  # 4 x 99 % of the last minute
+    half_way = minute + timedelta(seconds=90.5)  # half of it has slid out of view: room for 2
+    assert [attempt(half_way) for _ in range(3)] == [True, True, False]
+    assert attempt(minute + timedelta(seconds=150))  # a quiet minute later, all clear
+
+
 def test_a_scoped_key_never_manages_keys_nor_fetches_keyrings_it_cannot_use(
     client: TestClient[Any], alice: User
 ) -> None:
