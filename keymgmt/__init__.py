@@ -112,6 +112,7 @@ from keymgmt.share import (
     create_share,
     open_share_text,
     verify_share,
+    verify_share_made,
 )
 
 __all__ = [
@@ -214,5 +215,6 @@ __all__ = [
     "verify_login",
     "verify_metadata_only",
     "verify_share",
+    "verify_share_made",
     "write_key_file",
 ]

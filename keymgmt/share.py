@@ -32,7 +32,7 @@ from keymgmt._encoding import (
 )
 from keymgmt.chain import VerifiedTeamState
 from keymgmt.errors import IntegrityError, PolicyError, ShareError
-from keymgmt.identity import Identity
+from keymgmt.identity import Identity, PublicIdentity
 from keymgmt.keyring import TeamKeys
 
 __all__ = [
@@ -42,6 +42,7 @@ __all__ = [
     "open_share_text",
     "parse_share",
     "verify_share",
+    "verify_share_made",
 ]
 
 log = logging.getLogger("keymgmt.share")
@@ -152,25 +153,51 @@ def parse_share(wire: object) -> UnverifiedShare:
         raise ShareError("the share is malformed") from None
 
 
+def _verified(share: UnverifiedShare, signer: PublicIdentity | None) -> VerifiedShare:
+    body = share.body
+    if signer is None or not signer.verify(
+        labels.SHARE_SIGNATURE + share.body_bytes, share.signature
+    ):
+        raise ShareError("the share's signature does not verify")
+    return VerifiedShare(
+        body.team, body.leaf_id, body.sharer, body.time, body.expires_at, body.epoch, body
+    )
+
+
+def _parse_for(wire: object, state: VerifiedTeamState) -> UnverifiedShare:
+    share = parse_share(wire)
+    if share.body.version != labels.PROTOCOL_VERSION or share.body.team != state.team:
+        raise ShareError("the share belongs to another team or protocol version")
+    return share
+
+
 def verify_share(
     wire: object, *, state: VerifiedTeamState, now: int | None = None
 ) -> VerifiedShare:
     """Check the share's signature, that its sharer is a current reader, and its expiry."""
-    share = parse_share(wire)
-    body = share.body
-    if body.version != labels.PROTOCOL_VERSION or body.team != state.team:
-        raise ShareError("the share belongs to another team or protocol version")
-    member = state.member(body.sharer)
+    share = _parse_for(wire, state)
+    member = state.member(share.body.sharer)
     if member is None or not member.reads_content:
         raise ShareError("the share was made by someone who is not a member")
-    if not member.public.verify(labels.SHARE_SIGNATURE + share.body_bytes, share.signature):
-        raise ShareError("the share's signature does not verify")
+    verified = _verified(share, member.public)
     moment = now_seconds() if now is None else now
-    if body.expires_at is not None and moment >= body.expires_at:
+    if verified.expires_at is not None and moment >= verified.expires_at:
         raise ShareError("the share has expired")
-    return VerifiedShare(
-        body.team, body.leaf_id, body.sharer, body.time, body.expires_at, body.epoch, body
-    )
+    return verified
+
+
+def verify_share_made(wire: object, *, state: VerifiedTeamState) -> VerifiedShare:
+    """Check a share as evidence of what was shared then (an offline proof): signed by the key
+    its sharer held in the chain, the sharer a reader while the share's epoch was current, and
+    that epoch one the chain reached. Expiry and later removals do not matter here: the share
+    says what a member stated at the time, and the caller reports whether it still holds."""
+    share = _parse_for(wire, state)
+    body = share.body
+    if body.epoch > state.epoch or not state.was_writer(body.sharer, body.epoch):
+        raise ShareError(
+            f"the sharer {body.sharer} was not a member who reads content in epoch {body.epoch}"
+        )
+    return _verified(share, state.known_identities.get(body.sharer))
 
 
 def open_share_text(share: VerifiedShare, *, keys: TeamKeys) -> tuple[str, str]:

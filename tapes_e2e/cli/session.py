@@ -3,8 +3,11 @@ read through the configured provider: the local store, or with ``cloud`` the ser
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import re
+import shutil
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -15,11 +18,14 @@ from typing import IO, Annotated
 
 import typer
 
+from tapes_e2e import __version__
 from tapes_e2e.cli import output, team
 from tapes_e2e.cli.auth import prompt_for_passphrase
+from tapes_e2e.cli.verify import describe
 from tapes_e2e.context import Settings, reading
 from tapes_e2e.errors import TapesError, TeamError
 from tapes_e2e.node import Node
+from tapes_e2e.proof import build_proof, verify_proof
 from tapes_e2e.teams import sharing
 from tapes_e2e.teams.access import resolve_team
 from tapes_e2e.transfer import export_nodes, import_nodes
@@ -136,6 +142,151 @@ def _output_file(path: Path | None) -> Iterator[IO[bytes]]:
         raise
 
 
+TeamProofOption = Annotated[
+    str | None,
+    typer.Option("--team", help="Add the evidence that a member shared it with this team."),
+]
+
+
+def _session_path(settings: Settings, session: str) -> list[Node]:
+    with reading(settings, prompt=prompt_for_passphrase()) as store:
+        return list(reversed(store.ancestry(store.resolve_prefix(session))))
+
+
+def _proof(settings: Settings, path: list[Node], team_name: str | None, redact: int) -> bytes:
+    evidence = None
+    if team_name is not None:
+        api, identity = team.connect(settings)
+        team_id = resolve_team(api, team_name)
+        evidence = sharing.share_evidence(
+            api, identity, settings.dotdir.path, team_id, path[-1].hash
+        )
+    return build_proof(path, redact=redact, team=evidence)
+
+
+@app.command("prove")
+def prove_session(
+    ctx: typer.Context,
+    session: Annotated[str, typer.Argument(help="Session ID (leaf hash) or a unique prefix.")],
+    team_name: TeamProofOption = None,
+    redact: Annotated[
+        int,
+        typer.Option(
+            "--redact",
+            min=0,
+            metavar="N",
+            help="Hide the first N turns (a turn after one shown cannot be hidden).",
+        ),
+    ] = 0,
+    out: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write to this file (default stdout).")
+    ] = None,
+) -> None:
+    """Write a self-contained proof of a session for an auditor (check it with
+    `tapes verify --proof FILE`, offline and without keys)."""
+    settings = _settings(ctx)
+    path = _session_path(settings, session)
+    data = _proof(settings, path, team_name, redact)
+    with _output_file(out) as sink:
+        sink.write(data)
+    shown = output.count(len(path) - redact, "turn")
+    where = f" with the evidence that it was shared with team {team_name}" if team_name else ""
+    output.note(f"proof of session {path[-1].hash[:12]}: {shown} shown{where}"
+                + (f", written to {out}" if out else ""))  # fmt: skip
+
+
+def _audit_readme(path: list[Node], proof: bytes, files: dict[str, bytes]) -> bytes:
+    report = verify_proof(proof)
+    created = [n.created_at for n in path if n.created_at]
+    models = sorted({n.bucket.model for n in path if n.bucket.model})
+    digests = "\n".join(
+        f"    {hashlib.sha256(data).hexdigest()}  {name}" for name, data in files.items()
+    )
+    proof_lines = "\n".join(f"    {line.strip()}" for line in describe(report))
+    return f"""# Export of tapes session {path[-1].hash}
+
+Written by `tapes session export --for-audit` (tapes-e2e {__version__}) on
+{datetime.now(UTC).isoformat(timespec="seconds")}.
+
+## What this directory holds
+
+- `session.jsonl`: the session's {len(path)} turns, decrypted, one JSON object per line, from
+  the first turn to the last, in the node form of Go tapes (hash, parent_hash, bucket,
+  stop_reason, usage, project, created_at). Recorded between {min(created, default="?")} and
+  {max(created, default="?")}; models: {", ".join(models) or "none named"}.
+- `proof.json`: a proof of the session (format tapes-session-proof, version 1; docs/proofs.md
+  in tapes-e2e). Check it on any machine, with no network and no keys:
+
+      tapes verify --proof proof.json
+
+  What it showed when this export was written:
+
+{proof_lines}
+
+## What the proof covers, and what it does not
+
+Each turn's hash covers its message (the bucket: role, model, provider, content) and its
+parent's hash, exactly as Go tapes computes it, so the proof fixes the content and order of
+every turn. The other fields in `session.jsonl` (token usage, stop reason, project and times)
+are recorded by tapes but no hash covers them: they are as this machine stored them.
+
+## Checksums (SHA-256)
+
+{digests}
+""".encode()
+
+
+def _refuse_existing(target: Path) -> None:
+    if target.exists() or target.is_symlink():
+        raise TapesError(f"{target} already exists; the export writes a new directory",
+                         hint="name a directory that does not exist yet")  # fmt: skip
+
+
+def _write_new_directory(target: Path, files: dict[str, bytes]) -> None:
+    """Create ``target`` holding ``files``, all at once: written into a hidden directory beside
+    it and renamed into place, so a failure leaves nothing behind, and never over a path
+    that exists."""
+    _refuse_existing(target)
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    except OSError as exc:
+        raise TapesError(f"cannot write in {target.parent}: {exc.strerror}",
+                         hint="choose a directory you can write to") from None  # fmt: skip
+    try:
+        for name, data in files.items():
+            with (staging / name).open("xb") as out:
+                out.write(data)
+                out.flush()
+                os.fsync(out.fileno())
+        staging.rename(target)  # refused if target appeared meanwhile and is not empty
+    except BaseException as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise TapesError(f"cannot write {target}: {exc.strerror}",
+                             hint="nothing was left behind; free space or choose another "
+                             "directory, then run it again") from None  # fmt: skip
+        raise
+
+
+def _export_for_audit(
+    settings: Settings, session: str | None, out: Path | None, team_name: str | None
+) -> None:
+    if session is None or out is None or str(out) == "-":
+        raise TapesError("--for-audit exports one session into a new directory",
+                         hint="tapes session export --for-audit SESSION -o DIR")  # fmt: skip
+    target = out.absolute()
+    _refuse_existing(target)  # before anything is read or fetched
+    path = _session_path(settings, session)
+    proof = _proof(settings, path, team_name, 0)
+    lines = io.BytesIO()
+    export_nodes(iter(path), lines)
+    files = {"session.jsonl": lines.getvalue(), "proof.json": proof}
+    files = {"README.md": _audit_readme(path, proof, files), **files}
+    _write_new_directory(target, files)
+    output.note(f"exported session {path[-1].hash[:12]} ({output.count(len(path), 'turn')}) "
+                f"with its proof to {out}")  # fmt: skip
+
+
 @app.command("export")
 def export_sessions(
     ctx: typer.Context,
@@ -143,10 +294,27 @@ def export_sessions(
         str | None, typer.Argument(help="Export only this session (ID or prefix).")
     ] = None,
     out: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Write to this file (default stdout).")
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Write to this file (default stdout); a new directory with --for-audit.",
+        ),
     ] = None,
+    for_audit: Annotated[
+        bool,
+        typer.Option(
+            "--for-audit",
+            help="Write the session as JSON Lines, its proof and a "
+            "README saying what they hold, into a new directory (for e-discovery).",
+        ),
+    ] = False,
+    team_name: TeamProofOption = None,
 ) -> None:
     """Export nodes as JSON Lines, parents before children."""
+    if for_audit or team_name is not None:
+        _export_for_audit(_settings(ctx), session, out, team_name)
+        return
     with reading(_settings(ctx), prompt=prompt_for_passphrase()) as store:
         if session is not None:
             nodes: Iterator[Node] = reversed(store.ancestry(store.resolve_prefix(session)))

@@ -26,6 +26,7 @@ from tapes_e2e.client import ApiClient
 from tapes_e2e.envelopes import MetadataRecord, open_envelope, seal_envelope
 from tapes_e2e.errors import AlreadySharedError, RemoteError, StaleEpochError, TeamError
 from tapes_e2e.node import Node
+from tapes_e2e.proof import TeamEvidence
 from tapes_e2e.protocol import MAX_BATCH_NODES
 from tapes_e2e.protocol.teams import ShareOut
 from tapes_e2e.teams.access import open_team
@@ -38,6 +39,7 @@ __all__ = [
     "fetch_shared",
     "list_shared",
     "push_session",
+    "share_evidence",
     "share_session",
     "unshare_session",
 ]
@@ -198,6 +200,44 @@ def list_shared(
                 f"does not verify ({exc.message}); not shown"
             )
     return views, refused
+
+
+def share_evidence(
+    api: ApiClient, identity: keymgmt.Identity, dotdir: Path, team: str, leaf_hash: str
+) -> TeamEvidence:
+    """What an offline proof needs to show that a member shared the session ending at
+    ``leaf_hash`` with ``team``: the verified chain, the share statement (verified here first,
+    as any member's client would), and the key deriving its keyed leaf ID from ``leaf_hash``.
+
+    Revealing that key lets whoever holds the proof test whether a guessed tapes hash has a
+    given ID under that one epoch's key (docs/proofs.md); it opens no content."""
+    access = open_team(api, team, identity, dotdir)
+    keys = access.content_keys()
+    candidates = {
+        keymgmt.node_id(key, leaf_hash): key
+        for key in [
+            *(keys.id_key(epoch) for epoch in sorted(keys.epochs)),
+            keys.vault_id_key,
+        ]
+        if key is not None
+    }
+    for share in _team_shares(api, team):
+        if share.session_id not in candidates:
+            continue
+        statement = msgspec.to_builtins(share.statement)
+        verified = keymgmt.verify_share_made(statement, state=access.state)
+        if verified.leaf_id != share.session_id:
+            raise keymgmt.ShareError("the share names another session than the server lists")
+        return TeamEvidence(
+            chain=keymgmt.chain_to_wire(access.state.statements),
+            share=statement,
+            leaf_id_key=candidates[verified.leaf_id],
+        )
+    raise TeamError(
+        f"session {leaf_hash[:12]} is not shared with team {team}",
+        hint=f"share it first (`tapes session share {leaf_hash[:12]} --team {team}`), or prove "
+        "it without --team",
+    )
 
 
 def _pick(views: list[SharedView], ref: str) -> SharedView:
