@@ -20,6 +20,7 @@ from tests.client.test_air_gapped import _namespace_works, _no_connection
 from tests.client.test_teams import Team, ok, one_error, record
 from tests.client.test_teams import team as team  # noqa: PLC0414 - the fixture, by name
 from tests.conftest import chain
+from tests.server.conftest import AUDIENCE
 
 ROOT = Path(__file__).resolve().parents[2]
 VECTORS = ROOT / "vectors" / "proofs"
@@ -219,3 +220,16 @@ def test_export_for_audit_interrupted_while_writing_leaves_nothing(
               "No space left")  # fmt: skip
     assert [p.name for p in tmp_path.iterdir() if "out" in p.name] == []
     assert len(calls) == 2  # the README was written whole; the proof's fsync failed
+
+
+def test_an_air_gapped_machine_proves_and_exports_but_fetches_no_team_evidence(
+    tapes: Tapes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ok(tapes("box", "auth", "login", "--server", AUDIENCE, "--handle", "alice"))
+    session = record(tmp_path / "box", "kept on a closed network", "yes")
+    monkeypatch.setenv("TAPES_AIR_GAPPED", "1")
+    _no_connection(monkeypatch)
+    proof = ok(tapes("box", "session", "prove", session[-1]))
+    assert verify_proof(proof.encode()).session == session[-1]
+    ok(tapes("box", "session", "export", "--for-audit", session[-1], "-o", str(tmp_path / "x")))
+    one_error(tapes("box", "session", "prove", session[-1], "--team", "Acme"), "air-gapped")
