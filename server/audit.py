@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from keymgmt.audit import entry_hash
-from server.db.models import AuditEntry, Team
+from server.db.models import ApiKey, AuditEntry, Team, TeamMember
 
-__all__ = ["record", "verify_audit_page"]
+__all__ = ["key_used", "logged_in", "record", "verify_audit_page"]
+
+KEY_USE_EVERY = timedelta(hours=1)
+"""An API key's use is logged in its team's trail at most this often (the first use always)."""
 
 
 def record(
@@ -50,6 +53,31 @@ def record(
     )
     if team is not None:
         team.audit_head = digest
+
+
+def logged_in(db: Session, *, user_id: str, device_id: str, device: str, now: datetime) -> None:
+    """A login, in the trail of every team the account is a member of (their auditors see who
+    signs in and from which named device; not the address)."""
+    teams = db.scalars(
+        select(TeamMember.team_id)
+        .join(Team, Team.id == TeamMember.team_id)
+        .where(TeamMember.user_id == user_id, TeamMember.removed_at.is_(None), Team.kind == "team")
+        .order_by(TeamMember.team_id)
+    )
+    for team_id in teams.all():
+        record(db, team_id=team_id, actor_id=user_id, action="login", subject=device_id,
+               detail={"device": device}, now=now)  # fmt: skip
+
+
+def key_used(db: Session, key: ApiKey, now: datetime) -> None:
+    """Note an API key's use; in its team's trail on its first use and then at most hourly."""
+    last = key.last_used_at
+    if last is not None and last.tzinfo is None:  # SQLite hands back the naive UTC it stored
+        last = last.replace(tzinfo=now.tzinfo)
+    if last is None or now - last >= KEY_USE_EVERY:
+        record(db, team_id=key.team_id, actor_id=key.user_id, action="api_key_used",
+               subject=key.id, detail={"name": key.name}, now=now)  # fmt: skip
+    key.last_used_at = now
 
 
 def verify_audit_page(db: Session, team_id: str, page: Sequence[AuditEntry], *, last: bool) -> bool:

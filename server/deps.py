@@ -22,6 +22,7 @@ from sqlalchemy import Engine, event, select
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import QueuePool
 
+from server import audit
 from server.db.engine import READ_ONLY
 from server.db.models import AccessToken, ApiKey
 from server.errors import Unauthorized
@@ -301,7 +302,7 @@ def provide_principal(request: Request[object, object, State], db: SessionDep) -
         key = db.get(ApiKey, principal.api_key_id)
         if key is None or key.revoked_at is not None:
             raise Unauthorized(_CREDENTIALS)
-        key.last_used_at = request.app.state.clock()
+        audit.key_used(db, key, request.app.state.clock())
     return principal
 
 

@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from server import acl
+from server import acl, audit
 from server.dashboard.figures import TeamChoice
 from server.db.models import ApiKey, DashboardLink, DashboardSession, Team, TeamMember, User
 from server.deps import Principal, aware, token_hash
@@ -117,7 +117,7 @@ def sign_in_with_key(db: Session, api_key: str, now: datetime, old: str | None) 
         acl.require_vault(db, principal, key.team_id, "read-usage")
     except ApiError:
         raise Unauthorized(BAD_KEY) from None
-    key.last_used_at = now
+    audit.key_used(db, key, now)
     return _new_session(db, key.user_id, key.id, now, old)
 
 

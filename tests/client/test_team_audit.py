@@ -23,6 +23,7 @@ from tapes_e2e.teams.audit import PINS_FILE
 from tests.client.conftest import Tapes
 from tests.client.test_team_hostile import use
 from tests.client.test_teams import Team, fingerprint, ok, one_error, record
+from tests.server.conftest import AUDIENCE
 
 Page = dict[str, Any]
 
@@ -40,6 +41,7 @@ def team(tapes: Tapes, tmp_path: Path) -> Team:
 def test_the_trail_merges_the_chain_the_shares_and_the_servers_log(
     team: Team, tapes: Tapes, tmp_path: Path
 ) -> None:
+    ok(tapes("bob", "auth", "login", "--server", AUDIENCE, "--device", "bob's laptop"))
     lines = json.loads(ok(tapes("alice", "team", "audit", "Acme", "--json")))
     verified = [line["event"] for line in lines if line["source"] == "verified"]
     server = [line["event"] for line in lines if line["source"] == "server"]
@@ -48,6 +50,7 @@ def test_the_trail_merges_the_chain_the_shares_and_the_servers_log(
     assert f"add {bob} as member (epoch 1)" in verified
     assert any(event.startswith("shared ") for event in verified)
     assert any(event.startswith("legal_hold_on ") for event in server)
+    assert any(e.startswith("login ") and e.endswith("(device=bob's laptop)") for e in server)
     assert [line["time"] for line in lines] == sorted(line["time"] for line in lines)
     table = ok(tapes("alice", "team", "audit", team.id))
     assert "legal_hold_on" in table

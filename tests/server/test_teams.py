@@ -341,6 +341,39 @@ def test_membership_rows_follow_the_chain(
     assert carol.get(f"/api/v1/teams/{kit.team_id}").status_code == 404
 
 
+def test_logins_and_api_key_use_are_in_each_teams_trail(
+    alice: User, bob: User, carol: User, clock: Clock, client: TestClient[Any]
+) -> None:
+    """Server-attested lines of `tapes team audit`: a member's login appears in the trail of
+    every team they are in (never a team they left), and an API key's use in its team's trail
+    on first use and then at most hourly."""
+    kit = TeamKit(alice, clock)
+    assert kit.add(bob).status_code == 200
+    assert kit.add(carol).status_code == 200
+    assert kit.remove(carol).status_code == 200
+    bob.login(device="bob's <b>desk</b>")
+    carol.login(device="gone")
+    entries = alice.get(f"/api/v1/teams/{kit.team_id}/audit").json()["entries"]
+    logins = [(e["actor_id"], e["detail"]) for e in entries if e["action"] == "login"]
+    assert logins == [(bob.user_id, {"device": "bob's <b>desk</b>"})]
+    made = alice.post("/api/v1/api-keys/", {"vault": kit.team_id, "permissions": ["pull"]})
+    headers = {"Authorization": f"Bearer {made.json()['api_key']}"}
+    pull = f"/api/v1/sync/pull?vault={kit.team_id}"
+
+    def uses() -> int:
+        alice.relogin()  # her access token lives less than the hour
+        return audit_actions(alice, kit.team_id).count("api_key_used")
+
+    assert client.get(pull, headers=headers).status_code == 200
+    assert client.get(pull, headers=headers).status_code == 200
+    clock.advance(minutes=59)
+    assert client.get(pull, headers=headers).status_code == 200
+    assert uses() == 1
+    clock.advance(minutes=61)
+    assert client.get(pull, headers=headers).status_code == 200
+    assert uses() == 2
+
+
 def test_two_appends_against_one_head_one_wins(
     *, alice: User, bob: User, carol: User, dave: User, clock: Clock, client: TestClient[Any]
 ) -> None:

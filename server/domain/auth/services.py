@@ -195,13 +195,14 @@ def log_in(
         user = _register(db, public, data.handle, now)
     elif user.x25519 != public.x25519:
         raise Unauthorized(_LOGIN_FAILED)
-    family = str(uuid.uuid4())
+    family, device = str(uuid.uuid4()), data.device or "unnamed device"
     db.add(
         Device(
-            id=family, user_id=user.id, name=data.device or "unnamed device", created_at=now,
-            last_seen_at=now, address=client[:64],
+            id=family, user_id=user.id, name=device, created_at=now, last_seen_at=now,
+            address=client[:64],
         )
     )  # fmt: skip
+    audit.logged_in(db, user_id=user.id, device_id=family, device=device, now=now)
     return _issue(db, settings, user, family, now)
 
 
