@@ -175,7 +175,8 @@ class Expiry:
 
 
 def expiring(db: Session, now: datetime, mode: PlansMode) -> list[Expiry]:
-    """Per vault, what ``apply_retention`` would delete now (nothing when plans are off)."""
+    """Per vault, what ``apply_retention`` would delete now (nothing when plans are off); a
+    vault on legal hold is listed even when none of it is past its plan yet."""
     found: list[Expiry] = []
     for tier_name, cutoff in _cutoffs(mode, now).items():
         rows = db.execute(
@@ -187,6 +188,17 @@ def expiring(db: Session, now: datetime, mode: PlansMode) -> list[Expiry]:
         ).all()
         found += [
             Expiry(v, slug, kind, tier_name, cutoff, n, held) for v, slug, kind, held, n in rows
+        ]
+        listed = {row[0] for row in rows}
+        held_rows = db.execute(
+            select(Team.id, Team.slug, Team.kind)
+            .where(Team.tier == tier_name, Team.legal_hold.is_(True))
+            .order_by(Team.slug)
+        ).all()
+        found += [
+            Expiry(v, slug, kind, tier_name, cutoff, 0, held=True)
+            for v, slug, kind in held_rows
+            if v not in listed
         ]
     return found
 

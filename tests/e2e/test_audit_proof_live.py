@@ -1,6 +1,7 @@
 """An auditor's proof over real HTTP: the ``tapes`` CLI against a ``tapes-server serve``
 subprocess. Alice shares a session with her team; Bob, a member, writes the proof and the
-e-discovery export; the auditor checks the proof in a separate process with an empty home and
+e-discovery export; Alice puts the team on legal hold, which the server's retention honours;
+the auditor checks the proof in a separate process with an empty home and
 (where the kernel allows) no network at all. Alice then unshares and removes Bob: the proof still
 says what was stated when it was made, and a new one can no longer be made."""
 
@@ -65,6 +66,17 @@ def test_a_member_proves_a_shared_session_and_an_auditor_checks_it_offline(
     refused = _auditor(auditor, "verify", "--proof", str(tampered))
     assert refused.returncode == 1
     assert refused.stderr.startswith("tapes: error: turn 1 hashes to ")
+    # a legal hold, set with the CLI and seen by `tapes-server retention` in its own process
+    ok(capsys, alice, "team", "hold", team, "on")
+    retention = subprocess.run(
+        [str(Path(sys.executable).with_name("tapes-server")), "retention", "--dry-run",
+         "--plans", "rfc", "--database-url", live_server.database_url],
+        check=False, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert retention.returncode == 0, retention.stderr
+    assert any(line.endswith(": on legal hold") for line in retention.stdout.splitlines())
+    audit = json.loads(ok(capsys, alice, "team", "audit", team, "--json"))
+    assert any(line["event"].startswith("legal_hold_on ") for line in audit)
     # the share ends and Bob leaves the team: the proof still shows what was stated then
     ok(capsys, alice, "session", "unshare", session[-1], "--team", team)
     bob_fp = json.loads((bob / "session.json").read_text())["fingerprint"]
