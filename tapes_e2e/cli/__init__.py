@@ -18,7 +18,7 @@ import typer
 
 import keymgmt
 from tapes_e2e import __version__
-from tapes_e2e.cli import auth, keys, output, session, storage, team, usage, verify
+from tapes_e2e.cli import auth, keys, output, service, session, storage, team, usage, verify
 from tapes_e2e.context import Settings
 from tapes_e2e.errors import InterruptedWorkError, TapesError
 
@@ -41,6 +41,7 @@ app.add_typer(auth.app, name="auth")
 app.add_typer(keys.app, name="keys")
 app.add_typer(session.app, name="session")
 app.add_typer(storage.app, name="storage")
+storage.app.add_typer(service.app, name="service")
 app.add_typer(team.app, name="team")
 app.command("verify")(verify.verify)
 app.command("usage")(usage.usage)

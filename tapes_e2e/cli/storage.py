@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any
@@ -11,6 +13,7 @@ import typer
 
 from tapes_e2e import account, context
 from tapes_e2e.cli import auth, output
+from tapes_e2e.cli.service import describe_watch
 from tapes_e2e.client import ApiClient, Session
 from tapes_e2e.config import PROVIDERS, Config, save_config, storage_table
 from tapes_e2e.context import Settings, api_client, chosen_vault, logged_in
@@ -19,7 +22,8 @@ from tapes_e2e.providers.local import LocalProvider
 from tapes_e2e.remote_sync import vault_runner
 from tapes_e2e.store.syncstate import SyncState
 from tapes_e2e.sync.engine import Event, PulledPage, PushAcked
-from tapes_e2e.sync.worker import run_sync
+from tapes_e2e.sync.watch import DataVersion, read_status, watch
+from tapes_e2e.sync.worker import SyncWorker, run_sync
 from tapes_e2e.teams.access import resolve_team
 from tapes_e2e.teams.routing import team_sync_hooks
 
@@ -92,6 +96,12 @@ def status(
     if settings.config.provider != "local":
         report["remote"] = settings.config.cloud.api_url
         report["team_id"] = settings.config.cloud.team_id
+    watcher = read_status(settings.dotdir.path)
+    if watcher is not None or settings.config.provider != "local":
+        report["watch"] = None if watcher is None else {
+            "running": watcher.alive(), "pid": watcher.pid, "started_at": watcher.started_at,
+            "last_round_at": watcher.last_round_at, "last_result": watcher.last_result,
+        }  # fmt: skip
     failing = "sync" in report and not report["sync"]["healthy"]
     if as_json:
         output.emit_json(report)
@@ -126,6 +136,8 @@ def status(
             f"Last sync: {info['last_sync_at'] or 'never'} ({info['last_result'] or 'no result'})",
             markup=False,
         )
+    if "watch" in report:
+        output.stdout.print(f"Watch:    {describe_watch(settings)}", markup=False)
     if failing:
         raise typer.Exit(1)
 
@@ -259,14 +271,56 @@ def configure(
     output.note(f"updated {', '.join(sorted(chosen))} in {settings.config.path}")
 
 
+def _watch(settings: Settings, linked: context.Connection) -> None:
+    """`tapes storage sync --watch`: sync until SIGTERM or Ctrl-C (see tapes_e2e.sync.watch)."""
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    cloud, path, vault = settings.config.cloud, settings.database.path, linked.vault
+    with _explain_a_team_left_behind(settings), LocalProvider(path) as store:
+        hooks = team_sync_hooks(
+            linked.api, linked.identity, settings.dotdir.path, cloud, store=store, vault=vault
+        )
+        runner = vault_runner(
+            store, linked.api, vault, linked.trust, sync_interval=cloud.sync_interval,
+            on_integrity=output.error, hooks=hooks,
+        )  # fmt: skip
+        worker = SyncWorker(runner, sync_on_close=cloud.sync_on_close)
+        output.note(
+            f"watching {path}: new nodes are pushed as they are written, and vault {vault} is "
+            f"pulled every {cloud.sync_interval:g} s; SIGTERM or Ctrl-C stops"
+        )
+        finished = watch(
+            worker, DataVersion(path), lambda: runner.state.pending_push_count(vault), stop,
+            dotdir=settings.dotdir.path,
+        )  # fmt: skip
+        pending = runner.state.pending_push_count(vault)
+    cut = "" if finished else "; the last round was cut short"
+    output.note(
+        f"stopped: pushed {runner.pushed:,}, pulled {runner.pulled:,} in {runner.rounds} "
+        f"round(s){cut}; {pending:,} waiting to push (the next sync sends them)"
+    )
+
+
 @app.command("sync")
 def sync(
     ctx: typer.Context,
+    watch_: Annotated[
+        bool,
+        typer.Option(
+            "--watch",
+            help="Keep running: push new nodes within a second of their being written, pull "
+            "every sync_interval, until SIGTERM or Ctrl-C.",
+        ),
+    ] = False,
     as_json: output.JsonFlag = False,
 ) -> None:
     """Push local nodes to the server (sealed), then pull, verify and store what is new."""
     settings = _settings(ctx)
     linked = context.connect(settings, prompt=auth.prompt_for_passphrase())
+    if watch_:
+        _watch(settings, linked)
+        return
     api, identity, vault = linked.api, linked.identity, linked.vault
     rejected: list[str] = []
     with (

@@ -1,0 +1,5 @@
+"""``python -m tapes_e2e``: the ``tapes`` command (what a user service runs)."""
+
+from tapes_e2e.cli import main
+
+main()
