@@ -320,8 +320,8 @@ def is_hash(value: str) -> bool:
 # Two paths. The fast one decodes JSON bytes straight into typed msgspec structs (types checked
 # in C; msgspec refuses lone surrogates and non-JSON constants) and builds the frozen model
 # without re-running the per-field checks those types already guarantee. Anything the fast path
-# refuses — and text holding "-0", whose sign msgspec drops — takes the generic path, which
-# applies Go's lenient repairs and names the offending field.
+# refuses — and text that may hold the number -0, whose sign msgspec drops — takes the generic
+# path, which applies Go's lenient repairs and names the offending field.
 
 
 class _WireBlock(msgspec.Struct):
@@ -432,7 +432,7 @@ def bucket_header(data: bytes) -> BucketHeader | None:
     """The scalars of the bucket JSON ``data`` exactly as :func:`node_from_bytes` will read them
     from a node body that embeds ``data`` (the same decoder), or None where that reader would
     take its Go-compatible slow path; then the caller should decode the bucket in full."""
-    if b"-0" in data:
+    if _gojson.may_hold_negative_zero(data):
         return None
     try:
         wire = _bucket_decoder.decode(data)
@@ -446,7 +446,7 @@ def bucket_header(data: bytes) -> BucketHeader | None:
 
 def bucket_from_bytes(data: bytes) -> Bucket:
     """A Bucket from JSON bytes (a stored ``nodes.bucket`` column, say), as Go would read it."""
-    if b"-0" not in data:
+    if not _gojson.may_hold_negative_zero(data):
         try:
             return _bucket_from_wire(_bucket_decoder.decode(data))
         except (msgspec.DecodeError, UnicodeDecodeError):
@@ -459,7 +459,7 @@ def bucket_from_bytes(data: bytes) -> Bucket:
 
 def node_from_bytes(data: bytes) -> Node:
     """A Node from one line of Go's node JSON; its hash must match its content."""
-    if b"-0" not in data:
+    if not _gojson.may_hold_negative_zero(data):
         try:
             wire = _node_decoder.decode(data)
         except (msgspec.DecodeError, UnicodeDecodeError):

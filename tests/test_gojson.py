@@ -47,6 +47,22 @@ def test_decode_keeps_negative_zero_as_go_does() -> None:
     assert _gojson.stored_bytes(_gojson.to_go_value(value)) == b'{"z":-0}'
 
 
+@given(go_values, st.sampled_from([b"-0", b" -0", b"\n\t-0", b"-0.0", b"-0e0", b"-05"]))
+def test_the_negative_zero_screen_never_misses_one(value: object, zero: bytes) -> None:
+    """Whatever JSON holds the literal -0 as a value (after any whitespace) is screened to the
+    slow path, which keeps its sign; a date such as 2026-01-05 inside a string is not."""
+    text = b'{"v": ' + _gojson.stored_bytes(value) + b', "at": "2026-01-05", "z": [' + zero + b"]}"
+    literal = zero.strip() == b"-0"
+    assert _gojson.may_hold_negative_zero(text) or not literal
+    assert not _gojson.may_hold_negative_zero(b'{"at": "2026-01-05T00:00:00Z", "n": 1}')
+    try:
+        decoded = _gojson.decode(text)
+    except _gojson.GoJSONError:
+        assert zero == b"-05"  # not JSON at all
+        return
+    assert math.copysign(1.0, decoded["z"][0]) < 0
+
+
 @pytest.mark.parametrize("text", [b"NaN", b"[Infinity]", b"1e400", b'{"a": ', b""])
 def test_decode_refuses_what_go_refuses(text: bytes) -> None:
     with pytest.raises(_gojson.GoJSONError):

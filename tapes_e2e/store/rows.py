@@ -188,12 +188,21 @@ def _time_text(value: object) -> str:
 def insert_rows(raw: sqlite3.Connection, rows: Iterable[tuple[Any, ...]]) -> int:
     """Insert ``node_to_row`` tuples on ``raw`` (inside the caller's transaction), parents first;
     return how many were new. A missing parent is ``MissingParentError`` naming both nodes."""
-    inserted = 0
-    for row in rows:
-        try:
-            inserted += raw.execute(INSERT_SQL, row).rowcount
-        except sqlite3.IntegrityError as exc:
-            if "FOREIGN KEY" in str(exc):
-                raise MissingParentError(f"parent {row[1]} of node {row[0]} is not stored") from exc
-            raise
-    return inserted
+    rows = list(rows)
+    before = raw.total_changes
+    try:
+        raw.executemany(INSERT_SQL, rows)  # one statement, prepared once
+    except sqlite3.IntegrityError:
+        # Name the node: again row by row (those already in conflict and do nothing), inside
+        # the same transaction, which the caller rolls back.
+        for row in rows:
+            try:
+                raw.execute(INSERT_SQL, row)
+            except sqlite3.IntegrityError as exc:
+                if "FOREIGN KEY" in str(exc):
+                    raise MissingParentError(
+                        f"parent {row[1]} of node {row[0]} is not stored"
+                    ) from exc
+                raise
+        raise  # pragma: no cover - the same rows fail again
+    return raw.total_changes - before  # ON CONFLICT DO NOTHING changes nothing
