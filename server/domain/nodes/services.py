@@ -269,35 +269,32 @@ def pull_page(
     db: Session, principal: Principal, vault: str, after: int, limit: int, now: datetime
 ) -> PullPage:
     """Envelopes readable by the caller with a sequence number above ``after``: at most
-    ``limit`` of them and ``MAX_PAGE_BYTES`` of envelopes (sizes are read first)."""
+    ``limit`` of them and ``MAX_PAGE_BYTES`` of envelopes (always the first, however large)."""
     team, member = acl.require_vault(db, principal, vault, "pull")
-    sizes = db.execute(
-        select(NodeRecord.seq, func.length(NodeRecord.envelope))
+    rows = db.execute(
+        select(NodeRecord.seq, NodeRecord.uploaded_at, NodeRecord.envelope)
         .where(acl.readable_clause(team, member, now), NodeRecord.seq > after)
         .order_by(NodeRecord.seq)
         .limit(limit + 1)
-    ).all()
-    chosen = _within_budget([size for _seq, size in sizes[:limit]])
-    more = len(sizes) > chosen
-    seqs = [seq for seq, _size in sizes[:chosen]]
-    page = (
-        db.scalars(
-            select(NodeRecord)
-            .where(NodeRecord.vault_id == team.id, NodeRecord.seq.in_(seqs))
-            .order_by(NodeRecord.seq)
-        ).all()
-        if seqs
-        else []
+        .execution_options(yield_per=64)  # rows stream in: reading stops at the budget
     )
-    cursor = page[-1].seq if page else max(after, 0)
-    if not more and not page:
-        cursor = max(after, 0)
+    # Each envelope goes out as the bytes the push stored, already checked then as an
+    # EnvelopeWire (and every client checks it again): decoding and encoding it once more,
+    # and a second query for the rows whose sizes a first one had read, were most of a pull's
+    # cost on the server.
+    items: list[NodeOut] = []
+    total, more = 0, False
+    for seq, uploaded_at, envelope in rows:
+        total += len(envelope)
+        if len(items) == limit or (items and total > MAX_PAGE_BYTES):
+            more = True
+            break
+        items.append(NodeOut(seq=seq, uploaded_at=uploaded_at.isoformat(),
+                             envelope=cast(EnvelopeWire, msgspec.Raw(envelope))))  # fmt: skip
+    rows.close()
+    cursor = items[-1].seq if items else max(after, 0)
     return PullPage(
-        vault=vault,
-        items=[node_out(r) for r in page],
-        cursor=cursor,
-        more=more,
-        chain_seqno=team.chain_seqno,
+        vault=vault, items=items, cursor=cursor, more=more, chain_seqno=team.chain_seqno
     )
 
 
