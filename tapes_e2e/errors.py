@@ -17,6 +17,9 @@ Every error carries a one-line ``message`` and, where there is something to do a
     ├── ImportFormatError         an import file is malformed (names the line)
     ├── TeamError                 a team command cannot go on: unknown team, not an admin,
     │                             an invite that is not this client's, a join not yet approved
+    ├── LockHeldError             another process on this machine holds the lock of this work
+    │                             (a sync of the same store and vault, a re-encryption); names it
+    ├── InterruptedWorkError      Ctrl-C in a command that kept part of its work (exit 130)
     └── ServerError               anything that went wrong talking to the sync server
         ├── ServerUnreachableError   no connection, or no answer in time (offline?)
         ├── AuthError                not logged in, login expired or revoked, API key refused
@@ -44,6 +47,7 @@ __all__ = [
     "ImportFormatError",
     "InterruptedWorkError",
     "InvalidNodeError",
+    "LockHeldError",
     "MissingParentError",
     "NodeNotFoundError",
     "NotATapesDatabaseError",
@@ -129,6 +133,10 @@ class ImportFormatError(TapesError):
 
 class TeamError(TapesError):
     default_hint = "list your teams with `tapes team list`"
+
+
+class LockHeldError(TapesError):
+    """Another process holds the lock (``tapes_e2e.locks``); the message names it."""
 
 
 LOGIN_HINT = "run `tapes auth login`"

@@ -13,11 +13,7 @@ at once are safe too: a node already swapped is refused, and the next run skips 
 
 from __future__ import annotations
 
-import fcntl
-import os
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +23,7 @@ import keymgmt
 from tapes_e2e.client import ApiClient
 from tapes_e2e.envelopes import MetadataRecord, node_body, open_envelope
 from tapes_e2e.errors import TeamError
+from tapes_e2e.locks import LockFile
 from tapes_e2e.protocol import EnvelopeWire
 from tapes_e2e.teams.access import open_team
 
@@ -49,29 +46,13 @@ def lock_path(dotdir: Path, team: str) -> Path:
     return dotdir / f"reencrypt-{team}.lock"
 
 
-@contextmanager
-def _one_run(dotdir: Path, team: str) -> Iterator[None]:
-    """Hold this machine's lock for re-sealing ``team``; refuse, naming the holder, if taken."""
-    path = lock_path(dotdir, team)
-    dotdir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with path.open("a+", encoding="utf-8") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock.seek(0)
-            holder = lock.read().strip() or "another process"
-            raise TeamError(
-                f"team {team} is already being re-encrypted here ({holder})",
-                hint="wait for it to finish; if it was interrupted, run the command again",
-            ) from None
-        try:
-            lock.truncate(0)
-            lock.write(f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
-            lock.flush()
-            yield
-        finally:
-            lock.truncate(0)
-            fcntl.flock(lock, fcntl.LOCK_UN)
+def _one_run(dotdir: Path, team: str) -> LockFile:
+    """This machine's lock for re-sealing ``team``: a second run is refused, naming the holder."""
+    return LockFile(
+        lock_path(dotdir, team), command=f"tapes team reencrypt {team}",
+        busy=f"team {team} is already being re-encrypted here",
+        hint="wait for it to finish; if it was interrupted, run the command again",
+    )  # fmt: skip
 
 
 def reencrypt(
@@ -80,7 +61,7 @@ def reencrypt(
 ) -> Reencrypted:  # fmt: skip
     """Seal every node this account uploaded to ``team`` under an older epoch again under the
     current one; ``progress(done, total)`` after each page."""
-    with _one_run(dotdir, team):
+    with _one_run(dotdir, team).hold():
         access = open_team(api, team, identity, dotdir)
         keys = access.content_keys()
         state = access.state
