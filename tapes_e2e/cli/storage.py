@@ -165,7 +165,8 @@ def _sync_report(settings: Settings, session: Session, store: LocalProvider) -> 
         pass
     else:
         info["server_reachable"] = True
-        info["pending_pull"] = remote.pending_pull
+        # what the server counts past the cursor, less our own nodes there (never pulled)
+        info["pending_pull"] = max(remote.pending_pull - stored.own_nodes_ahead, 0)
     info["healthy"] = info["server_reachable"] and stored.last_result in (None, "ok")
     return info
 

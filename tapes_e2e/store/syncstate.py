@@ -3,7 +3,7 @@
 Two tables of our own (``e2e_`` prefix: ent's auto-migration leaves them alone, Go tapes never
 reads them)::
 
-    e2e_state(scope, key, value)      per vault: cursor, push_rowid, head, last_sync_at, last_result
+    e2e_state(scope, key, value)      per vault: cursor, own_seqs, push_rowid, last_sync_at, …
     e2e_remote(vault, hash, node_id)  nodes a vault holds: pulled from it, or acknowledged by it
 
 **Finding what to push.** SQLite gives ``nodes`` rows rowids in commit order (one writer at a time;
@@ -20,6 +20,15 @@ store that switches to another vault (``team_id``) pushes its history there too)
 (parents first), records them in ``e2e_remote`` and moves the pull cursor in one transaction:
 after a crash either the whole page is there and the cursor is past it, or none of it is and the
 page is pulled again.
+
+**Never pulling back what we pushed.** The server hands out sequence numbers in order, and a
+push answer names the ones its new nodes got (``first_seq`` … ``head_seq``, contiguous). They
+are recorded as a run of our own in the same transaction as the batch (``own_seqs``: first, last,
+how many nodes; a share ``auto_share`` made takes a number and holds no node). The pull cursor
+steps over every run that starts right after it, at once when the push follows what was pulled,
+or when a pull reaches it (the gap before it holding another client's nodes, or a batch pushed
+by a run that was interrupted before the answer came); a page is asked for only up to the next
+run. So our own nodes are not downloaded again, and the pull counts only nodes new here.
 
 Pulled nodes also get rowids above the mark. So that a no-op sync does not walk them again and
 again, :meth:`SyncState.advance_past_remote` (and every ``store_pulled``) moves the mark over a
@@ -56,11 +65,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "SYNC_DDL",
+    "OwnRun",
     "PulledNode",
     "PushedNode",
     "SyncState",
     "VaultSyncState",
     "ensure_sync_tables",
+    "pull_window",
+    "skip_own",
 ]
 
 log = logging.getLogger("tapes.sync")
@@ -89,11 +101,15 @@ PUSH_ROWID = "push_rowid"
 HEAD = "head"
 LAST_SYNC_AT = "last_sync_at"
 LAST_RESULT = "last_result"
+OWN_SEQS = "own_seqs"
 
 PushedNode = tuple[int, str, str]
 """(rowid, hash, node_id) of a node the server acknowledged."""
 PulledNode = tuple[Node, str]
 """(node, node_id) of a node pulled and verified."""
+OwnRun = tuple[int, int, int]
+"""(first, last, nodes): server sequence numbers our own writes took, and how many of them are
+nodes (a share takes one and holds none)."""
 
 _N_COLS = ", ".join(f"n.{c}" for c in SELECT_COLUMNS)
 # Bound parameters in order: the rowid bound, then the vault (the server holds a node per vault).
@@ -162,7 +178,8 @@ class VaultSyncState:
     """Everything ``e2e_state`` holds for one vault, read in one query.
 
     ``cursor`` and ``push_rowid`` start at 0; ``head`` is the last verified chain head
-    (``keymgmt.ChainHead.to_dict()``), ``None`` before the first verified pull.
+    (``keymgmt.ChainHead.to_dict()``), ``None`` before the first verified pull; ``own_seqs`` the
+    runs of our own sequence numbers above the cursor (see the module's docstring).
     """
 
     vault: str
@@ -171,6 +188,31 @@ class VaultSyncState:
     head: dict[str, Any] | None = None
     last_sync_at: str | None = None
     last_result: str | None = None
+    own_seqs: tuple[OwnRun, ...] = ()
+
+    @property
+    def own_nodes_ahead(self) -> int:
+        """How many of the nodes above the cursor are our own (never to be pulled)."""
+        return sum(nodes for _, _, nodes in self.own_seqs)
+
+
+def skip_own(cursor: int, own: Iterable[OwnRun]) -> tuple[int, tuple[OwnRun, ...]]:
+    """The cursor moved over every run of our own that starts at or below the number after it,
+    and the runs still ahead of it."""
+    ahead: list[OwnRun] = []
+    for run in sorted(own):
+        if run[0] <= cursor + 1:
+            cursor = max(cursor, run[1])
+        else:
+            ahead.append(run)
+    return cursor, tuple(ahead)
+
+
+def pull_window(cursor: int, own: Iterable[OwnRun], page_size: int) -> tuple[int, int]:
+    """Where the next page starts (past our own runs) and how many envelopes to ask for: at
+    most up to the next run of our own, so that the page ends just before it."""
+    cursor, ahead = skip_own(cursor, own)
+    return cursor, min(page_size, ahead[0][0] - cursor - 1) if ahead else page_size
 
 
 class SyncState:
@@ -198,6 +240,7 @@ class SyncState:
             head=json.loads(head) if head is not None else None,
             last_sync_at=values.get(LAST_SYNC_AT),
             last_result=values.get(LAST_RESULT),
+            own_seqs=_runs(values.get(OWN_SEQS)),
         )
 
     def values(self, scope: str) -> dict[str, str]:
@@ -234,6 +277,18 @@ class SyncState:
     def cursor(self, vault: str) -> int:
         """The pull cursor: the server sequence number of the last stored envelope (0: none)."""
         return int(self.get(vault, CURSOR) or 0)
+
+    def pull_position(self, vault: str) -> tuple[int, tuple[OwnRun, ...]]:
+        """The pull cursor and the runs of our own sequence numbers above it, in one read."""
+        with self._engine.connect() as conn:
+            raw = driver(conn)
+            return _stored_int(raw, vault, CURSOR), _own(raw, vault)
+
+    def add_own_seqs(self, vault: str, runs: Sequence[OwnRun]) -> int:
+        """Record sequence numbers our own writes took (a share made here); the cursor steps
+        over them when it reaches them. Returns the cursor."""
+        with write(self._engine, durable=False) as conn:
+            return _move_cursor(driver(conn), vault, 0, runs)
 
     def set_cursor(self, vault: str, cursor: int) -> None:
         self.set_values(vault, **{CURSOR: cursor})
@@ -287,10 +342,10 @@ class SyncState:
 
         The mark never moves down (a stale ``new_hwm`` from a slower pusher is ignored).
         ``stored_seqs`` are the server's first and last sequence numbers of the nodes it stored
-        from this batch: when they follow the pull cursor directly, the cursor moves past them
-        in the same transaction (our own nodes need no pulling back); the new cursor is
-        returned, else None. Not fsynced: lost to a power cut, the batch is pushed again (the
-        server keeps each node once) and the cursor stays where it was.
+        from this batch, recorded as a run of our own in the same transaction: the pull never
+        downloads them (when they follow the cursor directly, it moves past them now). Returns
+        the cursor when it moved, else None. Not fsynced: lost to a power cut, the batch is
+        pushed again (the server keeps each node once) and the cursor stays where it was.
         """
         with write(self._engine, durable=False) as conn:
             raw = driver(conn)
@@ -298,10 +353,12 @@ class SyncState:
                 _INSERT_REMOTE, [(node_hash, vault, node_id) for _, node_hash, node_id in batch]
             )
             _raise_mark(raw, vault, new_hwm)
-            if stored_seqs is None or _stored_int(raw, vault, CURSOR) != stored_seqs[0] - 1:
+            if stored_seqs is None:
                 return None
-            raw.execute(_UPSERT_STATE, (vault, CURSOR, str(stored_seqs[1])))
-            return stored_seqs[1]
+            first, last = stored_seqs
+            before = _stored_int(raw, vault, CURSOR)
+            after = _move_cursor(raw, vault, before, [(first, last, last - first + 1)])
+            return after if after != before else None
 
     def advance_past_remote(self, vault: str) -> int:
         """Move the mark over the rows above it that the server already holds; return the mark.
@@ -346,7 +403,8 @@ class SyncState:
         ``head`` it is not fsynced: a power cut may lose the page whole, with its cursor, and it
         is pulled again. ``head``,
         when given, is the chain head verified with this page, stored in the same transaction.
-        The cursor never moves back. Returns how many nodes were new locally.
+        The cursor never moves back, and steps over a run of our own that follows the page.
+        Returns how many nodes were new locally.
 
         Raises ``InvalidNodeError`` for a node whose hash does not match its content (unless
         ``check_hashes`` is off because the caller just recomputed every hash itself) and
@@ -364,9 +422,7 @@ class SyncState:
             raw.executemany(
                 _INSERT_REMOTE, [(node.hash, vault, node_id) for node, node_id in ordered]
             )
-            current = _stored_int(raw, vault, CURSOR)
-            if cursor > current:
-                raw.execute(_UPSERT_STATE, (vault, CURSOR, str(cursor)))
+            _move_cursor(raw, vault, cursor)
             if head is not None:
                 raw.execute(_UPSERT_STATE, (vault, HEAD, _encode(head)))
             _advance(raw, vault)
@@ -412,6 +468,34 @@ def _stored_int(raw: sqlite3.Connection, scope: str, key: str) -> int:
         "SELECT value FROM e2e_state WHERE scope = ? AND key = ?", (scope, key)
     ).fetchone()
     return 0 if row is None else int(row[0])
+
+
+def _runs(text: str | None) -> tuple[OwnRun, ...]:
+    return tuple((int(a), int(b), int(n)) for a, b, n in json.loads(text)) if text else ()
+
+
+def _own(raw: sqlite3.Connection, vault: str) -> tuple[OwnRun, ...]:
+    row = raw.execute(
+        "SELECT value FROM e2e_state WHERE scope = ? AND key = ?", (vault, OWN_SEQS)
+    ).fetchone()
+    return _runs(None if row is None else str(row[0]))
+
+
+def _move_cursor(
+    raw: sqlite3.Connection, vault: str, cursor: int, new_runs: Sequence[OwnRun] = ()
+) -> int:
+    """Inside a write transaction: the cursor at least at ``cursor`` (never back), ``new_runs``
+    recorded as our own, and the cursor over every run of our own it reaches. Returns it."""
+    stored, own = _stored_int(raw, vault, CURSOR), _own(raw, vault)
+    moved, ahead = skip_own(max(stored, cursor), (*own, *new_runs))
+    if moved != stored:
+        raw.execute(_UPSERT_STATE, (vault, CURSOR, str(moved)))
+    if ahead != own:
+        if ahead:
+            raw.execute(_UPSERT_STATE, (vault, OWN_SEQS, json.dumps(ahead)))
+        else:
+            raw.execute("DELETE FROM e2e_state WHERE scope = ? AND key = ?", (vault, OWN_SEQS))
+    return moved
 
 
 def _raise_mark(raw: sqlite3.Connection, vault: str, new_hwm: int) -> None:

@@ -55,7 +55,7 @@ from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from tapes_e2e.errors import InvalidNodeError, MissingParentError, TapesError
 from tapes_e2e.node import Node
-from tapes_e2e.store.syncstate import SyncState
+from tapes_e2e.store.syncstate import SyncState, pull_window
 from tapes_e2e.sync.engine import (
     Action,
     Backoff,
@@ -199,10 +199,12 @@ _Prepared = tuple[Sequence[tuple[int, Node]], object]  # a batch (rowid, node) a
 
 @dataclass(frozen=True, slots=True)
 class _Ahead(Generic[_T]):
-    """Work started ahead for the batch or page that follows position ``after``."""
+    """Work started ahead for the batch or page that follows position ``after`` (a page of at
+    most ``limit``)."""
 
     after: int
     future: Future[_T]
+    limit: int = 0
 
 
 class SyncRunner:
@@ -217,8 +219,8 @@ class SyncRunner:
         *,
         refresh_login: RefreshFn | None = None,
         config: EngineConfig | None = None,
-        batch_size: int = BATCH_SIZE,
-        page_size: int = PAGE_SIZE,
+        batch_size: int | None = None,
+        page_size: int | None = None,
         clock: Callable[[], float] = time.monotonic,
         random: Callable[[], float] = _random.random,
         wall_clock: Callable[[], float] = time.time,
@@ -233,8 +235,8 @@ class SyncRunner:
         self._push_ahead: _Ahead[_Prepared] | None = None
         self._pull_ahead: _Ahead[object] | None = None
         self._refresh = refresh_login
-        self._batch_size = batch_size
-        self._page_size = page_size
+        self._batch_size = batch_size or BATCH_SIZE  # read when built: tests make them small
+        self._page_size = page_size or PAGE_SIZE
         self.clock = clock
         self._random = random
         self._wall_clock = wall_clock
@@ -372,24 +374,25 @@ class SyncRunner:
         self._push_ahead = _Ahead(after, future)
 
     def _pull_page(self, after_cursor: int) -> Event:
-        after = max(after_cursor, self.state.cursor(self.vault))
+        # The page starts past our own pushes and ends before the next of them (pull_window).
+        cursor, own = self.state.pull_position(self.vault)
+        after, limit = pull_window(max(after_cursor, cursor), own, self._page_size)
         ahead, self._pull_ahead = self._pull_ahead, None
-        if ahead is not None and ahead.after == after:
+        if ahead is not None and (ahead.after, ahead.limit) == (after, limit):
             fetched = ahead.future.result()  # a failure met ahead is raised here, for its page
         else:
-            fetched = self._puller.fetch(self.vault, after, self._page_size)
+            fetched = self._puller.fetch(self.vault, after, limit)
         page = self._puller.open(self.vault, after, fetched)
         if page.more and page.cursor > after:
-            future = self._background().submit(
-                self._puller.fetch, self.vault, page.cursor, self._page_size
-            )
-            self._pull_ahead = _Ahead(page.cursor, future)
+            following, its_limit = pull_window(page.cursor, own, self._page_size)
+            future = self._background().submit(self._puller.fetch, self.vault, following, its_limit)
+            self._pull_ahead = _Ahead(following, future, its_limit)
         nodes, orphans = self._without_orphans(page.nodes)
-        self.state.store_pulled(
+        new = self.state.store_pulled(
             self.vault, nodes, page.cursor, head=page.head, check_hashes=not page.hashes_checked
         )
-        self.pulled += len(nodes)
-        return PulledPage(len(nodes), page.cursor, page.more, (*page.rejected, *orphans))
+        self.pulled += new  # a node stored here already (pushed, its answer lost) is not counted
+        return PulledPage(new, page.cursor, page.more, (*page.rejected, *orphans))
 
     def _background(self) -> ThreadPoolExecutor:
         if self._executor is None:

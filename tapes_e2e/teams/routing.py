@@ -18,7 +18,6 @@ a batch, with ``auto_share`` it shares the session leaves in it (:class:`AutoSha
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -56,15 +55,18 @@ _PENDING_SCOPE = "autoshare-pending:"
 
 def share_leaf(
     api: ApiClient, access: VaultAccess, sharer: keymgmt.Identity, leaf_id: str, root: Node
-) -> None:
+) -> int | None:
     """Share the session whose leaf is ``leaf_id`` with ``access``'s team, titled by its root's
-    text; a leaf the server says is shared already (409) counts as done."""
+    text; a leaf the server says is shared already (409) counts as done. Returns the sequence
+    number the share took in the vault (None: shared already)."""
     share = keymgmt.create_share(
         state=access.state, keys=access.content_keys(), sharer=sharer, leaf_id=leaf_id,
         title=" ".join(root.bucket.text().split())[:80], note=AUTO_NOTE,
     )  # fmt: skip
-    with contextlib.suppress(AlreadySharedError):
-        api.share(leaf_id, access.state.team, share.to_dict())
+    try:
+        return api.share(leaf_id, access.state.team, share.to_dict()).seq
+    except AlreadySharedError:
+        return None
 
 
 def prepare_team_sync(api: ApiClient, identity: keymgmt.Identity, dotdir: Path, team: str) -> None:
@@ -126,7 +128,10 @@ class AutoShare:
             self.state.set_values(self.scope, **{leaf_hash: None})
 
     def _share(self, access: VaultAccess, leaf_hash: str, leaf_id: str) -> None:
-        share_leaf(self.api, access, self.identity, leaf_id, self.store.ancestry(leaf_hash)[-1])
+        root = self.store.ancestry(leaf_hash)[-1]
+        seq = share_leaf(self.api, access, self.identity, leaf_id, root)
+        if seq is not None:  # the number is ours: the pull steps over it (no gap to walk)
+            self.state.add_own_seqs(self.team, [(seq, seq, 0)])
         self.shared += 1
 
 

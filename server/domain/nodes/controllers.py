@@ -9,7 +9,8 @@
 - ``GET /api/v1/sync/pull?vault=&after=&limit=``: what the caller may read with ``seq > after``,
   ``limit`` at a time; ``cursor`` is the last sequence number looked at, so an up-to-date client
   costs one small request.
-- ``GET /api/v1/sync/status``: head sequence and node count from the vault row, no scan.
+- ``GET /api/v1/sync/status``: head sequence and node count from the vault row, and how many
+  rows the caller may read after ``after`` (one count on the (vault, seq) index).
 - ``/api/v1/sync/reseal``: ``tapes team reencrypt`` seals the caller's own history again under
   the vault's current epoch (``server.domain.nodes.reseal``).
 """
@@ -66,10 +67,11 @@ class SyncController(Controller):
 
     @get("/status", sync_to_thread=True)
     def status(
-        self, db: SessionDep, principal: PrincipalDep, vault: VaultQuery, after: After = 0
-    ) -> SyncStatusOut:
-        """Head sequence and counts, read from the vault row (no scan)."""
-        return services.sync_status(db, principal, vault, after)
+        self, db: SessionDep, principal: PrincipalDep, now: NowDep, vault: VaultQuery,
+        after: After = 0,
+    ) -> SyncStatusOut:  # fmt: skip
+        """Head sequence and counts; what is left to pull after ``after``, counted."""
+        return services.sync_status(db, principal, vault, after, now)
 
     @get("/reseal", sync_to_thread=True)
     def reseal_status(

@@ -298,15 +298,25 @@ def pull_page(
     )
 
 
-def sync_status(db: Session, principal: Principal, vault: str, after: int) -> SyncStatusOut:
-    """Head sequence and counts, read from the vault row (no scan)."""
-    team, _member = acl.require_vault(db, principal, vault, "pull")
+def sync_status(
+    db: Session, principal: Principal, vault: str, after: int, now: datetime
+) -> SyncStatusOut:
+    """Head sequence and counts from the vault row; ``pending_pull`` counts what a pull after
+    ``after`` would return (the rows the caller may read, on the (vault, seq) index), not the
+    sequence numbers: a share takes one and holds no node, another member's unshared rows are
+    not the caller's to pull."""
+    team, member = acl.require_vault(db, principal, vault, "pull")
+    pending = db.scalar(
+        select(func.count())
+        .select_from(NodeRecord)
+        .where(acl.readable_clause(team, member, now), NodeRecord.seq > after)
+    )
     return SyncStatusOut(
         vault=vault,
         head_seq=team.head_seq,
         node_count=team.node_count,
         after=after,
-        pending_pull=max(team.head_seq - after, 0),
+        pending_pull=int(pending or 0),
     )
 
 
