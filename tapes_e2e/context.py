@@ -16,6 +16,7 @@ Nothing here imports the CLI: ``providers`` and ``teams`` depend on this module,
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from tapes_e2e.paths import Location, resolve_database, resolve_dotdir
 from tapes_e2e.providers.base import Provider
 from tapes_e2e.providers.local import LocalProvider
 from tapes_e2e.providers.memory import NodeView
+from tapes_e2e.store.syncstate import sync_lock
 from tapes_e2e.vaults import Trust
 
 __all__ = [
@@ -191,9 +193,12 @@ def open_provider(settings: Settings, *, prompt: Callable[[], str] | None = None
         try:
             dotdir = settings.dotdir.path
             hooks = routing.team_sync_hooks(api, identity, dotdir, cloud, store=store, vault=vault)
+            program = Path(sys.argv[0]).name or "python"
+            lock = sync_lock(store.path, vault, f"the hybrid provider's sync in {program}")
             runner = vault_runner(
-                store, api, vault, trust, sync_interval=cloud.sync_interval, hooks=hooks
-            )
+                store, api, vault, trust, sync_interval=cloud.sync_interval, hooks=hooks,
+                lock=lock,
+            )  # fmt: skip
         except BaseException:
             store.close()
             raise

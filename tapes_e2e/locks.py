@@ -35,7 +35,7 @@ class LockFile:
     path: Path
     command: str
     busy: str
-    hint: str
+    hint: str | None = None
 
     @contextmanager
     def hold(

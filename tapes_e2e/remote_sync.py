@@ -36,6 +36,7 @@ from tapes_e2e.sync.worker import (
 from tapes_e2e.vaults import Trust, VaultAccess, VaultMaterial
 
 if TYPE_CHECKING:
+    from tapes_e2e.locks import LockFile
     from tapes_e2e.providers.local import LocalProvider
 
 __all__ = [
@@ -292,10 +293,12 @@ def vault_runner(
     on_integrity: Callable[[str], None] | None = None,
     on_progress: Callable[[Event], None] | None = None,
     hooks: PushHooks | None = None,
+    lock: LockFile | None = None,
 ) -> SyncRunner:
     """A runner for ``vault`` over ``store``. The chain is verified against ``trust``'s pin (a
     fork or rollback is refused) and the keys opened, from the cache when the store has one; the
-    pin moves to the new head. ``hooks`` are a team vault's push hooks."""
+    pin moves to the new head. ``hooks`` are a team vault's push hooks; ``lock`` the store and
+    vault's sync lock, for a worker to take each round (``SyncState.sync_lock``)."""
     state = SyncState(store)
     holder = VaultHolder(api, state, vault, trust)
     return SyncRunner(
@@ -307,4 +310,5 @@ def vault_runner(
         config=EngineConfig(interval=sync_interval),
         on_integrity=on_integrity,
         on_progress=on_progress,
+        lock=lock,
     )

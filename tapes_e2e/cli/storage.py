@@ -17,10 +17,16 @@ from tapes_e2e.cli.service import describe_watch
 from tapes_e2e.client import ApiClient, Session
 from tapes_e2e.config import PROVIDERS, Config, save_config, storage_table
 from tapes_e2e.context import Settings, api_client, chosen_vault, logged_in
-from tapes_e2e.errors import ConfigError, RemoteError, ServerUnreachableError, TeamError
+from tapes_e2e.errors import (
+    ConfigError,
+    InterruptedWorkError,
+    RemoteError,
+    ServerUnreachableError,
+    TeamError,
+)
 from tapes_e2e.providers.local import LocalProvider
 from tapes_e2e.remote_sync import vault_runner
-from tapes_e2e.store.syncstate import SyncState
+from tapes_e2e.store.syncstate import SyncState, sync_lock
 from tapes_e2e.sync.engine import Event, PulledPage, PushAcked
 from tapes_e2e.sync.watch import DataVersion, read_status, watch
 from tapes_e2e.sync.worker import SyncWorker, run_sync
@@ -285,6 +291,7 @@ def _watch(settings: Settings, linked: context.Connection) -> None:
         runner = vault_runner(
             store, linked.api, vault, linked.trust, sync_interval=cloud.sync_interval,
             on_integrity=output.error, hooks=hooks,
+            lock=sync_lock(path, vault, "tapes storage sync --watch"),
         )  # fmt: skip
         worker = SyncWorker(runner, sync_on_close=cloud.sync_on_close)
         output.note(
@@ -314,14 +321,39 @@ def sync(
             "every sync_interval, until SIGTERM or Ctrl-C.",
         ),
     ] = False,
+    wait: Annotated[
+        bool,
+        typer.Option(
+            "--wait",
+            help="If another sync of this store and vault is running, wait for it to finish "
+            "(then sync what is left) instead of exiting.",
+        ),
+    ] = False,
     as_json: output.JsonFlag = False,
 ) -> None:
-    """Push local nodes to the server (sealed), then pull, verify and store what is new."""
+    """Push local nodes to the server (sealed), then pull, verify and store what is new.
+
+    One sync of a store and vault at a time: a second one says who holds it and exits 1, or
+    waits with --wait. Ctrl-C keeps what was pushed and pulled; the next sync resumes."""
     settings = _settings(ctx)
     linked = context.connect(settings, prompt=auth.prompt_for_passphrase())
     if watch_:
         _watch(settings, linked)
         return
+    lock = sync_lock(settings.database.path, linked.vault, "tapes storage sync")
+    with lock.hold(wait=wait, waiting=lambda holder: output.note(f"waiting for {holder}")):
+        report = _sync_once(settings, linked)
+    if as_json:
+        output.emit_json(report)
+    else:
+        _print_sync(report)
+    if report["rejected"] or report["result"] != "ok":
+        raise typer.Exit(1)
+
+
+def _sync_once(settings: Settings, linked: context.Connection) -> dict[str, Any]:
+    """One round of ``tapes storage sync`` (holding the lock), with a progress bar; its report.
+    Ctrl-C ends it with one line saying what was kept (exit 130)."""
     api, identity, vault = linked.api, linked.identity, linked.vault
     rejected: list[str] = []
     with (
@@ -345,9 +377,15 @@ def sync(
             hooks=hooks,
         )  # fmt: skip
         bar.update(task, total=runner.state.pending_push_count(vault) or None)
-        result = run_sync(runner)
+        try:
+            result = run_sync(runner)
+        except KeyboardInterrupt:
+            raise InterruptedWorkError(
+                f"interrupted: pushed {runner.pushed:,}, pulled {runner.pulled:,}, kept; "
+                "the next `tapes storage sync` resumes from there"
+            ) from None
         pending = runner.state.pending_push_count(vault)
-    report = {
+    return {
         "vault": vault,
         "pushed": runner.pushed,
         "pulled": runner.pulled,
@@ -355,24 +393,22 @@ def sync(
         "pending_push": pending,
         "result": "unfinished" if result is None else result.result,
         "message": None if result is None else result.message,
+        "notices": linked.trust.notices,
     }
-    report["notices"] = linked.trust.notices
-    if as_json:
-        output.emit_json(report)
-    else:
-        for notice in linked.trust.notices:
-            output.note(notice)
-        for message in rejected:
-            output.error(message)
-        if report["result"] not in ("ok", "integrity"):
-            output.error(
-                f"sync failed: {report['result']}: {report['message']}",
-                "the nodes stay recorded locally and are pushed on the next successful sync",
-            )
-        output.note(
-            f"sync {report['result']}: pushed {runner.pushed:,}, pulled {runner.pulled:,}, "
-            f"{len(rejected)} rejected, {pending:,} waiting to push"
-            + (f" ({report['message']})" if report["message"] else "")
+
+
+def _print_sync(report: dict[str, Any]) -> None:
+    for notice in report["notices"]:
+        output.note(notice)
+    for message in report["rejected"]:
+        output.error(message)
+    if report["result"] not in ("ok", "integrity"):
+        output.error(
+            f"sync failed: {report['result']}: {report['message']}",
+            "the nodes stay recorded locally and are pushed on the next successful sync",
         )
-    if rejected or report["result"] != "ok":
-        raise typer.Exit(1)
+    output.note(
+        f"sync {report['result']}: pushed {report['pushed']:,}, pulled {report['pulled']:,}, "
+        f"{len(report['rejected'])} rejected, {report['pending_push']:,} waiting to push"
+        + (f" ({report['message']})" if report["message"] else "")
+    )

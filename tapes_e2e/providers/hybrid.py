@@ -11,6 +11,7 @@ file are found and synced the same way.
 from __future__ import annotations
 
 import builtins
+import contextlib
 from collections.abc import Iterable
 from datetime import datetime
 
@@ -87,8 +88,11 @@ class HybridProvider(DelegatedSharing):
     # --- SyncProvider ------------------------------------------------------------------------
 
     def sync(self) -> None:
-        """Push then pull now, in the calling thread; raises if the round failed."""
-        result = run_sync(self.runner)
+        """Push then pull now, in the calling thread, once the worker's round (or another
+        process's sync of this store and vault) is over; raises if the round failed."""
+        lock = self.runner.lock
+        with lock.hold(wait=True) if lock is not None else contextlib.nullcontext():
+            result = run_sync(self.runner)
         if result is None or result.result != "ok":
             message = "did not finish" if result is None else f"{result.result}: {result.message}"
             raise SyncFailedError(f"sync failed: {message}")

@@ -48,14 +48,17 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 
 from tapes_e2e.errors import InvalidNodeError
+from tapes_e2e.locks import LockFile
 from tapes_e2e.node import Node
 from tapes_e2e.store.database import driver, write
 from tapes_e2e.store.rows import SELECT_COLUMNS, insert_rows, node_to_row, row_to_node
@@ -73,6 +76,7 @@ __all__ = [
     "ensure_sync_tables",
     "pull_window",
     "skip_own",
+    "sync_lock",
 ]
 
 log = logging.getLogger("tapes.sync")
@@ -213,6 +217,19 @@ def pull_window(cursor: int, own: Iterable[OwnRun], page_size: int) -> tuple[int
     most up to the next run of our own, so that the page ends just before it."""
     cursor, ahead = skip_own(cursor, own)
     return cursor, min(page_size, ahead[0][0] - cursor - 1) if ahead else page_size
+
+
+def sync_lock(database: Path, vault: str, command: str) -> LockFile:
+    """The lock that one sync of ``vault`` into the store at ``database`` holds at a time (a
+    file beside the database, named for the vault): ``tapes storage sync`` for the whole
+    command, ``--watch`` and the hybrid provider's worker for each round. ``command`` is what
+    the holder is, for whoever finds it taken."""
+    name = re.sub(r"[^A-Za-z0-9_-]", "_", vault)
+    return LockFile(
+        database.with_name(f"{database.name}.sync-{name}.lock"), command=command,
+        busy=f"vault {vault} of {database} is being synced by another process",
+        hint="let it finish, or run `tapes storage sync --wait` to sync right after it",
+    )  # fmt: skip
 
 
 class SyncState:

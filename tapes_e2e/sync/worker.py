@@ -10,6 +10,10 @@ sync interval, the end of a backoff) or when :meth:`SyncWorker.request_sync` is 
 :meth:`SyncWorker.close` gives it one bounded round when ``sync_on_close`` is set.
 :func:`run_sync` runs one round in the calling thread (``tapes storage sync``).
 
+One sync of a store and vault at a time: the worker runs each round holding the runner's
+``lock`` (``SyncState.sync_lock``, a file lock shared with ``tapes storage sync`` and any other
+process), and skips the round, asking again ``busy_retry`` later, while someone else holds it.
+
 The callables' contract:
 
 - ``push(vault, nodes) -> node_ids``: seal and send the nodes (parents first, as given); return
@@ -54,6 +58,7 @@ from datetime import UTC, datetime
 from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from tapes_e2e.errors import InvalidNodeError, MissingParentError, TapesError
+from tapes_e2e.locks import LockFile
 from tapes_e2e.node import Node
 from tapes_e2e.store.syncstate import SyncState, pull_window
 from tapes_e2e.sync.engine import (
@@ -226,8 +231,10 @@ class SyncRunner:
         wall_clock: Callable[[], float] = time.time,
         on_integrity: Callable[[str], None] | None = None,
         on_progress: Callable[[Event], None] | None = None,
+        lock: LockFile | None = None,
     ) -> None:
         self.state = state
+        self.lock = lock  # taken by the worker for each round, and by a foreground round
         self.vault = vault
         self._pusher = push if isinstance(push, Pusher) else _OneStep(push)
         self._puller = pull if isinstance(pull, Puller) else _OneStepPull(pull)
@@ -472,16 +479,23 @@ def run_sync(runner: SyncRunner) -> RoundFinished | None:
     A failure ends the round: no backoff wait in the foreground.
     """
     before = runner.rounds
-    runner.feed(SyncRequested(runner.clock()))
+    try:
+        runner.feed(SyncRequested(runner.clock()))
+    except BaseException:  # Ctrl-C: what was recorded stays; what ran ahead is dropped
+        runner._drop_ahead()
+        raise
     return runner.last_result if runner.rounds > before else None
 
 
 class SyncWorker:
     """A background thread syncing one vault every ``sync_interval`` and when asked."""
 
-    def __init__(self, runner: SyncRunner, *, sync_on_close: bool = True) -> None:
+    def __init__(
+        self, runner: SyncRunner, *, sync_on_close: bool = True, busy_retry: float = 5.0
+    ) -> None:
         self.runner = runner
         self.sync_on_close = sync_on_close
+        self.busy_retry = busy_retry  # a round skipped for another holder of the lock
         self._clock = runner.clock
         self._cond = threading.Condition()
         self._sync_pending = False
@@ -556,11 +570,35 @@ class SyncWorker:
                     return Tick(now)
                 self._cond.wait(None if wake is None else wake - now)
 
+    def _feed(self, event: Event) -> bool:
+        """Handle a wake-up holding the store and vault's sync lock, if the runner has one.
+        False when another holder (a foreground `tapes storage sync`) has it: nothing is done."""
+        lock = self.runner.lock
+        if lock is None:
+            self.runner.feed(event)
+            return True
+        with lock.attempt() as holder:
+            if holder is None:
+                self.runner.feed(event)
+                return True
+        log.info("sync round skipped: %s holds %s", holder, lock.path)
+        return False
+
+    def _skip(self) -> None:
+        """A round skipped: ask for it again after ``busy_retry`` (sooner on a close)."""
+        with self._cond:
+            if self._closing is None:
+                self._cond.wait(min(self.busy_retry, self.runner.engine.config.interval))
+            self._sync_pending = True
+
     def _run(self) -> None:
         try:
             while self.runner.engine.phase != "stopped":
                 event = self._next_event()
-                self.runner.feed(event)
+                if not self._feed(event):
+                    if isinstance(event, Closing):
+                        break  # the holder is syncing this store: no last round of ours to add
+                    self._skip()
                 with self._cond:
                     self._cond.notify_all()
         except Exception:

@@ -1,21 +1,34 @@
 """A sync that never redoes or doubles work, through the CLI and the real app: an interrupted sync
-resumes with exact counts and downloads none of its own pushes, a share takes no node to pull,
-and `tapes storage status` right after a sync has nothing left to push or pull."""
+says what it kept and resumes with exact counts, downloading none of its own pushes; a share
+takes no node to pull; `tapes storage status` right after a sync has nothing left to push or
+pull; one sync of a store and vault at a time (the CLI's, the hybrid provider's worker)."""
 
 from __future__ import annotations
 
 import json
+import logging
+import os
+import socket
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tapes_e2e import account, context
 from tapes_e2e.client import ApiClient
+from tapes_e2e.context import Settings
+from tapes_e2e.locks import LockFile
 from tapes_e2e.protocol import PullPage
+from tapes_e2e.providers.hybrid import HybridProvider
 from tapes_e2e.providers.local import LocalProvider
+from tapes_e2e.store.syncstate import sync_lock
 from tapes_e2e.sync import worker
 from tests.client.conftest import Tapes
+from tests.client.test_hybrid import server_count
 from tests.client.test_teams import Team, ok, record
+from tests.conftest import chain
 from tests.server.conftest import AUDIENCE
 
 BATCH = 3  # nodes per push and per page, so that a sync of a few sessions takes several
@@ -74,6 +87,8 @@ def test_an_interrupted_sync_resumes_with_exact_counts_and_pulls_none_of_its_own
     monkeypatch.setattr(ApiClient, "push_encoded", answer_lost_on_the_third)
     code, _, err = tapes("alice", "storage", "sync")
     assert code == 130
+    told = "interrupted: pushed 6, pulled 0, kept; the next `tapes storage sync` resumes"
+    assert err.strip().splitlines() == [f"tapes: error: {told} from there"]
     monkeypatch.setattr(ApiClient, "push_encoded", real)
     assert sync_status(tapes, "alice")["pending_push"] == 14  # the batch whose answer was lost
     downloaded.clear()
@@ -146,3 +161,73 @@ def test_status_right_after_a_sync_counts_exactly_with_shares_in_the_vault(
     assert sync_report(tapes, "alice")["pushed"] == 2
     status = sync_status(tapes, "bob")
     assert (status["pending_push"], status["pending_pull"]) == (0, 0)
+
+
+def _lock(home: Path) -> LockFile:
+    """The lock a `tapes storage sync` of ``home``'s store and personal vault holds."""
+    session = account.load_session(home)
+    assert session is not None
+    return sync_lock(home / "tapes.sqlite", session.personal_vault, "tapes storage sync")
+
+
+def test_a_second_sync_of_one_store_says_who_holds_it_or_waits(
+    tapes: Tapes, tmp_path: Path, client: Any
+) -> None:
+    home = tmp_path / "alice"
+    ok(tapes("alice", "auth", "login", "--server", AUDIENCE, "--handle", "alice"))
+    sessions(home, 2, 3)
+    lock = _lock(home)
+    with lock.hold():  # another sync of this store and vault is running
+        code, out, err = tapes("alice", "storage", "sync")
+        assert (code, out, server_count(client)) == (1, "", 0)
+        first, *_ = err.splitlines()
+        holder = f"pid {os.getpid()} on {socket.gethostname()}: tapes storage sync, since "
+        vault = account.load_session(home).personal_vault  # type: ignore[union-attr]
+        assert first.startswith(
+            f"tapes: error: vault {vault} of {home / 'tapes.sqlite'} is being synced by "
+            f"another process ({holder}"
+        )
+    held, release = threading.Event(), threading.Event()
+
+    def the_other_sync() -> None:
+        with lock.hold():
+            held.set()
+            release.wait(30)
+
+    other = threading.Thread(target=the_other_sync)
+    other.start()
+    assert held.wait(30)
+    threading.Timer(0.5, release.set).start()  # it ends while the second one waits
+    code, out, err = tapes("alice", "storage", "sync", "--wait", "--json")
+    other.join(30)
+    assert code == 0, err
+    assert f"waiting for {holder}" in err
+    assert json.loads(out)["pushed"] == 6
+    assert not lock.path.read_text()  # released: no holder named
+
+
+def test_the_hybrid_worker_skips_its_rounds_while_another_sync_holds_the_store(
+    tapes: Tapes, tmp_path: Path, client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    home = tmp_path / "hana"
+    ok(tapes("hana", "auth", "login", "--server", AUDIENCE, "--handle", "hana"))
+    ok(tapes("hana", "storage", "set-provider", "hybrid"))
+    sessions(home, 1, 3)
+    settings = Settings.resolve(config_dir=home, db=None, debug=False)
+    logging.getLogger().addHandler(caplog.handler)  # the CLI's logging set-up dropped it
+    caplog.set_level(logging.INFO, logger="tapes_e2e.sync.worker")
+    with _lock(home).hold():  # a foreground `tapes storage sync`
+        provider = context.open_provider(settings)
+        assert isinstance(provider, HybridProvider)
+        deadline = time.monotonic() + 30
+        while "sync round skipped" not in caplog.text:  # its first round, at once
+            assert time.monotonic() < deadline
+            time.sleep(0.01)  # polling the worker thread's log against a deadline
+        assert provider.put(chain(["written meanwhile"])[0])  # the writer is never held up
+        assert (provider.runner.rounds, server_count(client)) == (0, 0)
+    provider.request_sync()  # the lock is free: the next round runs
+    worker = provider._worker  # the test waits for the worker's round
+    assert worker is not None
+    assert worker.wait_rounds(1, timeout=30)
+    assert server_count(client) == 4
+    provider.close()
