@@ -1,0 +1,151 @@
+"""`tapes storage sync` as separate processes against a ``tapes-server serve`` process: Ctrl-C
+(SIGINT) in the middle keeps what was done and the next run finishes with exact counts, and two
+syncs of one store at once: the second names the first and exits, or waits with ``--wait`` and
+then has nothing left to do."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+import keymgmt
+from tapes_e2e import account
+from tapes_e2e import identity as identity_module
+from tapes_e2e.identity import identity_path
+from tapes_e2e.providers.local import LocalProvider
+from tapes_e2e.store.syncstate import sync_lock
+from tests.client.conftest import FAST
+from tests.conftest import chain
+from tests.e2e.conftest import LiveServer
+from tests.e2e.test_stolen_laptop_live import ok
+
+PASSPHRASE = "correct horse battery"  # noqa: S105 - a test's
+NODES = 3000  # three push batches: long enough to be caught in the middle
+
+
+@pytest.fixture
+def home(
+    live_server: LiveServer, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> Path:  # fmt: skip
+    """Alice's machine, logged in, with NODES nodes recorded and none synced."""
+    monkeypatch.setenv("TAPES_PASSPHRASE", PASSPHRASE)
+    monkeypatch.setattr(identity_module, "KDF", FAST)
+    monkeypatch.setattr(identity_module, "KDF_FLOOR", FAST)
+    home = tmp_path / "alice"
+    ok(capsys, home, "auth", "login", "--server", live_server.base_url, "--handle", "alice")
+    # a `tapes` process holds the product's own Argon2id floor: seal the key at it
+    path = identity_path(home)
+    identity = keymgmt.open_key_file_bytes(path.read_bytes(), PASSPHRASE, floor=FAST)
+    keymgmt.write_key_file(path, identity, PASSPHRASE, overwrite=True)
+    with LocalProvider(home / "tapes.sqlite") as store:
+        for start in range(0, NODES, 10):
+            store.put_many(chain([f"session {start} turn {i}" for i in range(10)]))
+    return home
+
+
+def tapes(home: Path, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tapes_e2e", "--config-dir", str(home), *args],
+        env={**os.environ, "TAPES_PASSPHRASE": PASSPHRASE}, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def processes() -> Iterator[list[subprocess.Popen[str]]]:
+    started: list[subprocess.Popen[str]] = []
+    yield started
+    for process in started:
+        if process.poll() is None:
+            process.send_signal(signal.SIGCONT)
+            process.kill()
+        process.communicate(timeout=30)
+
+
+def until(check: Callable[[], bool], timeout: float = 60) -> None:
+    start = time.monotonic()
+    while not check():
+        if time.monotonic() - start > timeout:
+            pytest.fail(f"not within {timeout} s")
+        time.sleep(0.005)  # polling another process's effect against a deadline
+
+
+def server_nodes(server: LiveServer) -> int:
+    with sqlite3.connect(server.root / "s.sqlite", timeout=30) as db:
+        return int(db.execute("SELECT count(*) FROM nodes").fetchone()[0])
+
+
+def report(process: subprocess.Popen[str]) -> dict[str, object]:
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err
+    return dict(json.loads(out))
+
+
+def status(capsys: pytest.CaptureFixture[str], home: Path) -> dict[str, int]:
+    return dict(json.loads(ok(capsys, home, "storage", "status", "--json"))["sync"])
+
+
+def test_ctrl_c_keeps_what_was_done_and_the_next_sync_finishes_exactly(
+    live_server: LiveServer, home: Path, capsys: pytest.CaptureFixture[str],
+    processes: list[subprocess.Popen[str]],
+) -> None:  # fmt: skip
+    first = tapes(home, "storage", "sync")
+    processes.append(first)
+    until(lambda: server_nodes(live_server) >= 1000)  # the first batch is in
+    first.send_signal(signal.SIGINT)
+    _, err = first.communicate(timeout=60)
+    assert first.returncode == 130, err
+    (line,) = err.strip().splitlines()
+    assert line.startswith("tapes: error: interrupted: pushed ")
+    assert line.endswith(", kept; the next `tapes storage sync` resumes from there")
+    kept = int(line.split("pushed ")[1].split(",")[0].replace(",", ""))
+    left = status(capsys, home)["pending_push"]
+    assert kept + left == NODES
+    assert left > 0  # it was cut in the middle of its push
+    second = tapes(home, "storage", "sync", "--json")
+    processes.append(second)
+    done = report(second)
+    assert (done["pushed"], done["pulled"], done["pending_push"]) == (left, 0, 0)
+    assert server_nodes(live_server) == NODES
+    after = status(capsys, home)
+    assert (after["pending_push"], after["pending_pull"], after["synced"]) == (0, 0, NODES)
+
+
+def test_two_syncs_of_one_store_at_once(
+    live_server: LiveServer, home: Path, capsys: pytest.CaptureFixture[str],
+    processes: list[subprocess.Popen[str]],
+) -> None:  # fmt: skip
+    session = account.load_session(home)
+    assert session is not None
+    lock = sync_lock(home / "tapes.sqlite", session.personal_vault, "")
+    first = tapes(home, "storage", "sync", "--json")
+    processes.append(first)
+    until(lambda: f"pid {first.pid} " in (lock.holder() or ""))
+    first.send_signal(signal.SIGSTOP)  # it holds the lock, in the middle of its sync
+    second = tapes(home, "storage", "sync")
+    processes.append(second)
+    _, err = second.communicate(timeout=60)
+    assert second.returncode == 1
+    assert f"is being synced by another process (pid {first.pid} on " in err.splitlines()[0]
+    assert ": tapes storage sync, since " in err.splitlines()[0]
+    waiting = tapes(home, "storage", "sync", "--wait", "--json")
+    processes.append(waiting)
+    time.sleep(1.0)  # long enough to have synced, were it not waiting
+    assert waiting.poll() is None
+    first.send_signal(signal.SIGCONT)
+    assert report(first)["pushed"] == NODES
+    done = report(waiting)
+    assert (done["pushed"], done["pulled"], done["pending_push"]) == (0, 0, 0)
+    assert server_nodes(live_server) == NODES
+    after = status(capsys, home)
+    assert (after["pending_push"], after["pending_pull"]) == (0, 0)
