@@ -219,7 +219,7 @@ def test_the_hybrid_worker_skips_its_rounds_while_another_sync_holds_the_store(
     with _lock(home).hold():  # a foreground `tapes storage sync`
         provider = context.open_provider(settings)
         assert isinstance(provider, HybridProvider)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 10
         while "sync round skipped" not in caplog.text:  # its first round, at once
             assert time.monotonic() < deadline
             time.sleep(0.01)  # polling the worker thread's log against a deadline
