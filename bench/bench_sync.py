@@ -42,9 +42,12 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 
+import httpx  # noqa: E402
+
 import keymgmt  # noqa: E402
 from bench._common import OUT, PASSPHRASE, make_home, use_pro_plan  # noqa: E402
 from bench.bench_local import make_sessions  # noqa: E402
+from bench.bench_server import SealingVault, new_account, push_batches  # noqa: E402
 from tapes_e2e import envelopes, remote_sync  # noqa: E402
 from tapes_e2e.client import ApiClient  # noqa: E402
 from tapes_e2e.demo import local_server  # noqa: E402
@@ -73,7 +76,7 @@ def encryption_off():  # type: ignore[no-untyped-def]
         )  # fmt: skip
 
     def open_(envelope, *, state, keys):  # type: ignore[no-untyped-def]
-        text = envelope["ciphertext"]
+        text = envelope.ciphertext
         return node_from_bytes(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
 
     remote_sync.seal_envelope, remote_sync.open_envelope = seal, open_  # type: ignore[assignment]
@@ -107,6 +110,19 @@ def noop_ms(home: Path, api: ApiClient, who: keymgmt.Identity, vault: str, tries
     return statistics.median(times) * 1000
 
 
+def server_ingest_rate(url: str, database: Path, count: int) -> float:
+    """The server's own ingest figure, on the same server in the same run: another account
+    pushes ``count`` envelopes of the same size, sealed before the clock starts, in raw HTTP
+    batches of 1,000 (what bench_server.py's push measures): the ceiling of any client's push."""
+    with httpx.Client(base_url=url, timeout=120) as http:
+        account = new_account(http, "ingest")
+        use_pro_plan(database)
+        envelopes = SealingVault(account.vault, account.identity, seed=7).sessions(count)
+        start = time.perf_counter()
+        push_batches(http, account, account.vault, envelopes, 1000)
+        return count / (time.perf_counter() - start)
+
+
 def run(root: Path, count: int, label: str, *, plain: bool) -> dict[str, Any]:
     root.mkdir(parents=True)
     with local_server(root) as (url, database):
@@ -121,9 +137,11 @@ def run(root: Path, count: int, label: str, *, plain: bool) -> dict[str, Any]:
             desktop, api2, same = make_home(root, f"{label}-desktop", url, None, laptop)
             pull_s, _, pulled = one_way(desktop, api2, same, vault)
             noop = noop_ms(desktop, api2, same, vault, 20)
+        ingest = server_ingest_rate(url, database, count)
     if pushed != count:
         raise SystemExit(f"pushed {pushed} of {count}")
-    return {"push_s": push_s, "pull_s": pull_s, "pulled": pulled, "noop_ms": noop}
+    return {"push_s": push_s, "pull_s": pull_s, "pulled": pulled, "noop_ms": noop,
+            "server_ingest_per_s": ingest}  # fmt: skip
 
 
 def bare_store_rate(root: Path, count: int) -> float:
@@ -197,6 +215,20 @@ def main() -> int:
           f"{'':>10}  < 50 ms, one request {'PASS' if noop_pass else 'MISS'}")  # fmt: skip
     print(f"{'bare store (n/s)':<18} {bare_store:>12,.0f} {'':>12} {'':>10}  "
           "the pulled rows stored by bare sqlite3 alone: any pull's ceiling here")  # fmt: skip
+    print(f"{'server ingest (n/s)':<18} {enc['server_ingest_per_s']:>12,.0f} "
+          f"{plain['server_ingest_per_s']:>12,.0f} {'':>10}  the same server taking presealed "
+          "envelopes in raw batches: any push's ceiling here")  # fmt: skip
+    print("issue 14's ratios, each against its baseline from this run:")
+    ratios = [
+        ("pull / bare store", enc["pulled"] / enc["pull_s"] / bare_store, ">= 0.8"),
+        ("push / server ingest", count / enc["push_s"] / enc["server_ingest_per_s"], ">= 0.8"),
+        ("encrypted / plain time, push", enc["push_s"] / plain["push_s"], "<= 1.15"),
+        ("encrypted / plain time, pull", enc["pull_s"] / plain["pull_s"], "<= 1.15"),
+    ]
+    for name, value, goal in ratios:
+        met = value >= 0.8 if goal.startswith(">=") else value <= 1.15
+        print(f"  {name:<30} {value:>6.2f}  goal {goal:<8} {'PASS' if met else 'MISS'}")
+    results["ratios"] = {name: value for name, value, _goal in ratios}
     (OUT / "sync.json").write_text(json.dumps(results, indent=2))
     print(f"wrote {OUT / 'sync.json'}")
     return 0 if ok else 1

@@ -27,6 +27,7 @@ from keymgmt.chain import (
 )
 from keymgmt.envelope import (
     Envelope,
+    EnvelopeWire,
     Hasher,
     OpenedNode,
     node_id,
@@ -134,6 +135,7 @@ __all__ = [
     "ChainRollbackError",
     "ChainSignatureError",
     "Envelope",
+    "EnvelopeWire",
     "EpochKeys",
     "Hasher",
     "Identity",

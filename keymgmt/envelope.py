@@ -31,9 +31,10 @@ import logging
 import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Annotated, Final
 
 import msgspec
+from msgspec import Meta
 
 from keymgmt import _primitives as prim
 from keymgmt import labels
@@ -48,6 +49,7 @@ __all__ = [
     "MAX_BODY_BYTES",
     "RECORD_TYPES",
     "Envelope",
+    "EnvelopeWire",
     "Hasher",
     "OpenedNode",
     "node_id",
@@ -78,21 +80,31 @@ def padded_length(n: int) -> int:
     return (n + mask) & ~mask
 
 
-class _Wire(msgspec.Struct, forbid_unknown_fields=True):
-    version: int
-    team: str
-    epoch: int
-    node_id: str
-    parent_id: str | None
-    author: str
-    record_type: str
-    metadata: dict[str, MetadataValue]
-    padded_size: int
-    nonce: str | None
-    ciphertext: str | None
-    signature: str | None
-    at_seqno: int | None = None
-    at_hash: str | None = None
+_Hex64 = Annotated[str, Meta(pattern=r"^[0-9a-f]{64}$")]
+_B64 = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]*$", max_length=48 * 1024 * 1024)]
+
+
+class EnvelopeWire(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """An envelope as JSON carries it: the one declaration of its shape. The server validates
+    pushes with it and indexes its routing fields (IDs, epoch, sizes, clear metadata); a client
+    decodes pulled pages straight into it and :func:`open_node` opens it. Byte fields are
+    unpadded base64url; ``at_seqno`` and ``at_hash`` appear from version 2 on."""
+
+    version: Annotated[int, Meta(ge=1, le=255)]
+    team: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+    epoch: Annotated[int, Meta(ge=0, le=2**31)]
+    node_id: _Hex64
+    parent_id: _Hex64 | None
+    author: Annotated[str, Meta(pattern=r"^[A-Z2-7]{4}(-[A-Z2-7]{4}){7}$")]
+    record_type: Annotated[str, Meta(pattern=r"^[a-z_]{1,32}$")]
+    metadata: Annotated[dict[Annotated[str, Meta(max_length=64)], MetadataValue],
+                        Meta(max_length=32)]  # fmt: skip
+    padded_size: Annotated[int, Meta(ge=0, le=64 * 1024 * 1024)]
+    nonce: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{32}$")] | None
+    ciphertext: _B64 | None
+    signature: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{86}$")] | None
+    at_seqno: Annotated[int, Meta(ge=0, le=2**31)] | None = None
+    at_hash: _Hex64 | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,18 +150,45 @@ class Envelope:
             wire |= {"at_seqno": self.at_seqno, "at_hash": self.at_hash}
         return wire
 
+    def to_wire(self) -> EnvelopeWire:
+        return EnvelopeWire(
+            self.version, self.team, self.epoch, self.node_id, self.parent_id, self.author,
+            self.record_type, dict(self.metadata), self.padded_size,
+            None if self.nonce is None else b64e(self.nonce),
+            None if self.ciphertext is None else b64e(self.ciphertext),
+            None if self.signature is None else b64e(self.signature),
+            self.at_seqno, self.at_hash,
+        )  # fmt: skip
+
     @classmethod
-    def from_dict(cls, data: object) -> Envelope:
-        """Parse the wire form; malformed input raises :class:`IntegrityError`."""
+    def from_wire(cls, w: EnvelopeWire) -> Envelope:
+        """The record a wire envelope carries; malformed base64 raises :class:`IntegrityError`."""
         try:
-            w = msgspec.convert(data, _Wire)
             return cls(
                 w.version, w.team, w.epoch, w.node_id, w.parent_id, w.author, w.record_type,
                 w.metadata, w.padded_size, _opt_b64(w.nonce), _opt_b64(w.ciphertext),
                 _opt_b64(w.signature), w.at_seqno, w.at_hash,
             )  # fmt: skip
-        except (msgspec.ValidationError, ValueError):
+        except ValueError:
             raise _fail("malformed envelope") from None
+
+    @classmethod
+    def from_dict(cls, data: object) -> Envelope:
+        """Parse the wire form from plain JSON values; malformed input raises
+        :class:`IntegrityError`."""
+        try:
+            wire = msgspec.convert(data, EnvelopeWire)
+        except msgspec.ValidationError:
+            raise _fail("malformed envelope") from None
+        return cls.from_wire(wire)
+
+    @classmethod
+    def parse(cls, envelope: Envelope | EnvelopeWire | Mapping[str, object]) -> Envelope:
+        if isinstance(envelope, Envelope):
+            return envelope
+        if isinstance(envelope, EnvelopeWire):
+            return cls.from_wire(envelope)
+        return cls.from_dict(envelope)
 
     @property
     def metadata_only(self) -> bool:
@@ -347,10 +386,10 @@ def _check_position(env: Envelope, state: VerifiedTeamState) -> None:
 
 
 def verify_metadata_only(
-    envelope: Envelope | Mapping[str, object], *, state: VerifiedTeamState
+    envelope: Envelope | EnvelopeWire | Mapping[str, object], *, state: VerifiedTeamState
 ) -> OpenedNode:
     """Check a metadata-only record's signature; usable by viewers (needs no content key)."""
-    env = envelope if isinstance(envelope, Envelope) else Envelope.from_dict(envelope)
+    env = Envelope.parse(envelope)
     _check_header(env, state)
     if env.ciphertext is not None or env.nonce is not None or env.padded_size != 0:
         raise _fail("not a metadata-only record")
@@ -368,7 +407,7 @@ def verify_metadata_only(
 
 
 def open_node(
-    envelope: Envelope | Mapping[str, object],
+    envelope: Envelope | EnvelopeWire | Mapping[str, object],
     *,
     state: VerifiedTeamState,
     keys: TeamKeys | None,
@@ -381,7 +420,7 @@ def open_node(
     parent ID recomputed from its result equal the envelope's. A metadata-only record is
     checked as in :func:`verify_metadata_only`.
     """
-    env = envelope if isinstance(envelope, Envelope) else Envelope.from_dict(envelope)
+    env = Envelope.parse(envelope)
     if env.ciphertext is None:
         return verify_metadata_only(env, state=state)
     _check_header(env, state)

@@ -140,7 +140,7 @@ def seal_envelope(
 
 
 def open_envelope(
-    envelope: keymgmt.Envelope | Mapping[str, object],
+    envelope: keymgmt.Envelope | keymgmt.EnvelopeWire | Mapping[str, object],
     *,
     state: keymgmt.VerifiedTeamState,
     keys: keymgmt.TeamKeys | None,

@@ -15,8 +15,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, cast
 
-import msgspec
-
 import keymgmt
 from tapes_e2e.account import fetch_vault_material
 from tapes_e2e.client import ApiClient, encode_push
@@ -249,9 +247,7 @@ class VaultPuller:
         for item in page.items:
             node_id = item.envelope.node_id
             try:
-                opened = open_envelope(
-                    msgspec.structs.asdict(item.envelope), state=access.state, keys=keys
-                )
+                opened = open_envelope(item.envelope, state=access.state, keys=keys)
             except keymgmt.IntegrityError:
                 rejected.append(
                     f"integrity: node {node_id[:16]}… failed verification and was not stored"

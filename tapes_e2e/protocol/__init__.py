@@ -16,6 +16,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
+from keymgmt.envelope import EnvelopeWire
+
 __all__ = [
     "API_KEY_PREFIX",
     "GITHUB_LOGIN",
@@ -221,31 +223,6 @@ class VaultOut(_Strict, frozen=True):
     head_seq: int
     node_count: int
     legal_hold: bool = False
-
-
-MetadataValue = str | int | None
-
-
-class EnvelopeWire(_Strict, frozen=True):
-    """One node envelope as ``keymgmt.Envelope.to_dict`` writes it. Opaque to the server
-    except for the routing fields it must index (IDs, epoch, sizes, clear metadata)."""
-
-    version: Annotated[int, Meta(ge=1, le=255)]
-    team: VaultId
-    epoch: Annotated[int, Meta(ge=0, le=2**31)]
-    node_id: Hex64
-    parent_id: Hex64 | None
-    author: Fingerprint
-    record_type: Annotated[str, Meta(pattern=r"^[a-z_]{1,32}$")]
-    metadata: Annotated[
-        dict[Annotated[str, Meta(max_length=64)], MetadataValue], Meta(max_length=32)
-    ]
-    padded_size: Annotated[int, Meta(ge=0, le=64 * 1024 * 1024)]
-    nonce: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{32}$")] | None
-    ciphertext: B64 | None
-    signature: Sig64 | None
-    at_seqno: Annotated[int, Meta(ge=0, le=2**31)] | None = None
-    at_hash: Hex64 | None = None
 
 
 class PushRequest(_Strict, frozen=True):

@@ -18,8 +18,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import msgspec
-
 import keymgmt
 from tapes_e2e.account import open_vault, trust_for
 from tapes_e2e.client import ApiClient
@@ -92,8 +90,9 @@ class CloudProvider(DelegatedSharing):
         return self._ids[node_hash]
 
     def _open(self, item: NodeOut) -> Node:
-        wire = msgspec.structs.asdict(item.envelope)
-        opened = open_envelope(wire, state=self.access.state, keys=self.access.content_keys())
+        opened = open_envelope(
+            item.envelope, state=self.access.state, keys=self.access.content_keys()
+        )
         if isinstance(opened, MetadataRecord):
             raise InvalidNodeError("this vault keeps metadata only: there is no content to read")
         self._ids[opened.hash] = item.envelope.node_id

@@ -17,8 +17,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import msgspec
-
 import keymgmt
 from tapes_e2e.client import ApiClient
 from tapes_e2e.envelopes import MetadataRecord, node_body, open_envelope
@@ -94,12 +92,11 @@ def _sealed_again(
     """The swap for one envelope: its ID now and the same node sealed under the current epoch,
     naming its parent as before (an old ID the server resolves) and keeping its clear metadata,
     which was counted once, at push. Anything that does not open is refused as a pull would."""
-    envelope = msgspec.structs.asdict(wire)
-    node = open_envelope(envelope, state=state, keys=keys)
+    node = open_envelope(wire, state=state, keys=keys)
     if isinstance(node, MetadataRecord):  # nothing sealed to seal again
         return None
     sealed = keymgmt.seal_node(
-        state=state, keys=keys, tapes_hash=node.hash, parent_id=envelope["parent_id"],
-        body=node_body(node), metadata=envelope["metadata"], author=identity.fingerprint,
+        state=state, keys=keys, tapes_hash=node.hash, parent_id=wire.parent_id,
+        body=node_body(node), metadata=wire.metadata, author=identity.fingerprint,
     )  # fmt: skip
-    return {"old_id": envelope["node_id"], "envelope": sealed.to_dict()}
+    return {"old_id": wire.node_id, "envelope": sealed.to_dict()}

@@ -152,7 +152,7 @@ def _verify(api: ApiClient, access: VaultAccess, share: ShareOut) -> SharedView:
     keys = access.content_keys()
     title, note = keymgmt.open_share_text(verified, keys=keys)
     leaf = api.node(verified.leaf_id)  # opening checks its ID is the keyed hash of its content
-    opened = open_envelope(msgspec.structs.asdict(leaf.envelope), state=access.state, keys=keys)
+    opened = open_envelope(leaf.envelope, state=access.state, keys=keys)
     if leaf.envelope.node_id != verified.leaf_id and (
         # sealed again since it was shared (tapes team reencrypt): the ID the sharer signed
         # must still be this very content's ID, under an epoch this member holds
@@ -265,7 +265,7 @@ def fetch_shared(
     keys = access.content_keys()
     nodes: list[Node] = []
     for item in api.ancestry(view.leaf_id):  # the leaf first, each page a continued path
-        opened = open_envelope(msgspec.structs.asdict(item.envelope), state=access.state, keys=keys)
+        opened = open_envelope(item.envelope, state=access.state, keys=keys)
         if isinstance(opened, MetadataRecord):
             raise TeamError(
                 f"team {view.team_id} keeps metadata only: the session has no content to pull"

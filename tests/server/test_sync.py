@@ -163,6 +163,25 @@ def test_bad_requests_are_4xx_never_5xx(alice: User, client: TestClient[Any]) ->
         assert response.json()["detail"]
 
 
+def test_unknown_fields_anywhere_in_a_request_are_refused(
+    alice: User, client: TestClient[Any]
+) -> None:
+    """A field the protocol does not name is a 400, at the top of a request or inside an
+    envelope: nothing the client did not mean is stored, and no old client is misread."""
+    envelope = Vault(alice.vault, alice.identity).chain(1)[0]
+    h = alice.headers
+    cases = [
+        client.post("/api/v1/sync/push", headers=h,
+                    json={"vault": alice.vault, "envelopes": [envelope], "force": True}),
+        client.post("/api/v1/sync/push", headers=h,
+                    json={"vault": alice.vault, "envelopes": [{**envelope, "note": "x"}]}),
+        client.post("/api/v1/api-keys/", headers=h,
+                    json={"vault": alice.vault, "permissions": ["pull"], "admin": True}),
+    ]  # fmt: skip
+    assert [r.status_code for r in cases] == [400] * len(cases)
+    assert alice.get(f"/api/v1/sync/status?vault={alice.vault}").json()["node_count"] == 0
+
+
 def test_an_oversized_body_is_refused(alice: User, client: TestClient[Any]) -> None:
     huge = b'{"vault": "' + b"x" * (21 * 1024 * 1024) + b'"}'
     response = client.post("/api/v1/sync/push", content=huge, headers=alice.headers)
