@@ -98,3 +98,21 @@ def test_pull_and_ancestry_pages_stop_at_the_byte_budget(alice: User) -> None:
     page = ancestry(alice, chain[-1]["node_id"])
     assert len(page["items"]) == fits
     assert page["next"] == page["items"][-1]["envelope"]["parent_id"] == chain[4 - fits]["node_id"]
+
+
+def test_status_counts_what_is_left_exactly_up_to_a_bound(
+    alice: User, monkeypatch: Any
+) -> None:
+    """Exact while few are left (a share's sequence number is not a node to pull); far behind,
+    one bounded walk of the index and the sequence numbers left as the answer."""
+    from server.domain.nodes import services
+
+    push(alice, Vault(alice.vault, alice.identity).chain(5))
+
+    def pending(after: int) -> int:
+        status = alice.get(f"/api/v1/sync/status?vault={alice.vault}&after={after}").json()
+        return int(status["pending_pull"])
+
+    assert [pending(a) for a in (0, 3, 5)] == [5, 2, 0]
+    monkeypatch.setattr(services, "EXACT_PENDING_UP_TO", 2)
+    assert [pending(a) for a in (0, 3, 5)] == [5, 2, 0]  # 5 > 2: the bound's answer
