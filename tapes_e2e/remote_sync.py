@@ -13,7 +13,7 @@ import json
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, cast
+from typing import TYPE_CHECKING, Protocol
 
 import keymgmt
 from tapes_e2e.account import fetch_vault_material
@@ -175,8 +175,7 @@ class VaultPusher:
         ids = [str(envelope["node_id"]) for envelope in envelopes]
         return _Sealed(access, nodes, ids, encode_push(vault, envelopes))
 
-    def send(self, vault: str, prepared: object) -> PushReceipt:
-        prepared = cast("_Sealed", prepared)  # the runner hands back what prepare made
+    def send(self, vault: str, prepared: _Sealed) -> PushReceipt:
         if self.hooks is not None:
             self.hooks.before_push(self.holder)  # may move the holder to a new epoch
         if prepared.access is not self.holder.access:
@@ -236,8 +235,7 @@ class VaultPuller:
         except ServerError as exc:
             raise sync_failure(exc) from exc
 
-    def open(self, vault: str, after: int, fetched: object) -> PulledBatch:
-        page = cast("PullPage", fetched)  # the runner hands back what fetch returned
+    def open(self, vault: str, after: int, page: PullPage) -> PulledBatch:
         with chain_failures():
             self.holder.follow(page.chain_seqno)
         access = self.holder.access

@@ -6,7 +6,7 @@ caller performs the actions. The worker thread (``sync/worker.py``) and ``tapes 
 the foreground drive the same engine.
 
 A **round** pushes until there is nothing left to push, then pulls until the server says there
-is no more. At most one request (``PushBatch`` or ``PullPage``) is outstanding at any time; the
+is no more. At most one request (``PushBatch`` or ``FetchPage``) is outstanding at any time; the
 response to it is the next event (``PushAcked`` / ``NothingToPush`` / ``PulledPage`` /
 ``Failed``).
 
@@ -21,7 +21,7 @@ State diagram (``phase``)::
             |  |         |    during it: next round now)        |     v
             |  |      +---------+ <------------------------------+  +---------+
             |  +----- | pulling | <---------------------------------| pulling |
-            |         +---------+ PulledPage(more=True): PullPage   +---------+
+            |         +---------+ PulledPage(more=True): FetchPage   +---------+
             |              |
             |              | Failed("offline" | "server") from pushing or pulling
             |              v
@@ -64,9 +64,9 @@ __all__ = [
     "Event",
     "Failed",
     "FailureKind",
+    "FetchPage",
     "NothingToPush",
     "Phase",
-    "PullPage",
     "PulledPage",
     "PushAcked",
     "PushBatch",
@@ -172,7 +172,7 @@ class PushBatch:
 
 
 @dataclass(frozen=True, slots=True)
-class PullPage:
+class FetchPage:
     """Pull and store the page after ``after_cursor``; answer with PulledPage or Failed."""
 
     after_cursor: int
@@ -214,9 +214,9 @@ class Stop:
 
 
 Action: TypeAlias = (
-    PushBatch | PullPage | Backoff | RefreshLogin | ReportIntegrity | RoundFinished | Stop
+    PushBatch | FetchPage | Backoff | RefreshLogin | ReportIntegrity | RoundFinished | Stop
 )
-Request: TypeAlias = PushBatch | PullPage
+Request: TypeAlias = PushBatch | FetchPage
 
 # --- state ------------------------------------------------------------------------------------
 
@@ -274,7 +274,7 @@ def in_flight(state: EngineState) -> Request | None:
     if state.phase == "pushing":
         return PushBatch(state.push_rowid)
     if state.phase == "pulling":
-        return PullPage(state.cursor)
+        return FetchPage(state.cursor)
     return None
 
 
@@ -333,7 +333,7 @@ def _response(
             state = replace(state, cursor=event.cursor)
         return _request(replace(state, auth_refreshed=False), PushBatch(state.push_rowid))
     state = replace(state, phase="pulling", auth_refreshed=False)
-    return _request(state, PullPage(state.cursor))
+    return _request(state, FetchPage(state.cursor))
 
 
 def _tick(state: EngineState, now: float) -> tuple[EngineState, list[Action]]:
@@ -391,7 +391,7 @@ def _pulled(state: EngineState, page: PulledPage) -> tuple[EngineState, list[Act
     progressed = page.cursor > state.cursor
     state = replace(state, cursor=max(state.cursor, page.cursor))
     if page.more and progressed:
-        new_state, actions = _request(state, PullPage(state.cursor))
+        new_state, actions = _request(state, FetchPage(state.cursor))
         return new_state, [*reports, *actions]
     if page.more:
         # "More" without moving the cursor would ask for the same page forever.

@@ -70,9 +70,9 @@ from tapes_e2e.sync.engine import (
     Event,
     Failed,
     FailureKind,
+    FetchPage,
     NothingToPush,
     PulledPage,
-    PullPage,
     PushAcked,
     PushBatch,
     RefreshLogin,
@@ -146,60 +146,66 @@ class PushReceipt:
 
 
 PushFn = Callable[[str, Sequence[Node]], Sequence[str] | PushReceipt]
+"""A push in one step, for callers (and tests) with nothing to prepare ahead."""
 PullFn = Callable[[str, int, int], PulledBatch]
+"""A pull in one step, for callers (and tests) with nothing to fetch ahead."""
 RefreshFn = Callable[[], None]
 
+_Made = TypeVar("_Made")
+_Got = TypeVar("_Got")
+_T = TypeVar("_T")
+
 
 @runtime_checkable
-class Pusher(Protocol):
+class Pusher(Protocol[_Made]):
     """A push in two steps. ``prepare`` is CPU work on immutable nodes (sealing) with no I/O and
     no shared mutable state, so the runner may call it on a helper thread; ``send`` makes the
-    request and returns what a :data:`PushFn` returns."""
+    request with what ``prepare`` made (its own type, opaque to the runner)."""
 
-    def prepare(self, vault: str, nodes: Sequence[Node]) -> object: ...
+    def prepare(self, vault: str, nodes: Sequence[Node]) -> _Made: ...
 
-    def send(self, vault: str, prepared: object) -> Sequence[str] | PushReceipt: ...
+    def send(self, vault: str, prepared: _Made) -> PushReceipt: ...
 
 
 @runtime_checkable
-class Puller(Protocol):
+class Puller(Protocol[_Got]):
     """A pull in two steps. ``fetch`` is the request (the runner makes it on a helper thread
     for the next page while it stores this one); ``open`` verifies and opens what it fetched
-    and returns what a :data:`PullFn` returns."""
+    (its own type, opaque to the runner)."""
 
-    def fetch(self, vault: str, after: int, limit: int) -> object: ...
+    def fetch(self, vault: str, after: int, limit: int) -> _Got: ...
 
-    def open(self, vault: str, after: int, fetched: object) -> PulledBatch: ...
-
-
-class _OneStepPull:
-    """A plain :data:`PullFn` as a :class:`Puller`: all of it happens in ``fetch``."""
-
-    def __init__(self, pull: PullFn) -> None:
-        self._pull = pull
-
-    def fetch(self, vault: str, after: int, limit: int) -> object:
-        return self._pull(vault, after, limit)
-
-    def open(self, vault: str, after: int, fetched: object) -> PulledBatch:
-        return fetched  # type: ignore[return-value]
+    def open(self, vault: str, after: int, fetched: _Got) -> PulledBatch: ...
 
 
-class _OneStep:
-    """A plain :data:`PushFn` as a :class:`Pusher` whose ``prepare`` does nothing."""
+class _OneStepPush:
+    """A :data:`PushFn` as a :class:`Pusher`: ``prepare`` keeps the nodes, ``send`` pushes."""
 
     def __init__(self, push: PushFn) -> None:
         self._push = push
 
-    def prepare(self, vault: str, nodes: Sequence[Node]) -> object:
+    def prepare(self, vault: str, nodes: Sequence[Node]) -> Sequence[Node]:
         return nodes
 
-    def send(self, vault: str, prepared: object) -> Sequence[str] | PushReceipt:
-        return self._push(vault, prepared)  # type: ignore[arg-type]
+    def send(self, vault: str, prepared: Sequence[Node]) -> PushReceipt:
+        receipt = self._push(vault, prepared)
+        return receipt if isinstance(receipt, PushReceipt) else PushReceipt(list(receipt))
 
 
-_T = TypeVar("_T")
-_Prepared = tuple[Sequence[tuple[int, Node]], object]  # a batch (rowid, node) and its sealed form
+class _OneStepPull:
+    """A :data:`PullFn` as a :class:`Puller`: all of it happens in ``fetch``."""
+
+    def __init__(self, pull: PullFn) -> None:
+        self._pull = pull
+
+    def fetch(self, vault: str, after: int, limit: int) -> PulledBatch:
+        return self._pull(vault, after, limit)
+
+    def open(self, vault: str, after: int, fetched: PulledBatch) -> PulledBatch:
+        return fetched
+
+
+_Prepared = tuple[Sequence[tuple[int, Node]], Any]  # a batch (rowid, node), what prepare made
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,8 +225,8 @@ class SyncRunner:
         self,
         state: SyncState,
         vault: str,
-        push: PushFn | Pusher,
-        pull: PullFn | Puller,
+        push: PushFn | Pusher[Any],
+        pull: PullFn | Puller[Any],
         *,
         refresh_login: RefreshFn | None = None,
         config: EngineConfig | None = None,
@@ -236,8 +242,8 @@ class SyncRunner:
         self.state = state
         self.lock = lock  # taken by the worker for each round, and by a foreground round
         self.vault = vault
-        self._pusher = push if isinstance(push, Pusher) else _OneStep(push)
-        self._puller = pull if isinstance(pull, Puller) else _OneStepPull(pull)
+        self._pusher: Pusher[Any] = push if isinstance(push, Pusher) else _OneStepPush(push)
+        self._puller: Puller[Any] = pull if isinstance(pull, Puller) else _OneStepPull(pull)
         self._executor: ThreadPoolExecutor | None = None
         self._push_ahead: _Ahead[_Prepared] | None = None
         self._pull_ahead: _Ahead[object] | None = None
@@ -280,7 +286,7 @@ class SyncRunner:
                         break  # the rest of the list depended on this step
 
     def _perform(self, action: Action) -> Event | None:
-        if isinstance(action, PushBatch | PullPage | RefreshLogin):
+        if isinstance(action, PushBatch | FetchPage | RefreshLogin):
             return self._attempt(action)
         if isinstance(action, ReportIntegrity):
             log.error("integrity: %s", action.message)
@@ -294,7 +300,7 @@ class SyncRunner:
             log.debug("sync engine stopped")
         return None
 
-    def _attempt(self, action: PushBatch | PullPage | RefreshLogin) -> Event | None:
+    def _attempt(self, action: PushBatch | FetchPage | RefreshLogin) -> Event | None:
         """Perform a request; its outcome, a failure included, as the next event."""
         now = self.clock()
         if self.engine.closing and now >= self.engine.deadline:
@@ -314,7 +320,7 @@ class SyncRunner:
             _notify(self._on_progress, outcome)
         return outcome
 
-    def _request(self, action: PushBatch | PullPage | RefreshLogin) -> Event | None:
+    def _request(self, action: PushBatch | FetchPage | RefreshLogin) -> Event | None:
         if isinstance(action, RefreshLogin):
             if self._refresh is None:
                 raise SyncError("auth", "the session expired and cannot be refreshed here")
@@ -333,7 +339,7 @@ class SyncRunner:
             return NothingToPush()
         self._start_push_ahead(batch[-1][0])
         receipt = self._pusher.send(self.vault, prepared)
-        node_ids = list(receipt.node_ids if isinstance(receipt, PushReceipt) else receipt)
+        node_ids = list(receipt.node_ids)
         if len(node_ids) != len(batch):
             raise SyncError(
                 "server", f"the server acknowledged {len(node_ids)} of {len(batch)} nodes"
@@ -341,11 +347,7 @@ class SyncRunner:
         new_hwm = batch[-1][0]
         # Our nodes were stored right after what we had pulled: the cursor skips them (in the
         # same transaction), so they are not pulled back.
-        stored = (
-            (receipt.first_seq, receipt.last_seq)
-            if isinstance(receipt, PushReceipt) and receipt.first_seq
-            else None
-        )
+        stored = (receipt.first_seq, receipt.last_seq) if receipt.first_seq else None
         cursor = self.state.mark_pushed(
             self.vault,
             [

@@ -100,9 +100,7 @@ def test_pull_and_ancestry_pages_stop_at_the_byte_budget(alice: User) -> None:
     assert page["next"] == page["items"][-1]["envelope"]["parent_id"] == chain[4 - fits]["node_id"]
 
 
-def test_status_counts_what_is_left_exactly_up_to_a_bound(
-    alice: User, monkeypatch: Any
-) -> None:
+def test_status_counts_what_is_left_exactly_up_to_a_bound(alice: User, monkeypatch: Any) -> None:
     """Exact while few are left (a share's sequence number is not a node to pull); far behind,
     one bounded walk of the index and the sequence numbers left as the answer."""
     from server.domain.nodes import services

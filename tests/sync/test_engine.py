@@ -16,9 +16,9 @@ from tapes_e2e.sync.engine import (
     EngineState,
     Event,
     Failed,
+    FetchPage,
     NothingToPush,
     PulledPage,
-    PullPage,
     PushAcked,
     PushBatch,
     RefreshLogin,
@@ -69,8 +69,8 @@ CASES: list[tuple[str, EngineState, Event, list[Action], str]] = [
     ),
     ("an ack pushes the next batch", PUSHING, PushAcked(5, 42), [PushBatch(42)], "pushing"),
     ("a stale ack never lowers the mark", PUSHING, PushAcked(5, 2), [PushBatch(10)], "pushing"),
-    ("nothing left to push: pull", PUSHING, NothingToPush(), [PullPage(3)], "pulling"),
-    ("more pages: pull the next", PULLING, PulledPage(5, 8, more=True), [PullPage(8)], "pulling"),
+    ("nothing left to push: pull", PUSHING, NothingToPush(), [FetchPage(3)], "pulling"),
+    ("more pages: pull the next", PULLING, PulledPage(5, 8, more=True), [FetchPage(8)], "pulling"),
     (
         "the last page ends the round",
         PULLING,
@@ -82,7 +82,7 @@ CASES: list[tuple[str, EngineState, Event, list[Action], str]] = [
         "refused envelopes are reported, pulling goes on",
         PULLING,
         PulledPage(3, 9, more=True, rejected=("bad blob", "bad parent")),
-        [ReportIntegrity("bad blob"), ReportIntegrity("bad parent"), PullPage(9)],
+        [ReportIntegrity("bad blob"), ReportIntegrity("bad parent"), FetchPage(9)],
         "pulling",
     ),
     (
@@ -182,9 +182,9 @@ def test_a_full_round_then_the_next_at_the_interval() -> None:
     state, actions = run(state, PushAcked(500, 600))
     assert actions == [PushBatch(600)]
     state, actions = run(state, NothingToPush())
-    assert actions == [PullPage(3)]
+    assert actions == [FetchPage(3)]
     state, actions = run(state, PulledPage(500, 503, more=True))
-    assert actions == [PullPage(503)]
+    assert actions == [FetchPage(503)]
     state, actions = run(state, PulledPage(7, 510, more=False))
     assert actions == [RoundFinished("ok")]
     assert (state.phase, state.push_rowid, state.cursor) == ("idle", 600, 510)
@@ -246,7 +246,7 @@ def test_auth_refresh_is_allowed_again_after_a_success() -> None:
 def test_integrity_rejections_mark_the_round_failed_but_store_the_rest() -> None:
     state, _ = run(START, Tick(100.0), NothingToPush())
     state, actions = decide(state, PulledPage(9, 13, more=True, rejected=("blob altered",)))
-    assert actions == [ReportIntegrity("blob altered"), PullPage(13)]
+    assert actions == [ReportIntegrity("blob altered"), FetchPage(13)]
     state, actions = decide(state, PulledPage(4, 17, more=False))
     assert actions == [RoundFinished("integrity", "1 refused: blob altered")]
     assert state.cursor == 17
@@ -264,7 +264,7 @@ def test_closing_budget_bounds_an_endless_pull() -> None:
     while state.phase != "stopped":
         cursor += 1
         state, actions = decide(state, PulledPage(1, cursor, more=True))
-        requests += sum(isinstance(a, PullPage) for a in actions)
+        requests += sum(isinstance(a, FetchPage) for a in actions)
         assert requests <= CONFIG.close_budget
     assert actions == [Stop()]
     assert requests == CONFIG.close_budget
@@ -311,7 +311,7 @@ _events = st.one_of(
     st.builds(Failed, _kinds, st.text(max_size=5), st.floats(0, 50), st.floats(0, 2)),
     st.builds(Closing, st.floats(0, 50), st.floats(0, 100)),
 )
-_REQUEST = PushBatch | PullPage
+_REQUEST = PushBatch | FetchPage
 
 
 def _answers(state: EngineState, event: Event) -> bool:
@@ -327,7 +327,7 @@ def _answers(state: EngineState, event: Event) -> bool:
 @given(st.lists(st.tuples(_events, st.floats(0, 5)), max_size=60))
 def test_any_event_sequence_keeps_the_invariants(steps: list[tuple[Event, float]]) -> None:
     state = EngineState.start(CONFIG, now=0.0)
-    outstanding: PushBatch | PullPage | None = None
+    outstanding: PushBatch | FetchPage | None = None
     clock = 0.0
     last_delay = 0.0
     for raw_event, advance in steps:
@@ -381,7 +381,7 @@ def _respond(state: EngineState, choice: int, now: float) -> Event:
             Failed("offline", "down", now),
             Failed("auth", "401", now),
         ]
-    elif isinstance(request, PullPage):
+    elif isinstance(request, FetchPage):
         options = [
             PulledPage(1, request.after_cursor + 1, more=True),
             PulledPage(1, request.after_cursor + 1, more=False),
@@ -429,9 +429,9 @@ def test_closing_during_a_round_runs_one_more_round_for_late_writes() -> None:
         Closing,
         EngineConfig,
         EngineState,
+        FetchPage,
         NothingToPush,
         PulledPage,
-        PullPage,
         PushBatch,
         RoundFinished,
         Stop,
@@ -443,13 +443,13 @@ def test_closing_during_a_round_runs_one_more_round_for_late_writes() -> None:
     state, actions = decide(state, SyncRequested(0.0))
     assert actions == [PushBatch(0)]
     state, actions = decide(state, NothingToPush())
-    assert actions == [PullPage(0)]
+    assert actions == [FetchPage(0)]
     state, actions = decide(state, Closing(1.0, 60.0))  # while pulling
     assert actions == []
     state, actions = decide(state, PulledPage(count=0, cursor=0, more=False))
     assert actions == [RoundFinished("ok"), PushBatch(0)]  # the closing round
     state, actions = decide(state, NothingToPush())
-    assert actions == [PullPage(0)]
+    assert actions == [FetchPage(0)]
     state, actions = decide(state, PulledPage(count=0, cursor=0, more=False))
     assert actions == [RoundFinished("ok"), Stop()]
 
@@ -458,7 +458,7 @@ def test_a_push_stored_right_after_the_cursor_moves_it() -> None:
     from tapes_e2e.sync.engine import (
         EngineConfig,
         EngineState,
-        PullPage,
+        FetchPage,
         PushAcked,
         PushBatch,
         SyncRequested,
@@ -474,4 +474,4 @@ def test_a_push_stored_right_after_the_cursor_moves_it() -> None:
     assert (state.cursor, actions) == (7, [PushBatch(4)])
     state, actions = decide(state, PushAcked(count=1, new_hwm=5, cursor=2))  # never backwards
     assert state.cursor == 7
-    assert PullPage(7) not in actions
+    assert FetchPage(7) not in actions

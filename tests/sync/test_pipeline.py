@@ -12,7 +12,15 @@ import pytest
 from tapes_e2e.node import Node
 from tapes_e2e.providers.local import LocalProvider
 from tapes_e2e.store.syncstate import SyncState
-from tapes_e2e.sync.worker import PulledBatch, SyncError, SyncRunner, run_sync
+from tapes_e2e.sync.worker import (
+    PulledBatch,
+    PullFn,
+    PushFn,
+    PushReceipt,
+    SyncError,
+    SyncRunner,
+    run_sync,
+)
 from tests.conftest import chain
 from tests.sync.test_worker import FakeServer
 
@@ -40,7 +48,7 @@ class TwoStepPusher:
     def _count(self, kind: str) -> int:
         return sum(1 for what, _ in self.log if what == kind)
 
-    def prepare(self, vault: str, nodes: Sequence[Node]) -> object:
+    def prepare(self, vault: str, nodes: Sequence[Node]) -> list[Node]:
         with self.changed:
             self.log.append(("prepare", nodes[0].hash))
             self.threads.add(threading.current_thread().name)
@@ -49,16 +57,16 @@ class TwoStepPusher:
             raise SyncError("server", "sealing failed")
         return list(nodes)
 
-    def send(self, vault: str, prepared: object) -> list[str]:
+    def send(self, vault: str, prepared: list[Node]) -> PushReceipt:
         """Wait (bounded) until the next batch is being prepared: proof that it runs ahead."""
-        nodes: list[Node] = prepared  # type: ignore[assignment]
+        nodes = prepared
         with self.changed:
             sent = self._count("send")
             self.changed.wait_for(
                 lambda: self._count("prepare") >= min(sent + 2, self.batches), WAIT
             )
             self.log.append(("send", nodes[0].hash))
-        return self.server.push(vault, nodes)
+        return PushReceipt(self.server.push(vault, nodes))
 
 
 class TwoStepPuller:
@@ -70,26 +78,26 @@ class TwoStepPuller:
         self.fetches: list[tuple[int, str]] = []
         self.fail_fetch_after: int | None = None
 
-    def fetch(self, vault: str, after: int, limit: int) -> object:
+    def fetch(self, vault: str, after: int, limit: int) -> PulledBatch:
         self.fetches.append((after, threading.current_thread().name))
         if after == self.fail_fetch_after:
             self.fail_fetch_after = None
             raise SyncError("offline", "the connection dropped")
         return self.server.pull(vault, after, limit)
 
-    def open(self, vault: str, after: int, fetched: object) -> PulledBatch:
-        assert isinstance(fetched, PulledBatch)
+    def open(self, vault: str, after: int, fetched: PulledBatch) -> PulledBatch:
         return fetched
 
 
 def runner_for(
-    provider: LocalProvider, server: FakeServer, pusher: object, puller: object
-) -> SyncRunner:
+    provider: LocalProvider, server: FakeServer, pusher: TwoStepPusher | PushFn,
+    puller: TwoStepPuller | PullFn,
+) -> SyncRunner:  # fmt: skip
     return SyncRunner(
         SyncState(provider),
         VAULT,
-        pusher,  # type: ignore[arg-type]
-        puller,  # type: ignore[arg-type]
+        pusher,
+        puller,
         batch_size=10,
         page_size=10,
     )
