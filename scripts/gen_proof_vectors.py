@@ -12,11 +12,12 @@ again rewrites byte-identical files (tests/client/test_proof.py checks that). Us
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from gen_keymgmt_vectors import T0, DetRng  # beside this script: the same pinned stream
 
 from keymgmt import (
     Identity,
@@ -40,24 +41,8 @@ from tapes_e2e.proof import TeamEvidence, build_proof
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "vectors" / "proofs"
-T0 = 1_780_000_000
 TEAM = "proof-vector-team"
 GO_CHAIN = ("chain_root", "chain_child_1", "chain_child_2", "chain_child_3")
-
-
-class DetRng:
-    """SHA-256(seed || counter) stream: the only source of randomness in the vectors."""
-
-    def __init__(self, seed: str) -> None:
-        self.seed = seed.encode()
-        self.counter = 0
-
-    def __call__(self, n: int) -> bytes:
-        out = b""
-        while len(out) < n:
-            out += hashlib.sha256(self.seed + self.counter.to_bytes(8, "big")).digest()
-            self.counter += 1
-        return out[:n]
 
 
 def go_session() -> list[Node]:

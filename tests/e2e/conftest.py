@@ -21,12 +21,22 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tapes_e2e import identity as identity_module
+from tests.client.conftest import FAST
 from tests.server.conftest import pg_cluster  # noqa: F401 - the session PostgreSQL cluster
 from tests.server.pg import PostgresCluster, postgres_unavailable
 
 SERVER_SCRIPT = Path(sys.executable).with_name("tapes-server")
 START_DEADLINE = 60.0
 STOP_GRACE = 10.0
+
+
+def fast_cli(monkeypatch: pytest.MonkeyPatch, passphrase: str = "correct horse battery") -> None:  # noqa: S107
+    """The in-process CLI of a test: its passphrase from the environment, and cheap Argon2
+    through the product's own code path (a subprocess keeps the product's floor)."""
+    monkeypatch.setenv("TAPES_PASSPHRASE", passphrase)
+    monkeypatch.setattr(identity_module, "KDF", FAST)
+    monkeypatch.setattr(identity_module, "KDF_FLOOR", FAST)
 
 
 def free_port() -> int:

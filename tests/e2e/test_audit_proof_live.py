@@ -15,10 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tapes_e2e import identity as identity_module
-from tests.client.conftest import FAST
 from tests.client.test_air_gapped import _namespace_works
-from tests.e2e.conftest import LiveServer
+from tests.e2e.conftest import LiveServer, fast_cli
 from tests.e2e.test_stolen_laptop_live import _team, ok, tapes
 from tests.e2e.test_teams_live import record
 
@@ -39,9 +37,7 @@ def test_a_member_proves_a_shared_session_and_an_auditor_checks_it_offline(
     live_server: LiveServer, tmp_path: Path, capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
-    monkeypatch.setenv("TAPES_PASSPHRASE", "correct horse battery")
-    monkeypatch.setattr(identity_module, "KDF", FAST)
-    monkeypatch.setattr(identity_module, "KDF_FLOOR", FAST)
+    fast_cli(monkeypatch)
     alice, bob, auditor = tmp_path / "alice", tmp_path / "bob", tmp_path / "auditor"
     url = live_server.base_url
     team = _team(capsys, alice, bob, url)

@@ -8,10 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tapes_e2e import identity as identity_module
 from tapes_e2e.cli import auth as auth_cli
-from tests.client.conftest import FAST
-from tests.e2e.conftest import ServerFactory
+from tests.e2e.conftest import ServerFactory, fast_cli
 from tests.e2e.test_teams_live import run
 from tests.github_standin import CLIENT_ID, CLIENT_SECRET, GithubStandIn
 
@@ -20,9 +18,7 @@ def test_github_binding_through_a_live_server(
     live_server_factory: ServerFactory, tmp_path: Path, capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
-    monkeypatch.setenv("TAPES_PASSPHRASE", "correct horse battery")
-    monkeypatch.setattr(identity_module, "KDF", FAST)
-    monkeypatch.setattr(identity_module, "KDF_FLOOR", FAST)
+    fast_cli(monkeypatch)
     with GithubStandIn() as github:
         server = live_server_factory(args=[
             "--github-client-id", CLIENT_ID, "--github-client-secret", CLIENT_SECRET,

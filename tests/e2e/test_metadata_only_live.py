@@ -17,12 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from tapes_e2e import identity as identity_module
 from tapes_e2e.providers.local import LocalProvider
-from tests.client.conftest import FAST
 from tests.client.test_sync_round_trip import hashes
 from tests.conftest import chain
-from tests.e2e.conftest import LiveServer
+from tests.e2e.conftest import LiveServer, fast_cli
 from tests.e2e.test_canary import encodings, leaks
 from tests.e2e.test_teams_live import run
 
@@ -43,9 +41,7 @@ def test_a_metadata_only_team_end_to_end_leaves_no_content_on_the_server(
     live_server: LiveServer, tmp_path: Path, capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
-    monkeypatch.setenv("TAPES_PASSPHRASE", "correct horse battery")
-    monkeypatch.setattr(identity_module, "KDF", FAST)
-    monkeypatch.setattr(identity_module, "KDF_FLOOR", FAST)
+    fast_cli(monkeypatch)
     alice, bob, dave = tmp_path / "alice", tmp_path / "bob", tmp_path / "dave"
     for home in (alice, bob, dave):
         run(capsys, home, "auth", "login", "--server", live_server.base_url, "--handle", home.name)

@@ -16,12 +16,10 @@ from typing import Any
 
 import pytest
 
-from tapes_e2e import identity as identity_module
 from tapes_e2e.cli import main
 from tapes_e2e.client import ApiClient
-from tests.client.conftest import FAST
 from tests.client.test_sync_round_trip import hashes
-from tests.e2e.conftest import LiveServer
+from tests.e2e.conftest import LiveServer, fast_cli
 from tests.e2e.test_teams_live import record
 
 
@@ -82,10 +80,8 @@ def test_a_stolen_laptop_is_shut_out_and_history_sealed_again_over_a_live_server
     live_server: LiveServer, tmp_path: Path, capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
-    monkeypatch.setenv("TAPES_PASSPHRASE", "correct horse battery")
+    fast_cli(monkeypatch)
     monkeypatch.setenv("TAPES_NEW_PASSPHRASE", "correct horse battery")
-    monkeypatch.setattr(identity_module, "KDF", FAST)
-    monkeypatch.setattr(identity_module, "KDF_FLOOR", FAST)
     laptop, desk, bob = tmp_path / "laptop", tmp_path / "desk", tmp_path / "bob"
     url = live_server.base_url
     team = _team(capsys, laptop, bob, url)

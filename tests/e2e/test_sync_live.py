@@ -19,13 +19,12 @@ import pytest
 
 import keymgmt
 from tapes_e2e import account
-from tapes_e2e import identity as identity_module
 from tapes_e2e.identity import identity_path
 from tapes_e2e.providers.local import LocalProvider
 from tapes_e2e.store.syncstate import sync_lock
 from tests.client.conftest import FAST
 from tests.conftest import chain
-from tests.e2e.conftest import LiveServer
+from tests.e2e.conftest import LiveServer, fast_cli
 from tests.e2e.test_stolen_laptop_live import ok
 
 PASSPHRASE = "correct horse battery"  # noqa: S105 - a test's
@@ -38,9 +37,7 @@ def home(
     monkeypatch: pytest.MonkeyPatch,
 ) -> Path:  # fmt: skip
     """Alice's machine, logged in, with NODES nodes recorded and none synced."""
-    monkeypatch.setenv("TAPES_PASSPHRASE", PASSPHRASE)
-    monkeypatch.setattr(identity_module, "KDF", FAST)
-    monkeypatch.setattr(identity_module, "KDF_FLOOR", FAST)
+    fast_cli(monkeypatch, PASSPHRASE)
     home = tmp_path / "alice"
     ok(capsys, home, "auth", "login", "--server", live_server.base_url, "--handle", "alice")
     # a `tapes` process holds the product's own Argon2id floor: seal the key at it

@@ -15,13 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from tapes_e2e import identity as identity_module
 from tapes_e2e.cli import main
 from tapes_e2e.providers.local import LocalProvider
-from tests.client.conftest import FAST
 from tests.client.test_sync_round_trip import hashes
 from tests.conftest import chain
-from tests.e2e.conftest import LiveServer
+from tests.e2e.conftest import LiveServer, fast_cli
 
 
 def run(capsys: pytest.CaptureFixture[str], home: Path, *args: str) -> str:
@@ -43,9 +41,7 @@ def test_a_team_over_a_live_server(
     live_server: LiveServer, tmp_path: Path, capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
-    monkeypatch.setenv("TAPES_PASSPHRASE", "correct horse battery")
-    monkeypatch.setattr(identity_module, "KDF", FAST)
-    monkeypatch.setattr(identity_module, "KDF_FLOOR", FAST)
+    fast_cli(monkeypatch)
     alice, bob = tmp_path / "alice", tmp_path / "bob"
     for home, handle in ((alice, "alice"), (bob, "bob")):
         run(capsys, home, "auth", "login", "--server", live_server.base_url, "--handle", handle)

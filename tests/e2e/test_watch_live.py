@@ -18,14 +18,13 @@ import pytest
 import tomlkit
 
 import keymgmt
-from tapes_e2e import identity as identity_module
 from tapes_e2e.config import storage_table
 from tapes_e2e.identity import identity_path
 from tapes_e2e.providers.local import LocalProvider
 from tapes_e2e.sync.watch import STATUS_FILE
 from tests.client.conftest import FAST
 from tests.conftest import chain
-from tests.e2e.conftest import LiveServer
+from tests.e2e.conftest import LiveServer, fast_cli
 from tests.e2e.test_stolen_laptop_live import ok
 
 PASSPHRASE = "correct horse battery"  # noqa: S105 - a test's
@@ -72,9 +71,7 @@ def watcher(
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[tuple[Path, subprocess.Popen[str]]]:  # fmt: skip
     """Alice's machine, logged in, with one node synced, and its watcher running."""
-    monkeypatch.setenv("TAPES_PASSPHRASE", PASSPHRASE)
-    monkeypatch.setattr(identity_module, "KDF", FAST)
-    monkeypatch.setattr(identity_module, "KDF_FLOOR", FAST)
+    fast_cli(monkeypatch, PASSPHRASE)
     home = tmp_path / "alice"
     ok(capsys, home, "auth", "login", "--server", live_server.base_url, "--handle", "alice")
     config = tomlkit.parse((home / "config.toml").read_text())
