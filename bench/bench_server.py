@@ -18,6 +18,8 @@ What it measures (issue 5, "Benchmark"; DESIGN §9):
    in pages of 1,000 by ``seq``. Goal: >= 10,000 nodes/s each way. The bench user's vault is
    set to the pro plan in the database first (the free plan stops at 100 new sessions a month and
    there is no API to change a plan).
+   Where PostgreSQL runs, the same push by one client to a server on PostgreSQL is printed
+   beside the SQLite push of the same run.
 2. no-op pull with N stored: ``GET /api/v1/sync/pull?after=<head>`` — one request, median of 50.
    Baseline: ``GET /healthz`` (a request that touches no database), median of 50. Goal: < 50 ms.
 3. 32 concurrent clients (8 with ``--quick``) pushing to PostgreSQL 15 (a throwaway cluster, as in
@@ -655,6 +657,26 @@ def check_stored(
     return {"rows": rows_total, "problems": problems}
 
 
+def bench_push_postgres(root: Path, cluster: PostgresCluster, count: int) -> dict[str, Any]:
+    """Section 1's push, one client, on PostgreSQL: printed beside the SQLite push of the same
+    run (same envelope size, batches of 1,000, a server of 2 workers)."""
+    url = cluster.create_database("tapes_push")
+    server_root = root / "pg-push-server"
+    server_root.mkdir()
+    with (
+        ServerProcess(server_root, url, workers=2) as server,
+        httpx.Client(base_url=server.base_url, timeout=120) as http,
+    ):
+        account = new_account(http, "pgpush")
+        upgrade_to_pro(url, [account.vault])
+        envelopes = SealingVault(account.vault, account.identity, seed=1).sessions(count)
+        start = time.perf_counter()
+        push_batches(http, account, account.vault, envelopes, BATCH)
+        push_s = time.perf_counter() - start
+    print(f"push on PostgreSQL: {count / push_s:,.0f} nodes/s", flush=True)
+    return {"nodes": count, "push_s": round(push_s, 3), "push_rate": count / push_s}
+
+
 def bench_postgres(
     root: Path, cluster: PostgresCluster, clients_n: int, own_n: int, shared_n: int
 ) -> dict[str, Any]:
@@ -1018,6 +1040,23 @@ def push_pull_rows(s: dict[str, Any], count: int) -> tuple[list[list[str]], list
     return rows, [push_ok, pull_ok, noop_ok]
 
 
+def postgres_push_rows(
+    p: dict[str, Any], sqlite: dict[str, Any]
+) -> tuple[list[list[str]], list[bool]]:
+    """One client's push on PostgreSQL beside its push on SQLite in this run."""
+    base = sqlite.get("push_rate")
+    ok = p["push_rate"] >= GOAL_RATE
+    rows = [[
+        f"push {p['nodes']:,} on PostgreSQL (nodes/s)",
+        f"{p['push_rate']:,.0f}",
+        f"{base:,.0f} the same push on SQLite" if base else "no SQLite run",
+        f"{p['push_rate'] / base:.3f}" if base else "",
+        f">= {GOAL_RATE:,.0f}",
+        "PASS" if ok else "MISS",
+    ]]  # fmt: skip
+    return rows, [ok]
+
+
 def concurrent_rows(p: dict[str, Any]) -> tuple[list[list[str]], list[bool]]:
     pg_ok = p["errors"] == 0 and not p["data_problems"]
     rows = [[
@@ -1097,6 +1136,11 @@ def print_report(report: dict[str, Any], count: int) -> list[bool]:
     goals: list[bool] = []
     sections = [
         ("sqlite_server", "push / pull on SQLite", lambda r: push_pull_rows(r, count)),
+        (
+            "postgres_push",
+            "push on PostgreSQL",
+            lambda r: postgres_push_rows(r, report.get("sqlite_server") or {}),
+        ),
         ("postgres_concurrent", "concurrent clients on PostgreSQL", concurrent_rows),
         ("load_sqlite", "mixed load on SQLite", load_rows),
         ("load_postgres", "mixed load on PostgreSQL", load_rows),
@@ -1178,9 +1222,13 @@ def main(argv: list[str] | None = None) -> int:
             report["load_sqlite"] = bench_load(root, "sqlite", url, **load_size)
         with postgres(args.skip_postgres) as cluster:
             if isinstance(cluster, str):
+                report["postgres_push"] = {"skipped": cluster}
                 report["postgres_concurrent"] = {"skipped": cluster}
                 report["load_postgres"] = {"skipped": cluster}
             else:
+                report["postgres_push"] = (
+                    skipped if args.load_only else bench_push_postgres(root, cluster, count)
+                )
                 report["postgres_concurrent"] = (
                     skipped
                     if args.load_only
