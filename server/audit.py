@@ -72,11 +72,10 @@ def logged_in(db: Session, *, user_id: str, device_id: str, device: str, now: da
 def key_used(db: Session, key: ApiKey, now: datetime) -> None:
     """Note an API key's use; in its team's trail on its first use and then at most hourly.
 
-    The key's row is locked (and its last use read again) before the team's row is: every
-    request made with a key takes the two in that order, as a push does (its autoflush writes
-    the key before the push locks the vault row). Two requests taking them in opposite orders
+    ``key`` must have been read ``FOR UPDATE`` in this transaction, so that every request made
+    with a key takes its row before the team's row, as a push does (its autoflush writes the key
+    before the push locks the vault row). Two requests taking them in opposite orders
     deadlocked on PostgreSQL under a burst (tests/e2e/test_bursts.py)."""
-    db.refresh(key, attribute_names=["last_used_at"], with_for_update=True)
     last = key.last_used_at
     if last is not None and last.tzinfo is None:  # SQLite hands back the naive UTC it stored
         last = last.replace(tzinfo=now.tzinfo)

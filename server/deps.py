@@ -299,7 +299,7 @@ def provide_principal(request: Request[object, object, State], db: SessionDep) -
     the request's own transaction (a revocation since then wins) and its use recorded."""
     principal = principal_of(cast(dict[str, Any], request.scope))
     if principal.api_key_id is not None:
-        key = db.get(ApiKey, principal.api_key_id)
+        key = db.get(ApiKey, principal.api_key_id, with_for_update=True)
         if key is None or key.revoked_at is not None:
             raise Unauthorized(_CREDENTIALS)
         audit.key_used(db, key, request.app.state.clock())

@@ -13,7 +13,7 @@ from tapes_e2e.context import Settings
 from tapes_e2e.errors import ConfigError
 from tapes_e2e.identity import identity_path
 from tapes_e2e.service import Service, service_for
-from tapes_e2e.sync.watch import read_status
+from tapes_e2e.sync.watch import describe, read_status
 
 app = typer.Typer(
     help="Run the sync in the background as a user service (systemd or launchd).",
@@ -86,14 +86,15 @@ def status(ctx: typer.Context, kind: KindOption = None, as_json: output.JsonFlag
     settings: Settings = ctx.obj
     service = _service(ctx, kind)
     watcher = read_status(settings.dotdir.path)
+    seen = watcher.summary() if watcher else {}
     report = {
         "kind": service.kind,
         "file": str(service.path),
         "installed": service.path.exists(),
         "manager_state": service.state() if service.path.exists() else None,
-        "watching": watcher is not None and watcher.alive(),
-        "last_round_at": watcher.last_round_at if watcher else None,
-        "last_result": watcher.last_result if watcher else None,
+        "watching": bool(seen.get("running")),
+        "last_round_at": seen.get("last_round_at"),
+        "last_result": seen.get("last_result"),
     }
     if as_json:
         output.emit_json(report)
@@ -102,19 +103,4 @@ def status(ctx: typer.Context, kind: KindOption = None, as_json: output.JsonFlag
     state = f", {report['manager_state']}" if report["manager_state"] else ""
     output.stdout.print(f"Service: {service.kind} {installed}{state} ({service.path})",
                         markup=False)  # fmt: skip
-    output.stdout.print(f"Watch:   {describe_watch(settings)}", markup=False)
-
-
-def describe_watch(settings: Settings) -> str:
-    """One line on the watcher (`tapes storage sync --watch`) of this tapes directory."""
-    watcher = read_status(settings.dotdir.path)
-    if watcher is None:
-        return "never ran here"
-    state = (
-        f"running (pid {watcher.pid} since {watcher.started_at})"
-        if watcher.alive()
-        else "not running"
-    )
-    last = (f"last round {watcher.last_round_at}: {watcher.last_result}"
-            if watcher.last_round_at else "no round finished yet")  # fmt: skip
-    return f"{state}; {last}"
+    output.stdout.print(f"Watch:   {describe(watcher)}", markup=False)

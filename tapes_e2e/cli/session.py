@@ -95,6 +95,11 @@ def list_sessions(
     output.table(("SESSION", "NODES", "MODEL", "TOKENS", "LAST", "FIRST MESSAGE"), rows)
 
 
+def _session_path(settings: Settings, session: str) -> list[Node]:
+    with reading(settings, prompt=prompt_for_passphrase()) as store:
+        return list(reversed(store.ancestry(store.resolve_prefix(session))))
+
+
 @app.command("show")
 def show_session(
     ctx: typer.Context,
@@ -103,8 +108,7 @@ def show_session(
     as_json: output.JsonFlag = False,
 ) -> None:
     """Show a session from its first message to its leaf."""
-    with reading(_settings(ctx), prompt=prompt_for_passphrase()) as store:
-        path = list(reversed(store.ancestry(store.resolve_prefix(session))))
+    path = _session_path(_settings(ctx), session)
     if as_json:
         output.emit_json([node.to_json() for node in path])
         return
@@ -146,11 +150,6 @@ TeamProofOption = Annotated[
     str | None,
     typer.Option("--team", help="Add the evidence that a member shared it with this team."),
 ]
-
-
-def _session_path(settings: Settings, session: str) -> list[Node]:
-    with reading(settings, prompt=prompt_for_passphrase()) as store:
-        return list(reversed(store.ancestry(store.resolve_prefix(session))))
 
 
 def _proof(settings: Settings, path: list[Node], team_name: str | None, redact: int) -> bytes:

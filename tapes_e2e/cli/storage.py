@@ -13,7 +13,6 @@ import typer
 
 from tapes_e2e import account, context
 from tapes_e2e.cli import auth, output
-from tapes_e2e.cli.service import describe_watch
 from tapes_e2e.client import ApiClient, Session
 from tapes_e2e.config import PROVIDERS, Config, save_config, storage_table
 from tapes_e2e.context import Settings, api_client, chosen_vault, logged_in
@@ -28,7 +27,7 @@ from tapes_e2e.providers.local import LocalProvider
 from tapes_e2e.remote_sync import vault_runner
 from tapes_e2e.store.syncstate import SyncState, sync_lock
 from tapes_e2e.sync.engine import Event, PulledPage, PushAcked
-from tapes_e2e.sync.watch import DataVersion, read_status, watch
+from tapes_e2e.sync.watch import DataVersion, describe, read_status, watch
 from tapes_e2e.sync.worker import SyncWorker, run_sync
 from tapes_e2e.teams.access import resolve_team
 from tapes_e2e.teams.routing import team_sync_hooks
@@ -104,10 +103,7 @@ def status(
         report["team_id"] = settings.config.cloud.team_id
     watcher = read_status(settings.dotdir.path)
     if watcher is not None or settings.config.provider != "local":
-        report["watch"] = None if watcher is None else {
-            "running": watcher.alive(), "pid": watcher.pid, "started_at": watcher.started_at,
-            "last_round_at": watcher.last_round_at, "last_result": watcher.last_result,
-        }  # fmt: skip
+        report["watch"] = None if watcher is None else watcher.summary()
     failing = "sync" in report and not report["sync"]["healthy"]
     if as_json:
         output.emit_json(report)
@@ -143,7 +139,7 @@ def status(
             markup=False,
         )
     if "watch" in report:
-        output.stdout.print(f"Watch:    {describe_watch(settings)}", markup=False)
+        output.stdout.print(f"Watch:    {describe(watcher)}", markup=False)
     if failing:
         raise typer.Exit(1)
 

@@ -32,7 +32,7 @@ import msgspec
 from tapes_e2e.config import read_private, write_private
 from tapes_e2e.sync.worker import SyncWorker
 
-__all__ = ["STATUS_FILE", "DataVersion", "WatchStatus", "read_status", "watch"]
+__all__ = ["STATUS_FILE", "DataVersion", "WatchStatus", "describe", "read_status", "watch"]
 
 log = logging.getLogger("tapes.sync.watch")
 
@@ -87,6 +87,27 @@ class WatchStatus(msgspec.Struct, forbid_unknown_fields=True):
         except PermissionError:
             return True
         return True
+
+    def summary(self) -> dict[str, object]:
+        """What status reports show of it (``--json``)."""
+        return {
+            "running": self.alive(), "pid": self.pid, "started_at": self.started_at,
+            "last_round_at": self.last_round_at, "last_result": self.last_result,
+        }  # fmt: skip
+
+
+def describe(status: WatchStatus | None) -> str:
+    """One line on the watcher of a tapes directory, for `tapes storage status` and
+    `tapes storage service status`."""
+    if status is None:
+        return "never ran here"
+    state = (
+        f"running (pid {status.pid} since {status.started_at})" if status.alive()
+        else "not running"
+    )  # fmt: skip
+    last = (f"last round {status.last_round_at}: {status.last_result}"
+            if status.last_round_at else "no round finished yet")  # fmt: skip
+    return f"{state}; {last}"
 
 
 def read_status(dotdir: Path) -> WatchStatus | None:
