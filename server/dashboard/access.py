@@ -107,9 +107,7 @@ def sign_in_with_key(db: Session, api_key: str, now: datetime, old: str | None) 
     api_key = api_key.strip()
     if not api_key.startswith(API_KEY_PREFIX) or len(api_key) > 200:
         raise Unauthorized(BAD_KEY)
-    key = db.scalar(
-        select(ApiKey).where(ApiKey.key_hash == token_hash(api_key)).with_for_update()
-    )
+    key = db.scalar(select(ApiKey).where(ApiKey.key_hash == token_hash(api_key)).with_for_update())
     if key is None or key.revoked_at is not None:
         raise Unauthorized(BAD_KEY)
     principal = _key_principal(key)
