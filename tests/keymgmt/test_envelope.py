@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from keymgmt import (
     IntegrityError,
     PolicyError,
     TeamKeys,
+    is_base64url,
     node_id,
     open_node,
     project_metadata,
@@ -349,3 +351,22 @@ def test_metadata_outside_rfc8785_domain_fails_closed(team: Team, value: object)
         )
     with pytest.raises(PolicyError):
         seal(team, metadata={"total_tokens": value})
+
+
+@given(st.text(max_size=40) | st.binary(max_size=30).map(b64e))
+def test_the_base64url_alphabet_check_matches_the_pattern_it_replaced(text: str) -> None:
+    """``is_base64url`` (a byte translation) accepts exactly what ``^[A-Za-z0-9_-]*$`` did, and
+    everything it accepts either decodes strictly or is refused by ``b64d``: nothing else."""
+    assert is_base64url(text) == bool(re.fullmatch(r"[A-Za-z0-9_-]*", text))
+    if not is_base64url(text):
+        with pytest.raises(ValueError, match="base64url"):
+            b64d(text)
+
+
+def test_a_pulled_envelope_with_a_ciphertext_outside_the_alphabet_is_refused() -> None:
+    """The wire type no longer matches the alphabet by pattern: strict decoding refuses it."""
+    team = build_team()
+    wire = seal(team).to_dict()
+    assert open_(team, wire).body is not None  # the control: untouched, it opens
+    with pytest.raises(IntegrityError):
+        open_(team, wire | {"ciphertext": "not base64!"})

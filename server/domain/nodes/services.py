@@ -17,7 +17,7 @@ import msgspec
 from sqlalchemy import and_, func, literal, select
 from sqlalchemy.orm import Session, aliased
 
-from keymgmt import PolicyError, check_clear_metadata
+from keymgmt import PolicyError, check_clear_metadata, is_base64url
 from server import acl, plans
 from server.db.models import NodeRecord, Team, TeamMember
 from server.deps import Principal
@@ -72,6 +72,8 @@ def check_envelope(vault: str, env: EnvelopeWire) -> None:
             raise BadRequest(f"envelope {env.node_id}: a metadata-only record is inconsistent")
     elif env.nonce is None:
         raise BadRequest(f"envelope {env.node_id}: an encrypted record needs a nonce")
+    elif not is_base64url(env.ciphertext):
+        raise BadRequest(f"envelope {env.node_id}: the ciphertext is not unpadded base64url")
     try:
         check_clear_metadata(env.metadata)
     except PolicyError as exc:
