@@ -48,42 +48,52 @@ import keymgmt  # noqa: E402
 from bench._common import OUT, PASSPHRASE, make_home, use_pro_plan  # noqa: E402
 from bench.bench_local import make_sessions  # noqa: E402
 from bench.bench_server import SealingVault, new_account, push_batches  # noqa: E402
-from tapes_e2e import envelopes, remote_sync  # noqa: E402
+from tapes_e2e import envelopes, opening, remote_sync  # noqa: E402
 from tapes_e2e.client import ApiClient  # noqa: E402
 from tapes_e2e.demo import local_server  # noqa: E402
 from tapes_e2e.node import node_from_bytes  # noqa: E402
 from tapes_e2e.providers.local import LocalProvider  # noqa: E402
 from tapes_e2e.remote_sync import vault_runner  # noqa: E402
-from tapes_e2e.store.rows import INSERT_SQL, node_to_row  # noqa: E402
+from tapes_e2e.store.rows import INSERT_SQL, node_to_row, pulled_row  # noqa: E402
 from tapes_e2e.store.syncstate import SyncState  # noqa: E402
 from tapes_e2e.sync.worker import run_sync  # noqa: E402
 from tapes_e2e.vaults import Trust  # noqa: E402
 
 
+def _plain_seal(node, *, state, keys, author, parent_id=None):  # type: ignore[no-untyped-def]
+    """Bench only: the body itself where the ciphertext goes (base64 on the wire). Same
+    framing, no compression, no crypto."""
+    body = envelopes.node_body(node)
+    if parent_id is None and node.parent_hash is not None:
+        parent_id = keys.node_id(state.epoch, node.parent_hash)
+    return keymgmt.Envelope(
+        2, state.team, state.epoch, keys.node_id(state.epoch, node.hash), parent_id,
+        author.fingerprint, "node", {}, len(body), b"\0" * 24, body, None,
+        state.head.seqno, state.head.hash,
+    )  # fmt: skip
+
+
+def plain_open_items(items, state, keys):  # type: ignore[no-untyped-def]
+    """Bench only, in place of ``opening.open_items``: decode the body and parse the node
+    (which rehashes it); no crypto. Module-level, so worker processes can be sent it."""
+    rows = []
+    for item in items:
+        text = item.envelope.ciphertext
+        node = node_from_bytes(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+        rows.append(pulled_row(node, item.envelope.node_id, verify=False))
+    return rows, []
+
+
 @contextmanager
 def encryption_off():  # type: ignore[no-untyped-def]
-    """Bench only: seal = base64 of the body, open = decode it. Same sizes, no crypto."""
-    real_seal, real_open = remote_sync.seal_envelope, remote_sync.open_envelope
-
-    def seal(node, *, state, keys, author, parent_id=None):  # type: ignore[no-untyped-def]
-        body = envelopes.node_body(node)
-        if parent_id is None and node.parent_hash is not None:
-            parent_id = keys.node_id(state.epoch, node.parent_hash)
-        return keymgmt.Envelope(
-            2, state.team, state.epoch, keys.node_id(state.epoch, node.hash), parent_id,
-            author.fingerprint, "node", {}, len(body), b"\0" * 24, body, None,
-            state.head.seqno, state.head.hash,
-        )  # fmt: skip
-
-    def open_(envelope, *, state, keys):  # type: ignore[no-untyped-def]
-        text = envelope.ciphertext
-        return node_from_bytes(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
-
-    remote_sync.seal_envelope, remote_sync.open_envelope = seal, open_  # type: ignore[assignment]
+    """Bench only: seal = the body in plain, open = parse it. Same sizes, no crypto."""
+    real_seal, real_open = remote_sync.seal_envelope, opening.open_items
+    remote_sync.seal_envelope = _plain_seal  # type: ignore[assignment]
+    opening.open_items = plain_open_items
     try:
         yield
     finally:
-        remote_sync.seal_envelope, remote_sync.open_envelope = real_seal, real_open
+        remote_sync.seal_envelope, opening.open_items = real_seal, real_open
 
 
 def one_way(

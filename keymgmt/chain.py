@@ -36,9 +36,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from types import MappingProxyType
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 import msgspec
 
@@ -239,6 +239,20 @@ class VerifiedTeamState:
     def was_writer(self, fingerprint: str, epoch: int) -> bool:
         """True if ``fingerprint`` held a reader role at some point while ``epoch`` was current."""
         return fingerprint in self.epoch_writers.get(epoch, frozenset())
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """Pickled for the worker processes that open pulled pages (the same user's own
+        processes, over a private pipe): the read-only mappings travel as dicts and are made
+        read-only again on load. Nothing is verified again: only this process verified it."""
+        values = [getattr(self, f.name) for f in fields(self)]
+        return _unpickle_state, tuple(
+            dict(v) if isinstance(v, MappingProxyType) else v for v in values
+        )
+
+
+def _unpickle_state(*values: Any) -> VerifiedTeamState:
+    restored: list[Any] = [MappingProxyType(v) if isinstance(v, dict) else v for v in values]
+    return VerifiedTeamState(*restored)
 
 
 # --- parsing -------------------------------------------------------------------------------

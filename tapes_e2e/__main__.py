@@ -2,4 +2,6 @@
 
 from tapes_e2e.cli import main
 
-main()
+# Guarded: a worker process that opens pulled pages imports the main module again.
+if __name__ == "__main__":
+    main()

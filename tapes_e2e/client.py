@@ -489,8 +489,16 @@ class ApiClient:
 
     def pull(self, vault: str, after: int = 0, limit: int = 500) -> PullPage:
         """One page of envelopes with a sequence number above ``after``."""
+        return self.pull_with_bytes(vault, after, limit)[0]
+
+    def pull_with_bytes(
+        self, vault: str, after: int = 0, limit: int = 500
+    ) -> tuple[PullPage, bytes]:
+        """:meth:`pull`, and the answer's bytes as they came (for a worker process to decode
+        again: sending it those is cheaper than pickling the decoded page)."""
         params: dict[str, str | int] = {"vault": vault, "after": after, "limit": limit}
-        return self._call("GET", "/api/v1/sync/pull", _PAGE, params=params)
+        response = self._authed("GET", "/api/v1/sync/pull", params=params)
+        return self._decode(response, _PAGE), response.content
 
     def reseal_status(self, vault: str) -> ResealStatus:
         """How many encrypted nodes of ``vault`` are under an older epoch (mine, others')."""

@@ -18,10 +18,11 @@ from typing import TYPE_CHECKING, Protocol
 import keymgmt
 from tapes_e2e.account import fetch_vault_material
 from tapes_e2e.client import ApiClient, encode_push
-from tapes_e2e.envelopes import MetadataRecord, open_envelope, seal_envelope
+from tapes_e2e.envelopes import seal_envelope
 from tapes_e2e.errors import AuthError, ServerError, ServerUnreachableError, StaleEpochError
 from tapes_e2e.node import Node
-from tapes_e2e.protocol import PullPage, PushResult
+from tapes_e2e.opening import Opening, PageOpener
+from tapes_e2e.protocol import PushResult
 from tapes_e2e.store.syncstate import HEAD, SyncState
 from tapes_e2e.sync.engine import EngineConfig, Event
 from tapes_e2e.sync.worker import (
@@ -220,43 +221,37 @@ def push_fn(api: ApiClient, holder: VaultHolder, hooks: PushHooks | None = None)
 class VaultPuller:
     """Fetches and opens pages of one vault (a :class:`~tapes_e2e.sync.worker.Puller`).
 
-    ``fetch`` is only the request, so the runner makes it ahead on a helper thread; ``open``
-    follows the chain head the page names (refetching and verifying a moved chain) and then
-    verifies and opens every envelope. An envelope that fails is rejected with a message, not
-    stored, and does not stop the page.
+    ``fetch`` is the request, so the runner makes it ahead on a helper thread; it also starts
+    opening the page in worker processes when the machine has cores for them
+    (:class:`~tapes_e2e.opening.PageOpener`). ``open`` follows the chain head the page names
+    (refetching and verifying a moved chain) and then takes the page's rows: the workers', when
+    they opened it under the chain and keys that hold now, else opened here. An envelope that
+    fails is rejected with a message, not stored, and does not stop the page.
     """
 
-    def __init__(self, api: ApiClient, holder: VaultHolder) -> None:
+    def __init__(self, api: ApiClient, holder: VaultHolder, opener: PageOpener | None = None):
         self.api, self.holder = api, holder
+        self.opener = opener or PageOpener()
 
-    def fetch(self, vault: str, after: int, limit: int) -> PullPage:
+    def fetch(self, vault: str, after: int, limit: int) -> Opening:
         try:
-            return self.api.pull(vault, after, limit)
+            page, raw = self.api.pull_with_bytes(vault, after, limit)
         except ServerError as exc:
             raise sync_failure(exc) from exc
+        access = self.holder.access
+        return self.opener.start(page, raw, access.state, access.content_keys())
 
-    def open(self, vault: str, after: int, page: PullPage) -> PulledBatch:
+    def open(self, vault: str, after: int, fetched: Opening) -> PulledBatch:
+        page = fetched.page
         with chain_failures():
             self.holder.follow(page.chain_seqno)
         access = self.holder.access
-        keys = access.content_keys()
-        nodes: list[tuple[Node, str]] = []
-        rejected: list[str] = []
-        for item in page.items:
-            node_id = item.envelope.node_id
-            try:
-                opened = open_envelope(item.envelope, state=access.state, keys=keys)
-            except keymgmt.IntegrityError:
-                rejected.append(
-                    f"integrity: node {node_id[:16]}… failed verification and was not stored"
-                )
-                continue
-            if isinstance(opened, MetadataRecord):
-                continue  # a metadata-only vault: usage records, never content to store
-            nodes.append((opened, node_id))
+        rows, rejected = self.opener.finish(fetched, access.state, access.content_keys())
         cursor = max([after, page.cursor, *(item.seq for item in page.items)])
-        # open_envelope built each node by parsing the body and recomputing its hash.
-        return PulledBatch(nodes, cursor, page.more, rejected, hashes_checked=True)
+        return PulledBatch(rows, cursor, page.more, rejected)
+
+    def close(self) -> None:
+        self.opener.close()
 
     def __call__(self, vault: str, after: int, limit: int) -> PulledBatch:
         """Both steps at once: a plain pull function."""

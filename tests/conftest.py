@@ -21,6 +21,9 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     home = tmp_path / "home"
     home.mkdir()
     monkeypatch.setenv("HOME", str(home))
+    # Pulls open their pages in this process unless a test asks for worker processes (starting
+    # them costs tenths of a second a pull; tests/client/test_pull_workers.py covers them).
+    monkeypatch.setenv("TAPES_SYNC_WORKERS", "0")
     # An unknown subcommand is handed to Go tapes by exec: never from inside the test process.
     monkeypatch.delenv("TAPES_GO_BIN", raising=False)
     while (go := go_tapes()) is not None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import fields
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -24,9 +24,11 @@ from tapes_e2e.node import Bucket, Node, Usage, bucket_from_bytes, go_time, go_v
 __all__ = [
     "INSERT_SQL",
     "SELECT_COLUMNS",
+    "PulledRow",
     "StoredBucket",
     "insert_rows",
     "node_to_row",
+    "pulled_row",
     "row_to_node",
 ]
 
@@ -96,6 +98,33 @@ def node_to_row(node: Node) -> tuple[Any, ...]:
         # A node that arrives without a time (an import, say) is stamped now, as Go stamps Put.
         node.created_at or go_time(),
     )
+
+
+class PulledRow(NamedTuple):
+    """A pulled node that passed verification, ready to store: its ``INSERT_SQL`` row
+    (:func:`node_to_row`; the hash and parent hash come first) and the ID the vault holds it
+    under. A plain tuple, so that a worker process that opened it sends it back cheaply."""
+
+    row: tuple[Any, ...]
+    node_id: str
+
+    @property
+    def hash(self) -> str:
+        return str(self.row[0])
+
+    @property
+    def parent_hash(self) -> str | None:
+        parent = self.row[1]
+        return None if parent is None else str(parent)
+
+
+def pulled_row(node: Node, node_id: str, *, verify: bool = True) -> PulledRow:
+    """The row of a pulled ``node``. Its hash is recomputed from its content unless the caller
+    just did so itself (``verify=False``: :func:`~tapes_e2e.envelopes.open_envelope` parsed
+    the body and hashed it); a mismatch is ``InvalidNodeError``, and nothing is stored."""
+    if verify and not node.verify():
+        raise InvalidNodeError(f"pulled node {node.hash} does not match its content")
+    return PulledRow(node_to_row(node), node_id)
 
 
 _BUCKET_FIELDS = frozenset(f.name for f in fields(Bucket))

@@ -57,11 +57,10 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 
-from tapes_e2e.errors import InvalidNodeError
 from tapes_e2e.locks import LockFile
 from tapes_e2e.node import Node
 from tapes_e2e.store.database import driver, write
-from tapes_e2e.store.rows import SELECT_COLUMNS, insert_rows, node_to_row, row_to_node
+from tapes_e2e.store.rows import SELECT_COLUMNS, PulledRow, insert_rows, row_to_node
 
 if TYPE_CHECKING:
     from tapes_e2e.providers.local import LocalProvider
@@ -69,7 +68,6 @@ if TYPE_CHECKING:
 __all__ = [
     "SYNC_DDL",
     "OwnRun",
-    "PulledNode",
     "PushedNode",
     "SyncState",
     "VaultSyncState",
@@ -109,8 +107,6 @@ OWN_SEQS = "own_seqs"
 
 PushedNode = tuple[int, str, str]
 """(rowid, hash, node_id) of a node the server acknowledged."""
-PulledNode = tuple[Node, str]
-"""(node, node_id) of a node pulled and verified."""
 OwnRun = tuple[int, int, int]
 """(first, last, nodes): server sequence numbers our own writes took, and how many of them are
 nodes (a share takes one and holds none)."""
@@ -408,36 +404,28 @@ class SyncState:
     def store_pulled(
         self,
         vault: str,
-        nodes: Sequence[PulledNode],
+        rows: Sequence[PulledRow],
         cursor: int,
         *,
         head: dict[str, Any] | None = None,
-        check_hashes: bool = True,
     ) -> int:
         """Store a pulled page: insert the nodes (parents first), record them, move the cursor.
 
-        All in one transaction: on any error nothing is stored and the cursor stays. Without a
-        ``head`` it is not fsynced: a power cut may lose the page whole, with its cursor, and it
-        is pulled again. ``head``,
-        when given, is the chain head verified with this page, stored in the same transaction.
-        The cursor never moves back, and steps over a run of our own that follows the page.
-        Returns how many nodes were new locally.
+        ``rows`` are verified nodes (:func:`~tapes_e2e.store.rows.pulled_row`). All in one
+        transaction: on any error nothing is stored and the cursor stays. Without a ``head`` it
+        is not fsynced: a power cut may lose the page whole, with its cursor, and it is pulled
+        again. ``head``, when given, is the chain head verified with this page, stored in the
+        same transaction. The cursor never moves back, and steps over a run of our own that
+        follows the page. Returns how many nodes were new locally.
 
-        Raises ``InvalidNodeError`` for a node whose hash does not match its content (unless
-        ``check_hashes`` is off because the caller just recomputed every hash itself) and
-        ``MissingParentError`` for a node whose parent is neither stored nor in the page.
+        Raises ``MissingParentError`` for a node whose parent is neither stored nor in the page.
         """
-        ordered = _parents_first(nodes)
-        rows = []
-        for node, _ in ordered:
-            if check_hashes and not node.verify():
-                raise InvalidNodeError(f"pulled node {node.hash} does not match its content")
-            rows.append(node_to_row(node))
+        ordered = _parents_first(rows)
         with write(self._engine, durable=head is not None) as conn:
             raw = driver(conn)
-            inserted = insert_rows(raw, rows)
+            inserted = insert_rows(raw, [pulled.row for pulled in ordered])
             raw.executemany(
-                _INSERT_REMOTE, [(node.hash, vault, node_id) for node, node_id in ordered]
+                _INSERT_REMOTE, [(pulled.row[0], vault, pulled.node_id) for pulled in ordered]
             )
             _move_cursor(raw, vault, cursor)
             if head is not None:
@@ -532,24 +520,24 @@ def _advance(raw: sqlite3.Connection, vault: str) -> int:
     return target
 
 
-def _parents_first(nodes: Sequence[PulledNode]) -> list[PulledNode]:
+def _parents_first(rows: Sequence[PulledRow]) -> list[PulledRow]:
     """The page reordered so that a node whose parent is in the page comes after it.
 
     Otherwise the given order is kept (a page in server sequence order is already so).
     """
-    by_hash = {node.hash: (node, node_id) for node, node_id in nodes}
+    by_hash = {pulled.hash: pulled for pulled in rows}
     placed: set[str] = set()
-    out: list[PulledNode] = []
-    for node, _ in nodes:
+    out: list[PulledRow] = []
+    for pulled in rows:
         pending: list[str] = []
         walked: set[str] = set()
-        current: str | None = node.hash
+        current: str | None = pulled.hash
         while current is not None and current in by_hash and current not in placed:
             if current in walked:  # a loop: impossible for verified hashes; stop walking
                 break
             pending.append(current)
             walked.add(current)
-            current = by_hash[current][0].parent_hash
+            current = by_hash[current].parent_hash
         for node_hash in reversed(pending):
             placed.add(node_hash)
             out.append(by_hash[node_hash])

@@ -22,7 +22,7 @@ The callables' contract:
   A :class:`Pusher` splits this in two (``prepare`` seals, ``send`` sends), so that the next
   batch is sealed on a helper thread while the server stores this one.
 - ``pull(vault, after_cursor, limit) -> PulledBatch``: fetch and verify the page after the cursor;
-  nodes that fail verification go to ``rejected`` (one message each), never to ``nodes``. It is
+  nodes that fail verification go to ``rejected`` (one message each), never to ``rows``. It is
   called on a helper thread for the page after one that says ``more`` (never two at once). A
   :class:`Puller` splits it: only its ``fetch`` runs ahead, ``open`` runs on the runner's thread.
 - ``refresh_login()``: get a fresh access token.
@@ -60,6 +60,7 @@ from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 from tapes_e2e.errors import InvalidNodeError, MissingParentError, TapesError
 from tapes_e2e.locks import LockFile
 from tapes_e2e.node import Node
+from tapes_e2e.store.rows import PulledRow
 from tapes_e2e.store.syncstate import SyncState, pull_window
 from tapes_e2e.sync.engine import (
     Action,
@@ -90,6 +91,7 @@ __all__ = [
     "PAGE_SIZE",
     "PullFn",
     "PulledBatch",
+    "PulledRow",
     "Puller",
     "PushFn",
     "Pusher",
@@ -121,18 +123,16 @@ class SyncError(Exception):
 class PulledBatch:
     """One pulled page, verified: what ``pull`` returns.
 
-    ``nodes`` are (node, server node id) in server order; ``cursor`` is the position after the
-    whole page (refused envelopes included); ``head`` is the chain head verified with it, if it
-    moved. ``hashes_checked`` says every node's hash was recomputed from its content when it was
-    opened, so storing it need not hash it again.
+    ``rows`` are the page's verified nodes as rows to store (:class:`PulledRow`, with the
+    server's node ID), in server order; ``cursor`` is the position after the whole page (refused
+    envelopes included); ``head`` is the chain head verified with it, if it moved.
     """
 
-    nodes: Sequence[tuple[Node, str]]
+    rows: Sequence[PulledRow]
     cursor: int
     more: bool
     rejected: Sequence[str] = ()
     head: dict[str, Any] | None = None
-    hashes_checked: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +177,9 @@ class Puller(Protocol[_Got]):
 
     def open(self, vault: str, after: int, fetched: _Got) -> PulledBatch: ...
 
+    def close(self) -> None:
+        """The pull is over for now (the round ended or failed): let go of what it held."""
+
 
 class _OneStepPush:
     """A :data:`PushFn` as a :class:`Pusher`: ``prepare`` keeps the nodes, ``send`` pushes."""
@@ -203,6 +206,9 @@ class _OneStepPull:
 
     def open(self, vault: str, after: int, fetched: PulledBatch) -> PulledBatch:
         return fetched
+
+    def close(self) -> None:
+        pass
 
 
 _Prepared = tuple[Sequence[tuple[int, Node]], Any]  # a batch (rowid, node), what prepare made
@@ -396,10 +402,8 @@ class SyncRunner:
             following, its_limit = pull_window(page.cursor, own, self._page_size)
             future = self._background().submit(self._puller.fetch, self.vault, following, its_limit)
             self._pull_ahead = _Ahead(following, future, its_limit)
-        nodes, orphans = self._without_orphans(page.nodes)
-        new = self.state.store_pulled(
-            self.vault, nodes, page.cursor, head=page.head, check_hashes=not page.hashes_checked
-        )
+        rows, orphans = self._without_orphans(page.rows)
+        new = self.state.store_pulled(self.vault, rows, page.cursor, head=page.head)
         self.pulled += new  # a node stored here already (pushed, its answer lost) is not counted
         return PulledPage(new, page.cursor, page.more, (*page.rejected, *orphans))
 
@@ -409,38 +413,41 @@ class SyncRunner:
         return self._executor
 
     def _drop_ahead(self) -> None:
-        """Forget work started ahead (a failure, or the round's end) and let its thread go."""
+        """Forget work started ahead (a failure, or the round's end) and let its thread go; the
+        puller lets go of what it holds (its worker processes)."""
         self._push_ahead = self._pull_ahead = None
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
+        self._puller.close()
 
-    def _without_orphans(
-        self, nodes: Sequence[tuple[Node, str]]
-    ) -> tuple[list[tuple[Node, str]], list[str]]:
+    def _without_orphans(self, rows: Sequence[PulledRow]) -> tuple[list[PulledRow], list[str]]:
         """Set aside the nodes whose parent is neither stored nor in the page (a parent that was
         refused, say), so that one bad envelope does not block every page after it."""
-        in_page = {node.hash for node, _ in nodes}
+        in_page = {pulled.hash for pulled in rows}
         outside = {
-            n.parent_hash for n, _ in nodes if n.parent_hash and n.parent_hash not in in_page
+            parent
+            for pulled in rows
+            if (parent := pulled.parent_hash) is not None and parent not in in_page
         }
         absent = self.state.provider.missing(outside) if outside else set()
         dropped: set[str] = set()
         while True:
             blocked = absent | dropped
             newly = {
-                node.hash
-                for node, _ in nodes
-                if node.hash not in dropped and node.parent_hash in blocked
+                pulled.hash
+                for pulled in rows
+                if pulled.hash not in dropped and pulled.parent_hash in blocked
             }
             if not newly:
                 break
             dropped |= newly
-        kept = [(node, node_id) for node, node_id in nodes if node.hash not in dropped]
+        kept = [pulled for pulled in rows if pulled.hash not in dropped]
         messages = [
-            f"node {node_id}: its parent {node.parent_hash} is not stored; not stored either"
-            for node, node_id in nodes
-            if node.hash in dropped
+            f"node {pulled.node_id}: its parent {pulled.parent_hash} is not stored; "
+            "not stored either"
+            for pulled in rows
+            if pulled.hash in dropped
         ]
         return kept, messages
 

@@ -43,14 +43,14 @@ def small_batches(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def downloaded(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """How many envelopes each pull request brought back (the real request, counted)."""
-    real, counts = ApiClient.pull, list[int]()
+    real, counts = ApiClient.pull_with_bytes, list[int]()
 
-    def counting(self: ApiClient, vault: str, after: int, limit: int) -> PullPage:
-        page = real(self, vault, after, limit)
+    def counting(self: ApiClient, vault: str, after: int, limit: int) -> tuple[PullPage, bytes]:
+        page, raw = real(self, vault, after, limit)
         counts.append(len(page.items))
-        return page
+        return page, raw
 
-    monkeypatch.setattr(ApiClient, "pull", counting)
+    monkeypatch.setattr(ApiClient, "pull_with_bytes", counting)
     return counts
 
 

@@ -77,6 +77,7 @@ class TwoStepPuller:
         self.server = server
         self.fetches: list[tuple[int, str]] = []
         self.fail_fetch_after: int | None = None
+        self.closed = 0
 
     def fetch(self, vault: str, after: int, limit: int) -> PulledBatch:
         self.fetches.append((after, threading.current_thread().name))
@@ -87,6 +88,9 @@ class TwoStepPuller:
 
     def open(self, vault: str, after: int, fetched: PulledBatch) -> PulledBatch:
         return fetched
+
+    def close(self) -> None:
+        self.closed += 1
 
 
 def runner_for(

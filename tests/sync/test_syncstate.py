@@ -24,7 +24,7 @@ from tapes_e2e.node import Node, node_from_json
 from tapes_e2e.providers.local import LocalProvider
 from tapes_e2e.store import database
 from tapes_e2e.store import syncstate as syncstate_module
-from tapes_e2e.store.rows import INSERT_SQL, node_to_row
+from tapes_e2e.store.rows import INSERT_SQL, node_to_row, pulled_row
 from tapes_e2e.store.schema import GO_DDL
 from tapes_e2e.store.syncstate import (
     PENDING_SQL,
@@ -214,7 +214,7 @@ def test_store_pulled_stores_parents_first_and_moves_everything_at_once(
 ) -> None:
     nodes = sessions(2, 3)
     shuffled = [nodes[2], nodes[0], nodes[5], nodes[1], nodes[4], nodes[3]]
-    page = [(n, f"srv-{i}") for i, n in enumerate(shuffled)]
+    page = [pulled_row(n, f"srv-{i}") for i, n in enumerate(shuffled)]
     head = {"seqno": 1, "hash": "cd" * 32}
     assert state.store_pulled(VAULT, page, cursor=6, head=head) == 6
     assert {n.hash for n in provider.list()} == {n.hash for n in nodes}
@@ -236,10 +236,10 @@ def test_store_pulled_is_all_or_nothing(provider: LocalProvider, state: SyncStat
     good = sessions(1, 3)
     orphan = chain(["child of a node nobody has"], parent=sessions(1, 1, "absent")[0])
     with pytest.raises(MissingParentError):
-        state.store_pulled(VAULT, [(n, "id") for n in [*good, *orphan]], cursor=4)
+        state.store_pulled(VAULT, [pulled_row(n, "id") for n in [*good, *orphan]], cursor=4)
     forged = Node(hash="0" * 64, parent_hash=None, bucket=good[0].bucket)
-    with pytest.raises(InvalidNodeError):
-        state.store_pulled(VAULT, [(good[0], "id"), (forged, "id")], cursor=4)
+    with pytest.raises(InvalidNodeError):  # a row is made only of a node that matches its hash
+        state.store_pulled(VAULT, [pulled_row(n, "id") for n in (good[0], forged)], cursor=4)
     assert provider.counts()[0] == 0
     assert state.remote_count() == 0
     assert state.load(VAULT) == VaultSyncState(vault=VAULT)
@@ -251,7 +251,7 @@ def test_the_mark_stops_before_local_work_interleaved_with_pulled_nodes(
     local = chain(["local 1", "local 2"])
     provider.put_many(local)
     pulled = sessions(2, 2, "remote")
-    state.store_pulled(VAULT, [(n, "id") for n in pulled], cursor=4)
+    state.store_pulled(VAULT, [pulled_row(n, "id") for n in pulled], cursor=4)
     assert state.push_rowid(VAULT) == 0  # local work below the pulled rows is still pending
     assert [n.hash for _, n in state.unpushed(VAULT)] == [n.hash for n in local]
     assert state.pending_push_count(VAULT) == 2
@@ -311,7 +311,7 @@ class FileServer:
             (after, limit + 1),
         ).fetchall()
         page = rows[:limit]
-        nodes = [(node_from_json(json.loads(body)), node_id) for _, body, node_id in page]
+        nodes = [pulled_row(node_from_json(json.loads(body)), node_id) for _, body, node_id in page]
         return PulledBatch(nodes, page[-1][0] if page else after, more=len(rows) > limit)
 
     def hashes(self) -> list[str]:

@@ -13,6 +13,7 @@ import pytest
 
 from tapes_e2e.node import Node
 from tapes_e2e.providers.local import LocalProvider
+from tapes_e2e.store.rows import pulled_row
 from tapes_e2e.store.syncstate import SyncState
 from tapes_e2e.sync.engine import EngineConfig, RoundFinished
 from tapes_e2e.sync.worker import PulledBatch, SyncError, SyncRunner, SyncWorker, run_sync
@@ -59,7 +60,7 @@ class FakeServer:
             self._check()
             page = self.envelopes[after : after + limit]
             cursor = after + len(page)
-            good = [(n, i) for n, i in page if n.hash not in self.refused]
+            good = [pulled_row(n, i) for n, i in page if n.hash not in self.refused]
             rejected = [
                 f"node {n.hash[:12]}: blob altered" for n, _ in page if n.hash in self.refused
             ]

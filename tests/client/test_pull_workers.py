@@ -1,0 +1,241 @@
+"""Pulled pages opened in worker processes (``tapes_e2e.opening``): the same rows and the same
+refusals as opening them in the runner's thread, a worker that dies costs nothing but time, a
+page fetched under keys that have since changed is opened again here, and Ctrl-C is the
+parent's to handle. Real worker processes throughout (forkserver), the real app behind the
+CLI."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from tapes_e2e import context, opening
+from tapes_e2e.context import Settings
+from tapes_e2e.opening import Opening, PageOpener, open_items, worker_count
+from tapes_e2e.protocol import PullPage
+from tapes_e2e.providers.local import LocalProvider
+from tapes_e2e.remote_sync import VaultHolder
+from tapes_e2e.store.syncstate import SyncState
+from tapes_e2e.sync import worker
+from tests.client.conftest import Tapes
+from tests.client.test_hostile_server import _flip
+from tests.client.test_teams import ok, record
+from tests.server.conftest import AUDIENCE
+
+PAGE = 4
+OPENERS: list[PageOpener] = []  # every opener a pull used (kept alive: are its workers gone?)
+
+
+@pytest.fixture
+def workers(monkeypatch: pytest.MonkeyPatch) -> list[Opening]:
+    """One worker process per pull, small pages; every page the runner took, as it took it."""
+    monkeypatch.setenv("TAPES_SYNC_WORKERS", "1")
+    monkeypatch.setattr(worker, "BATCH_SIZE", PAGE)
+    monkeypatch.setattr(worker, "PAGE_SIZE", PAGE)
+    taken: list[Opening] = []
+    real = PageOpener.finish
+
+    def finish(self: PageOpener, fetched: Opening, *args: Any) -> opening.Opened:
+        taken.append(fetched)
+        OPENERS.append(self)
+        return real(self, fetched, *args)
+
+    monkeypatch.setattr(PageOpener, "finish", finish)
+    return taken
+
+
+def two_machines(tapes: Tapes, tmp_path: Path) -> tuple[Path, Path]:
+    ok(tapes("laptop", "auth", "login", "--server", AUDIENCE, "--handle", "alice"))
+    (tmp_path / "desktop").mkdir()
+    key = (tmp_path / "laptop" / "identity.key").read_bytes()
+    (tmp_path / "desktop" / "identity.key").write_bytes(key)
+    ok(tapes("desktop", "auth", "login", "--server", AUDIENCE))
+    return tmp_path / "laptop", tmp_path / "desktop"
+
+
+def stored(home: Path) -> list[Any]:
+    with LocalProvider(home / "tapes.sqlite") as store:
+        return sorted(store.list(), key=lambda n: n.hash)
+
+
+def test_a_pull_opens_its_pages_in_worker_processes_and_stores_the_same_nodes(
+    tapes: Tapes, tmp_path: Path, workers: list[Opening]
+) -> None:
+    laptop, desktop = two_machines(tapes, tmp_path)
+    for i in range(12):  # 48 nodes: 12 pages
+        record(laptop, *[f"session {i} turn {j}" for j in range(4)])
+    ok(tapes("laptop", "storage", "sync"))
+    # The workers start with the first page that says more; the pages fetched once they are up
+    # are opened there. Slow the pull a little so that they are up before it ends.
+    real_store = worker.SyncState.store_pulled
+
+    def slow_store(self: Any, *args: Any, **kwargs: Any) -> int:
+        time.sleep(0.05)
+        return real_store(self, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(worker.SyncState, "store_pulled", slow_store)
+        ok(tapes("desktop", "storage", "sync"))
+    in_workers = [taken for taken in workers if taken.parts]
+    assert in_workers, "no page was opened in a worker process"
+    assert len(workers) >= 12
+    assert stored(desktop) == stored(laptop)
+    # The round is over: its workers, which held the vault's keys, were shut down with it.
+    assert OPENERS
+    assert all(used._pool is None for used in OPENERS)  # the runner closed the puller
+
+
+def test_a_worker_refuses_an_altered_envelope_exactly_as_the_runner_would(
+    tapes: Tapes, tmp_path: Path
+) -> None:
+    """The same page, altered in one envelope, opened in a worker and here: the same rows, the
+    same one-line refusal."""
+    laptop, _ = two_machines(tapes, tmp_path)
+    for i in range(3):
+        record(laptop, *[f"session {i} turn {j}" for j in range(3)])
+    ok(tapes("laptop", "storage", "sync"))
+    raw, page, access = fetch_page(tapes, laptop)
+    wire = msgspec.json.decode(raw)
+    envelope = wire["items"][4]["envelope"]
+    envelope["ciphertext"] = _flip(envelope["ciphertext"])
+    raw = msgspec.json.encode(wire)
+    page = msgspec.json.decode(raw, type=PullPage)
+    state, keys = access
+    here = open_items(page.items, state, keys)
+    opener = PageOpener(workers=2)
+    try:
+        opened = opened_in_workers(opener, page, raw, state, keys)
+    finally:
+        opener.close()
+    assert opened == here
+    rows, rejected = opened
+    assert len(rows) == len(page.items) - 1
+    assert rejected == [
+        f"integrity: node {envelope['node_id'][:16]}… failed verification and was not stored"
+    ]
+
+
+def test_a_dead_worker_or_changed_keys_mean_the_page_is_opened_here(
+    tapes: Tapes, tmp_path: Path
+) -> None:
+    laptop, _ = two_machines(tapes, tmp_path)
+    record(laptop, "one", "two", "three")
+    ok(tapes("laptop", "storage", "sync"))
+    raw, page, (state, keys) = fetch_page(tapes, laptop)
+    here = open_items(page.items, state, keys)
+    opener = PageOpener(workers=1)
+    try:
+        assert opened_in_workers(opener, page, raw, state, keys) == here
+        # The keys changed after the page went out (the chain moved: a removal, a rotation):
+        # the workers' rows are not used, the page is opened again under the keys of now. Here
+        # those hold no key of the page's epoch, so every envelope is refused.
+        other = type(keys)(keys.team, keys.vault_id_key, {})
+        fetched = started(opener, page, raw, state, keys)
+        assert fetched.parts
+        rows, rejected = opener.finish(fetched, state, other)
+        assert (rows, len(rejected)) == ([], len(page.items))
+        # a worker killed with the page in hand: the page is opened here, and so are the next
+        for pid in worker_pids(opener):
+            os.kill(pid, signal.SIGKILL)
+        fetched = opener.start(page, raw, state, keys)
+        assert opener.finish(fetched, state, keys) == here
+        assert opener.workers == 0
+        assert not opener.start(page, raw, state, keys).parts
+    finally:
+        opener.close()
+
+
+def test_workers_leave_ctrl_c_to_their_parent_and_are_gone_after_close(
+    tapes: Tapes, tmp_path: Path
+) -> None:
+    laptop, _ = two_machines(tapes, tmp_path)
+    record(laptop, "one", "two")
+    ok(tapes("laptop", "storage", "sync"))
+    raw, page, (state, keys) = fetch_page(tapes, laptop)
+    opener = PageOpener(workers=1)
+    try:
+        opened_in_workers(opener, page, raw, state, keys)
+        pids = worker_pids(opener)
+        for pid in pids:
+            os.kill(pid, signal.SIGINT)  # what a terminal's Ctrl-C sends the whole group
+        time.sleep(0.5)  # time enough for a worker that did not ignore it to die of it
+        assert all(alive(pid) for pid in pids)
+        assert opened_in_workers(opener, page, raw, state, keys) == open_items(
+            page.items, state, keys
+        )
+        assert worker_pids(opener) == pids  # the same processes, still serving
+    finally:
+        opener.close()
+    deadline = time.monotonic() + 10
+    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(alive(pid) for pid in pids)
+
+
+def test_the_number_of_workers_follows_the_cores_and_the_setting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("TAPES_SYNC_WORKERS")
+    for cores, expected in ((1, 0), (2, 1), (3, 2), (64, opening.MAX_WORKERS), (None, 0)):
+        monkeypatch.setattr(os, "cpu_count", lambda cores=cores: cores)
+        assert worker_count() == expected
+    for setting, expected in (("0", 0), ("3", 3), ("99", opening.MAX_WORKERS), ("many", 0)):
+        monkeypatch.setenv("TAPES_SYNC_WORKERS", setting)
+        assert worker_count() == expected
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def fetch_page(tapes: Tapes, home: Path) -> tuple[bytes, PullPage, tuple[Any, Any]]:
+    """The vault's first page as the server sends it, and ``home``'s verified chain state and
+    content keys for it, through the product's own login and holder."""
+    del tapes  # its fixture routes the product's HTTP to the app
+    settings = Settings.resolve(config_dir=home, db=None, debug=False)
+    linked = context.connect(settings)
+    with LocalProvider(home / "tapes.sqlite") as store:
+        holder = VaultHolder(linked.api, SyncState(store), linked.vault, linked.trust)
+    page, raw = linked.api.pull_with_bytes(linked.vault, 0, 1000)
+    return raw, page, (holder.access.state, holder.access.content_keys())
+
+
+def started(opener: PageOpener, page: PullPage, raw: bytes, state: Any, keys: Any) -> Opening:
+    """Start opening ``page`` once the workers are up (they start with a page that says more)."""
+    more = msgspec.structs.replace(page, more=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        fetched = opener.start(more, raw, state, keys)
+        if fetched.parts:
+            return fetched
+        time.sleep(0.05)
+    raise AssertionError("the worker processes did not start within 30 s")
+
+
+def opened_in_workers(
+    opener: PageOpener, page: PullPage, raw: bytes, state: Any, keys: Any
+) -> opening.Opened:
+    return opener.finish(started(opener, page, raw, state, keys), state, keys)
+
+
+def worker_pids(opener: PageOpener) -> set[int]:
+    pool = opener._pool  # the test looks at the real processes
+    assert pool is not None
+    return set(pool._processes)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a child that exited but was not reaped yet is gone as far as work goes
+        waited, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return True
+    return waited == 0
