@@ -43,12 +43,13 @@ if str(REPO) not in sys.path:
 
 
 import httpx  # noqa: E402
+import msgspec  # noqa: E402
 
 import keymgmt  # noqa: E402
 from bench._common import OUT, PASSPHRASE, make_home, use_pro_plan  # noqa: E402
 from bench.bench_local import make_sessions  # noqa: E402
 from bench.bench_server import SealingVault, new_account, push_batches  # noqa: E402
-from tapes_e2e import envelopes, opening, remote_sync  # noqa: E402
+from tapes_e2e import opening, sealing  # noqa: E402
 from tapes_e2e.client import ApiClient  # noqa: E402
 from tapes_e2e.demo import local_server  # noqa: E402
 from tapes_e2e.node import node_from_bytes  # noqa: E402
@@ -60,17 +61,30 @@ from tapes_e2e.sync.worker import run_sync  # noqa: E402
 from tapes_e2e.vaults import Trust  # noqa: E402
 
 
-def _plain_seal(node, *, state, keys, author, parent_id=None):  # type: ignore[no-untyped-def]
-    """Bench only: the body itself where the ciphertext goes (base64 on the wire). Same
-    framing, no compression, no crypto."""
-    body = envelopes.node_body(node)
-    if parent_id is None and node.parent_hash is not None:
-        parent_id = keys.node_id(state.epoch, node.parent_hash)
-    return keymgmt.Envelope(
-        2, state.team, state.epoch, keys.node_id(state.epoch, node.hash), parent_id,
-        author.fingerprint, "node", {}, len(body), b"\0" * 24, body, None,
-        state.head.seqno, state.head.hash,
-    )  # fmt: skip
+def plain_seal_items(items, state, keys, author):  # type: ignore[no-untyped-def]
+    """Bench only, in place of ``sealing.seal_items``: the body itself where the ciphertext
+    goes (base64 on the wire). Same framing, no compression, no crypto. Module-level, so
+    worker processes can be sent it."""
+    envelopes = [
+        keymgmt.Envelope(
+            2,
+            state.team,
+            state.epoch,
+            keys.node_id(state.epoch, item.tapes_hash),
+            item.parent_id,
+            author,
+            "node",
+            {},
+            len(item.body),
+            b"\0" * 24,
+            item.body,
+            None,
+            state.head.seqno,
+            state.head.hash,
+        )
+        for item in items
+    ]
+    return [e.node_id for e in envelopes], [msgspec.json.encode(e.to_wire()) for e in envelopes]
 
 
 def plain_open_items(items, state, keys):  # type: ignore[no-untyped-def]
@@ -87,13 +101,12 @@ def plain_open_items(items, state, keys):  # type: ignore[no-untyped-def]
 @contextmanager
 def encryption_off():  # type: ignore[no-untyped-def]
     """Bench only: seal = the body in plain, open = parse it. Same sizes, no crypto."""
-    real_seal, real_open = remote_sync.seal_envelope, opening.open_items
-    remote_sync.seal_envelope = _plain_seal  # type: ignore[assignment]
-    opening.open_items = plain_open_items
+    real_seal, real_open = sealing.seal_items, opening.open_items
+    sealing.seal_items, opening.open_items = plain_seal_items, plain_open_items
     try:
         yield
     finally:
-        remote_sync.seal_envelope, opening.open_items = real_seal, real_open
+        sealing.seal_items, opening.open_items = real_seal, real_open
 
 
 def one_way(
@@ -189,13 +202,42 @@ def _maybe(plain: bool):  # type: ignore[no-untyped-def]
         yield
 
 
+def compare_workers(count: int, workers: int) -> int:
+    """The encrypted push and pull with ``workers`` worker processes and with none, two runs
+    each, interleaved (none, N, N, none), on this machine of ``os.cpu_count()`` cores."""
+    root = Path(tempfile.mkdtemp(prefix="sync-workers-", dir=OUT))
+    figures: dict[int, list[tuple[float, float]]] = {0: [], workers: []}
+    try:
+        for index, n in enumerate((0, workers, workers, 0)):
+            os.environ["TAPES_SYNC_WORKERS"] = str(n)
+            result = run(root / f"w{index}", count, f"w{index}", plain=False)
+            figures[n].append((count / result["push_s"], result["pulled"] / result["pull_s"]))
+    finally:
+        os.environ.pop("TAPES_SYNC_WORKERS", None)
+        shutil.rmtree(root, ignore_errors=True)
+    print(f"{count:,} nodes, {os.cpu_count()} cores; encrypted sync, nodes/s (two runs each)")
+    for way, at in (("push", 0), ("pull", 1)):
+        none = statistics.mean(f[at] for f in figures[0])
+        some = statistics.mean(f[at] for f in figures[workers])
+        runs = ", ".join(f"{f[at]:,.0f}" for f in figures[workers])
+        base = ", ".join(f"{f[at]:,.0f}" for f in figures[0])
+        print(f"  {way}: {workers} workers {runs}; none {base}; ratio {some / none:.2f}")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="10k nodes instead of 100k")
+    parser.add_argument(
+        "--compare-workers", type=int, metavar="N",
+        help="only compare the encrypted sync with N worker processes against none",
+    )  # fmt: skip
     args = parser.parse_args()
     count = 10_000 if args.quick else 100_000
     OUT.mkdir(parents=True, exist_ok=True)
     os.environ["TAPES_PASSPHRASE"] = PASSPHRASE
+    if args.compare_workers is not None:
+        return compare_workers(count, args.compare_workers)
     root = Path(tempfile.mkdtemp(prefix="sync-", dir=OUT))
     try:
         enc = run(root / "enc", count, "e", plain=False)

@@ -110,8 +110,9 @@ _KEY_REFUSED = "the server refused the API key (revoked, or not for this server)
 _KEY_HINT = "create a new key with `tapes auth api-key create` and put it in the config"
 
 
-def encode_push(vault: str, envelopes: Sequence[Mapping[str, object]]) -> bytes:
-    """The body of a push of ``envelopes`` to ``vault``."""
+def encode_push(vault: str, envelopes: Sequence[Mapping[str, object] | msgspec.Raw]) -> bytes:
+    """The body of a push of ``envelopes`` to ``vault`` (each a wire dict, or its JSON already
+    encoded, as a worker process that sealed it sends it back)."""
     return _encode({"vault": vault, "envelopes": envelopes})
 
 

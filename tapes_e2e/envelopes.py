@@ -28,11 +28,13 @@ from tapes_e2e.node import Bucket, BucketHeader, Node, bucket_header, node_from_
 
 __all__ = [
     "MetadataRecord",
+    "SealInput",
     "body_and_fields",
     "clear_fields",
     "node_body",
     "open_envelope",
     "seal_envelope",
+    "seal_input",
 ]
 
 _encode = msgspec.json.Encoder().encode
@@ -109,6 +111,31 @@ def body_and_fields(node: Node) -> tuple[bytes, dict[str, object]]:
     return _encode(node.json_with_bucket(msgspec.Raw(raw))), clear_fields(node, header)
 
 
+class SealInput(msgspec.Struct, array_like=True, frozen=True):
+    """What sealing one node takes besides the keys: its hash, the parent's node ID, the body
+    and the clear metadata its team's policy shows. Cheap to send to a worker process."""
+
+    tapes_hash: str
+    parent_id: str | None
+    body: bytes
+    metadata: dict[str, MetadataValue]
+
+
+def seal_input(
+    node: Node,
+    *,
+    state: keymgmt.VerifiedTeamState,
+    keys: keymgmt.TeamKeys,
+    parent_id: str | None = None,
+) -> SealInput:
+    """The body, clear metadata and parent ID that ``node`` is sealed with."""
+    body, fields = body_and_fields(node)
+    metadata = keymgmt.project_metadata(state.metadata_policy, fields)
+    if node.parent_hash is not None and parent_id is None:
+        parent_id = keys.node_id(state.epoch, node.parent_hash)
+    return SealInput(node.hash, parent_id, body, metadata)
+
+
 def seal_envelope(
     node: Node,
     *,
@@ -122,18 +149,15 @@ def seal_envelope(
     ``parent_id`` is the parent's node ID where the vault holds it under another epoch's key
     (the sync knows it from ``e2e_remote``); by default the parent is named as it would be
     sealed now, which is right when it is pushed in this epoch (in the same batch, say)."""
-    body, fields = body_and_fields(node)
-    metadata = keymgmt.project_metadata(state.metadata_policy, fields)
+    item = seal_input(node, state=state, keys=keys, parent_id=parent_id)
     omit = state.content_policy == "omit"
-    if node.parent_hash is not None and parent_id is None:
-        parent_id = keys.node_id(state.epoch, node.parent_hash)
     return keymgmt.seal_node(
         state=state,
         keys=keys,
-        tapes_hash=node.hash,
-        parent_id=parent_id,
-        body=None if omit else body,
-        metadata=metadata,
+        tapes_hash=item.tapes_hash,
+        parent_id=item.parent_id,
+        body=None if omit else item.body,
+        metadata=item.metadata,
         author=author.fingerprint,
         signer=author if omit else None,
     )

@@ -1,33 +1,17 @@
 """Opening pulled pages: verify and open every envelope of a page, and build the rows to store.
 
 :func:`open_items` is the work, done the same way wherever it runs. :class:`PageOpener` decides
-where: in the sync runner's own thread, or, on a machine with cores to spare, in worker
-processes, so that the runner stores one page while the next is being opened. (Opening is CPU
-work under the GIL: a thread would only take turns with the runner.)
-
-How many workers: ``TAPES_SYNC_WORKERS`` when set (0: none), else one fewer than the machine's
-cores (``os.cpu_count()``), at most :data:`MAX_WORKERS`; none on one core. A pull starts them
-only when its first page says there is more, and opens pages itself until they are ready:
-starting them costs a few tenths of a second, which a small pull would not win back.
-
-They are this user's own processes, started by multiprocessing's ``forkserver`` (``spawn``
-where there is none; never ``fork``, since this process has threads), running this module. A
-page's verified chain state and content keys reach them with the page, over the pool's private
-pipe; they write nothing, ignore Ctrl-C (their parent decides), and are shut down when the pull
-ends or fails. What they send back is trusted as this process's own work; what the server sent
-them is checked exactly as it would be here. A worker that dies is not fatal: its pages are
-opened here instead.
+where: in the sync runner's own thread, or in worker processes (:mod:`tapes_e2e.workpool`, which
+says when and how), so that the runner stores one page while the next is being opened. What the
+workers send back is trusted as this process's own work; what the server sent them is checked
+exactly as it would be here, and a page opened under a chain state or keys that no longer hold
+is opened again here.
 """
 
 from __future__ import annotations
 
-import logging
-import multiprocessing
-import os
-import signal
-import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Final
@@ -38,12 +22,9 @@ import keymgmt
 from tapes_e2e.envelopes import MetadataRecord, open_envelope
 from tapes_e2e.protocol import NodeOut, PullPage
 from tapes_e2e.store.rows import PulledRow, pulled_row
+from tapes_e2e.workpool import WorkerPool, slices
 
-__all__ = ["MAX_WORKERS", "Opening", "PageOpener", "open_items", "worker_count"]
-
-log = logging.getLogger(__name__)
-
-MAX_WORKERS: Final = 4
+__all__ = ["Opening", "PageOpener", "open_items"]
 _PAGE: Final = msgspec.json.Decoder(PullPage)
 
 Opened = tuple[list[PulledRow], list[str]]
@@ -77,18 +58,6 @@ def open_items(
     return rows, rejected
 
 
-def worker_count() -> int:
-    """How many worker processes a pull may use on this machine (see the module's text)."""
-    configured = os.environ.get("TAPES_SYNC_WORKERS", "").strip()
-    if configured:
-        try:
-            return max(0, min(MAX_WORKERS, int(configured)))
-        except ValueError:
-            log.warning("TAPES_SYNC_WORKERS=%r is not a number; using no workers", configured)
-            return 0
-    return max(0, min(MAX_WORKERS, (os.cpu_count() or 1) - 1))
-
-
 @dataclass(frozen=True, slots=True)
 class Opening:
     """A fetched page and its opening, started: in workers (``parts``, one per slice, in
@@ -102,26 +71,23 @@ class Opening:
 
 
 class PageOpener:
-    """Opens pages in worker processes when the machine has cores to spare, else in the
-    calling thread (the module's text says when and how). :meth:`start` runs where the page was
-    fetched (the runner's helper thread); :meth:`finish` in the runner's thread."""
+    """Opens pages in worker processes when ``pool`` has them, else in the calling thread.
+    :meth:`start` runs where the page was fetched (the runner's helper thread); :meth:`finish`
+    in the runner's thread."""
 
-    def __init__(self, workers: int | None = None, open_fn: OpenItems | None = None) -> None:
-        self.workers = worker_count() if workers is None else workers
+    def __init__(self, pool: WorkerPool | None = None, open_fn: OpenItems | None = None) -> None:
+        self.pool = pool or WorkerPool()
         self._open = open_fn or open_items
-        self._lock = threading.Lock()
-        self._pool: ProcessPoolExecutor | None = None
-        self._ready: Future[bool] | None = None
 
     def start(
         self, page: PullPage, raw: bytes, state: keymgmt.VerifiedTeamState, keys: keymgmt.TeamKeys
     ) -> Opening:
         """Begin opening ``page`` (``raw``: its bytes as the server sent them) in the workers
         when they are ready; start them if the page says more is to come."""
-        pool = self._ready_pool(start=page.more)
+        pool = self.pool.ready(start=page.more)
         if pool is None or not page.items:
             return Opening(page, state, keys)
-        bounds = _slices(len(page.items), self.workers)
+        bounds = slices(len(page.items), self.pool.workers)
         try:
             parts = tuple(
                 pool.submit(_open_slice, self._open, raw, a, b, state, keys) for a, b in bounds
@@ -139,60 +105,15 @@ class PageOpener:
             try:
                 results = [part.result() for part in opening.parts]
             except BrokenProcessPool:
-                log.info("a sync worker process died; opening pages here instead")
-                self.close()
-                self.workers = 0
+                self.pool.lost()
             else:
                 rows = [row for part_rows, _ in results for row in part_rows]
                 return rows, [message for _, part_rejected in results for message in part_rejected]
         return self._open(opening.page.items, state, keys)
 
     def close(self) -> None:
-        """Shut the workers down (they finish nothing more); the next pull starts new ones."""
-        with self._lock:
-            pool, self._pool, self._ready = self._pool, None, None
-        if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
-
-    def _ready_pool(self, *, start: bool) -> ProcessPoolExecutor | None:
-        """The pool if its workers are up; started (not waited for) if ``start``."""
-        if self.workers <= 0:
-            return None
-        with self._lock:
-            if self._pool is None and start:
-                self._pool = ProcessPoolExecutor(
-                    self.workers, mp_context=_context(), initializer=_ignore_interrupts
-                )
-                self._ready = self._pool.submit(bool, True)
-            ready = self._ready
-            if ready is None or not ready.done() or ready.exception() is not None:
-                return None
-            return self._pool
-
-
-def _slices(count: int, parts: int) -> list[tuple[int, int]]:
-    """``count`` items cut into at most ``parts`` contiguous slices of nearly equal size."""
-    parts = max(1, min(parts, count))
-    size, extra = divmod(count, parts)
-    bounds, start = [], 0
-    for index in range(parts):
-        stop = start + size + (1 if index < extra else 0)
-        bounds.append((start, stop))
-        start = stop
-    return bounds
-
-
-def _context() -> multiprocessing.context.BaseContext:
-    if "forkserver" in multiprocessing.get_all_start_methods():
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload([__name__])
-        return context
-    return multiprocessing.get_context("spawn")
-
-
-def _ignore_interrupts() -> None:
-    """In a worker: Ctrl-C reaches the whole process group; the parent handles it."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+        """Shut the workers down; the next pull starts new ones."""
+        self.pool.close()
 
 
 def _open_slice(  # noqa: PLR0917 - a worker task, called by position through the pool

@@ -15,14 +15,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+import msgspec
+
 import keymgmt
 from tapes_e2e.account import fetch_vault_material
 from tapes_e2e.client import ApiClient, encode_push
-from tapes_e2e.envelopes import seal_envelope
 from tapes_e2e.errors import AuthError, ServerError, ServerUnreachableError, StaleEpochError
 from tapes_e2e.node import Node
 from tapes_e2e.opening import Opening, PageOpener
 from tapes_e2e.protocol import PushResult
+from tapes_e2e.sealing import BatchSealer
 from tapes_e2e.store.syncstate import HEAD, SyncState
 from tapes_e2e.sync.engine import EngineConfig, Event
 from tapes_e2e.sync.worker import (
@@ -33,6 +35,7 @@ from tapes_e2e.sync.worker import (
     SyncRunner,
 )
 from tapes_e2e.vaults import Trust, VaultAccess, VaultMaterial
+from tapes_e2e.workpool import WorkerPool
 
 if TYPE_CHECKING:
     from tapes_e2e.locks import LockFile
@@ -156,25 +159,28 @@ class VaultPusher:
     sealed again after the chain is refetched and verified, and sent once more.
     """
 
-    def __init__(self, api: ApiClient, holder: VaultHolder, hooks: PushHooks | None = None) -> None:
+    def __init__(
+        self,
+        api: ApiClient,
+        holder: VaultHolder,
+        hooks: PushHooks | None = None,
+        sealer: BatchSealer | None = None,
+    ) -> None:
         self.api, self.holder, self.hooks = api, holder, hooks
+        self.sealer = sealer or BatchSealer()
 
     def prepare(self, vault: str, nodes: Sequence[Node]) -> _Sealed:
-        """Seal the batch. A parent outside the batch is named by the ID the vault holds it
-        under (``e2e_remote``: it may have been sealed in an older epoch); a parent inside it is
-        sealed now, in this epoch. The read is of rows only ever added, so it is safe here."""
+        """Seal the batch (in worker processes when the machine has cores for them:
+        :class:`~tapes_e2e.sealing.BatchSealer`). A parent outside the batch is named by the ID
+        the vault holds it under (``e2e_remote``: it may have been sealed in an older epoch); a
+        parent inside it is sealed now, in this epoch. The read is of rows only ever added, so
+        it is safe here."""
         access, author = self.holder.access, self.holder.identity
         outside = {n.parent_hash for n in nodes if n.parent_hash} - {n.hash for n in nodes}
         known = self.holder.state.remote_ids(vault, outside) if outside else {}
-        envelopes = [
-            seal_envelope(
-                node, state=access.state, keys=access.content_keys(), author=author,
-                parent_id=known.get(node.parent_hash or ""),
-            ).to_dict()
-            for node in nodes
-        ]  # fmt: skip
-        ids = [str(envelope["node_id"]) for envelope in envelopes]
-        return _Sealed(access, nodes, ids, encode_push(vault, envelopes))
+        ids, envelopes = self.sealer.seal(nodes, known, access.state, access.content_keys(), author)
+        body = encode_push(vault, [msgspec.Raw(envelope) for envelope in envelopes])
+        return _Sealed(access, nodes, ids, body)
 
     def send(self, vault: str, prepared: _Sealed) -> PushReceipt:
         if self.hooks is not None:
@@ -214,8 +220,13 @@ class VaultPusher:
         return self.send(vault, self.prepare(vault, nodes))
 
 
-def push_fn(api: ApiClient, holder: VaultHolder, hooks: PushHooks | None = None) -> VaultPusher:
-    return VaultPusher(api, holder, hooks)
+def push_fn(
+    api: ApiClient,
+    holder: VaultHolder,
+    hooks: PushHooks | None = None,
+    pool: WorkerPool | None = None,
+) -> VaultPusher:
+    return VaultPusher(api, holder, hooks, BatchSealer(pool))
 
 
 class VaultPuller:
@@ -258,8 +269,8 @@ class VaultPuller:
         return self.open(vault, after, self.fetch(vault, after, limit))
 
 
-def pull_fn(api: ApiClient, holder: VaultHolder) -> VaultPuller:
-    return VaultPuller(api, holder)
+def pull_fn(api: ApiClient, holder: VaultHolder, pool: WorkerPool | None = None) -> VaultPuller:
+    return VaultPuller(api, holder, PageOpener(pool))
 
 
 def refresh_fn(api: ApiClient) -> RefreshFn:
@@ -290,11 +301,12 @@ def vault_runner(
     vault's sync lock, for a worker to take each round (``SyncState.sync_lock``)."""
     state = SyncState(store)
     holder = VaultHolder(api, state, vault, trust)
+    pool = WorkerPool()  # one set of worker processes for the round's sealing and opening
     return SyncRunner(
         state,
         vault,
-        push_fn(api, holder, hooks),
-        pull_fn(api, holder),
+        push_fn(api, holder, hooks, pool),
+        pull_fn(api, holder, pool),
         refresh_login=refresh_fn(api),
         config=EngineConfig(interval=sync_interval),
         on_integrity=on_integrity,

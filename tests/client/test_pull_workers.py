@@ -1,8 +1,8 @@
-"""Pulled pages opened in worker processes (``tapes_e2e.opening``): the same rows and the same
-refusals as opening them in the runner's thread, a worker that dies costs nothing but time, a
-page fetched under keys that have since changed is opened again here, and Ctrl-C is the
-parent's to handle. Real worker processes throughout (forkserver), the real app behind the
-CLI."""
+"""Pulled pages opened, and batches sealed, in worker processes (``tapes_e2e.opening``,
+``tapes_e2e.sealing``): the same rows and the same refusals as in the runner's thread, a worker
+that dies costs nothing but time, a page fetched under keys that have since changed is opened
+again here, and Ctrl-C is the parent's to handle. Real worker processes throughout
+(forkserver), the real app behind the CLI."""
 
 from __future__ import annotations
 
@@ -17,15 +17,19 @@ import pytest
 
 from tapes_e2e import context, opening
 from tapes_e2e.context import Settings
-from tapes_e2e.opening import Opening, PageOpener, open_items, worker_count
-from tapes_e2e.protocol import PullPage
+from tapes_e2e.envelopes import open_envelope
+from tapes_e2e.opening import Opening, PageOpener, open_items
+from tapes_e2e.protocol import EnvelopeWire, PullPage
 from tapes_e2e.providers.local import LocalProvider
 from tapes_e2e.remote_sync import VaultHolder
+from tapes_e2e.sealing import BatchSealer
 from tapes_e2e.store.syncstate import SyncState
 from tapes_e2e.sync import worker
+from tapes_e2e.workpool import MAX_WORKERS, WorkerPool, worker_count
 from tests.client.conftest import Tapes
 from tests.client.test_hostile_server import _flip
 from tests.client.test_teams import ok, record
+from tests.conftest import chain
 from tests.server.conftest import AUDIENCE
 
 PAGE = 4
@@ -88,7 +92,7 @@ def test_a_pull_opens_its_pages_in_worker_processes_and_stores_the_same_nodes(
     assert stored(desktop) == stored(laptop)
     # The round is over: its workers, which held the vault's keys, were shut down with it.
     assert OPENERS
-    assert all(used._pool is None for used in OPENERS)  # the runner closed the puller
+    assert not any(used.pool.running for used in OPENERS)  # the runner closed the puller
 
 
 def test_a_worker_refuses_an_altered_envelope_exactly_as_the_runner_would(
@@ -108,7 +112,7 @@ def test_a_worker_refuses_an_altered_envelope_exactly_as_the_runner_would(
     page = msgspec.json.decode(raw, type=PullPage)
     state, keys = access
     here = open_items(page.items, state, keys)
-    opener = PageOpener(workers=2)
+    opener = PageOpener(WorkerPool(2))
     try:
         opened = opened_in_workers(opener, page, raw, state, keys)
     finally:
@@ -129,7 +133,7 @@ def test_a_dead_worker_or_changed_keys_mean_the_page_is_opened_here(
     ok(tapes("laptop", "storage", "sync"))
     raw, page, (state, keys) = fetch_page(tapes, laptop)
     here = open_items(page.items, state, keys)
-    opener = PageOpener(workers=1)
+    opener = PageOpener(WorkerPool(1))
     try:
         assert opened_in_workers(opener, page, raw, state, keys) == here
         # The keys changed after the page went out (the chain moved: a removal, a rotation):
@@ -145,7 +149,7 @@ def test_a_dead_worker_or_changed_keys_mean_the_page_is_opened_here(
             os.kill(pid, signal.SIGKILL)
         fetched = opener.start(page, raw, state, keys)
         assert opener.finish(fetched, state, keys) == here
-        assert opener.workers == 0
+        assert opener.pool.workers == 0
         assert not opener.start(page, raw, state, keys).parts
     finally:
         opener.close()
@@ -158,13 +162,14 @@ def test_workers_leave_ctrl_c_to_their_parent_and_are_gone_after_close(
     record(laptop, "one", "two")
     ok(tapes("laptop", "storage", "sync"))
     raw, page, (state, keys) = fetch_page(tapes, laptop)
-    opener = PageOpener(workers=1)
+    opener = PageOpener(WorkerPool(1))
     try:
         opened_in_workers(opener, page, raw, state, keys)
         pids = worker_pids(opener)
+        assert all(ignores_sigint(pid) for pid in pids)  # what the pool's initializer set
         for pid in pids:
             os.kill(pid, signal.SIGINT)  # what a terminal's Ctrl-C sends the whole group
-        time.sleep(0.5)  # time enough for a worker that did not ignore it to die of it
+        time.sleep(1.0)  # time enough for a worker that did not ignore it to die of it
         assert all(alive(pid) for pid in pids)
         assert opened_in_workers(opener, page, raw, state, keys) == open_items(
             page.items, state, keys
@@ -182,10 +187,10 @@ def test_the_number_of_workers_follows_the_cores_and_the_setting(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv("TAPES_SYNC_WORKERS")
-    for cores, expected in ((1, 0), (2, 1), (3, 2), (64, opening.MAX_WORKERS), (None, 0)):
+    for cores, expected in ((1, 0), (2, 0), (3, 1), (4, 2), (64, MAX_WORKERS), (None, 0)):
         monkeypatch.setattr(os, "cpu_count", lambda cores=cores: cores)
         assert worker_count() == expected
-    for setting, expected in (("0", 0), ("3", 3), ("99", opening.MAX_WORKERS), ("many", 0)):
+    for setting, expected in (("0", 0), ("3", 3), ("99", MAX_WORKERS), ("many", 0)):
         monkeypatch.setenv("TAPES_SYNC_WORKERS", setting)
         assert worker_count() == expected
 
@@ -224,18 +229,55 @@ def opened_in_workers(
 
 
 def worker_pids(opener: PageOpener) -> set[int]:
-    pool = opener._pool  # the test looks at the real processes
-    assert pool is not None
-    return set(pool._processes)
+    pids = opener.pool.pids()
+    assert pids
+    return pids
+
+
+def ignores_sigint(pid: int) -> bool:
+    """Whether process ``pid`` has SIGINT ignored (its ``SigIgn`` mask in /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigIgn:"):
+            return bool(int(line.split()[1], 16) & (1 << (signal.SIGINT - 1)))
+    raise AssertionError(f"no SigIgn line for process {pid}")
 
 
 def alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie, exited but not reaped yet, does not)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
         return False
-    try:  # a child that exited but was not reaped yet is gone as far as work goes
-        waited, _ = os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        return True
-    return waited == 0
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def test_a_batch_sealed_in_worker_processes_opens_to_the_same_nodes(
+    tapes: Tapes, tmp_path: Path
+) -> None:
+    """Sealing in workers: every envelope opens, here, to its node, under the vault's keys; a
+    dead worker means the batch is sealed here."""
+    laptop, _ = two_machines(tapes, tmp_path)
+    record(laptop, "one", "two")
+    ok(tapes("laptop", "storage", "sync"))
+    _, _, (state, keys) = fetch_page(tapes, laptop)
+    nodes = [n for i in range(30) for n in chain([f"sealed {i} a", f"sealed {i} b"])]
+    author = context.connect(Settings.resolve(config_dir=laptop, db=None, debug=False)).identity
+    sealer = BatchSealer(WorkerPool(2))
+    try:
+        deadline = time.monotonic() + 30
+        while not sealer.pool.ready(start=True) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for kill in (False, True):
+            if kill:
+                for pid in sealer.pool.pids():
+                    os.kill(pid, signal.SIGKILL)
+            ids, envelopes = sealer.seal(nodes, {}, state, keys, author)
+            opened = [
+                open_envelope(msgspec.json.decode(e, type=EnvelopeWire), state=state, keys=keys)
+                for e in envelopes
+            ]
+            assert opened == nodes
+            assert ids == [keys.node_id(state.epoch, n.hash) for n in nodes]
+        assert sealer.pool.workers == 0  # the dead worker's batch, and the rest, sealed here
+    finally:
+        sealer.pool.close()
