@@ -470,13 +470,7 @@ def _check_ids(env: Envelope, keys: TeamKeys, tapes_hash: str, parent_hash: str 
     """The node ID must be the body's hash under the record's own epoch id key (version 1: the
     vault id key); the parent ID must be the parent hash's ID under an epoch no later than the
     record's, or its version-1 ID (the parent may have been sealed before a rotation)."""
-    own: bytes | None = keys.vault_id_key
-    parents = [keys.vault_id_key]
-    if env.version != labels.ENVELOPE_V1:
-        own = keys.id_key(env.epoch)
-        # Newest first: a parent is most often sealed in its child's own epoch.
-        earlier = sorted((e for e in keys.epochs if e <= env.epoch), reverse=True)
-        parents = [k for e in earlier if (k := keys.id_key(e))] + parents
+    own = keys.vault_id_key if env.version == labels.ENVELOPE_V1 else keys.id_key(env.epoch)
     if own is None:
         raise _fail("no key for that epoch")
     if not prim.constant_time_equal(node_id(own, tapes_hash).encode(), env.node_id.encode()):
@@ -485,8 +479,23 @@ def _check_ids(env: Envelope, keys: TeamKeys, tapes_hash: str, parent_hash: str 
         if env.parent_id is not None:
             raise _fail("parent ID present but the body has no parent")
         return
-    if env.parent_id is None or not any(
-        prim.constant_time_equal(node_id(key, parent_hash).encode(), env.parent_id.encode())
-        for key in parents
+    if env.parent_id is None:
+        raise _fail("parent ID does not match the body")
+    wanted = env.parent_id.encode()
+    # Most often the parent was sealed in its child's own epoch: tried first, alone.
+    if prim.constant_time_equal(node_id(own, parent_hash).encode(), wanted):
+        return
+    if not any(
+        prim.constant_time_equal(node_id(key, parent_hash).encode(), wanted)
+        for key in _earlier_id_keys(env, keys)
     ):
         raise _fail("parent ID does not match the body")
+
+
+def _earlier_id_keys(env: Envelope, keys: TeamKeys) -> list[bytes]:
+    """The id keys a parent of ``env`` may be named under besides the record's own: those of
+    the earlier epochs held, newest first, then the vault id key (version 1)."""
+    if env.version == labels.ENVELOPE_V1:
+        return []
+    earlier = sorted((e for e in keys.epochs if e < env.epoch), reverse=True)
+    return [k for e in earlier if (k := keys.id_key(e))] + [keys.vault_id_key]

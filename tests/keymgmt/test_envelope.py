@@ -370,3 +370,17 @@ def test_a_pulled_envelope_with_a_ciphertext_outside_the_alphabet_is_refused() -
     assert open_(team, wire).body is not None  # the control: untouched, it opens
     with pytest.raises(IntegrityError):
         open_(team, wire | {"ciphertext": "not base64!"})
+
+
+def test_a_member_who_names_a_node_after_other_content_is_refused(team: Team) -> None:
+    """The writer seals the AD, so the tag holds for any ID it chose: the reader recomputes the
+    node's ID from the decrypted body, and the parent's."""
+    parent = tapes_hash_of("root", None)
+    honest = seal(team, "content", parent)
+    assert open_(team, honest).tapes_hash == tapes_hash_of("content", parent)  # the control
+    for lie in (
+        {"tapes_hash": tapes_hash_of("other content", parent)},
+        {"parent_id": team.keys_for(team.member).node_id(1, tapes_hash_of("another root", None))},
+    ):
+        with pytest.raises(IntegrityError):
+            open_(team, seal(team, "content", parent, **lie))
