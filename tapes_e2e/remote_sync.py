@@ -201,6 +201,12 @@ class VaultPusher:
         last = result.head_seq if result.first_seq else 0
         return PushReceipt(prepared.node_ids, result.first_seq, last)
 
+    @property
+    def sends_ahead(self) -> bool:
+        """A personal vault's batches may go out on a helper thread; a team vault's push hooks
+        (catching up with the chain, auto_share) run in the runner's thread only."""
+        return self.hooks is None
+
     def _resealed(self, vault: str, prepared: _Sealed) -> _Sealed:
         """Catch up with a chain this client missed (fetched and verified from the last verified
         head) and seal the batch again under its keys."""

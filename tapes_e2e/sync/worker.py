@@ -53,7 +53,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
@@ -166,6 +166,11 @@ class Pusher(Protocol[_Made]):
 
     def send(self, vault: str, prepared: _Made) -> PushReceipt: ...
 
+    @property
+    def sends_ahead(self) -> bool:
+        """Whether ``send`` may run on a helper thread for the next batch, once this one is
+        acknowledged, while the runner records this one (it touches nothing the runner does)."""
+
 
 @runtime_checkable
 class Puller(Protocol[_Got]):
@@ -194,6 +199,10 @@ class _OneStepPush:
         receipt = self._push(vault, prepared)
         return receipt if isinstance(receipt, PushReceipt) else PushReceipt(list(receipt))
 
+    @property
+    def sends_ahead(self) -> bool:
+        return False
+
 
 class _OneStepPull:
     """A :data:`PullFn` as a :class:`Puller`: all of it happens in ``fetch``."""
@@ -217,11 +226,13 @@ _Prepared = tuple[Sequence[tuple[int, Node]], Any]  # a batch (rowid, node), wha
 @dataclass(frozen=True, slots=True)
 class _Ahead(Generic[_T]):
     """Work started ahead for the batch or page that follows position ``after`` (a page of at
-    most ``limit``)."""
+    most ``limit``); for a batch, ``sent`` is its push, started once the batch before it was
+    acknowledged."""
 
     after: int
     future: Future[_T]
     limit: int = 0
+    sent: Future[PushReceipt | None] | None = None
 
 
 class SyncRunner:
@@ -251,6 +262,7 @@ class SyncRunner:
         self._pusher: Pusher[Any] = push if isinstance(push, Pusher) else _OneStepPush(push)
         self._puller: Puller[Any] = pull if isinstance(pull, Puller) else _OneStepPull(pull)
         self._executor: ThreadPoolExecutor | None = None
+        self._sender: ThreadPoolExecutor | None = None
         self._push_ahead: _Ahead[_Prepared] | None = None
         self._pull_ahead: _Ahead[object] | None = None
         self._refresh = refresh_login
@@ -339,12 +351,15 @@ class SyncRunner:
     def _push_batch(self, after_rowid: int) -> Event:
         # The stored mark is the truth (another process may have pushed meanwhile).
         after = max(after_rowid, self.state.push_rowid(self.vault))
-        batch, prepared = self._take_push_ahead(after)
+        batch, prepared, sent = self._take_push_ahead(after)
         if not batch:
             self.state.advance_past_remote(self.vault)
             return NothingToPush()
         self._start_push_ahead(batch[-1][0])
-        receipt = self._pusher.send(self.vault, prepared)
+        receipt = sent.result() if sent is not None else None  # a failure met ahead: raised
+        if receipt is None:
+            receipt = self._pusher.send(self.vault, prepared)
+        self._send_ahead()  # this batch is stored: the next goes out while it is recorded
         node_ids = list(receipt.node_ids)
         if len(node_ids) != len(batch):
             raise SyncError(
@@ -366,13 +381,35 @@ class SyncRunner:
         self.pushed += len(batch)
         return PushAcked(len(batch), new_hwm, cursor)
 
-    def _take_push_ahead(self, after: int) -> _Prepared:
-        """The batch above ``after`` and its prepared form: the one read and sealed ahead if it
-        is that batch, else read and prepared now."""
+    def _take_push_ahead(
+        self, after: int
+    ) -> tuple[Sequence[tuple[int, Node]], Any, Future[PushReceipt | None] | None]:
+        """The batch above ``after``, its prepared form, and its push if already started: the
+        one read, sealed (and sent) ahead if it is that batch, else read and prepared now."""
         ahead, self._push_ahead = self._push_ahead, None
         if ahead is not None and ahead.after == after:
-            return ahead.future.result()
-        return self._read_and_prepare(after)
+            batch, prepared = ahead.future.result()
+            return batch, prepared, ahead.sent
+        return *self._read_and_prepare(after), None
+
+    def _send_ahead(self) -> None:
+        """Send the batch read ahead, on a helper thread, once it is sealed: the server stores
+        it while this thread records the batch before it. Only after that batch's answer, so
+        the server still sees parents first; only if the pusher allows it (a team vault's push
+        hooks run on this thread). Its answer is taken, and recorded, only when the engine asks
+        for exactly that batch; a batch sent and never recorded is pushed again later, and the
+        server answers ``existing``."""
+        ahead = self._push_ahead
+        if ahead is None or not self._pusher.sends_ahead:
+            return
+        if self._sender is None:
+            self._sender = ThreadPoolExecutor(1, thread_name_prefix="tapes-sync-send")
+
+        def send() -> PushReceipt | None:
+            batch, prepared = ahead.future.result()
+            return self._pusher.send(self.vault, prepared) if batch else None
+
+        self._push_ahead = replace(ahead, sent=self._sender.submit(send))
 
     def _read_and_prepare(self, after: int) -> _Prepared:
         batch = self.state.unpushed(self.vault, after, self._batch_size)
@@ -416,9 +453,10 @@ class SyncRunner:
         """Forget work started ahead (a failure, or the round's end) and let its thread go; the
         puller lets go of what it holds (its worker processes)."""
         self._push_ahead = self._pull_ahead = None
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
-            self._executor = None
+        for executor in (self._executor, self._sender):
+            if executor is not None:
+                executor.shutdown(wait=False, cancel_futures=True)
+        self._executor = self._sender = None
         self._puller.close()
 
     def _without_orphans(self, rows: Sequence[PulledRow]) -> tuple[list[PulledRow], list[str]]:

@@ -4,8 +4,10 @@ fetched while one is stored, and work done ahead never changes what is stored or
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -67,6 +69,10 @@ class TwoStepPusher:
             )
             self.log.append(("send", nodes[0].hash))
         return PushReceipt(self.server.push(vault, nodes))
+
+    @property
+    def sends_ahead(self) -> bool:
+        return False
 
 
 class TwoStepPuller:
@@ -196,3 +202,96 @@ def test_a_failure_fetching_ahead_stops_at_that_page_and_the_next_round_resumes(
         assert second.result == "ok"
         assert SyncState(other).cursor(VAULT) == 30
         assert sorted(n.hash for n in other.list()) == sorted(n.hash for n in nodes)
+
+
+class SendingAheadPusher:
+    """A Pusher whose sends may run ahead; logs each send's start and end, and the runner's
+    recording of each batch (``mark_pushed``), with the thread that did it."""
+
+    sends_ahead = True
+
+    def __init__(self, server: FakeServer) -> None:
+        self.server = server
+        self.log: list[tuple[str, str, str]] = []
+        self.lock = threading.Lock()
+
+    def _note(self, what: str, first: str) -> None:
+        with self.lock:
+            self.log.append((what, first, threading.current_thread().name))
+
+    def prepare(self, vault: str, nodes: Sequence[Node]) -> list[Node]:
+        return list(nodes)
+
+    def send(self, vault: str, prepared: list[Node]) -> PushReceipt:
+        self._note("send", prepared[0].hash)
+        time.sleep(0.02)  # the server at work: long enough for the runner to record meanwhile
+        receipt = PushReceipt(self.server.push(vault, prepared))
+        self._note("acked", prepared[0].hash)
+        return receipt
+
+
+def test_the_next_batch_is_sent_once_this_one_is_acknowledged_while_it_is_recorded(
+    provider: LocalProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = FakeServer()
+    nodes = chain([f"turn {i}" for i in range(35)])
+    provider.put_many(nodes)
+    pusher = SendingAheadPusher(server)
+    real_mark = SyncState.mark_pushed
+
+    def mark(self: SyncState, vault: str, batch: Any, *args: Any, **kwargs: Any) -> Any:
+        time.sleep(0.01)  # a record that takes a moment, as on a real disk
+        try:
+            return real_mark(self, vault, batch, *args, **kwargs)
+        finally:
+            pusher._note("recorded", batch[0][1])  # the record is done
+
+    monkeypatch.setattr(SyncState, "mark_pushed", mark)
+    result = run_sync(runner_for(provider, server, pusher, server.pull))
+    assert result is not None
+    assert result.result == "ok"
+    firsts = [nodes[i].hash for i in (0, 10, 20, 30)]
+    events = [(what, firsts.index(first)) for what, first, _ in pusher.log]
+    # Each batch goes out only after the one before it was acknowledged (parents first), and
+    # before the runner is done recording that one; each is recorded after its own answer.
+    for n in range(1, 4):
+        assert events.index(("send", n)) > events.index(("acked", n - 1))
+        assert events.index(("send", n)) < events.index(("recorded", n - 1))
+        assert events.index(("recorded", n)) > events.index(("acked", n))
+    sent_by = {firsts.index(first): thread for what, first, thread in pusher.log if what == "send"}
+    assert sent_by[0] == threading.main_thread().name
+    assert all(sent_by[n].startswith("tapes-sync-send") for n in (1, 2, 3))
+    assert server.hashes() == [n.hash for n in nodes]
+    assert all(count == 1 for count in server.received.values())
+    assert SyncState(provider).pending_push_count(VAULT) == 0
+
+
+def test_a_batch_sent_ahead_but_never_recorded_is_pushed_again_and_counted_once(
+    provider: LocalProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The runner dies recording batch 1 (batch 2 already stored by the server): the next sync
+    sends both again, the server keeps one copy, and the store ends exact."""
+    server = FakeServer()
+    nodes = chain([f"turn {i}" for i in range(35)])
+    provider.put_many(nodes)
+    pusher = SendingAheadPusher(server)
+    real_mark = SyncState.mark_pushed
+
+    def dies_on_the_second(self: SyncState, vault: str, batch: Any, *a: Any, **k: Any) -> Any:
+        if batch[0][1] == nodes[10].hash:
+            raise KeyboardInterrupt  # a crash between the answer and its record
+        return real_mark(self, vault, batch, *a, **k)
+
+    monkeypatch.setattr(SyncState, "mark_pushed", dies_on_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        run_sync(runner_for(provider, server, pusher, server.pull))
+    time.sleep(0.1)  # let the batch sent ahead land, as it would on a real server
+    assert SyncState(provider).pending_push_count(VAULT) == 25
+    monkeypatch.setattr(SyncState, "mark_pushed", real_mark)
+    runner = runner_for(provider, server, pusher, server.pull)
+    result = run_sync(runner)
+    assert result is not None
+    assert result.result == "ok"
+    assert runner.pushed == 25
+    assert server.hashes() == [n.hash for n in nodes]  # one copy of each
+    assert SyncState(provider).pending_push_count(VAULT) == 0
