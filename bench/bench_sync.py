@@ -202,14 +202,17 @@ def _maybe(plain: bool):  # type: ignore[no-untyped-def]
         yield
 
 
-def compare_workers(count: int, workers: int) -> int:
-    """The encrypted push and pull with ``workers`` worker processes and with none, two runs
-    each, interleaved (none, N, N, none), on this machine of ``os.cpu_count()`` cores."""
+def compare_workers(count: int, workers: str) -> int:
+    """The encrypted push and pull with ``workers`` worker processes ("auto": as the product
+    decides here) and with none, two runs each, interleaved (none, N, N, none), on this machine
+    of ``os.cpu_count()`` cores."""
     root = Path(tempfile.mkdtemp(prefix="sync-workers-", dir=OUT))
-    figures: dict[int, list[tuple[float, float]]] = {0: [], workers: []}
+    figures: dict[str, list[tuple[float, float]]] = {"0": [], workers: []}
     try:
-        for index, n in enumerate((0, workers, workers, 0)):
-            os.environ["TAPES_SYNC_WORKERS"] = str(n)
+        for index, n in enumerate(("0", workers, workers, "0")):
+            os.environ.pop("TAPES_SYNC_WORKERS", None)
+            if n != "auto":
+                os.environ["TAPES_SYNC_WORKERS"] = n
             result = run(root / f"w{index}", count, f"w{index}", plain=False)
             figures[n].append((count / result["push_s"], result["pulled"] / result["pull_s"]))
     finally:
@@ -217,10 +220,10 @@ def compare_workers(count: int, workers: int) -> int:
         shutil.rmtree(root, ignore_errors=True)
     print(f"{count:,} nodes, {os.cpu_count()} cores; encrypted sync, nodes/s (two runs each)")
     for way, at in (("push", 0), ("pull", 1)):
-        none = statistics.mean(f[at] for f in figures[0])
+        none = statistics.mean(f[at] for f in figures["0"])
         some = statistics.mean(f[at] for f in figures[workers])
         runs = ", ".join(f"{f[at]:,.0f}" for f in figures[workers])
-        base = ", ".join(f"{f[at]:,.0f}" for f in figures[0])
+        base = ", ".join(f"{f[at]:,.0f}" for f in figures["0"])
         print(f"  {way}: {workers} workers {runs}; none {base}; ratio {some / none:.2f}")
     return 0
 
@@ -229,8 +232,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="10k nodes instead of 100k")
     parser.add_argument(
-        "--compare-workers", type=int, metavar="N",
-        help="only compare the encrypted sync with N worker processes against none",
+        "--compare-workers", nargs="?", const="auto", metavar="N",
+        help="only compare the encrypted sync with N worker processes (default: as the product "
+        "decides on this machine, TAPES_SYNC_WORKERS unset) against none",
     )  # fmt: skip
     args = parser.parse_args()
     count = 10_000 if args.quick else 100_000

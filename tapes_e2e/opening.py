@@ -78,13 +78,15 @@ class PageOpener:
     def __init__(self, pool: WorkerPool | None = None, open_fn: OpenItems | None = None) -> None:
         self.pool = pool or WorkerPool()
         self._open = open_fn or open_items
+        self._pages = 0  # pages fetched in this pull (since the last close)
 
     def start(
         self, page: PullPage, raw: bytes, state: keymgmt.VerifiedTeamState, keys: keymgmt.TeamKeys
     ) -> Opening:
         """Begin opening ``page`` (``raw``: its bytes as the server sent them) in the workers
         when they are ready; start them if the page says more is to come."""
-        pool = self.pool.ready(start=page.more)
+        self._pages += 1
+        pool = self.pool.ready(start=page.more and self._pages > self.pool.pull_pages_first)
         if pool is None or not page.items:
             return Opening(page, state, keys)
         bounds = slices(len(page.items), self.pool.workers)
@@ -113,6 +115,7 @@ class PageOpener:
 
     def close(self) -> None:
         """Shut the workers down; the next pull starts new ones."""
+        self._pages = 0
         self.pool.close()
 
 

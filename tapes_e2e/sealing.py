@@ -93,7 +93,7 @@ class BatchSealer:
             )
             for node in nodes
         ]
-        pool = self.pool.ready(start=len(items) >= MIN_BATCH_FOR_WORKERS)
+        pool = self.pool.ready(start=self.pool.seals and len(items) >= MIN_BATCH_FOR_WORKERS)
         if pool is not None and items:
             try:
                 parts = [

@@ -4,11 +4,12 @@ Sealing and opening are CPU work under the GIL: a thread would only take turns w
 runner. On a machine with cores to spare they run in worker processes instead, while the runner
 stores a page or waits for the server.
 
-How many workers: ``TAPES_SYNC_WORKERS`` when set (0: none), else two fewer than the machine's
-cores (``os.cpu_count()``), at most :data:`MAX_WORKERS`: none on one or two cores. The runner's
-own thread (storing, HTTP) and its helper take about a core between them; on a machine of two
-cores a worker only takes turns with them, and measured so (``bench/bench_sync.py
---compare-workers``, docs/sync.md: no faster pull, a slower push). A sync starts them
+How many workers: ``TAPES_SYNC_WORKERS`` when set (0: none), else one fewer than the machine's
+cores (``os.cpu_count()``), at most :data:`MAX_WORKERS`; none on one core. On two cores they are
+used for long pulls only (:data:`TWO_CORE_PULL_PAGES` pages in): there the runner's own thread
+and its helper take about a core between them, and measured so (``bench/bench_sync.py
+--compare-workers``, docs/sync.md), a worker made a 10k push 0.66 and a 10k pull 0.91 as fast,
+but a 100k pull, whose stores cost twice as much, 1.32 times as fast. A sync starts them
 only when it knows there is more than one batch or page to do, and does the work itself until
 they are ready: starting them costs a few tenths of a second, which a small sync would not win
 back.
@@ -31,23 +32,32 @@ import threading
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Final
 
-__all__ = ["MAX_WORKERS", "WorkerPool", "slices", "worker_count"]
+__all__ = ["MAX_WORKERS", "TWO_CORE_PULL_PAGES", "WorkerPool", "slices", "worker_count"]
 
 log = logging.getLogger(__name__)
 
 MAX_WORKERS: Final = 4
+TWO_CORE_PULL_PAGES: Final = 20
+"""On a machine of two cores, a pull starts its workers this many pages in, and a push none."""
 
 
 def worker_count() -> int:
     """How many worker processes a sync may use on this machine (see the module's text)."""
-    configured = os.environ.get("TAPES_SYNC_WORKERS", "").strip()
-    if configured:
-        try:
-            return max(0, min(MAX_WORKERS, int(configured)))
-        except ValueError:
-            log.warning("TAPES_SYNC_WORKERS=%r is not a number; using no workers", configured)
-            return 0
-    return max(0, min(MAX_WORKERS, (os.cpu_count() or 1) - 2))
+    configured = _configured()
+    if configured is not None:
+        return configured
+    return max(0, min(MAX_WORKERS, (os.cpu_count() or 1) - 1))
+
+
+def _configured() -> int | None:
+    text = os.environ.get("TAPES_SYNC_WORKERS", "").strip()
+    if not text:
+        return None
+    try:
+        return max(0, min(MAX_WORKERS, int(text)))
+    except ValueError:
+        log.warning("TAPES_SYNC_WORKERS=%r is not a number; using no workers", text)
+        return 0
 
 
 class WorkerPool:
@@ -55,6 +65,10 @@ class WorkerPool:
 
     def __init__(self, workers: int | None = None) -> None:
         self.workers = worker_count() if workers is None else workers
+        # Two cores and no setting: long pulls only (the module's text says why).
+        two_cores = workers is None and _configured() is None and (os.cpu_count() or 1) <= 2
+        self.seals = not two_cores
+        self.pull_pages_first = TWO_CORE_PULL_PAGES if two_cores else 0
         self._lock = threading.Lock()
         self._pool: ProcessPoolExecutor | None = None
         self._ready: Future[bool] | None = None

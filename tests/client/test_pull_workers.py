@@ -25,7 +25,7 @@ from tapes_e2e.remote_sync import VaultHolder
 from tapes_e2e.sealing import BatchSealer
 from tapes_e2e.store.syncstate import SyncState
 from tapes_e2e.sync import worker
-from tapes_e2e.workpool import MAX_WORKERS, WorkerPool, worker_count
+from tapes_e2e.workpool import MAX_WORKERS, TWO_CORE_PULL_PAGES, WorkerPool, worker_count
 from tests.client.conftest import Tapes
 from tests.client.test_hostile_server import _flip
 from tests.client.test_teams import ok, record
@@ -187,9 +187,14 @@ def test_the_number_of_workers_follows_the_cores_and_the_setting(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv("TAPES_SYNC_WORKERS")
-    for cores, expected in ((1, 0), (2, 0), (3, 1), (4, 2), (64, MAX_WORKERS), (None, 0)):
+    for cores, expected in ((1, 0), (2, 1), (3, 2), (64, MAX_WORKERS), (None, 0)):
         monkeypatch.setattr(os, "cpu_count", lambda cores=cores: cores)
         assert worker_count() == expected
+        pool = WorkerPool()
+        # two cores (or fewer): long pulls only, no sealing; more: both from the start
+        assert (pool.seals, pool.pull_pages_first) == (
+            (False, TWO_CORE_PULL_PAGES) if (cores or 1) <= 2 else (True, 0)
+        )
     for setting, expected in (("0", 0), ("3", 3), ("99", MAX_WORKERS), ("many", 0)):
         monkeypatch.setenv("TAPES_SYNC_WORKERS", setting)
         assert worker_count() == expected
@@ -281,3 +286,22 @@ def test_a_batch_sealed_in_worker_processes_opens_to_the_same_nodes(
         assert sealer.pool.workers == 0  # the dead worker's batch, and the rest, sealed here
     finally:
         sealer.pool.close()
+
+
+def test_on_two_cores_a_pull_starts_its_workers_only_when_it_is_long() -> None:
+    pool = WorkerPool(1)
+    pool.pull_pages_first = 3
+    opener = PageOpener(pool)
+    page = PullPage(vault="v", items=[], cursor=0, more=True)
+    state: Any = None
+    try:
+        for _ in range(3):
+            opener.start(page, b"", state, state)
+            assert not pool.running
+        opener.start(page, b"", state, state)
+        assert pool.running
+        opener.close()  # the round ends: the next pull counts its pages afresh
+        opener.start(page, b"", state, state)
+        assert not pool.running
+    finally:
+        opener.close()
