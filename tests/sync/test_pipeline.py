@@ -230,13 +230,18 @@ class SendingAheadPusher:
         return receipt
 
 
-def test_the_next_batch_is_sent_once_this_one_is_acknowledged_while_it_is_recorded(
-    provider: LocalProvider, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def sending_ahead(provider: LocalProvider) -> tuple[FakeServer, list[Node], SendingAheadPusher]:
+    """35 nodes in the store (four batches of 10), a fake server and a pusher that sends ahead."""
     server = FakeServer()
     nodes = chain([f"turn {i}" for i in range(35)])
     provider.put_many(nodes)
-    pusher = SendingAheadPusher(server)
+    return server, nodes, SendingAheadPusher(server)
+
+
+def test_the_next_batch_is_sent_once_this_one_is_acknowledged_while_it_is_recorded(
+    provider: LocalProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server, nodes, pusher = sending_ahead(provider)
     real_mark = SyncState.mark_pushed
 
     def mark(self: SyncState, vault: str, batch: Any, *args: Any, **kwargs: Any) -> Any:
@@ -271,10 +276,7 @@ def test_a_batch_sent_ahead_but_never_recorded_is_pushed_again_and_counted_once(
 ) -> None:
     """The runner dies recording batch 1 (batch 2 already stored by the server): the next sync
     sends both again, the server keeps one copy, and the store ends exact."""
-    server = FakeServer()
-    nodes = chain([f"turn {i}" for i in range(35)])
-    provider.put_many(nodes)
-    pusher = SendingAheadPusher(server)
+    server, nodes, pusher = sending_ahead(provider)
     real_mark = SyncState.mark_pushed
 
     def dies_on_the_second(self: SyncState, vault: str, batch: Any, *a: Any, **k: Any) -> Any:
