@@ -30,8 +30,8 @@ _PAGE: Final = msgspec.json.Decoder(PullPage)
 Opened = tuple[list[PulledRow], list[str]]
 """The rows of the envelopes that passed every check, and one message per envelope refused."""
 OpenItems = Callable[[Sequence[NodeOut], keymgmt.VerifiedTeamState, keymgmt.TeamKeys], Opened]
-""":func:`open_items`, or a stand-in for it (a benchmark's, with the cryptography off): a
-module-level function, since workers receive it by name."""
+""":func:`open_items` as an opener takes it when it is made (a benchmark puts a stand-in with the
+cryptography off in its place): a module-level function, since workers receive it by name."""
 
 
 def open_items(
@@ -75,9 +75,9 @@ class PageOpener:
     :meth:`start` runs where the page was fetched (the runner's helper thread); :meth:`finish`
     in the runner's thread."""
 
-    def __init__(self, pool: WorkerPool | None = None, open_fn: OpenItems | None = None) -> None:
+    def __init__(self, pool: WorkerPool | None = None) -> None:
         self.pool = pool or WorkerPool()
-        self._open = open_fn or open_items
+        self._open: OpenItems = open_items
         self._pages = 0  # pages fetched in this pull (since the last close)
 
     def start(

@@ -32,8 +32,8 @@ Sealed = tuple[list[str], list[bytes]]
 SealItems = Callable[
     [Sequence[SealInput], keymgmt.VerifiedTeamState, keymgmt.TeamKeys, str], Sealed
 ]
-""":func:`seal_items`, or a stand-in for it (a benchmark's, with the cryptography off): a
-module-level function, since workers receive it by name."""
+""":func:`seal_items` as a sealer takes it when it is made (a benchmark puts a stand-in with the
+cryptography off in its place): a module-level function, since workers receive it by name."""
 
 _encode = msgspec.json.Encoder().encode
 
@@ -61,9 +61,9 @@ def seal_items(
 class BatchSealer:
     """Seals batches in worker processes when ``pool`` has them, else in the calling thread."""
 
-    def __init__(self, pool: WorkerPool | None = None, seal_fn: SealItems | None = None) -> None:
+    def __init__(self, pool: WorkerPool | None = None) -> None:
         self.pool = pool or WorkerPool()
-        self._seal = seal_fn or seal_items
+        self._seal: SealItems = seal_items
 
     def seal(
         self,
