@@ -670,16 +670,26 @@ def check_stored(
     return {"rows": rows_total, "problems": problems}
 
 
+@contextmanager
+def postgres_server(
+    root: Path, cluster: PostgresCluster, database: str, *, workers: int
+) -> Iterator[tuple[str, ServerProcess, httpx.Client]]:
+    """A new database ``database`` in ``cluster``, a ``tapes-server`` of ``workers`` on it, and
+    a client of that server: (database URL, server, client)."""
+    url = cluster.create_database(database)
+    server_root = root / f"{database}-server"
+    server_root.mkdir()
+    with (
+        ServerProcess(server_root, url, workers=workers) as server,
+        httpx.Client(base_url=server.base_url, timeout=120) as http,
+    ):
+        yield url, server, http
+
+
 def bench_push_postgres(root: Path, cluster: PostgresCluster, count: int) -> dict[str, Any]:
     """Section 1's push, one client, on PostgreSQL: printed beside the SQLite push of the same
     run (same envelope size, batches of 1,000, a server of 2 workers)."""
-    url = cluster.create_database("tapes_push")
-    server_root = root / "pg-push-server"
-    server_root.mkdir()
-    with (
-        ServerProcess(server_root, url, workers=2) as server,
-        httpx.Client(base_url=server.base_url, timeout=120) as http,
-    ):
+    with postgres_server(root, cluster, "tapes_push", workers=2) as (url, _server, http):
         account = new_account(http, "pgpush")
         upgrade_to_pro(url, [account.vault])
         envelopes = SealingVault(account.vault, account.identity, seed=1).sessions(count)
@@ -694,13 +704,7 @@ def bench_postgres(
     root: Path, cluster: PostgresCluster, clients_n: int, own_n: int, shared_n: int
 ) -> dict[str, Any]:
     sharers = max(2, clients_n // 4)
-    url = cluster.create_database("tapes_bench")
-    server_root = root / "pg-server"
-    server_root.mkdir()
-    with (
-        ServerProcess(server_root, url, workers=4) as server,
-        httpx.Client(base_url=server.base_url, timeout=120) as http,
-    ):
+    with postgres_server(root, cluster, "tapes_bench", workers=4) as (url, server, http):
         shared_owner = new_account(http, "shared")
         shared_keys = SealingVault(shared_owner.vault, shared_owner.identity, seed=999)
         clients: list[Client] = []
