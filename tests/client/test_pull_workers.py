@@ -251,7 +251,7 @@ def alive(pid: int) -> bool:
     """Whether process ``pid`` runs (a zombie, exited but not reaped yet, does not)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # gone before, or while, it was read
         return False
     return stat.rpartition(")")[2].split()[0] != "Z"
 
