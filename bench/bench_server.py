@@ -15,7 +15,8 @@ What it measures (issue 5, "Benchmark"; DESIGN §9):
    page (limit 1,000) and checks they are byte-identical. Baseline, same run and same disk: bare
    ``sqlite3`` inserting the same rows (same envelope bytes, same columns, primary key and indexes,
    WAL + ``synchronous=FULL``, one ``BEGIN IMMEDIATE … COMMIT`` per 1,000) and selecting them back
-   in pages of 1,000 by ``seq``. Goal: >= 10,000 nodes/s each way. The bench user's vault is
+   in pages of 1,000 by ``seq``; the pull and that select take turns five times, and each figure
+   is the median of its five. Goal: >= 10,000 nodes/s each way. The bench user's vault is
    set to the pro plan in the database first (the free plan stops at 100 new sessions a month and
    there is no API to change a plan).
    Where PostgreSQL runs, the same push by one client to a server on PostgreSQL is printed
@@ -121,6 +122,7 @@ OUT = REPO / "bench" / "out"
 SERVER = Path(sys.executable).with_name("tapes-server")
 BATCH = 1000
 PAGE = 1000
+PULL_ROUNDS = 5
 SESSION = 100  # turns per session
 BODY = 1200  # plaintext bytes (random, so incompressible): ~2 KB envelope JSON
 GOAL_RATE = 10_000.0
@@ -382,9 +384,9 @@ SELECT = (
 )
 
 
-def baseline_sqlite(path: Path, envelopes: list[dict[str, Any]]) -> tuple[float, float]:
-    """Seconds to insert the rows (batches of 1,000, one transaction each), then to select them
-    back in pages of 1,000 by seq."""
+def baseline_sqlite(path: Path, envelopes: list[dict[str, Any]]) -> float:
+    """Seconds to insert the rows (batches of 1,000, one transaction each) into a bare sqlite3
+    table shaped like the server's; :func:`baseline_select` reads them back."""
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = FULL")
@@ -417,19 +419,27 @@ def baseline_sqlite(path: Path, envelopes: list[dict[str, Any]]) -> tuple[float,
         conn.executemany(INSERT, rows[first : first + BATCH])
         conn.execute("COMMIT")
     insert_s = time.perf_counter() - start
+    conn.close()
+    return insert_s
+
+
+def baseline_select(path: Path, count: int) -> float:
+    """Seconds to select the baseline's rows in pages of 1,000 by seq, as the server's pull
+    pages them."""
+    conn = sqlite3.connect(path, isolation_level=None)
     start = time.perf_counter()
-    count, after = 0, 0
+    selected, after = 0, 0
     while True:
         page = conn.execute(SELECT, ("v_bench", after, PAGE)).fetchall()
         if not page:
             break
-        count += len(page)
+        selected += len(page)
         after = page[-1][3]
     select_s = time.perf_counter() - start
     conn.close()
-    if count != len(rows):
-        raise RuntimeError(f"baseline selected {count} of {len(rows)} rows")
-    return insert_s, select_s
+    if selected != count:
+        raise RuntimeError(f"baseline selected {selected} of {count} rows")
+    return select_s
 
 
 # --- 1 and 2: push / pull / no-op on SQLite -----------------------------------------------------
@@ -511,11 +521,18 @@ def bench_sqlite(root: Path, count: int, workers: int) -> dict[str, Any]:
         push_s = time.perf_counter() - start
         print(f"push: {count / push_s:,.0f} nodes/s", flush=True)
 
-        start = time.perf_counter()
-        pages = pull_pages(http, account, account.vault)
-        pull_s = time.perf_counter() - start
+        # The pull and the bare select of the same rows take turns, PULL_ROUNDS times each, and
+        # each figure is its median: the noise of a shared machine hits both alike.
+        insert_s = baseline_sqlite(root / "baseline.sqlite", envelopes)
+        pull_times, select_times = [], []
+        for _ in range(PULL_ROUNDS):
+            start = time.perf_counter()
+            pages = pull_pages(http, account, account.vault)
+            pull_times.append(time.perf_counter() - start)
+            select_times.append(baseline_select(root / "baseline.sqlite", count))
+        pull_s, select_s = statistics.median(pull_times), statistics.median(select_times)
         items = [item for page in pages for item in decode(page)]
-        print(f"pull: {count / pull_s:,.0f} nodes/s", flush=True)
+        print(f"pull: {count / pull_s:,.0f} nodes/s (median of {PULL_ROUNDS})", flush=True)
         if [i["seq"] for i in items] != list(range(1, count + 1)):
             raise RuntimeError("pull did not return seq 1..n")
         if any(encode(i["envelope"]) != encode(e) for i, e in zip(items, envelopes, strict=True)):
@@ -544,7 +561,6 @@ def bench_sqlite(root: Path, count: int, workers: int) -> dict[str, Any]:
         server_errors = server.errors_logged()
 
     db_bytes = sum(p.stat().st_size for p in server_root.glob("s.sqlite*"))
-    insert_s, select_s = baseline_sqlite(root / "baseline.sqlite", envelopes)
     return {
         "nodes": count,
         "workers": workers,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,26 @@ def test_push_pull_round_trip_is_byte_exact(alice: User) -> None:
         "after": 2,
         "pending_pull": 3,
     }
+
+
+def test_a_pulled_node_carries_the_upload_time_the_node_endpoint_shows(
+    alice: User, client: TestClient[Any]
+) -> None:
+    """The pull reads timestamps without the ORM (SQLite's stored text, parsed in C): each one
+    reads as the ORM's datetime does, whole seconds included, on both backends."""
+    envelopes = Vault(alice.vault, alice.identity).chain(3)
+    push(alice, alice.vault, envelopes)
+    base = datetime.now(UTC).replace(microsecond=0) - timedelta(days=3)
+    moments = [base, base + timedelta(microseconds=1), base + timedelta(seconds=1.5)]
+    with Session(client.app.state.engine) as db, db.begin():
+        for envelope, moment in zip(envelopes, moments, strict=True):
+            record = db.scalars(select(NodeRecord).where(NodeRecord.node_id == envelope["node_id"]))
+            record.one().uploaded_at = moment
+    pulled = alice.get(f"/api/v1/sync/pull?vault={alice.vault}").json()["items"]
+    shown = [alice.get(f"/api/v1/nodes/{e['node_id']}").json()["uploaded_at"] for e in envelopes]
+    assert [item["uploaded_at"] for item in pulled] == shown
+    parsed = [datetime.fromisoformat(item["uploaded_at"]) for item in pulled]
+    assert [p.replace(tzinfo=p.tzinfo or UTC) for p in parsed] == moments
 
 
 def test_push_is_idempotent(alice: User) -> None:
