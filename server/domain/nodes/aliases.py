@@ -9,6 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from server.db.models import NodeAlias
+from server.db.queries import one_of
 
 __all__ = ["aliases_of"]
 
@@ -17,7 +18,7 @@ def aliases_of(db: Session, vault: str | None, ids: Sequence[str]) -> dict[str, 
     """The node each of ``ids`` that is an old ID (of ``vault``, or of any vault) now is."""
     if not ids:
         return {}
-    query = select(NodeAlias.old_id, NodeAlias.node_id).where(NodeAlias.old_id.in_(ids))
+    query = select(NodeAlias.old_id, NodeAlias.node_id).where(one_of(db, NodeAlias.old_id, ids))
     if vault is not None:
         query = query.where(NodeAlias.vault_id == vault)
     return {old: new for old, new in db.execute(query)}  # noqa: C416 - rows, not pairs

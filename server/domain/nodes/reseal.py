@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from server import acl, audit
 from server.db.models import NodeAlias, NodeRecord, Share, ShareNode, Team
+from server.db.queries import one_of
 from server.deps import Principal
 from server.domain.nodes.aliases import aliases_of
 from server.domain.nodes.services import check_envelope, node_out
@@ -117,7 +118,7 @@ def reseal(db: Session, principal: Principal, data: ResealRequest, now: datetime
         for r in db.scalars(
             select(NodeRecord).where(
                 NodeRecord.vault_id == team.id,
-                NodeRecord.node_id.in_([i.old_id for i in data.items]),
+                one_of(db, NodeRecord.node_id, [i.old_id for i in data.items]),
             )
         )
     }
@@ -138,7 +139,7 @@ def _current(db: Session, vault: str, ids: Sequence[str]) -> Mapping[str, str]:
     stored = set(
         db.scalars(
             select(NodeRecord.node_id).where(
-                NodeRecord.vault_id == vault, NodeRecord.node_id.in_(ids)
+                NodeRecord.vault_id == vault, one_of(db, NodeRecord.node_id, ids)
             )
         )
     )

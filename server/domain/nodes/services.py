@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, aliased
 from keymgmt import PolicyError, check_clear_metadata, is_base64url
 from server import acl, plans
 from server.db.models import NodeRecord, Team, TeamMember
+from server.db.queries import one_of
 from server.deps import Principal
 from server.domain.nodes.aliases import aliases_of
 from server.domain.shares.services import record_shared_read
@@ -151,7 +152,7 @@ def _allocate(
     present = set(
         db.scalars(
             select(NodeRecord.node_id).where(
-                NodeRecord.vault_id == team.id, NodeRecord.node_id.in_(wanted)
+                NodeRecord.vault_id == team.id, one_of(db, NodeRecord.node_id, wanted)
             )
         )
     )
@@ -482,7 +483,9 @@ def ancestry(
     records = {
         r.node_id: r
         for r in db.scalars(
-            select(NodeRecord).where(NodeRecord.vault_id == vault, NodeRecord.node_id.in_(ids))
+            select(NodeRecord).where(
+                NodeRecord.vault_id == vault, one_of(db, NodeRecord.node_id, ids)
+            )
         )
     }
     last_parent = path[-1][1] if path else None
