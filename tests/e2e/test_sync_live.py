@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -87,6 +88,11 @@ def server_nodes(server: LiveServer) -> int:
         return int(db.execute("SELECT count(*) FROM nodes").fetchone()[0])
 
 
+def server_head(db: sqlite3.Connection) -> int:
+    """The server's highest sequence number (an index lookup: cheap to poll)."""
+    return int(db.execute("SELECT coalesce(max(seq), 0) FROM nodes").fetchone()[0])
+
+
 def report(process: subprocess.Popen[str]) -> dict[str, object]:
     out, err = process.communicate(timeout=120)
     assert process.returncode == 0, err
@@ -101,20 +107,32 @@ def test_ctrl_c_keeps_what_was_done_and_the_next_sync_finishes_exactly(
     live_server: LiveServer, home: Path, capsys: pytest.CaptureFixture[str],
     processes: list[subprocess.Popen[str]],
 ) -> None:  # fmt: skip
-    # Ten batches: the signal lands while nine are still to go, however fast the server is
-    # (with three, a faster server had taken the last two before the signal arrived).
+    # Ten batches, and the server's write lock taken by the test the moment the first batch is
+    # in: the signal lands with nine still to go, however fast the server and the client are.
     total = NODES + 7000
     record(home, NODES, total - NODES)
     first = tapes(home, "storage", "sync")
     processes.append(first)
-    until(lambda: server_nodes(live_server) >= 1000)  # the first batch is in
-    first.send_signal(signal.SIGINT)
+    server_db = sqlite3.connect(live_server.root / "s.sqlite", timeout=30, isolation_level=None)
+    try:
+        until(lambda: server_head(server_db) >= 1000)  # the first batch is in
+        server_db.execute("BEGIN IMMEDIATE")  # no other batch can be stored until ROLLBACK
+        assert first.poll() is None, "the sync ended before the test could interrupt it"
+        first.send_signal(signal.SIGINT)
+    finally:
+        # Released at once: a batch already sent ahead may still be stored (its answer lost,
+        # the next sync sends it again), and the process exits only once that request ends.
+        if server_db.in_transaction:
+            server_db.execute("ROLLBACK")
+        server_db.close()
     _, err = first.communicate(timeout=60)
     assert first.returncode == 130, err
     (line,) = err.strip().splitlines()
     assert line.startswith("tapes: error: interrupted: pushed ")
     assert line.endswith(", kept; the next `tapes storage sync` resumes from there")
-    kept = int(line.split("pushed ")[1].split(",")[0].replace(",", ""))
+    found = re.search(r"pushed ([\d,]+), pulled", line)
+    assert found is not None, line
+    kept = int(found.group(1).replace(",", ""))  # "1,000": the thousands separator is no end
     left = status(capsys, home)["pending_push"]
     assert kept + left == total
     assert left > 0  # it was cut in the middle of its push
