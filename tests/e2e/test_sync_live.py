@@ -56,9 +56,18 @@ def record(home: Path, first: int, count: int) -> None:
             store.put_many(chain([f"session {start} turn {i}" for i in range(10)]))
 
 
+# `python -m tapes_e2e` as a terminal starts it, Ctrl-C raising KeyboardInterrupt: a test run
+# started in the background of a shell without job control (`.ci/run &`) ignores SIGINT, every
+# child inherits that, and Python then leaves it ignored.
+AS_FROM_A_TERMINAL = (
+    "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "sys.argv[0] = 'tapes'; runpy.run_module('tapes_e2e', run_name='__main__', alter_sys=True)"
+)
+
+
 def tapes(home: Path, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "tapes_e2e", "--config-dir", str(home), *args],
+        [sys.executable, "-c", AS_FROM_A_TERMINAL, "--config-dir", str(home), *args],
         env={**os.environ, "TAPES_PASSPHRASE": PASSPHRASE}, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
@@ -93,6 +102,18 @@ def server_head(db: sqlite3.Connection) -> int:
     return int(db.execute("SELECT coalesce(max(seq), 0) FROM nodes").fetchone()[0])
 
 
+def signal_state(pid: int) -> str:
+    """How process ``pid`` and each of its threads treat signals (/proc), and this process's
+    own: a SIGINT blocked or ignored is inherited by a child."""
+    lines = []
+    for who in (pid, os.getpid()):
+        for task in sorted(Path(f"/proc/{who}/task").iterdir()):
+            status = (task / "status").read_text().splitlines()
+            masks = [line for line in status if line.startswith(("Name:", "SigBlk:", "SigIgn:"))]
+            lines.append(f"{who}/{task.name}: {' '.join(masks)}")
+    return "; ".join(lines)
+
+
 def report(process: subprocess.Popen[str]) -> dict[str, object]:
     out, err = process.communicate(timeout=120)
     assert process.returncode == 0, err
@@ -118,6 +139,7 @@ def test_ctrl_c_keeps_what_was_done_and_the_next_sync_finishes_exactly(
         until(lambda: server_head(server_db) >= 1000)  # the first batch is in
         server_db.execute("BEGIN IMMEDIATE")  # no other batch can be stored until ROLLBACK
         assert first.poll() is None, "the sync ended before the test could interrupt it"
+        before = signal_state(first.pid)
         first.send_signal(signal.SIGINT)
     finally:
         # Released at once: a batch already sent ahead may still be stored (its answer lost,
@@ -126,7 +148,7 @@ def test_ctrl_c_keeps_what_was_done_and_the_next_sync_finishes_exactly(
             server_db.execute("ROLLBACK")
         server_db.close()
     _, err = first.communicate(timeout=60)
-    assert first.returncode == 130, err
+    assert first.returncode == 130, f"{err}\nthe sync's signal state when it was sent: {before}"
     (line,) = err.strip().splitlines()
     assert line.startswith("tapes: error: interrupted: pushed ")
     assert line.endswith(", kept; the next `tapes storage sync` resumes from there")
