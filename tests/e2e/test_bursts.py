@@ -125,9 +125,13 @@ def test_a_mixed_burst_past_the_connection_pool_neither_fails_nor_stalls(
         jobs += [("push", user, Vault(user.vault, user.identity).chain(NODES)) for _ in range(4)]
         jobs += [("pull", user, [])] * 12 + [("status", user, [])] * 8
 
+    ready = threading.Barrier(len(jobs))
+
     def run(job: tuple[str, User, list[dict[str, Any]]]) -> int:
         kind, user, envelopes = job
         with httpx.Client(base_url=server.base_url, timeout=45.0) as http:
+            http.get("/healthz")  # connected: the burst arrives at once, not as threads start
+            ready.wait()
             if kind == "push":
                 body = {"vault": user.vault, "envelopes": envelopes}
                 headers = keys[user.vault]
