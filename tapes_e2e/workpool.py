@@ -44,9 +44,11 @@ TWO_CORE_PULL_PAGES: Final = 20
 def worker_count() -> int:
     """How many worker processes a sync may use on this machine (see the module's text)."""
     configured = _configured()
-    if configured is not None:
-        return configured
-    return max(0, min(MAX_WORKERS, (os.cpu_count() or 1) - 1))
+    return _for_cores(os.cpu_count() or 1) if configured is None else configured
+
+
+def _for_cores(cores: int) -> int:
+    return max(0, min(MAX_WORKERS, cores - 1))
 
 
 def _configured() -> int | None:
@@ -64,9 +66,11 @@ class WorkerPool:
     """A pool of worker processes, started on demand and used only once it is up."""
 
     def __init__(self, workers: int | None = None) -> None:
-        self.workers = worker_count() if workers is None else workers
+        chosen = _configured() if workers is None else workers
+        cores = os.cpu_count() or 1
+        self.workers = _for_cores(cores) if chosen is None else chosen
         # Two cores and no setting: long pulls only (the module's text says why).
-        two_cores = workers is None and _configured() is None and (os.cpu_count() or 1) <= 2
+        two_cores = chosen is None and cores <= 2
         self.seals = not two_cores
         self.pull_pages_first = TWO_CORE_PULL_PAGES if two_cores else 0
         self._lock = threading.Lock()

@@ -108,7 +108,10 @@ def signal_state(pid: int) -> str:
     lines = []
     for who in (pid, os.getpid()):
         for task in sorted(Path(f"/proc/{who}/task").iterdir()):
-            status = (task / "status").read_text().splitlines()
+            try:
+                status = (task / "status").read_text().splitlines()
+            except OSError:  # a thread that ended while it was listed
+                continue
             masks = [line for line in status if line.startswith(("Name:", "SigBlk:", "SigIgn:"))]
             lines.append(f"{who}/{task.name}: {' '.join(masks)}")
     return "; ".join(lines)
