@@ -46,13 +46,16 @@ cursor in one transaction (``SyncState.store_pulled``).
 
 from __future__ import annotations
 
+import functools
 import logging
+import queue
 import random as _random
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
@@ -223,6 +226,51 @@ class _OneStepPull:
 _Prepared = tuple[Sequence[tuple[int, Node]], Any]  # a batch (rowid, node), what prepare made
 
 
+class _Helper:
+    """One daemon thread running the calls given to it in order, each answered by a Future.
+
+    A daemon, unlike a ``ThreadPoolExecutor``'s thread, which Python joins at exit: after
+    Ctrl-C, a request in flight to a stalled server would hold the process until the request's
+    timeout. Nothing a helper does is recorded until this runner's thread takes its answer, so
+    a call cut short at exit loses nothing that was kept."""
+
+    def __init__(self, name: str) -> None:
+        calls: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]] | None] = queue.SimpleQueue()
+        self._calls, self._closed = calls, threading.Event()
+        # The thread holds the queue, not the helper: a helper dropped without shutdown() is
+        # collected, and its thread told to end.
+        threading.Thread(target=_serve, args=(calls, self._closed), name=name, daemon=True).start()
+        weakref.finalize(self, calls.put, None)
+
+    def submit(self, call: Callable[..., _T], *args: Any) -> Future[_T]:
+        future: Future[_T] = Future()
+        self._calls.put((future, functools.partial(call, *args)))
+        return future
+
+    def shutdown(self) -> None:
+        """Cancel the calls not yet started; the thread ends after the one it is running."""
+        self._closed.set()
+        self._calls.put(None)
+
+
+def _serve(
+    calls: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]] | None],
+    closed: threading.Event,
+) -> None:
+    while (item := calls.get()) is not None:
+        future, call = item
+        if closed.is_set():
+            future.cancel()
+        if not future.set_running_or_notify_cancel():
+            continue
+        try:
+            result = call()
+        except BaseException as exc:  # noqa: BLE001 - handed, as raised, to whoever takes it
+            future.set_exception(exc)
+        else:
+            future.set_result(result)
+
+
 @dataclass(frozen=True, slots=True)
 class _Ahead(Generic[_T]):
     """Work started ahead for the batch or page that follows position ``after`` (a page of at
@@ -261,8 +309,8 @@ class SyncRunner:
         self.vault = vault
         self._pusher: Pusher[Any] = push if isinstance(push, Pusher) else _OneStepPush(push)
         self._puller: Puller[Any] = pull if isinstance(pull, Puller) else _OneStepPull(pull)
-        self._executor: ThreadPoolExecutor | None = None
-        self._sender: ThreadPoolExecutor | None = None
+        self._helper: _Helper | None = None
+        self._sender: _Helper | None = None
         self._push_ahead: _Ahead[_Prepared] | None = None
         self._pull_ahead: _Ahead[object] | None = None
         self._refresh = refresh_login
@@ -403,7 +451,7 @@ class SyncRunner:
         if ahead is None or not self._pusher.sends_ahead:
             return
         if self._sender is None:
-            self._sender = ThreadPoolExecutor(1, thread_name_prefix="tapes-sync-send")
+            self._sender = _Helper("tapes-sync-send")
 
         def send() -> PushReceipt | None:
             batch, prepared = ahead.future.result()
@@ -444,19 +492,19 @@ class SyncRunner:
         self.pulled += new  # a node stored here already (pushed, its answer lost) is not counted
         return PulledPage(new, page.cursor, page.more, (*page.rejected, *orphans))
 
-    def _background(self) -> ThreadPoolExecutor:
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(1, thread_name_prefix="tapes-sync-ahead")
-        return self._executor
+    def _background(self) -> _Helper:
+        if self._helper is None:
+            self._helper = _Helper("tapes-sync-ahead")
+        return self._helper
 
     def _drop_ahead(self) -> None:
         """Forget work started ahead (a failure, or the round's end) and let its thread go; the
         puller lets go of what it holds (its worker processes)."""
         self._push_ahead = self._pull_ahead = None
-        for executor in (self._executor, self._sender):
-            if executor is not None:
-                executor.shutdown(wait=False, cancel_futures=True)
-        self._executor = self._sender = None
+        for helper in (self._helper, self._sender):
+            if helper is not None:
+                helper.shutdown()
+        self._helper = self._sender = None
         self._puller.close()
 
     def _without_orphans(self, rows: Sequence[PulledRow]) -> tuple[list[PulledRow], list[str]]:

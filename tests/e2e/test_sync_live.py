@@ -30,6 +30,9 @@ from tests.e2e.test_stolen_laptop_live import ok
 
 PASSPHRASE = "correct horse battery"  # noqa: S105 - a test's
 NODES = 3000  # three push batches
+# Seconds a sync may take to exit after Ctrl-C while the server holds a request: a fraction of
+# the server's busy timeout (30 s) and the client's request timeout (30 s).
+STALLED_EXIT = 10
 
 
 @pytest.fixture
@@ -144,13 +147,18 @@ def test_ctrl_c_keeps_what_was_done_and_the_next_sync_finishes_exactly(
         assert first.poll() is None, "the sync ended before the test could interrupt it"
         before = signal_state(first.pid)
         first.send_signal(signal.SIGINT)
+        # Held until the sync is gone: a batch sent ahead is stuck in the server, whose busy
+        # timeout (30 s) is far past this wait. The sync must not wait for that request.
+        try:
+            _, err = first.communicate(timeout=STALLED_EXIT)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"still running {STALLED_EXIT} s after Ctrl-C, the server stalled")
     finally:
-        # Released at once: a batch already sent ahead may still be stored (its answer lost,
-        # the next sync sends it again), and the process exits only once that request ends.
+        # The batch stuck in the server may still be stored once it is let go (its answer
+        # lost): the next sync sends it again.
         if server_db.in_transaction:
             server_db.execute("ROLLBACK")
         server_db.close()
-    _, err = first.communicate(timeout=60)
     assert first.returncode == 130, f"{err}\nthe sync's signal state when it was sent: {before}"
     (line,) = err.strip().splitlines()
     assert line.startswith("tapes: error: interrupted: pushed ")

@@ -3,9 +3,11 @@ fetched while one is stored, and work done ahead never changes what is stored or
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import CancelledError
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ from tapes_e2e.sync.worker import (
     PushReceipt,
     SyncError,
     SyncRunner,
+    _Helper,
     run_sync,
 )
 from tests.conftest import chain
@@ -176,7 +179,7 @@ def test_the_next_page_is_fetched_ahead_and_every_page_is_stored_once_in_order(
         assert result is not None
         assert result.result == "ok"
         assert [after for after, _ in puller.fetches] == [0, 10, 20, 30]
-        assert {name for _, name in puller.fetches[1:]} == {"tapes-sync-ahead_0"}
+        assert {name for _, name in puller.fetches[1:]} == {"tapes-sync-ahead"}
         assert sorted(n.hash for n in other.list()) == sorted(n.hash for n in nodes)
         assert SyncState(other).cursor(VAULT) == 35
 
@@ -297,3 +300,37 @@ def test_a_batch_sent_ahead_but_never_recorded_is_pushed_again_and_counted_once(
     assert runner.pushed == 25
     assert server.hashes() == [n.hash for n in nodes]  # one copy of each
     assert SyncState(provider).pending_push_count(VAULT) == 0
+
+
+def test_helper_threads_never_hold_the_process_at_exit_and_drop_what_they_had_not_started() -> None:
+    """A helper's thread is a daemon (Python joins a ThreadPoolExecutor's at exit: a request in
+    flight after Ctrl-C held the process until its timeout); shut down, it finishes the call it
+    is running, cancels the rest and ends; dropped unshut, it ends too."""
+    helper = _Helper("tapes-test-helper")
+    (thread,) = [t for t in threading.enumerate() if t.name == "tapes-test-helper"]
+    assert thread.daemon
+    started, gate = threading.Event(), threading.Event()
+
+    def call() -> bool:
+        started.set()
+        return gate.wait(30)
+
+    running = helper.submit(call)
+    queued = helper.submit(int, "7")
+    assert started.wait(30)
+    helper.shutdown()
+    gate.set()
+    assert running.result(timeout=30) is True
+    with pytest.raises(CancelledError):
+        queued.result(timeout=30)
+    thread.join(timeout=30)
+    assert not thread.is_alive()
+
+    failing = _Helper("tapes-test-dropped")
+    (thread,) = [t for t in threading.enumerate() if t.name == "tapes-test-dropped"]
+    with pytest.raises(ValueError, match="invalid literal"):
+        failing.submit(int, "seven").result(timeout=30)  # raised to whoever takes the answer
+    del failing
+    gc.collect()
+    thread.join(timeout=30)
+    assert not thread.is_alive()
