@@ -33,7 +33,7 @@ from bench.bench_sync import bare_store_rate, one_way  # noqa: E402
 from keymgmt import _primitives as prim  # noqa: E402
 from keymgmt import envelope as sealed  # noqa: E402
 from tapes_e2e import envelopes  # noqa: E402
-from tapes_e2e.client import _PAGE  # noqa: E402
+from tapes_e2e.client import _PACKED_PAGE  # noqa: E402
 from tapes_e2e.demo import local_server  # noqa: E402
 from tapes_e2e.node import node_from_bytes  # noqa: E402
 from tapes_e2e.opening import open_items  # noqa: E402
@@ -76,8 +76,8 @@ def main() -> int:
     finally:
         shutil.rmtree(root, ignore_errors=True)
     state, keys = holder.access.state, holder.access.content_keys()
-    wires = [item.envelope for item in page.items]
-    envs = [sealed.Envelope.from_wire(w) for w in wires]
+    packed = [item.envelope for item in page.items]  # the client pulls the binary wire
+    envs = [sealed.Envelope.parse(p) for p in packed]
     ads = [sealed._ad(e, sealed._digest(e)) for e in envs]
     padded = [
         prim.aead_decrypt(keys.epoch_key(e.epoch) or b"", e.nonce or b"", e.ciphertext or b"", a)
@@ -86,8 +86,8 @@ def main() -> int:
     bodies = [sealed._unframe(p) for p in padded]
     nodes = [node_from_bytes(b) for b in bodies]
     steps = [
-        ("decode the page (msgspec, EnvelopeWire)", lambda: _PAGE.decode(raw)),
-        ("base64 of nonce and ciphertext", lambda: [sealed.Envelope.from_wire(w) for w in wires]),
+        ("decode the page (MessagePack, packed)", lambda: _PACKED_PAGE.decode(raw)),
+        ("the records (Envelope.from_packed)", lambda: [sealed.Envelope.parse(p) for p in packed]),
         ("metadata digest and AD", lambda: [sealed._ad(e, sealed._digest(e)) for e in envs]),
         (
             "XChaCha20-Poly1305 decrypt",

@@ -12,11 +12,12 @@ What it measures (issue 5, "Benchmark"; DESIGN §9):
 1. push / pull: one client (httpx, batches of 1,000, msgspec for JSON) pushes N nodes of ~2 KB
    envelopes (sealed with keymgmt before the clock starts, sessions of 100 turns) to a
    ``tapes-server serve`` process (uvicorn, 2 workers) on SQLite, then pulls them all back page by
-   page (limit 1,000) and checks they are byte-identical. Baseline, same run and same disk: bare
-   ``sqlite3`` inserting the same rows (same envelope bytes, same columns, primary key and indexes,
+   page (limit 1,000), in MessagePack as the client asks for it and in JSON, and checks both
+   carry the same records. Baseline, same run and same disk: bare ``sqlite3`` inserting the same
+   rows (the envelope bytes the server stores, packed; same columns, primary key and indexes,
    WAL + ``synchronous=FULL``, one ``BEGIN IMMEDIATE … COMMIT`` per 1,000) and selecting them back
-   in pages of 1,000 by ``seq``; the pull and that select take turns five times, and each figure
-   is the median of its five. Goal: >= 10,000 nodes/s each way. The bench user's vault is
+   in pages of 1,000 by ``seq``; the two pulls and that select take turns five times, and each
+   figure is the median of its five. Goal: >= 10,000 nodes/s each way. The bench user's vault is
    set to the pro plan in the database first (the free plan stops at 100 new sessions a month and
    there is no API to change a plan).
    Where PostgreSQL runs, the same push by one client to a server on PostgreSQL is printed
@@ -113,6 +114,7 @@ import msgspec
 import keymgmt
 from keymgmt.login import sign_login
 from server.settings import Settings
+from tapes_e2e.protocol import MSGPACK, PackedNodeOut
 
 if TYPE_CHECKING:
     from tests.server.pg import PostgresCluster
@@ -251,25 +253,62 @@ class _PageEnds(msgspec.Struct):
     more: bool
 
 
-def pull_pages(http: httpx.Client, account: Account, vault: str) -> list[bytes]:
-    """The items of every page of ``vault`` (a JSON array each), timed as the server serves
-    them: the client reads each answer and its cursor, and decodes the envelopes after the last
-    page (decoding them into Python dicts cost this client more than the server spent)."""
+_PAGE_ENDS: dict[bool, msgspec.json.Decoder[_PageEnds] | msgspec.msgpack.Decoder[_PageEnds]] = {
+    False: msgspec.json.Decoder(_PageEnds),
+    True: msgspec.msgpack.Decoder(_PageEnds),
+}
+
+
+def stored_form(envelope: dict[str, Any]) -> bytes:
+    """The envelope as the server stores it (packed)."""
+    return msgspec.msgpack.encode(keymgmt.Envelope.from_dict(envelope).to_packed())
+
+
+def pull_pages(
+    http: httpx.Client, account: Account, vault: str, *, packed: bool = True
+) -> list[bytes]:
+    """The items of every page of ``vault`` (an array each, MessagePack as the client asks for
+    it, or JSON), timed as the server serves them: the client reads each answer and its cursor,
+    and decodes the envelopes after the last page (decoding them into Python objects cost this
+    client more than the server spent)."""
     pages: list[bytes] = []
     after = 0
+    headers = account.headers | {"Accept": MSGPACK if packed else "application/json"}
     while True:
         response = http.get(
             "/api/v1/sync/pull",
             params={"vault": vault, "after": after, "limit": PAGE},
-            headers=account.headers,
+            headers=headers,
         )
         if response.status_code != 200:
             raise RuntimeError(f"pull failed: {response.status_code} {response.text[:300]}")
-        page = msgspec.json.decode(response.content, type=_PageEnds)
+        page = _PAGE_ENDS[packed].decode(response.content)
         pages.append(bytes(page.items))
         after = page.cursor
         if not page.more:
             return pages
+
+
+def check_pulled(pulled: dict[bool, list[bytes]], envelopes: list[dict[str, Any]]) -> None:
+    """Each form's pages hold every pushed record, in order, numbered 1 to n."""
+    wanted = [keymgmt.Envelope.from_dict(e) for e in envelopes]
+    for packed, pages in pulled.items():
+        items = pulled_envelopes(pages, packed=packed)
+        if [seq for seq, _ in items] != list(range(1, len(wanted) + 1)):
+            raise RuntimeError("pull did not return seq 1..n")
+        if [record for _, record in items] != wanted:
+            raise RuntimeError("pulled envelopes differ from what was pushed")
+
+
+def pulled_envelopes(pages: list[bytes], *, packed: bool) -> list[tuple[int, keymgmt.Envelope]]:
+    """Each pulled item's sequence number and record, from the pages of :func:`pull_pages`."""
+    if packed:
+        items = [
+            i for page in pages for i in msgspec.msgpack.decode(page, type=list[PackedNodeOut])
+        ]
+        return [(i.seq, keymgmt.Envelope.from_packed(i.envelope)) for i in items]
+    plain = [i for page in pages for i in decode(page)]
+    return [(i["seq"], keymgmt.Envelope.from_dict(i["envelope"])) for i in plain]
 
 
 # --- the server process ------------------------------------------------------------------------
@@ -407,7 +446,7 @@ def baseline_sqlite(path: Path, envelopes: list[dict[str, Any]]) -> float:
             e["padded_size"],
             e["ciphertext"] is None,
             json.dumps(e["metadata"]),
-            encode(e),
+            stored_form(e),  # what the server stores: the envelope packed
             "u_bench",
             now,
         )
@@ -495,6 +534,27 @@ def median_ms_fresh(base_url: str, path: str, headers: dict[str, str], tries: in
     return statistics.median(times)
 
 
+def timed_pulls(
+    http: httpx.Client, account: Account, root: Path, count: int
+) -> tuple[float, float, float, dict[bool, list[bytes]]]:
+    """The median seconds of a whole pull in MessagePack (what the client asks for), in JSON,
+    and of the bare select of the same rows, and the last pages of each form. They take turns,
+    PULL_ROUNDS times each: the noise of a shared machine hits them alike."""
+    pull_times: dict[bool, list[float]] = {True: [], False: []}
+    select_times: list[float] = []
+    pulled: dict[bool, list[bytes]] = {}
+    for _ in range(PULL_ROUNDS):
+        for packed in (True, False):
+            start = time.perf_counter()
+            pulled[packed] = pull_pages(http, account, account.vault, packed=packed)
+            pull_times[packed].append(time.perf_counter() - start)
+        select_times.append(baseline_select(root / "baseline.sqlite", count))
+    return (
+        statistics.median(pull_times[True]), statistics.median(pull_times[False]),
+        statistics.median(select_times), pulled,
+    )  # fmt: skip
+
+
 def bench_sqlite(root: Path, count: int, workers: int) -> dict[str, Any]:
     identity = keymgmt.generate_identity()
     server_root = root / "server"
@@ -521,24 +581,17 @@ def bench_sqlite(root: Path, count: int, workers: int) -> dict[str, Any]:
         push_s = time.perf_counter() - start
         print(f"push: {count / push_s:,.0f} nodes/s", flush=True)
 
-        # The pull and the bare select of the same rows take turns, PULL_ROUNDS times each, and
-        # each figure is its median: the noise of a shared machine hits both alike.
         insert_s = baseline_sqlite(root / "baseline.sqlite", envelopes)
-        pull_times, select_times = [], []
-        for _ in range(PULL_ROUNDS):
-            start = time.perf_counter()
-            pages = pull_pages(http, account, account.vault)
-            pull_times.append(time.perf_counter() - start)
-            select_times.append(baseline_select(root / "baseline.sqlite", count))
-        pull_s, select_s = statistics.median(pull_times), statistics.median(select_times)
-        items = [item for page in pages for item in decode(page)]
-        print(f"pull: {count / pull_s:,.0f} nodes/s (median of {PULL_ROUNDS})", flush=True)
-        if [i["seq"] for i in items] != list(range(1, count + 1)):
-            raise RuntimeError("pull did not return seq 1..n")
-        if any(encode(i["envelope"]) != encode(e) for i, e in zip(items, envelopes, strict=True)):
-            raise RuntimeError("pulled envelopes differ from what was pushed")
+        pull_s, json_pull_s, select_s, pulled = timed_pulls(http, account, root, count)
+        print(
+            f"pull: {count / pull_s:,.0f} nodes/s MessagePack, {count / json_pull_s:,.0f} JSON "
+            f"(median of {PULL_ROUNDS})",
+            flush=True,
+        )
+        check_pulled(pulled, envelopes)
+        page_bytes = {packed: sum(map(len, pages)) / count for packed, pages in pulled.items()}
 
-        head = items[-1]["seq"]
+        head = count
         noop_path = f"/api/v1/sync/pull?vault={account.vault}&after={head}&limit={PAGE}"
         idle = http.get(noop_path, headers=account.headers).json()
         wanted = {"vault": account.vault, "items": [], "cursor": head, "more": False}
@@ -570,6 +623,9 @@ def bench_sqlite(root: Path, count: int, workers: int) -> dict[str, Any]:
         "pull_s": round(pull_s, 3),
         "push_rate": count / push_s,
         "pull_rate": count / pull_s,
+        "json_pull_rate": count / json_pull_s,
+        "pulled_bytes_per_node": round(page_bytes[True]),
+        "json_pulled_bytes_per_node": round(page_bytes[False]),
         "baseline_insert_rate": count / insert_s,
         "baseline_select_rate": count / select_s,
         "noop_pull_ms": noop_ms,
@@ -1049,12 +1105,20 @@ def push_pull_rows(s: dict[str, Any], count: int) -> tuple[list[list[str]], list
         f">= {GOAL_RATE:,.0f}",
         "PASS" if push_ok else "MISS",
     ], [
-        f"pull {count:,} (nodes/s)",
+        f"pull {count:,}, MessagePack (nodes/s)",
         f"{s['pull_rate']:,.0f}",
         f"{s['baseline_select_rate']:,.0f} sqlite3 select",
         f"{s['pull_rate'] / s['baseline_select_rate']:.3f}",
         f">= {GOAL_RATE:,.0f}",
         "PASS" if pull_ok else "MISS",
+    ], [
+        (f"  the same pull in JSON (nodes/s; {s['json_pulled_bytes_per_node']:,} B a node, "
+         f"MessagePack {s['pulled_bytes_per_node']:,} B)"),
+        f"{s['json_pull_rate']:,.0f}",
+        f"{s['baseline_select_rate']:,.0f} sqlite3 select",
+        f"{s['json_pull_rate'] / s['baseline_select_rate']:.3f}",
+        "(diagnostic)",
+        "",
     ], [
         f"no-op pull, {count:,} stored (median ms)",
         f"{s['noop_pull_ms']:.2f}",

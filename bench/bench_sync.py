@@ -92,8 +92,10 @@ def plain_open_items(items, state, keys):  # type: ignore[no-untyped-def]
     (which rehashes it); no crypto. Module-level, so worker processes can be sent it."""
     rows = []
     for item in items:
-        text = item.envelope.ciphertext
-        node = node_from_bytes(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+        body = item.envelope.ciphertext  # bytes on the binary wire, base64 text in JSON
+        if isinstance(body, str):
+            body = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+        node = node_from_bytes(body)
         rows.append(pulled_row(node, item.envelope.node_id, verify=False))
     return rows, []
 

@@ -52,7 +52,9 @@ from tapes_e2e.errors import (
 )
 from tapes_e2e.protocol import (
     API_KEY_PREFIX,
+    MSGPACK,
     AncestryPage,
+    AnyPullPage,
     ApiKeyCreated,
     ApiKeyInfo,
     Challenge,
@@ -61,6 +63,7 @@ from tapes_e2e.protocol import (
     GithubDeviceOut,
     GithubUserOut,
     NodeOut,
+    PackedPullPage,
     Problem,
     PullPage,
     PushResult,
@@ -126,6 +129,12 @@ def _b64(data: bytes) -> str:
 
 def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _media_type(response: httpx.Response) -> str:
+    """The answer's media type, without parameters, lowercased."""
+    value: str = response.headers.get("content-type", "")
+    return value.partition(";")[0].strip().lower()
 
 
 def _printable(text: str, limit: int = MAX_DETAIL) -> str:
@@ -228,6 +237,8 @@ class _Problem(msgspec.Struct, frozen=True):
     type: str = "about:blank"
 
 
+_Decoder = msgspec.json.Decoder[T] | msgspec.msgpack.Decoder[T]
+
 # One decoder per answer type, built once.
 _CHALLENGE = msgspec.json.Decoder(Challenge)
 _TOKENS = msgspec.json.Decoder(TokenPair)
@@ -236,6 +247,8 @@ _USAGE = msgspec.json.Decoder(UsageReport)
 _VAULTS = msgspec.json.Decoder(list[VaultOut])
 _PUSHED = msgspec.json.Decoder(PushResult)
 _PAGE = msgspec.json.Decoder(PullPage)
+_PACKED_PAGE = msgspec.msgpack.Decoder(PackedPullPage)
+_PULL_ACCEPT = f"{MSGPACK}, application/json;q=0.5"
 _STATUS = msgspec.json.Decoder(SyncStatusOut)
 _NODE = msgspec.json.Decoder(NodeOut)
 _ANCESTRY = msgspec.json.Decoder(AncestryPage)
@@ -488,17 +501,23 @@ class ApiClient:
         """Push a batch already encoded by :func:`encode_push` (on another thread, say)."""
         return self._call("POST", "/api/v1/sync/push", _PUSHED, body=body)
 
-    def pull(self, vault: str, after: int = 0, limit: int = 500) -> PullPage:
+    def pull(self, vault: str, after: int = 0, limit: int = 500) -> AnyPullPage:
         """One page of envelopes with a sequence number above ``after``."""
         return self.pull_with_bytes(vault, after, limit)[0]
 
     def pull_with_bytes(
         self, vault: str, after: int = 0, limit: int = 500
-    ) -> tuple[PullPage, bytes]:
+    ) -> tuple[AnyPullPage, bytes]:
         """:meth:`pull`, and the answer's bytes as they came (for a worker process to decode
-        again: sending it those is cheaper than pickling the decoded page)."""
+        again: sending it those is cheaper than pickling the decoded page).
+
+        Asks for the binary wire (MessagePack, ~0.72 of the bytes, no base64 to decode) and
+        takes JSON from a server that answers only that: the answer's ``Content-Type`` says
+        which it is."""
         params: dict[str, str | int] = {"vault": vault, "after": after, "limit": limit}
-        response = self._authed("GET", "/api/v1/sync/pull", params=params)
+        response = self._authed("GET", "/api/v1/sync/pull", params=params, accept=_PULL_ACCEPT)
+        if _media_type(response) == MSGPACK:
+            return self._decode(response, _PACKED_PAGE), response.content
         return self._decode(response, _PAGE), response.content
 
     def reseal_status(self, vault: str) -> ResealStatus:
@@ -754,16 +773,19 @@ class ApiClient:
         *,
         params: Mapping[str, str | int] | None = None,
         body: bytes | None = None,
+        accept: str = "application/json",
     ) -> httpx.Response:
         """Send with the credential; on 401 refresh the session once and send once more."""
         token = self._credential()
-        response = self._send(method, path, params=params, body=body, token=token)
+        response = self._send(method, path, params=params, body=body, token=token, accept=accept)
         if response.status_code != 401:
             return response
         if self._api_key is not None:
             raise AuthError(_KEY_REFUSED, hint=_KEY_HINT)
         self._refresh_after(token)
-        response = self._send(method, path, params=params, body=body, token=self._credential())
+        response = self._send(
+            method, path, params=params, body=body, token=self._credential(), accept=accept
+        )
         if response.status_code == 401:
             raise AuthError(_LOGIN_EXPIRED)
         return response
@@ -785,8 +807,9 @@ class ApiClient:
         params: Mapping[str, str | int] | None = None,
         body: bytes | None = None,
         token: str | None = None,
+        accept: str = "application/json",
     ) -> httpx.Response:
-        headers = {"Accept": "application/json"}
+        headers = {"Accept": accept}
         if body is not None:
             headers["Content-Type"] = "application/json"
         if token is not None:
@@ -824,7 +847,11 @@ class ApiClient:
             raise AuthError(f"{_LOGIN_EXPIRED} ({detail})")
         raise PROBLEM_ERRORS.get(kind, RemoteError)(status, detail)
 
-    def _decode(self, response: httpx.Response, decoder: msgspec.json.Decoder[T]) -> T:
+    def _decode(
+        self,
+        response: httpx.Response,
+        decoder: msgspec.json.Decoder[T] | msgspec.msgpack.Decoder[T],
+    ) -> T:
         self._check(response)
         try:
             return decoder.decode(response.content)

@@ -23,6 +23,7 @@ import msgspec
 
 import keymgmt
 from keymgmt.chain import MetadataPolicy
+from keymgmt.envelope import AnyEnvelope
 from keymgmt.metadata import MetadataValue
 from tapes_e2e.node import Bucket, BucketHeader, Node, bucket_header, node_from_bytes
 
@@ -164,7 +165,7 @@ def seal_envelope(
 
 
 def open_envelope(
-    envelope: keymgmt.Envelope | keymgmt.EnvelopeWire | Mapping[str, object],
+    envelope: AnyEnvelope,
     *,
     state: keymgmt.VerifiedTeamState,
     keys: keymgmt.TeamKeys | None,

@@ -20,22 +20,24 @@ import msgspec
 
 import keymgmt
 from tapes_e2e.envelopes import MetadataRecord, open_envelope
-from tapes_e2e.protocol import NodeOut, PullPage
+from tapes_e2e.protocol import AnyPullPage, NodeOut, PackedNodeOut, PackedPullPage, PullPage
 from tapes_e2e.store.rows import PulledRow, pulled_row
 from tapes_e2e.workpool import WorkerPool, slices
 
 __all__ = ["Opening", "PageOpener", "open_items"]
 _PAGE: Final = msgspec.json.Decoder(PullPage)
+_PACKED_PAGE: Final = msgspec.msgpack.Decoder(PackedPullPage)
 
 Opened = tuple[list[PulledRow], list[str]]
 """The rows of the envelopes that passed every check, and one message per envelope refused."""
-OpenItems = Callable[[Sequence[NodeOut], keymgmt.VerifiedTeamState, keymgmt.TeamKeys], Opened]
+Item = NodeOut | PackedNodeOut
+OpenItems = Callable[[Sequence[Item], keymgmt.VerifiedTeamState, keymgmt.TeamKeys], Opened]
 """:func:`open_items` as an opener takes it when it is made (a benchmark puts a stand-in with the
 cryptography off in its place): a module-level function, since workers receive it by name."""
 
 
 def open_items(
-    items: Sequence[NodeOut], state: keymgmt.VerifiedTeamState, keys: keymgmt.TeamKeys
+    items: Sequence[Item], state: keymgmt.VerifiedTeamState, keys: keymgmt.TeamKeys
 ) -> Opened:
     """Verify and open each item under ``state`` and ``keys``. An envelope that fails is
     refused with a message and does not stop the rest; a metadata-only record (usage, no
@@ -64,7 +66,7 @@ class Opening:
     order), or not yet (``parts`` empty: the runner's thread opens it). ``state`` and ``keys``
     are what the workers open it under."""
 
-    page: PullPage
+    page: AnyPullPage
     state: keymgmt.VerifiedTeamState
     keys: keymgmt.TeamKeys
     parts: tuple[Future[Opened], ...] = ()
@@ -81,7 +83,11 @@ class PageOpener:
         self._pages = 0  # pages fetched in this pull (since the last close)
 
     def start(
-        self, page: PullPage, raw: bytes, state: keymgmt.VerifiedTeamState, keys: keymgmt.TeamKeys
+        self,
+        page: AnyPullPage,
+        raw: bytes,
+        state: keymgmt.VerifiedTeamState,
+        keys: keymgmt.TeamKeys,
     ) -> Opening:
         """Begin opening ``page`` (``raw``: its bytes as the server sent them) in the workers
         when they are ready; start them if the page says more is to come."""
@@ -90,9 +96,11 @@ class PageOpener:
         if pool is None or not page.items:
             return Opening(page, state, keys)
         bounds = slices(len(page.items), self.pool.workers)
+        packed = isinstance(page, PackedPullPage)  # the workers decode it as it came
         try:
             parts = tuple(
-                pool.submit(_open_slice, self._open, raw, a, b, state, keys) for a, b in bounds
+                pool.submit(_open_slice, self._open, raw, packed, a, b, state, keys)
+                for a, b in bounds
             )
         except (BrokenProcessPool, RuntimeError):  # a dead worker, or closed meanwhile
             return Opening(page, state, keys)
@@ -122,6 +130,7 @@ class PageOpener:
 def _open_slice(  # noqa: PLR0917 - a worker task, called by position through the pool
     open_fn: OpenItems,
     raw: bytes,
+    packed: bool,
     start: int,
     stop: int,
     state: keymgmt.VerifiedTeamState,
@@ -129,4 +138,5 @@ def _open_slice(  # noqa: PLR0917 - a worker task, called by position through th
 ) -> Opened:
     """In a worker: decode the page again (its bytes travel cheaper than the decoded page) and
     open items ``start`` to ``stop``."""
-    return open_fn(_PAGE.decode(raw).items[start:stop], state, keys)
+    page = _PACKED_PAGE.decode(raw) if packed else _PAGE.decode(raw)
+    return open_fn(page.items[start:stop], state, keys)

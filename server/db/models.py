@@ -157,7 +157,9 @@ class Keyring(Base):
 
 
 class NodeRecord(Base):
-    """One node envelope. ``envelope`` is the client's sealed record, byte for byte."""
+    """One node envelope. ``envelope`` is the client's sealed record: packed (MessagePack,
+    ``keymgmt.PackedEnvelope``) since the binary wire, the JSON the client sent before it
+    (``server.domain.nodes.stored`` tells them apart and serves either in either form)."""
 
     __tablename__ = "nodes"
     vault_id: Mapped[str] = mapped_column(

@@ -5,7 +5,9 @@ refused (``forbid_unknown_fields``), strings that carry IDs, hex or base64 are c
 and length, and lists are bounded, so a malformed body is a 4xx before any handler logic runs.
 The server's OpenAPI schema is generated from these types and is the contract.
 
-Binary values travel as unpadded base64url; node IDs as 64 lowercase hex digits.
+Binary values travel as unpadded base64url; node IDs as 64 lowercase hex digits. A pull may
+ask for MessagePack instead (``Accept: application/vnd.msgpack``): the same page, its envelopes
+as :class:`~keymgmt.envelope.PackedEnvelope`, byte fields as bytes (:class:`PackedPullPage`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
-from keymgmt.envelope import EnvelopeWire
+from keymgmt.envelope import EnvelopeWire, PackedEnvelope
 
 __all__ = [
     "API_KEY_PREFIX",
@@ -24,7 +26,9 @@ __all__ = [
     "MAX_BATCH_BYTES",
     "MAX_BATCH_NODES",
     "MAX_PAGE_BYTES",
+    "MSGPACK",
     "AncestryPage",
+    "AnyPullPage",
     "ApiKeyCreate",
     "ApiKeyCreated",
     "ApiKeyInfo",
@@ -39,6 +43,8 @@ __all__ = [
     "GithubUserOut",
     "LoginRequest",
     "NodeOut",
+    "PackedNodeOut",
+    "PackedPullPage",
     "Problem",
     "PublicKeys",
     "PullPage",
@@ -305,6 +311,33 @@ class PullPage(_Strict, frozen=True):
     cursor: int
     more: bool
     chain_seqno: int = -1
+
+
+MSGPACK = "application/vnd.msgpack"
+"""The binary wire's media type (IANA registered), asked for by ``Accept`` on a pull."""
+
+
+class PackedNodeOut(_Strict, frozen=True):
+    """:class:`NodeOut` on the binary wire: the envelope packed."""
+
+    seq: int
+    uploaded_at: str
+    envelope: PackedEnvelope
+
+
+class PackedPullPage(_Strict, frozen=True):
+    """:class:`PullPage` on the binary wire (the server encodes one ``PullPage`` either way; a
+    client decodes the MessagePack answer into this)."""
+
+    vault: str
+    items: list[PackedNodeOut]
+    cursor: int
+    more: bool
+    chain_seqno: int = -1
+
+
+AnyPullPage = PullPage | PackedPullPage
+"""A pull page as decoded from either form of the wire."""
 
 
 class SyncStatusOut(_Strict, frozen=True):

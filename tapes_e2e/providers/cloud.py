@@ -32,7 +32,7 @@ from tapes_e2e.errors import (
     StaleEpochError,
 )
 from tapes_e2e.node import Node
-from tapes_e2e.protocol import NodeOut
+from tapes_e2e.protocol import NodeOut, PackedNodeOut
 from tapes_e2e.providers.base import DelegatedSharing
 from tapes_e2e.teams.access import open_team
 from tapes_e2e.teams.routing import share_leaf
@@ -89,7 +89,7 @@ class CloudProvider(DelegatedSharing):
             self._fetch(node_hash)
         return self._ids[node_hash]
 
-    def _open(self, item: NodeOut) -> Node:
+    def _open(self, item: NodeOut | PackedNodeOut) -> Node:
         opened = open_envelope(
             item.envelope, state=self.access.state, keys=self.access.content_keys()
         )

@@ -270,7 +270,7 @@ def test_push_pull_status_and_ancestry_round_trip(client: Http, clock: Clock) ->
     assert ([i.seq for i in first.items], first.cursor, first.more) == ([1, 2], 2, True)
     rest = api.pull(vault_id, after=first.cursor, limit=2)
     assert ([i.seq for i in rest.items], rest.cursor, rest.more) == ([3], 3, False)
-    pulled = [msgspec.to_builtins(i.envelope) for i in first.items + rest.items]
+    pulled = [keymgmt.Envelope.parse(i.envelope).to_dict() for i in first.items + rest.items]
     assert pulled == envelopes
 
     ancestry = api.ancestry(ids[-1])
@@ -354,9 +354,7 @@ def test_genesis_then_a_second_machine_verifies_opens_and_reads(client: Http, cl
     keys = keymgmt.TeamKeys(vault_id, opened.vault_id_key)
     keys.add(opened)
     item = other.pull(vault_id).items[0]
-    node = keymgmt.open_node(
-        msgspec.to_builtins(item.envelope), state=verified, keys=keys, hasher=_hasher
-    )
+    node = keymgmt.open_node(item.envelope, state=verified, keys=keys, hasher=_hasher)
     assert node.body == body
 
     with pytest.raises(RemoteError) as info:

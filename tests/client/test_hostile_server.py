@@ -15,12 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 from litestar.testing import TestClient
 
 from tapes_e2e import context
+from tapes_e2e.protocol import MSGPACK
 from tests.client.conftest import Tapes
 from tests.client.test_sync_round_trip import hashes, record
+from tests.client.wire import answer_with, body_of, is_packed
 from tests.server.conftest import AUDIENCE
 
 Mutation = Callable[[dict[str, Any]], None]
@@ -50,20 +53,29 @@ PULL_MUTATIONS: dict[str, Mutation] = {
 }
 
 
-def hostile(client: TestClient[Any], path_part: str, mutate: Mutation) -> httpx.Client:
-    """Forward to the real app; alter the JSON answers of requests whose path has ``path_part``."""
+def hostile(
+    client: TestClient[Any], path_part: str, mutate: Mutation, *, form: str | None = None,
+    altered: list[str] | None = None,
+) -> httpx.Client:  # fmt: skip
+    """Forward to the real app; alter the answers of requests whose path has ``path_part``
+    (as JSON values, sent on in the form they came in; each one's media type is added to
+    ``altered``). ``form`` replaces the client's ``Accept`` (a JSON-only server, say)."""
 
     def handler(request: httpx.Request) -> httpx.Response:
+        headers = dict(request.headers) | ({"accept": form} if form else {})
         answer = client.request(
-            request.method, str(request.url), content=request.content, headers=request.headers
+            request.method, str(request.url), content=request.content, headers=headers
         )
         if path_part not in request.url.path or answer.status_code != 200:
             return httpx.Response(
                 answer.status_code, content=answer.content, headers=answer.headers
             )
-        body = answer.json()
+        body = body_of(answer)
         mutate(body)
-        return httpx.Response(200, json=body)
+        changed = answer_with(answer, body)
+        if altered is not None:
+            altered.append(changed.headers["content-type"])
+        return changed
 
     return httpx.Client(transport=httpx.MockTransport(handler))
 
@@ -80,19 +92,76 @@ def synced(tapes: Tapes, tmp_path: Path) -> list[str]:
     return recorded
 
 
+@pytest.mark.parametrize("form", [None, "application/json"], ids=["msgpack", "json"])
 @pytest.mark.parametrize("name", sorted(PULL_MUTATIONS))
 def test_an_altered_envelope_is_refused_and_not_stored(
-    name: str, synced: list[str], tapes: Tapes, tmp_path: Path, client: TestClient[Any],
-    monkeypatch: pytest.MonkeyPatch,
+    name: str, form: str | None, synced: list[str], tapes: Tapes, tmp_path: Path,
+    client: TestClient[Any], monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
-    evil = hostile(client, "/api/v1/sync/pull", PULL_MUTATIONS[name])
+    """In either wire form: the client asks for MessagePack, a JSON-only server answers JSON."""
+    altered: list[str] = []
+    evil = hostile(client, "/api/v1/sync/pull", PULL_MUTATIONS[name], form=form, altered=altered)
     monkeypatch.setattr(context, "http_factory", lambda _url: evil)
     code, _, err = tapes("desktop", "storage", "sync")
     assert code == 1, name
     assert "integrity" in err
+    assert set(altered) == {form or MSGPACK}  # the altered pages reached the client so
     stored = hashes(tmp_path / "desktop")
     assert set(stored) < set(synced)  # only verified nodes, and not all of them
     assert tapes("desktop", "verify")[0] == 0  # what was stored is intact
+
+
+@pytest.mark.parametrize("form", [None, "application/json"], ids=["msgpack", "json"])
+def test_either_wire_form_pulls_every_node(
+    form: str | None, synced: list[str], tapes: Tapes, tmp_path: Path, client: TestClient[Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """The client asks for MessagePack; a server that answers only JSON serves it as well."""
+    altered: list[str] = []
+    relay = hostile(client, "/api/v1/sync/pull", lambda _page: None, form=form, altered=altered)
+    monkeypatch.setattr(context, "http_factory", lambda _url: relay)
+    assert tapes("desktop", "storage", "sync")[0] == 0
+    assert set(altered) == {form or MSGPACK}
+    assert sorted(hashes(tmp_path / "desktop")) == sorted(synced)
+
+
+BROKEN_PAGES = {
+    "not MessagePack": b"\xc1\xc1\xc1",
+    "JSON labelled MessagePack": b'{"vault":"v","items":[],"cursor":0,"more":false}',
+    "a page cut short": b"\x85\xa5vault",
+    "an envelope with a field too many": None,  # built from the real page in the test
+}
+
+
+@pytest.mark.parametrize("name", sorted(BROKEN_PAGES))
+def test_a_malformed_binary_page_is_one_clear_error_and_stores_nothing(
+    name: str, synced: list[str], tapes: Tapes, tmp_path: Path, client: TestClient[Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    def handler(request: httpx.Request) -> httpx.Response:
+        answer = client.request(
+            request.method, str(request.url), content=request.content, headers=request.headers
+        )
+        if "/api/v1/sync/pull" not in request.url.path:
+            return httpx.Response(answer.status_code, content=answer.content,
+                                  headers=answer.headers)  # fmt: skip
+        assert is_packed(answer)
+        content = BROKEN_PAGES[name]
+        if content is None:  # one more element in the first envelope's array
+            page = msgspec.msgpack.decode(answer.content)
+            page["items"][0]["envelope"].append("extra")
+            content = msgspec.msgpack.encode(page)
+        return httpx.Response(200, content=content, headers={"content-type": MSGPACK})
+
+    evil = httpx.Client(transport=httpx.MockTransport(handler))
+    monkeypatch.setattr(context, "http_factory", lambda _url: evil)
+    code, _, err = tapes("desktop", "storage", "sync")
+    assert code == 1
+    assert err.splitlines()[0] == (
+        "tapes: error: sync failed: server: the server's answer to GET /api/v1/sync/pull is "
+        "malformed"
+    ), err
+    assert hashes(tmp_path / "desktop") == []
 
 
 def test_a_forged_chain_is_refused_before_any_key_is_used(

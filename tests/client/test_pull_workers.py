@@ -15,11 +15,12 @@ from typing import Any
 import msgspec
 import pytest
 
+import keymgmt
 from tapes_e2e import context, opening
 from tapes_e2e.context import Settings
 from tapes_e2e.envelopes import open_envelope
 from tapes_e2e.opening import Opening, PageOpener, open_items
-from tapes_e2e.protocol import EnvelopeWire, PullPage
+from tapes_e2e.protocol import AnyPullPage, EnvelopeWire, PackedPullPage, PullPage
 from tapes_e2e.providers.local import LocalProvider
 from tapes_e2e.remote_sync import VaultHolder
 from tapes_e2e.sealing import BatchSealer
@@ -27,8 +28,8 @@ from tapes_e2e.store.syncstate import SyncState
 from tapes_e2e.sync import worker
 from tapes_e2e.workpool import MAX_WORKERS, TWO_CORE_PULL_PAGES, WorkerPool, worker_count
 from tests.client.conftest import Tapes
-from tests.client.test_hostile_server import _flip
 from tests.client.test_teams import ok, record
+from tests.client.wire import json_twin
 from tests.conftest import chain
 from tests.server.conftest import AUDIENCE
 
@@ -95,21 +96,27 @@ def test_a_pull_opens_its_pages_in_worker_processes_and_stores_the_same_nodes(
     assert not any(used.pool.running for used in OPENERS)  # the runner closed the puller
 
 
+@pytest.mark.parametrize("packed", [True, False], ids=["msgpack", "json"])
 def test_a_worker_refuses_an_altered_envelope_exactly_as_the_runner_would(
-    tapes: Tapes, tmp_path: Path
+    packed: bool, tapes: Tapes, tmp_path: Path
 ) -> None:
     """The same page, altered in one envelope, opened in a worker and here: the same rows, the
-    same one-line refusal."""
+    same one-line refusal; in either wire form (a JSON-only server's page decoded as JSON)."""
     laptop, _ = two_machines(tapes, tmp_path)
     for i in range(3):
         record(laptop, *[f"session {i} turn {j}" for j in range(3)])
     ok(tapes("laptop", "storage", "sync"))
     raw, page, access = fetch_page(tapes, laptop)
-    wire = msgspec.json.decode(raw)
+    assert isinstance(page, PackedPullPage)  # the client asks for the binary wire
+    wire = msgspec.msgpack.decode(raw)  # plain values: each envelope is an array
     envelope = wire["items"][4]["envelope"]
-    envelope["ciphertext"] = _flip(envelope["ciphertext"])
-    raw = msgspec.json.encode(wire)
-    page = msgspec.json.decode(raw, type=PullPage)
+    at = [f.name for f in msgspec.structs.fields(keymgmt.PackedEnvelope)].index("ciphertext")
+    envelope[at] = envelope[at][:7] + bytes([envelope[at][7] ^ 1]) + envelope[at][8:]
+    raw = msgspec.msgpack.encode(wire)
+    page = msgspec.msgpack.decode(raw, type=PackedPullPage)
+    if not packed:
+        page = json_twin(page)
+        raw = msgspec.json.encode(page)
     state, keys = access
     here = open_items(page.items, state, keys)
     opener = PageOpener(WorkerPool(2))
@@ -120,9 +127,8 @@ def test_a_worker_refuses_an_altered_envelope_exactly_as_the_runner_would(
     assert opened == here
     rows, rejected = opened
     assert len(rows) == len(page.items) - 1
-    assert rejected == [
-        f"integrity: node {envelope['node_id'][:16]}… failed verification and was not stored"
-    ]
+    node_id = page.items[4].envelope.node_id
+    assert rejected == [f"integrity: node {node_id[:16]}… failed verification and was not stored"]
 
 
 def test_a_dead_worker_or_changed_keys_mean_the_page_is_opened_here(
@@ -203,7 +209,7 @@ def test_the_number_of_workers_follows_the_cores_and_the_setting(
 # --- helpers ----------------------------------------------------------------------------------
 
 
-def fetch_page(tapes: Tapes, home: Path) -> tuple[bytes, PullPage, tuple[Any, Any]]:
+def fetch_page(tapes: Tapes, home: Path) -> tuple[bytes, AnyPullPage, tuple[Any, Any]]:
     """The vault's first page as the server sends it, and ``home``'s verified chain state and
     content keys for it, through the product's own login and holder."""
     del tapes  # its fixture routes the product's HTTP to the app
@@ -215,7 +221,7 @@ def fetch_page(tapes: Tapes, home: Path) -> tuple[bytes, PullPage, tuple[Any, An
     return raw, page, (holder.access.state, holder.access.content_keys())
 
 
-def started(opener: PageOpener, page: PullPage, raw: bytes, state: Any, keys: Any) -> Opening:
+def started(opener: PageOpener, page: AnyPullPage, raw: bytes, state: Any, keys: Any) -> Opening:
     """Start opening ``page`` once the workers are up (they start with a page that says more)."""
     more = msgspec.structs.replace(page, more=True)
     deadline = time.monotonic() + 30
@@ -228,7 +234,7 @@ def started(opener: PageOpener, page: PullPage, raw: bytes, state: Any, keys: An
 
 
 def opened_in_workers(
-    opener: PageOpener, page: PullPage, raw: bytes, state: Any, keys: Any
+    opener: PageOpener, page: AnyPullPage, raw: bytes, state: Any, keys: Any
 ) -> opening.Opened:
     return opener.finish(started(opener, page, raw, state, keys), state, keys)
 

@@ -14,6 +14,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from server.db.models import NodeRecord
+from server.domain.nodes.stored import as_json
 from tapes_e2e.providers.local import LocalProvider
 from tests.client.conftest import Tapes
 from tests.conftest import chain
@@ -71,7 +72,7 @@ def test_a_tampered_envelope_is_refused_and_not_stored(
     with Session(client.app.state.engine) as db, db.begin():
         victim = db.scalars(select(NodeRecord).order_by(NodeRecord.seq.desc())).first()
         assert victim is not None
-        envelope = json.loads(victim.envelope)
+        envelope = json.loads(as_json(victim.envelope))
         text = envelope["ciphertext"]
         envelope["ciphertext"] = ("B" if text[5] == "A" else "A").join([text[:5], text[6:]])
         db.execute(

@@ -12,7 +12,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import pytest
 from litestar.testing import TestClient
 from sqlalchemy import select
@@ -20,6 +19,7 @@ from sqlalchemy.orm import Session
 
 import keymgmt
 from server.db.models import Keyring, NodeRecord
+from server.domain.nodes.stored import as_json
 from tapes_e2e import account
 from tapes_e2e.client import ApiClient
 from tapes_e2e.context import Settings, open_provider
@@ -266,7 +266,7 @@ def test_after_removal_new_content_is_under_an_epoch_the_removed_member_lacks(
     assert not set(after) & set(hashes(bob))
     for node_id in new_ids:
         assert tapes_get(bob, client, f"/api/v1/nodes/{node_id}") == 404
-        envelope = json.loads(rows[node_id].envelope)
+        envelope = json.loads(as_json(rows[node_id].envelope))
         with pytest.raises(keymgmt.IntegrityError):
             open_envelope(envelope, state=access_state(alice, client, team.id), keys=bobs_keys)
 
@@ -356,7 +356,7 @@ def test_a_client_behind_the_chain_reseals_under_the_new_epoch_after_one_409(
     for node_id in receipt.node_ids:  # Bob's keys open none of them
         with pytest.raises(keymgmt.IntegrityError):
             open_envelope(
-                json.loads(rows[node_id].envelope),
+                json.loads(as_json(rows[node_id].envelope)),
                 state=access_state(alice, client, team.id), keys=bobs_keys,
             )  # fmt: skip
 
@@ -417,7 +417,7 @@ def test_metadata_only_team_sends_no_body_and_pulls_no_content(
     rows = team_rows(client, team.id)
     assert len(rows) == 2
     for row in rows:
-        envelope = json.loads(row.envelope)
+        envelope = json.loads(as_json(row.envelope))
         assert (envelope["ciphertext"], envelope["nonce"], envelope["padded_size"]) == (
             None,
             None,
@@ -429,9 +429,7 @@ def test_metadata_only_team_sends_no_body_and_pulls_no_content(
     access = access_for(team.home("bob"), client, team.id)
     page = api_for(team.home("bob"), client).pull(team.id)
     opened = [
-        open_envelope(
-            msgspec.structs.asdict(i.envelope), state=access.state, keys=access.content_keys()
-        )
+        open_envelope(i.envelope, state=access.state, keys=access.content_keys())
         for i in page.items
     ]
     assert len(opened) == 2
@@ -729,7 +727,7 @@ def test_session_pull_fetches_one_shared_session_verified(
         row = db.scalars(
             select(NodeRecord).where(NodeRecord.vault_id == team.id, NodeRecord.node_id == middle)
         ).one()
-        envelope = json.loads(row.envelope)
+        envelope = json.loads(as_json(row.envelope))
         text = envelope["ciphertext"]
         envelope["ciphertext"] = ("A" if text[0] != "A" else "B") + text[1:]
         row.envelope = json.dumps(envelope).encode()

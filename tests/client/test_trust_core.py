@@ -26,13 +26,15 @@ from tests.client.conftest import FAST, Tapes, pinned
 from tests.client.test_sync_round_trip import hashes
 from tests.client.test_teams import Team, access_for, api_for, fingerprint, ok, record
 from tests.client.test_teams import team as team  # noqa: PLC0414 - the fixture, by name
+from tests.client.wire import answer_with, body_of, is_packed
 from tests.server.conftest import AUDIENCE
 
 Rewrite = Callable[[httpx.Request, Any], Any]
 
 
 class Hostile:
-    """Forwards to the real app and lets ``rewrite`` alter each JSON answer; with
+    """Forwards to the real app and lets ``rewrite`` alter each answer (as JSON values, sent on
+    in the form it came in: JSON or MessagePack); with
     ``fake_push``, a push is answered "stored" without reaching the real server (which would
     refuse what the attack is about), and its envelopes are kept in ``pushed``."""
 
@@ -51,10 +53,11 @@ class Hostile:
         answer = self.client.request(
             request.method, str(request.url), content=request.content, headers=request.headers
         )
-        if answer.status_code != 200 or "json" not in answer.headers.get("content-type", ""):
+        content_type = answer.headers.get("content-type", "")
+        if answer.status_code != 200 or not ("json" in content_type or is_packed(answer)):
             return httpx.Response(answer.status_code, content=answer.content,
                                   headers=answer.headers)  # fmt: skip
-        return httpx.Response(200, json=self.rewrite(request, answer.json()))
+        return answer_with(answer, self.rewrite(request, body_of(answer)))
 
 
 def use(monkeypatch: pytest.MonkeyPatch, hostile: Hostile) -> Hostile:

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from typing import Any
 
+import msgspec
 import pytest
 from litestar.testing import TestClient
 from sqlalchemy.orm import Session
 
+from keymgmt import EnvelopeWire
 from server.db.models import Team
+from server.domain.nodes.stored import store_form
 from server.plans import TIERS, UNLIMITED, Tier, apply_retention, expiring, limits
 from tests.server.conftest import Clock, User, Vault, b64
 from tests.server.test_teams import TeamKit, chain_length
@@ -75,7 +77,7 @@ def test_a_push_past_the_vaults_byte_quota_is_refused_whole(
     first = keys.chain(4, size=1_000)
     assert push(alice, first).status_code == 200
     held = _bytes_stored(client, alice.vault)
-    assert held == sum(len(json.dumps(e, separators=(",", ":"))) for e in first)
+    assert held == sum(len(store_form(msgspec.convert(e, EnvelopeWire))) for e in first)
     _, big = keys.seal("a large one", size=0)
     big = dict(big, ciphertext=b64(os.urandom(20_000)), padded_size=20_000 - 16)
     refused = push(alice, [big])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 from typing import Any
 
 from litestar.testing import TestClient
@@ -12,6 +13,7 @@ from sqlalchemy.orm import Session
 import keymgmt
 from keymgmt.metadata import COARSE_FIELDS
 from server.db.models import Invite, JoinRequest, NodeRecord
+from server.domain.nodes.stored import as_json
 from tests.server.conftest import Clock, User
 from tests.server.test_teams import TeamKit, _invite, _join
 
@@ -72,4 +74,4 @@ def test_a_metadata_only_record_holds_exactly_the_allowlist(
     }  # fmt: skip
     assert record.clear_metadata["created_at"] == "2026-11-26T12:00:00Z"  # the hour only
     assert b"secret-proj" not in record.envelope
-    assert b'"ciphertext":null' in record.envelope
+    assert json.loads(as_json(record.envelope))["ciphertext"] is None  # stored packed

@@ -17,9 +17,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any, Final, cast
 
-from litestar import Controller
+import msgspec
+from litestar import Controller, MediaType, Request, Response
 from litestar.params import JSONBody, Parameter
 
 from server.deps import AUTHENTICATED, WRITES, NowDep, PlansDep, PrincipalDep, SessionDep
@@ -27,6 +28,7 @@ from server.domain.nodes import reseal, services
 from server.domain.nodes.services import MAX_PAGE
 from server.openapi import Hex64Path, VaultQuery, get, post
 from tapes_e2e.protocol import (
+    MSGPACK,
     AncestryPage,
     NodeOut,
     PullPage,
@@ -42,6 +44,8 @@ from tapes_e2e.protocol import (
 __all__ = ["NodeController", "SyncController"]
 
 After = Annotated[int, Parameter(ge=0, le=2**62)]
+_msgpack: Final = msgspec.msgpack.Encoder().encode
+_VARY: Final = {"Vary": "Accept"}  # a cache keeps the two forms of one page apart
 
 
 class SyncController(Controller):
@@ -59,11 +63,19 @@ class SyncController(Controller):
 
     @get("/pull", sync_to_thread=True)
     def pull(
-        self, db: SessionDep, principal: PrincipalDep, now: NowDep, vault: VaultQuery,
-        after: After = 0, limit: Annotated[int, Parameter(ge=1, le=MAX_PAGE)] = 500,
-    ) -> PullPage:  # fmt: skip
-        """Envelopes readable by the caller with a sequence number above ``after``."""
-        return services.pull_page(db, principal, vault, after, limit, now)
+        self, request: Request[Any, Any, Any], db: SessionDep, principal: PrincipalDep,
+        now: NowDep, vault: VaultQuery, after: After = 0,
+        limit: Annotated[int, Parameter(ge=1, le=MAX_PAGE)] = 500,
+    ) -> Response[PullPage]:  # fmt: skip
+        """Envelopes readable by the caller with a sequence number above ``after``. JSON, or
+        with ``Accept: application/vnd.msgpack`` the same page in MessagePack, each envelope
+        packed (``keymgmt.PackedEnvelope``: byte fields as bytes, ~0.72 of the JSON)."""
+        packed = request.accept.best_match([MediaType.JSON, MSGPACK]) == MSGPACK
+        page = services.pull_page(db, principal, vault, after, limit, now, packed=packed)
+        if packed:
+            encoded = cast(PullPage, _msgpack(page))  # the page, already encoded
+            return Response(encoded, media_type=MSGPACK, headers=_VARY)
+        return Response(page, headers=_VARY)
 
     @get("/status", sync_to_thread=True)
     def status(

@@ -27,6 +27,7 @@ from server.db.queries import one_of
 from server.deps import Principal
 from server.domain.nodes.aliases import aliases_of
 from server.domain.nodes.services import check_envelope, node_out
+from server.domain.nodes.stored import store_form
 from server.errors import BadRequest, Conflict
 from tapes_e2e.protocol import (
     EnvelopeWire,
@@ -151,7 +152,7 @@ def _swap(db: Session, team: Team, old: NodeRecord, env: EnvelopeWire, now: date
     new one. If the vault holds the node under the current epoch already (the same content
     pushed again), one row stays: the new envelope at the old place when the same member
     uploaded both; else the other member's row, which their own ACL and shares rely on."""
-    blob = _encode(env)
+    blob = store_form(env)
     old_id, new_id = old.node_id, env.node_id
     taken = db.get(NodeRecord, (team.id, new_id))
     team.bytes_stored -= len(old.envelope)

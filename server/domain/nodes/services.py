@@ -23,6 +23,7 @@ from server.db.models import NodeRecord, Team, TeamMember
 from server.db.queries import one_of
 from server.deps import Principal
 from server.domain.nodes.aliases import aliases_of
+from server.domain.nodes.stored import as_json, as_packed, store_form, wire_of
 from server.domain.shares.services import record_shared_read
 from server.domain.usage import services as usage
 from server.errors import BadRequest, Conflict, NotFound, PayloadTooLarge
@@ -56,8 +57,6 @@ __all__ = [
 
 MAX_PAGE = 1000
 _NO_NODE = "no such node"
-_encode = msgspec.json.Encoder().encode
-_decode = msgspec.json.Decoder(EnvelopeWire).decode
 
 
 def check_envelope(vault: str, env: EnvelopeWire) -> None:
@@ -119,16 +118,17 @@ def push(
 
 
 def _validate(data: PushRequest) -> list[bytes]:
-    """The batch's envelopes encoded for storage, once each is checked on its own: size, no
-    node twice, version and chain position, clear metadata (no database needed)."""
-    encoded = [_encode(env) for env in data.envelopes]
-    if sum(map(len, encoded)) > MAX_BATCH_BYTES:
-        raise PayloadTooLarge(f"a batch holds at most {MAX_BATCH_BYTES} bytes of envelopes")
+    """The batch's envelopes in their stored form (``stored``), once each is checked on its
+    own: no node twice, version and chain position, clear metadata, size (no database
+    needed)."""
     ids = [env.node_id for env in data.envelopes]
     if len(set(ids)) != len(ids):
         raise BadRequest("a batch names the same node twice")
     for env in data.envelopes:
         check_envelope(data.vault, env)
+    encoded = [store_form(env) for env in data.envelopes]
+    if sum(map(len, encoded)) > MAX_BATCH_BYTES:
+        raise PayloadTooLarge(f"a batch holds at most {MAX_BATCH_BYTES} bytes of envelopes")
     return encoded
 
 
@@ -264,15 +264,17 @@ def node_out(record: NodeRecord) -> NodeOut:
     return NodeOut(
         seq=record.seq,
         uploaded_at=record.uploaded_at.isoformat(),
-        envelope=_decode(record.envelope),
+        envelope=wire_of(record.envelope),
     )
 
 
 def pull_page(
-    db: Session, principal: Principal, vault: str, after: int, limit: int, now: datetime
-) -> PullPage:
+    db: Session, principal: Principal, vault: str, after: int, limit: int, now: datetime,
+    *, packed: bool = False,
+) -> PullPage:  # fmt: skip
     """Envelopes readable by the caller with a sequence number above ``after``: at most
-    ``limit`` of them and ``MAX_PAGE_BYTES`` of envelopes (always the first, however large)."""
+    ``limit`` of them and ``MAX_PAGE_BYTES`` of envelopes (always the first, however large),
+    each as the raw bytes of the form the page is encoded in (``packed``: MessagePack)."""
     team, member = acl.require_vault(db, principal, vault, "pull")
     # Core rows on the session's connection: the ORM's row handling, and SQLAlchemy's parsing
     # of SQLite's timestamps (a regex a row), were a third of a page's time on the server.
@@ -285,19 +287,20 @@ def pull_page(
         .limit(limit + 1)
         .execution_options(yield_per=64)  # rows stream in: reading stops at the budget
     )
-    # Each envelope goes out as the bytes the push stored, already checked then as an
-    # EnvelopeWire (and every client checks it again): decoding and encoding it once more,
-    # and a second query for the rows whose sizes a first one had read, were most of a pull's
-    # cost on the server.
+    # Each envelope goes out as the bytes the push stored when the page's form is the stored
+    # one (checked then as an EnvelopeWire, and every client checks it again): decoding and
+    # encoding it once more, and a second query for the rows whose sizes a first one had
+    # read, were most of a pull's cost on the server. The budget counts the bytes sent.
     items: list[NodeOut] = []
     total, more = 0, False
     for seq, uploaded_at, envelope in rows:
-        total += len(envelope)
+        wire = as_packed(envelope) if packed else as_json(envelope)
+        total += len(wire)
         if len(items) == limit or (items and total > MAX_PAGE_BYTES):
             more = True
             break
         items.append(NodeOut(seq=seq, uploaded_at=_isoformat(uploaded_at),
-                             envelope=cast(EnvelopeWire, msgspec.Raw(envelope))))  # fmt: skip
+                             envelope=cast(EnvelopeWire, msgspec.Raw(wire))))  # fmt: skip
     rows.close()
     cursor = items[-1].seq if items else max(after, 0)
     return PullPage(
@@ -478,6 +481,8 @@ def ancestry(
         path.append((walked_id, parent_id, size))
         expected = parent_id
     readable = len(path)
+    # Stored sizes choose which rows to load (a packed row is smaller than its JSON, never
+    # larger); the JSON the page carries then cuts the page where the budget ends.
     path = path[: _within_budget([size for _id, _parent, size in path])]
     ids = [walked_id for walked_id, _parent, _size in path]
     records = {
@@ -488,6 +493,8 @@ def ancestry(
             )
         )
     }
+    path = path[: _within_budget([len(as_json(records[i].envelope)) for i in ids])]
+    ids = ids[: len(path)]
     last_parent = path[-1][1] if path else None
     more = last_parent is not None and (
         len(path) < readable or _readable_parent(db, team, found[1], path[-1][0], now)
