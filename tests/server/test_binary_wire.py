@@ -14,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from keymgmt import Envelope, PackedEnvelope
+from keymgmt._encoding import b64d
 from server.db.models import NodeRecord
 from server.domain.nodes.stored import as_json
 from tapes_e2e.protocol import MAX_PAGE_BYTES, MSGPACK, PackedPullPage
@@ -143,3 +144,34 @@ def test_a_page_is_bounded_by_the_bytes_it_carries_in_its_own_form(
     json_size = len(json.dumps(chain[0], separators=(",", ":")))
     assert (len(plain["items"]), plain["more"]) == (MAX_PAGE_BYTES // json_size, True)
     assert (len(packed.items), packed.more) == (5, False)
+
+
+def test_an_old_json_row_that_cannot_be_packed_goes_out_in_a_json_page(
+    client: TestClient[Any], alice: User
+) -> None:
+    """A row a server stored as JSON before the binary wire, with a ciphertext in the base64url
+    alphabet that is no base64 (4n+1 characters; only the alphabet was checked then): a
+    MessagePack pull gets that page as JSON, never a 500, and every reader refuses the row
+    when it decodes it strictly."""
+    chain = Vault(alice.vault, alice.identity).chain(3)
+    push(alice, chain)
+    text = chain[1]["ciphertext"]
+    odd = text + "A" * ((1 - len(text)) % 4)
+    with Session(client.app.state.engine) as db, db.begin():
+        row = db.scalars(select(NodeRecord).where(NodeRecord.seq == 2)).one()
+        row.envelope = json.dumps(dict(chain[1], ciphertext=odd), separators=(",", ":")).encode()
+    answer = pull(alice, MSGPACK)
+    assert answer.headers["content-type"].startswith("application/json")
+    items = answer.json()["items"]
+    assert [i["envelope"]["node_id"] for i in items] == [e["node_id"] for e in chain]
+    assert items[1]["envelope"]["ciphertext"] == odd
+    assert b64d_or_none(odd) is None  # refused by every strict reader
+    after = msgspec.msgpack.decode(pull(alice, MSGPACK, after=2).content, type=PackedPullPage)
+    assert records(after) == [Envelope.from_dict(chain[2])]  # the next page is packed again
+
+
+def b64d_or_none(text: str) -> bytes | None:
+    try:
+        return b64d(text)
+    except ValueError:
+        return None

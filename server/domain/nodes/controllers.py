@@ -71,7 +71,7 @@ class SyncController(Controller):
         with ``Accept: application/vnd.msgpack`` the same page in MessagePack, each envelope
         packed (``keymgmt.PackedEnvelope``: byte fields as bytes, ~0.72 of the JSON)."""
         packed = request.accept.best_match([MediaType.JSON, MSGPACK]) == MSGPACK
-        page = services.pull_page(db, principal, vault, after, limit, now, packed=packed)
+        page, packed = services.pull_page(db, principal, vault, after, limit, now, packed=packed)
         if packed:
             encoded = cast(PullPage, _msgpack(page))  # the page, already encoded
             return Response(encoded, media_type=MSGPACK, headers=_VARY)

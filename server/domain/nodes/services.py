@@ -23,7 +23,7 @@ from server.db.models import NodeRecord, Team, TeamMember
 from server.db.queries import one_of
 from server.deps import Principal
 from server.domain.nodes.aliases import aliases_of
-from server.domain.nodes.stored import as_json, as_packed, store_form, wire_of
+from server.domain.nodes.stored import NotPackableError, as_json, as_packed, store_form, wire_of
 from server.domain.shares.services import record_shared_read
 from server.domain.usage import services as usage
 from server.errors import BadRequest, Conflict, NotFound, PayloadTooLarge
@@ -271,11 +271,23 @@ def node_out(record: NodeRecord) -> NodeOut:
 def pull_page(
     db: Session, principal: Principal, vault: str, after: int, limit: int, now: datetime,
     *, packed: bool = False,
-) -> PullPage:  # fmt: skip
+) -> tuple[PullPage, bool]:  # fmt: skip
     """Envelopes readable by the caller with a sequence number above ``after``: at most
     ``limit`` of them and ``MAX_PAGE_BYTES`` of envelopes (always the first, however large),
-    each as the raw bytes of the form the page is encoded in (``packed``: MessagePack)."""
+    each as the raw bytes of the form the page is encoded in; and whether that form is
+    MessagePack. It is when ``packed`` asks for it, unless a row stored as JSON before the
+    binary wire cannot be packed: that page goes out as JSON, and its reader refuses the row."""
     team, member = acl.require_vault(db, principal, vault, "pull")
+    try:
+        return _pull_page(db, team, member, vault, after, limit, now, packed=packed), packed
+    except NotPackableError:
+        return _pull_page(db, team, member, vault, after, limit, now, packed=False), False
+
+
+def _pull_page(
+    db: Session, team: Team, member: TeamMember, vault: str, after: int, limit: int,
+    now: datetime, *, packed: bool,
+) -> PullPage:  # fmt: skip
     # Core rows on the session's connection: the ORM's row handling, and SQLAlchemy's parsing
     # of SQLite's timestamps (a regex a row), were a third of a page's time on the server.
     sqlite = db.get_bind().dialect.name == "sqlite"
@@ -293,15 +305,15 @@ def pull_page(
     # read, were most of a pull's cost on the server. The budget counts the bytes sent.
     items: list[NodeOut] = []
     total, more = 0, False
-    for seq, uploaded_at, envelope in rows:
-        wire = as_packed(envelope) if packed else as_json(envelope)
-        total += len(wire)
-        if len(items) == limit or (items and total > MAX_PAGE_BYTES):
-            more = True
-            break
-        items.append(NodeOut(seq=seq, uploaded_at=_isoformat(uploaded_at),
-                             envelope=cast(EnvelopeWire, msgspec.Raw(wire))))  # fmt: skip
-    rows.close()
+    with rows:  # closed however the page ends (a row that cannot be packed, say)
+        for seq, uploaded_at, envelope in rows:
+            wire = as_packed(envelope) if packed else as_json(envelope)
+            total += len(wire)
+            if len(items) == limit or (items and total > MAX_PAGE_BYTES):
+                more = True
+                break
+            items.append(NodeOut(seq=seq, uploaded_at=_isoformat(uploaded_at),
+                                 envelope=cast(EnvelopeWire, msgspec.Raw(wire))))  # fmt: skip
     cursor = items[-1].seq if items else max(after, 0)
     return PullPage(
         vault=vault, items=items, cursor=cursor, more=more, chain_seqno=team.chain_seqno

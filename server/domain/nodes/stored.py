@@ -21,12 +21,17 @@ import msgspec
 from keymgmt import Envelope, EnvelopeWire, IntegrityError, PackedEnvelope
 from server.errors import BadRequest
 
-__all__ = ["as_json", "as_packed", "store_form", "wire_of"]
+__all__ = ["NotPackableError", "as_json", "as_packed", "store_form", "wire_of"]
 
 _pack: Final = msgspec.msgpack.Encoder().encode
 _unpack: Final = msgspec.msgpack.Decoder(PackedEnvelope).decode
 _json: Final = msgspec.json.Encoder().encode
 _from_json: Final = msgspec.json.Decoder(EnvelopeWire).decode
+
+
+class NotPackableError(ValueError):
+    """A row stored as JSON before the binary wire whose bytes are not canonical base64url
+    (the server did not check that then): it can go out only as the JSON it is."""
 
 
 def store_form(env: EnvelopeWire) -> bytes:
@@ -52,10 +57,13 @@ def as_json(stored: bytes) -> bytes:
 
 
 def as_packed(stored: bytes) -> bytes:
-    """The envelope packed."""
+    """The envelope packed; :class:`NotPackableError` for an old JSON row that cannot be."""
     if not _is_json(stored):
         return stored
-    return _pack(Envelope.from_wire(_from_json(stored)).to_packed())
+    try:
+        return _pack(Envelope.from_wire(_from_json(stored)).to_packed())
+    except (IntegrityError, msgspec.DecodeError):
+        raise NotPackableError("a stored JSON envelope cannot be packed") from None
 
 
 def wire_of(stored: bytes) -> EnvelopeWire:
