@@ -28,6 +28,7 @@ from tapes_e2e.protocol import (
     PackedNodeOut,
     PackedPullPage,
     PullPage,
+    PushRequest,
 )
 
 PAGE = 1000
@@ -91,6 +92,47 @@ def main() -> None:
     print(f"server: a stored JSON row served packed (ms)         {to_packed:>10.2f}")
     print(f"server: a stored packed row served as JSON (ms)      {to_json:>10.2f}")
     print(f"server: packing at the push, from the decoded JSON (ms) {at_push:>7.2f}")
+    push_both_ways(records)
+
+
+class _PackedPush(msgspec.Struct):
+    """A push body as the binary wire would carry it (not built: docs/sync.md says why)."""
+
+    vault: str
+    envelopes: list[keymgmt.PackedEnvelope]
+
+
+def push_both_ways(records: list[keymgmt.Envelope]) -> None:
+    """What a MessagePack push would save: the client's encoding of a batch, and the server's
+    decoding of it into what it stores."""
+    json_encoder, packed_encoder = msgspec.json.Encoder(), msgspec.msgpack.Encoder()
+    json_decoder = msgspec.json.Decoder(PushRequest)
+    packed_decoder = msgspec.msgpack.Decoder(_PackedPush)
+
+    def encode_json() -> bytes:
+        return json_encoder.encode(PushRequest("v_bench", [r.to_wire() for r in records]))
+
+    def encode_packed() -> bytes:
+        return packed_encoder.encode(_PackedPush("v_bench", [r.to_packed() for r in records]))
+
+    json_body, packed_body = encode_json(), encode_packed()
+
+    def store_json() -> list[bytes]:
+        return [store_form(e) for e in json_decoder.decode(json_body).envelopes]
+
+    def store_packed() -> list[bytes]:
+        return [packed_encoder.encode(e) for e in packed_decoder.decode(packed_body).envelopes]
+
+    print(
+        f"{'push: bytes of a batch':<52} {len(json_body):>10,} {len(packed_body):>12,}  "
+        f"{len(packed_body) / len(json_body):.2f}"
+    )
+    for name, plain, packed in (
+        ("push: client encodes the batch (ms)", encode_json, encode_packed),
+        ("push: server decodes it into the stored form (ms)", store_json, store_packed),
+    ):
+        plain_ms, packed_ms = median_ms(plain), median_ms(packed)
+        print(f"{name:<52} {plain_ms:>10.2f} {packed_ms:>12.2f}  {packed_ms / plain_ms:.2f}")
 
 
 if __name__ == "__main__":
