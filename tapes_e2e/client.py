@@ -102,6 +102,10 @@ log = logging.getLogger("tapes.client")
 
 DEFAULT_TIMEOUT = 30.0
 MAX_DETAIL = 300
+MAX_ANSWER_BYTES = 64 * 1024 * 1024
+"""The largest answer read from a server. The largest an honest one sends is a page of
+``MAX_PAGE_BYTES`` or one envelope of a batch's size in JSON (~22 MiB): a hostile server's
+endless answer ends here instead of in this process's memory."""
 
 # A signed keymgmt object: ``statement.to_dict()`` / ``keyring.to_dict()``, or the wire struct.
 Signed = SignedWire | Mapping[str, str]
@@ -129,6 +133,36 @@ def _b64(data: bytes) -> str:
 
 def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _bounded(response: httpx.Response) -> httpx.Response:
+    """``response`` (sent with ``stream=True``) read whole, if it is at most
+    ``MAX_ANSWER_BYTES`` once decoded; else closed unread and a :class:`ProtocolError`."""
+    what = f"{response.request.method} {response.request.url.path}"
+    too_large = ProtocolError(
+        f"the server's answer to {what} is larger than {MAX_ANSWER_BYTES // 2**20} MiB"
+    )
+    declared = response.headers.get("content-length", "")
+    try:
+        if declared.isdigit() and int(declared) > MAX_ANSWER_BYTES:
+            raise too_large
+        chunks, size = [], 0
+        for chunk in response.iter_bytes():
+            size += len(chunk)
+            if size > MAX_ANSWER_BYTES:
+                raise too_large
+            chunks.append(chunk)
+    finally:
+        response.close()
+    # What was read, decoded already: the new answer must not decode it a second time.
+    headers = [
+        (name, value)
+        for name, value in response.headers.multi_items()
+        if name.lower() not in {"content-encoding", "content-length", "transfer-encoding"}
+    ]
+    return httpx.Response(
+        response.status_code, headers=headers, content=b"".join(chunks), request=response.request
+    )
 
 
 def _media_type(response: httpx.Response) -> str:
@@ -814,15 +848,12 @@ class ApiClient:
             headers["Content-Type"] = "application/json"
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
+        request = self._http.build_request(
+            method, self._api_url + path, params=params, content=body, headers=headers,
+            timeout=self._timeout,
+        )  # fmt: skip
         try:
-            return self._http.request(
-                method,
-                self._api_url + path,
-                params=params,
-                content=body,
-                headers=headers,
-                timeout=self._timeout,
-            )
+            return _bounded(self._http.send(request, stream=True))
         except httpx.TimeoutException:
             raise ServerUnreachableError(
                 self._api_url, f"no answer within {self._timeout:g} s"

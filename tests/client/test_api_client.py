@@ -7,6 +7,7 @@ and on PostgreSQL like the server's own tests.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import threading
@@ -20,6 +21,7 @@ import pytest
 from litestar.testing import TestClient
 
 import keymgmt
+from tapes_e2e import client as client_module
 from tapes_e2e.client import ApiClient, Session
 from tapes_e2e.errors import (
     AudienceMismatchError,
@@ -522,6 +524,67 @@ def test_an_answer_that_does_not_decode_is_a_protocol_error(content: bytes) -> N
         api.status("v_one")
     assert info.value.message == "the server's answer to GET /api/v1/sync/status is malformed"
     assert "three" not in info.value.message
+
+
+CAP = 1024 * 1024  # MAX_ANSWER_BYTES in these tests: a hostile answer need not be 64 MiB
+
+
+class Endless(httpx.SyncByteStream):
+    """An answer body that goes on far past the cap (16 times: as good as endless for the
+    client, and a client without the cap fails on it without filling this machine's memory),
+    counting what the client read of it."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        while self.sent < 16 * CAP:
+            self.sent += 64 * 1024
+            yield b" " * (64 * 1024)
+
+
+def test_an_endless_answer_is_cut_at_the_cap_and_is_one_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(client_module, "MAX_ANSWER_BYTES", CAP)
+    body = Endless()
+    api = mock(lambda _request: httpx.Response(200, stream=body))
+    with pytest.raises(ProtocolError) as info:
+        api.pull("v_one")
+    assert info.value.message == "the server's answer to GET /api/v1/sync/pull is larger than 1 MiB"
+    assert CAP < body.sent <= CAP + 64 * 1024  # read up to the cap, not one chunk further
+
+
+def test_an_answer_declared_over_the_cap_is_not_read_at_all(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(client_module, "MAX_ANSWER_BYTES", CAP)
+    body = Endless()
+    declared = {"content-length": str(CAP + 1)}
+    api = mock(lambda _request: httpx.Response(200, headers=declared, stream=body))
+    with pytest.raises(ProtocolError, match="larger than 1 MiB"):
+        api.status("v_one")
+    assert body.sent == 0
+
+
+def test_a_compressed_answer_is_capped_once_inflated_and_read_once_within_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A gzip bomb (a small body that inflates past the cap) is refused; a compressed honest
+    answer decodes as it would uncompressed (inflated once, not twice)."""
+    monkeypatch.setattr(client_module, "MAX_ANSWER_BYTES", CAP)
+    status = {"vault": "v_one", "head_seq": 3, "node_count": 3, "after": 0, "pending_pull": 3}
+    bomb = gzip.compress(json.dumps(status).encode() + b" " * (2 * CAP))
+    assert len(bomb) < CAP // 100
+
+    def answer(content: bytes) -> Callable[[httpx.Request], httpx.Response]:
+        headers = {"content-encoding": "gzip", "content-type": "application/json"}
+        return lambda _request: httpx.Response(200, headers=headers, content=content)
+
+    with pytest.raises(ProtocolError, match="larger than 1 MiB"):
+        mock(answer(bomb)).status("v_one")
+    honest = mock(answer(gzip.compress(json.dumps(status).encode()))).status("v_one")
+    assert (honest.head_seq, honest.pending_pull) == (3, 3)
 
 
 def test_a_garbled_challenge_is_a_protocol_error_and_nothing_is_signed() -> None:
