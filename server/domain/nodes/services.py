@@ -118,9 +118,9 @@ def push(
 
 
 def _validate(data: PushRequest) -> list[bytes]:
-    """The batch's envelopes in their stored form (``stored``), once each is checked on its
-    own: no node twice, version and chain position, clear metadata, size (no database
-    needed)."""
+    """The batch's envelopes in their stored form (``stored.store_form``), once each is
+    checked on its own: no node twice, version and chain position, clear metadata, size (no
+    database needed)."""
     ids = [env.node_id for env in data.envelopes]
     if len(set(ids)) != len(ids):
         raise BadRequest("a batch names the same node twice")
@@ -307,9 +307,12 @@ def _pull_page(
     total, more = 0, False
     with rows:  # closed however the page ends (a row that cannot be packed, say)
         for seq, uploaded_at, envelope in rows:
+            if len(items) == limit:  # the row past the page: it only says there is more
+                more = True
+                break
             wire = as_packed(envelope) if packed else as_json(envelope)
             total += len(wire)
-            if len(items) == limit or (items and total > MAX_PAGE_BYTES):
+            if items and total > MAX_PAGE_BYTES:
                 more = True
                 break
             items.append(NodeOut(seq=seq, uploaded_at=_isoformat(uploaded_at),
