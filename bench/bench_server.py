@@ -113,6 +113,7 @@ import msgspec
 
 import keymgmt
 from keymgmt.login import sign_login
+from server.domain.nodes.stored import store_form
 from server.settings import Settings
 from tapes_e2e.protocol import MSGPACK, PackedNodeOut
 
@@ -261,7 +262,7 @@ _PAGE_ENDS: dict[bool, msgspec.json.Decoder[_PageEnds] | msgspec.msgpack.Decoder
 
 def stored_form(envelope: dict[str, Any]) -> bytes:
     """The envelope as the server stores it (packed)."""
-    return msgspec.msgpack.encode(keymgmt.Envelope.from_dict(envelope).to_packed())
+    return store_form(msgspec.convert(envelope, keymgmt.EnvelopeWire))
 
 
 def pull_pages(

@@ -37,12 +37,16 @@ class NotPackableError(ValueError):
 def store_form(env: EnvelopeWire) -> bytes:
     """The bytes a push stores for ``env`` (checked already by ``check_envelope``)."""
     try:
-        packed = Envelope.from_wire(env).to_packed()
+        return _packed(env)
     except IntegrityError:
         raise BadRequest(
             f"envelope {env.node_id}: a byte field is not canonical unpadded base64url"
         ) from None
-    return _pack(packed)
+
+
+def _packed(env: EnvelopeWire) -> bytes:
+    """``env`` packed; :class:`IntegrityError` if a byte field does not decode strictly."""
+    return _pack(Envelope.from_wire(env).to_packed())
 
 
 def _is_json(stored: bytes) -> bool:
@@ -51,9 +55,7 @@ def _is_json(stored: bytes) -> bool:
 
 def as_json(stored: bytes) -> bytes:
     """The envelope's JSON (as an :class:`EnvelopeWire` encodes it)."""
-    if _is_json(stored):
-        return stored
-    return _json(Envelope.from_packed(_unpack(stored)).to_wire())
+    return stored if _is_json(stored) else _json(wire_of(stored))
 
 
 def as_packed(stored: bytes) -> bytes:
@@ -61,7 +63,7 @@ def as_packed(stored: bytes) -> bytes:
     if not _is_json(stored):
         return stored
     try:
-        return _pack(Envelope.from_wire(_from_json(stored)).to_packed())
+        return _packed(_from_json(stored))
     except (IntegrityError, msgspec.DecodeError):
         raise NotPackableError("a stored JSON envelope cannot be packed") from None
 
