@@ -17,6 +17,7 @@ member gets 403 and a removed one 404, as the ACL table says.
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -54,8 +55,8 @@ class ModelShare:
 class SharingMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
-        root = Path(tempfile.mkdtemp(prefix="acl-prop-"))
-        url = f"sqlite+pysqlite:///{root / 'server.sqlite'}"
+        self.root = Path(tempfile.mkdtemp(prefix="acl-prop-"))
+        url = f"sqlite+pysqlite:///{self.root / 'server.sqlite'}"
         self.engine = make_engine(url)
         upgrade(self.engine)
         self.clock = Clock()
@@ -87,6 +88,7 @@ class SharingMachine(RuleBasedStateMachine):
     def teardown(self) -> None:
         self.client.__exit__(None, None, None)
         self.engine.dispose()
+        shutil.rmtree(self.root)  # each example has its own server file: none is left behind
 
     def _live(self, share: ModelShare) -> bool:
         return share.expires is None or share.expires > self.clock()
