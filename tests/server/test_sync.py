@@ -7,11 +7,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from litestar.testing import TestClient
 from sqlalchemy import func, select
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session
 
 from server.db.models import NodeRecord
+from server.domain.nodes.services import _isoformat
 from tests.server.conftest import User, Vault
 
 
@@ -63,6 +67,21 @@ def test_a_pulled_node_carries_the_upload_time_the_node_endpoint_shows(
     assert [item["uploaded_at"] for item in pulled] == shown
     parsed = [datetime.fromisoformat(item["uploaded_at"]) for item in pulled]
     assert [p.replace(tzinfo=p.tzinfo or UTC) for p in parsed] == moments
+
+
+_STORED_TEXT = sqlite.DATETIME().bind_processor(sqlite.dialect())
+
+
+@given(st.datetimes())
+def test_a_stored_sqlite_timestamp_reads_as_the_orms_datetime_would(moment: datetime) -> None:
+    """The pull edits SQLite's stored text into ISO form rather than parsing it: for every
+    moment, what SQLAlchemy stores reads as that moment's ``isoformat()``; other text, and a
+    driver's datetime, are parsed."""
+    assert _STORED_TEXT is not None
+    assert _isoformat(_STORED_TEXT(moment)) == moment.isoformat()
+    assert _isoformat(moment) == moment.isoformat()
+    aware = moment.replace(tzinfo=UTC)
+    assert _isoformat(aware.isoformat()) == aware.isoformat()
 
 
 def test_push_is_idempotent(alice: User) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import cast
+from typing import Final, cast
 
 import msgspec
 from sqlalchemy import String, and_, func, literal, select, type_coerce
@@ -324,10 +324,19 @@ def _pull_page(
 
 
 def _isoformat(stamp: object) -> str:
-    """An ``uploaded_at`` as the wire carries it, from SQLite's stored text (parsed in C) or the
-    datetime PostgreSQL's driver hands over: the same string the ORM's datetime gave."""
+    """An ``uploaded_at`` as the wire carries it, from SQLite's stored text or the datetime
+    PostgreSQL's driver hands over: the same string the ORM's datetime gave.
+
+    SQLAlchemy stores ``YYYY-MM-DD HH:MM:SS.ffffff``; its ISO form differs only in the ``T`` and
+    in dropping a zero fraction, a string edit (~0.1 µs a row, where parsing it was ~0.6, a
+    tenth of a page's time on the server). Any other text is parsed."""
+    if isinstance(stamp, str) and len(stamp) == _STORED_LEN and stamp[10] == " ":
+        return stamp[:10] + "T" + (stamp[11:19] if stamp.endswith(".000000") else stamp[11:])
     moment = datetime.fromisoformat(stamp) if isinstance(stamp, str) else cast(datetime, stamp)
     return moment.isoformat()
+
+
+_STORED_LEN: Final = len("2026-01-01 00:00:00.000000")
 
 
 def sync_status(
