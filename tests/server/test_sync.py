@@ -69,7 +69,7 @@ def test_a_pulled_node_carries_the_upload_time_the_node_endpoint_shows(
     assert [p.replace(tzinfo=p.tzinfo or UTC) for p in parsed] == moments
 
 
-_STORED_TEXT = sqlite.DATETIME().bind_processor(sqlite.dialect())
+_STORED_TEXT = sqlite.DATETIME().bind_processor(sqlite.dialect())  # type: ignore[no-untyped-call]
 
 
 @given(st.datetimes())
