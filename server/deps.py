@@ -48,6 +48,7 @@ __all__ = [
     "provide_now",
     "provide_plans",
     "provide_principal",
+    "request_transaction",
     "require_credentials",
     "token_hash",
 ]
@@ -138,6 +139,16 @@ async def provide_db(
     instead of deadlocking the thread pool until the busy timeout. A request that only reads
     takes a deferred transaction: a WAL snapshot, no lock, never queued behind writers.
     """
+    async with request_transaction(request, state) as session:
+        yield session
+
+
+@asynccontextmanager
+async def request_transaction(
+    request: Request[object, object, State], state: State
+) -> AsyncIterator[Session]:
+    """The transaction :func:`provide_db` gives a request (for a route's own provider that
+    must resolve something first, the push's decoded body say)."""
     engine: Engine = state.engine
     if not writes(request):
         async with _transaction(state, read_session(engine)) as session:

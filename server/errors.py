@@ -13,6 +13,7 @@
         ├── Conflict (409)     a compare-and-swap lost (chain head moved), a used invite
         ├── Gone (410)         it existed but can no longer be used (an expired invite)
         ├── PayloadTooLarge (413)
+        ├── UnsupportedMediaType (415) a body in a form the route does not take
         ├── PlanLimit (402)    the team's plan refuses it
         └── TooManyRequests (429)
 """
@@ -40,6 +41,7 @@ __all__ = [
     "SettingsError",
     "TooManyRequests",
     "Unauthorized",
+    "UnsupportedMediaType",
     "problem",
 ]
 
@@ -63,6 +65,7 @@ class ApiError(ServerError):
     status = 400
     title = "Bad Request"
     default_problem: str = "about:blank"
+    headers: dict[str, str] | None = None  # sent with the problem (a 415's Accept-Post, say)
 
     def __init__(self, detail: str, *, problem: Problem | None = None) -> None:
         super().__init__(detail)
@@ -98,6 +101,16 @@ class PayloadTooLarge(ApiError):
     status, title = 413, "Payload Too Large"
 
 
+class UnsupportedMediaType(ApiError):
+    """The body's ``Content-Type`` is not one the route takes; ``accept_post`` lists those."""
+
+    status, title = 415, "Unsupported Media Type"
+
+    def __init__(self, detail: str, *, accept_post: str) -> None:
+        super().__init__(detail)
+        self.headers = {"Accept-Post": accept_post}
+
+
 class PlanLimit(ApiError):
     status, title = 402, "Plan Limit Reached"
     default_problem = Problem.PLAN_LIMIT
@@ -131,4 +144,4 @@ def problem(error: ApiError) -> Response[dict[str, object]]:
         "status": error.status,
         "detail": error.detail,
     }
-    return Response(body, status_code=error.status, media_type=PROBLEM_JSON)
+    return Response(body, status_code=error.status, media_type=PROBLEM_JSON, headers=error.headers)

@@ -20,6 +20,7 @@ from server.errors import PROBLEM_JSON
 
 __all__ = [
     "ERROR_RESPONSES",
+    "UNSUPPORTED_BODY",
     "AfterSeqno",
     "Hex64Path",
     "Problem",
@@ -69,6 +70,8 @@ ERROR_RESPONSES: dict[int, ResponseSpec] = {
     413: _spec("The request body is too large."),
     429: _spec("Too many attempts; wait and retry."),
 }
+
+UNSUPPORTED_BODY = _spec("The body is in a form the route does not take; Accept-Post lists them.")
 
 get = partial(litestar.get, responses=ERROR_RESPONSES)
 post = partial(litestar.post, responses=ERROR_RESPONSES)

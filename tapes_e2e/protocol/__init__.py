@@ -7,7 +7,9 @@ The server's OpenAPI schema is generated from these types and is the contract.
 
 Binary values travel as unpadded base64url; node IDs as 64 lowercase hex digits. A pull may
 ask for MessagePack instead (``Accept: application/vnd.msgpack``): the same page, its envelopes
-as :class:`~keymgmt.envelope.PackedEnvelope`, byte fields as bytes (:class:`PackedPullPage`).
+as :class:`~keymgmt.envelope.PackedEnvelope`, byte fields as bytes (:class:`PackedPullPage`);
+a push may send one (:class:`PackedPushRequest`) to a server that lists MessagePack in the
+``Accept-Post`` header of its ``OPTIONS /api/v1/sync/push`` answer.
 """
 
 from __future__ import annotations
@@ -27,8 +29,10 @@ __all__ = [
     "MAX_BATCH_NODES",
     "MAX_PAGE_BYTES",
     "MSGPACK",
+    "PUSH_FORMS",
     "AncestryPage",
     "AnyPullPage",
+    "AnyPushRequest",
     "ApiKeyCreate",
     "ApiKeyCreated",
     "ApiKeyInfo",
@@ -45,6 +49,7 @@ __all__ = [
     "NodeOut",
     "PackedNodeOut",
     "PackedPullPage",
+    "PackedPushRequest",
     "Problem",
     "PublicKeys",
     "PullPage",
@@ -236,6 +241,17 @@ class PushRequest(_Strict, frozen=True):
     envelopes: Annotated[list[EnvelopeWire], Meta(min_length=1, max_length=MAX_BATCH_NODES)]
 
 
+class PackedPushRequest(_Strict, frozen=True):
+    """:class:`PushRequest` on the binary wire (MessagePack): each envelope packed."""
+
+    vault: VaultId
+    envelopes: Annotated[list[PackedEnvelope], Meta(min_length=1, max_length=MAX_BATCH_NODES)]
+
+
+AnyPushRequest = PushRequest | PackedPushRequest
+"""A push batch as decoded from either form of the wire."""
+
+
 class PushResult(_Strict, frozen=True):
     """``stored`` got the sequence numbers ``first_seq`` … ``head_seq`` (contiguous: a push
     holds the vault's lock), so a client whose cursor was just below ``first_seq`` can move it
@@ -335,6 +351,9 @@ class PackedPullPage(_Strict, frozen=True):
     more: bool
     chain_seqno: int = -1
 
+
+PUSH_FORMS = ("application/json", MSGPACK)
+"""The media types a push body may come in, as the server's ``Accept-Post`` lists them."""
 
 AnyPullPage = PullPage | PackedPullPage
 """A pull page as decoded from either form of the wire."""

@@ -5,7 +5,9 @@
   stored); an ID already stored is reported as ``existing`` and not touched. Each stored node gets
   the vault's next sequence number, taken under a lock on the vault row. A new node sealed under
   another key epoch than the vault's current one (``Team.epoch``, which follows the verified
-  chain) is refused with 409, and the batch stores nothing.
+  chain) is refused with 409, and the batch stores nothing. The sync path takes the batch in
+  JSON or in MessagePack (by ``Content-Type``; any other is a 415), and ``OPTIONS`` on it lists
+  both in ``Accept-Post``, so a client asks before it sends the binary form.
 - ``GET /api/v1/sync/pull?vault=&after=&limit=``: what the caller may read with ``seq > after``,
   ``limit`` at a time; ``cursor`` is the last sequence number looked at, so an up-to-date client
   costs one small request.
@@ -17,20 +19,39 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Final, cast
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Annotated, Any, Final, TypeAlias, cast
 
+import anyio
 import msgspec
-from litestar import Controller, MediaType, Request, Response
+from litestar import Controller, HttpMethod, MediaType, Request, Response, route
+from litestar.datastructures import ResponseHeader, State
+from litestar.di import NamedDependency, Provide
+from litestar.openapi.spec import OpenAPIMediaType, Operation, Reference, RequestBody, Schema
 from litestar.params import JSONBody, Parameter
+from sqlalchemy.orm import Session
 
-from server.deps import AUTHENTICATED, WRITES, NowDep, PlansDep, PrincipalDep, SessionDep
+from server.deps import (
+    AUTHENTICATED,
+    WRITES,
+    NowDep,
+    PlansDep,
+    PrincipalDep,
+    SessionDep,
+    request_transaction,
+)
 from server.domain.nodes import reseal, services
 from server.domain.nodes.services import MAX_PAGE
-from server.openapi import Hex64Path, VaultQuery, get, post
+from server.errors import BadRequest, UnsupportedMediaType
+from server.openapi import ERROR_RESPONSES, UNSUPPORTED_BODY, Hex64Path, VaultQuery, get, post
 from tapes_e2e.protocol import (
     MSGPACK,
+    PUSH_FORMS,
     AncestryPage,
+    AnyPushRequest,
     NodeOut,
+    PackedPushRequest,
     PullPage,
     PushRequest,
     PushResult,
@@ -41,11 +62,99 @@ from tapes_e2e.protocol import (
     SyncStatusOut,
 )
 
-__all__ = ["NodeController", "SyncController"]
+__all__ = ["NodeController", "SyncController", "decode_push"]
 
 After = Annotated[int, Parameter(ge=0, le=2**62)]
 _msgpack: Final = msgspec.msgpack.Encoder().encode
 _VARY: Final = {"Vary": "Accept"}  # a cache keeps the two forms of one page apart
+
+# --- the push body, in either form ---------------------------------------------------------
+
+ACCEPT_POST: Final = ", ".join(PUSH_FORMS)
+_PUSH_DECODERS: Final[dict[str, msgspec.json.Decoder[Any] | msgspec.msgpack.Decoder[Any]]] = {
+    MediaType.JSON: msgspec.json.Decoder(PushRequest),
+    MSGPACK: msgspec.msgpack.Decoder(PackedPushRequest),
+}
+_MAX_DETAIL = 300
+
+
+class Batch:
+    """A decoded push batch, as a dependency hands it over: Litestar checks a dependency's value
+    against its declared type with ``msgspec.convert``, which would walk the whole batch again
+    (and refuses a union of two structs); an instance of a plain class passes as it is."""
+
+    __slots__ = ("request",)
+
+    def __init__(self, request: AnyPushRequest) -> None:
+        self.request = request
+
+
+BatchDep: TypeAlias = NamedDependency[Batch]
+
+
+def push_form(content_type: str) -> str:
+    """The push body's form from its ``Content-Type``: JSON without one (as before MessagePack
+    was taken), else one of ``PUSH_FORMS``, else 415 with the list in ``Accept-Post``."""
+    media = content_type.partition(";")[0].strip().lower()
+    if not media:
+        return MediaType.JSON
+    if media not in _PUSH_DECODERS:
+        raise UnsupportedMediaType(f"a push body is one of {ACCEPT_POST}", accept_post=ACCEPT_POST)
+    return media
+
+
+def decode_push(body: bytes, form: str) -> AnyPushRequest:
+    """The batch ``body`` holds, checked against the wire types of ``form``; 400 with msgspec's
+    reason (which names the field, on one printable line) for anything else."""
+    try:
+        batch: AnyPushRequest = _PUSH_DECODERS[form].decode(body)
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # ValidationError is a DecodeError
+        reason = "".join(c if c.isprintable() else "?" for c in str(exc))[:_MAX_DETAIL]
+        raise BadRequest(f"the push body is not a valid batch: {reason}") from None
+    return batch
+
+
+async def provide_batch(request: Request[Any, Any, State]) -> Batch:
+    """The push's batch, decoded in a worker thread (off the event loop) before the request
+    takes its database turn: a slow decode never holds SQLite's write queue."""
+    form = push_form(request.headers.get("content-type", ""))
+    body = await request.body()
+    return Batch(await anyio.to_thread.run_sync(decode_push, body, form))
+
+
+async def provide_push_db(
+    request: Request[object, object, State], state: State, batch: BatchDep
+) -> AsyncIterator[Session]:
+    """The request's transaction (``provide_db``'s), begun only once ``batch`` is decoded."""
+    del batch  # named only so that it is resolved first
+    async with request_transaction(request, state) as session:
+        yield session
+
+
+@dataclass
+class _PushOperation(Operation):
+    """The push's contract: it reads its body itself (it has two forms), so Litestar would
+    document none. JSON is described by ``PushRequest``; MessagePack is the same batch with
+    each envelope a ``PackedEnvelope`` array."""
+
+    def __post_init__(self) -> None:
+        self.request_body = RequestBody(
+            required=True,
+            content={
+                MediaType.JSON: OpenAPIMediaType(
+                    schema=Reference(ref="#/components/schemas/PushRequest")
+                ),
+                MSGPACK: OpenAPIMediaType(
+                    schema=Schema(
+                        description=(
+                            "The PushRequest in MessagePack: a map of vault and envelopes, "
+                            "each envelope an array of EnvelopeWire's fields in order, with "
+                            "nonce, ciphertext and signature as bin."
+                        )
+                    )
+                ),
+            },
+        )
 
 
 class SyncController(Controller):
@@ -53,13 +162,46 @@ class SyncController(Controller):
     tags = ["sync"]
     dependencies = AUTHENTICATED
 
-    @post("/push", sync_to_thread=True, status_code=200)
-    def push(
-        self, data: JSONBody[PushRequest], db: SessionDep, principal: PrincipalDep, now: NowDep,
+    @post(
+        "/push",
+        status_code=200,
+        operation_class=_PushOperation,
+        responses={**ERROR_RESPONSES, 415: UNSUPPORTED_BODY},
+        dependencies={"batch": Provide(provide_batch), "db": Provide(provide_push_db)},
+    )
+    async def push(
+        self, batch: BatchDep, db: SessionDep, principal: PrincipalDep, now: NowDep,
         plans_mode: PlansDep,
     ) -> PushResult:  # fmt: skip
-        """Store a batch of envelopes atomically; already-stored IDs are no-ops."""
-        return services.push(db, principal, data, now, plans_mode)
+        """Store a batch of envelopes atomically; already-stored IDs are no-ops. The body is
+        JSON or MessagePack (``Content-Type``); ``OPTIONS`` lists both in ``Accept-Post``."""
+        return await anyio.to_thread.run_sync(
+            services.push, db, principal, batch.request, now, plans_mode
+        )
+
+    @route(
+        "/push",
+        http_method=HttpMethod.OPTIONS,
+        status_code=204,
+        sync_to_thread=False,
+        responses={401: ERROR_RESPONSES[401]},
+        response_headers=[
+            ResponseHeader(
+                name="Accept-Post",
+                value=ACCEPT_POST,
+                description="The media types a push body may come in.",
+            ),
+            ResponseHeader(name="Allow", value="OPTIONS, POST"),
+        ],
+    )
+    def options_push(self, principal: PrincipalDep) -> None:
+        """What ``POST /push`` takes, in ``Accept-Post``: a client asks before it sends
+        MessagePack (an older server lists only JSON, or has no ``Accept-Post`` at all).
+
+        Litestar registers a controller's handlers in name order and gives a path without an
+        ``OPTIONS`` handler its own: this one's name sorts before ``push`` so that it is there
+        first (``test_binary_wire`` fails if Litestar's bare ``OPTIONS`` answers instead)."""
+        del principal  # any caller may ask; it is named so the guard asks for credentials
 
     @get("/pull", sync_to_thread=True)
     def pull(

@@ -17,7 +17,7 @@ import msgspec
 from sqlalchemy import String, and_, func, literal, select, type_coerce
 from sqlalchemy.orm import Session, aliased
 
-from keymgmt import PolicyError, check_clear_metadata, is_base64url
+from keymgmt import PackedEnvelope, PolicyError, check_clear_metadata, is_base64url
 from server import acl, plans
 from server.db.models import NodeRecord, Team, TeamMember
 from server.db.queries import one_of
@@ -32,11 +32,11 @@ from tapes_e2e.protocol import (
     MAX_BATCH_BYTES,
     MAX_PAGE_BYTES,
     AncestryPage,
+    AnyPushRequest,
     EnvelopeWire,
     NodeOut,
     Problem,
     PullPage,
-    PushRequest,
     PushResult,
     SessionInfo,
     SessionPage,
@@ -59,7 +59,8 @@ MAX_PAGE = 1000
 _NO_NODE = "no such node"
 
 
-def check_envelope(vault: str, env: EnvelopeWire) -> None:
+def check_envelope(vault: str, env: EnvelopeWire | PackedEnvelope) -> None:
+    """What the wire types cannot say of one pushed envelope (in either form)."""
     if env.version != ENVELOPE_VERSION or env.at_seqno is None or env.at_hash is None:
         raise BadRequest(
             f"envelope {env.node_id}: envelopes are stored in version {ENVELOPE_VERSION} "
@@ -72,7 +73,7 @@ def check_envelope(vault: str, env: EnvelopeWire) -> None:
             raise BadRequest(f"envelope {env.node_id}: a metadata-only record is inconsistent")
     elif env.nonce is None:
         raise BadRequest(f"envelope {env.node_id}: an encrypted record needs a nonce")
-    elif not is_base64url(env.ciphertext):
+    elif isinstance(env.ciphertext, str) and not is_base64url(env.ciphertext):
         raise BadRequest(f"envelope {env.node_id}: the ciphertext is not unpadded base64url")
     try:
         check_clear_metadata(env.metadata)
@@ -80,7 +81,9 @@ def check_envelope(vault: str, env: EnvelopeWire) -> None:
         raise BadRequest(f"envelope {env.node_id}: {exc}") from None
 
 
-def _check_epoch(team: Team, envelopes: Sequence[EnvelopeWire], present: set[str]) -> None:
+def _check_epoch(
+    team: Team, envelopes: Sequence[EnvelopeWire | PackedEnvelope], present: set[str]
+) -> None:
     """Refuse a new node sealed under any epoch but the vault's current one (409).
 
     Defence in depth behind the client, which seals under its verified chain's epoch: a client
@@ -98,7 +101,7 @@ def _check_epoch(team: Team, envelopes: Sequence[EnvelopeWire], present: set[str
 
 
 def push(
-    db: Session, principal: Principal, data: PushRequest, now: datetime, mode: plans.PlansMode
+    db: Session, principal: Principal, data: AnyPushRequest, now: datetime, mode: plans.PlansMode
 ) -> PushResult:
     """Store a batch atomically: validate it, then allocate its sequence numbers under the
     vault row's lock, then insert what is new. Already-stored IDs are no-ops."""
@@ -117,7 +120,7 @@ def push(
     )
 
 
-def _validate(data: PushRequest) -> list[bytes]:
+def _validate(data: AnyPushRequest) -> list[bytes]:
     """The batch's envelopes in their stored form (``stored.store_form``), once each is
     checked on its own: no node twice, version and chain position, clear metadata, size (no
     database needed)."""
@@ -133,7 +136,7 @@ def _validate(data: PushRequest) -> list[bytes]:
 
 
 def _allocate(
-    db: Session, team: Team, data: PushRequest, now: datetime, mode: plans.PlansMode
+    db: Session, team: Team, data: AnyPushRequest, now: datetime, mode: plans.PlansMode
 ) -> tuple[Team, set[str], dict[str, str]]:
     """The vault row under lock (sequence numbers are handed out one writer at a time) and the
         batch's nodes and parents the vault holds already, and the parents named by an ID they had
@@ -178,11 +181,12 @@ class _Batch:
 
     @classmethod
     def of(
-        cls, team: Team, data: PushRequest, encoded: list[bytes], present: set[str],
+        cls, team: Team, data: AnyPushRequest, encoded: list[bytes], present: set[str],
         renamed: dict[str, str], stamp: object, uploader: str,
     ) -> _Batch:  # fmt: skip
         batch, seq = cls(), team.head_seq
-        for env, blob in zip(data.envelopes, encoded, strict=True):
+        envelopes: Sequence[EnvelopeWire | PackedEnvelope] = data.envelopes
+        for env, blob in zip(envelopes, encoded, strict=True):
             if env.node_id in present:
                 batch.existing.append(env.node_id)
                 continue
@@ -206,7 +210,7 @@ class _Batch:
 
 
 def _insert(
-    db: Session, team: Team, data: PushRequest, batch: _Batch, uploader: str, now: datetime
+    db: Session, team: Team, data: AnyPushRequest, batch: _Batch, uploader: str, now: datetime
 ) -> None:
     """Insert the new rows, count their usage, and move the vault's counters."""
     _insert_rows(db, batch.rows)

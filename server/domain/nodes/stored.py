@@ -34,8 +34,11 @@ class NotPackableError(ValueError):
     (the server did not check that then): it can go out only as the JSON it is."""
 
 
-def store_form(env: EnvelopeWire) -> bytes:
-    """The bytes a push stores for ``env`` (checked already by ``check_envelope``)."""
+def store_form(env: EnvelopeWire | PackedEnvelope) -> bytes:
+    """The bytes a push stores for ``env`` (checked already by ``check_envelope``). One pushed
+    packed is encoded again, not stored as sent: the stored bytes are the server's encoding."""
+    if isinstance(env, PackedEnvelope):
+        return _pack(env)
     try:
         return _packed(env)
     except IntegrityError:
