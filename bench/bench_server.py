@@ -9,8 +9,9 @@
 
 What it measures (issue 5, "Benchmark"; DESIGN §9):
 
-1. push / pull: one client (httpx, batches of 1,000, msgspec for JSON) pushes N nodes of ~2 KB
-   envelopes (sealed with keymgmt before the clock starts, sessions of 100 turns) to a
+1. push / pull: one client (httpx, batches of 1,000 encoded before the clock starts, in
+   MessagePack as the client sends them, and again in JSON into a second vault) pushes N nodes
+   of ~2 KB envelopes (sealed with keymgmt before the clock starts, sessions of 100 turns) to a
    ``tapes-server serve`` process (uvicorn, 2 workers) on SQLite, then pulls them all back page by
    page (limit 1,000), in MessagePack as the client asks for it and in JSON, and checks both
    carry the same records. Baseline, same run and same disk: bare ``sqlite3`` inserting the same
@@ -232,16 +233,34 @@ def new_account(http: httpx.Client, handle: str) -> Account:
     return account
 
 
-def push_batches(
-    http: httpx.Client, account: Account, vault: str, envelopes: list[dict[str, Any]], size: int
-) -> None:
+def push_bodies(
+    vault: str, envelopes: list[dict[str, Any]], size: int, *, packed: bool = True
+) -> list[tuple[bytes, int]]:
+    """The push bodies of ``envelopes`` in batches of ``size``, each with its node count: in
+    MessagePack (the form the client sends a server that takes it) or JSON. Encoded before
+    the clock starts: the figure is the server's."""
+    bodies = []
     for start in range(0, len(envelopes), size):
         batch = envelopes[start : start + size]
-        body = encode({"vault": vault, "envelopes": batch})
-        response = http.post("/api/v1/sync/push", content=body, headers=account.headers)
+        if packed:
+            packed_batch = [keymgmt.Envelope.from_dict(e).to_packed() for e in batch]
+            body = msgspec.msgpack.encode({"vault": vault, "envelopes": packed_batch})
+        else:
+            body = encode({"vault": vault, "envelopes": batch})
+        bodies.append((body, len(batch)))
+    return bodies
+
+
+def push_batches(
+    http: httpx.Client, account: Account, bodies: list[tuple[bytes, int]], *, packed: bool = True
+) -> None:
+    """Post the bodies of :func:`push_bodies` in order; each must store all its nodes."""
+    headers = account.headers | {"Content-Type": MSGPACK if packed else "application/json"}
+    for body, count in bodies:
+        response = http.post("/api/v1/sync/push", content=body, headers=headers)
         if response.status_code != 200:
             raise RuntimeError(f"push failed: {response.status_code} {response.text[:300]}")
-        if len(decode(response.content)["stored"]) != len(batch):
+        if len(decode(response.content)["stored"]) != count:
             raise RuntimeError("push stored fewer nodes than sent")
 
 
@@ -577,10 +596,25 @@ def bench_sqlite(root: Path, count: int, workers: int) -> dict[str, Any]:
             flush=True,
         )
 
+        bodies = push_bodies(account.vault, envelopes, BATCH)
         start = time.perf_counter()
-        push_batches(http, account, account.vault, envelopes, BATCH)
+        push_batches(http, account, bodies)
         push_s = time.perf_counter() - start
-        print(f"push: {count / push_s:,.0f} nodes/s", flush=True)
+        del bodies
+        # the same push in JSON, into another account's vault (envelopes sealed for it)
+        json_account = new_account(http, "bench-json")
+        upgrade_to_pro(f"sqlite:///{db}", [json_account.vault])
+        json_envelopes = SealingVault(json_account.vault, identity, seed=2).sessions(count)
+        json_bodies = push_bodies(json_account.vault, json_envelopes, BATCH, packed=False)
+        del json_envelopes
+        start = time.perf_counter()
+        push_batches(http, json_account, json_bodies, packed=False)
+        json_push_s = time.perf_counter() - start
+        del json_bodies
+        print(
+            f"push: {count / push_s:,.0f} nodes/s MessagePack, {count / json_push_s:,.0f} JSON",
+            flush=True,
+        )
 
         insert_s = baseline_sqlite(root / "baseline.sqlite", envelopes)
         pull_s, json_pull_s, select_s, pulled = timed_pulls(http, account, root, count)
@@ -623,6 +657,7 @@ def bench_sqlite(root: Path, count: int, workers: int) -> dict[str, Any]:
         "push_s": round(push_s, 3),
         "pull_s": round(pull_s, 3),
         "push_rate": count / push_s,
+        "json_push_rate": count / json_push_s,
         "pull_rate": count / pull_s,
         "json_pull_rate": count / json_pull_s,
         "pulled_bytes_per_node": round(page_bytes[True]),
@@ -766,8 +801,9 @@ def bench_push_postgres(root: Path, cluster: PostgresCluster, count: int) -> dic
         account = new_account(http, "pgpush")
         upgrade_to_pro(url, [account.vault])
         envelopes = SealingVault(account.vault, account.identity, seed=1).sessions(count)
+        bodies = push_bodies(account.vault, envelopes, BATCH)
         start = time.perf_counter()
-        push_batches(http, account, account.vault, envelopes, BATCH)
+        push_batches(http, account, bodies)
         push_s = time.perf_counter() - start
     print(f"push on PostgreSQL: {count / push_s:,.0f} nodes/s", flush=True)
     return {"nodes": count, "push_s": round(push_s, 3), "push_rate": count / push_s}
@@ -1099,12 +1135,19 @@ def push_pull_rows(s: dict[str, Any], count: int) -> tuple[list[list[str]], list
     pull_ok = s["pull_rate"] >= GOAL_RATE
     noop_ok = s["noop_pull_ms"] < GOAL_NOOP_MS
     rows = [[
-        f"push {count:,} x {s['envelope_mean_bytes']:,} B (nodes/s)",
+        f"push {count:,} x {s['envelope_mean_bytes']:,} B, MessagePack (nodes/s)",
         f"{s['push_rate']:,.0f}",
         f"{s['baseline_insert_rate']:,.0f} sqlite3 insert",
         f"{s['push_rate'] / s['baseline_insert_rate']:.3f}",
         f">= {GOAL_RATE:,.0f}",
         "PASS" if push_ok else "MISS",
+    ], [
+        "  the same push in JSON (nodes/s)",
+        f"{s['json_push_rate']:,.0f}",
+        f"{s['baseline_insert_rate']:,.0f} sqlite3 insert",
+        f"{s['json_push_rate'] / s['baseline_insert_rate']:.3f}",
+        "(diagnostic)",
+        "",
     ], [
         f"pull {count:,}, MessagePack (nodes/s)",
         f"{s['pull_rate']:,.0f}",

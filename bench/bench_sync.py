@@ -43,25 +43,30 @@ if str(REPO) not in sys.path:
 
 
 import httpx  # noqa: E402
-import msgspec  # noqa: E402
 
 import keymgmt  # noqa: E402
 from bench._common import OUT, PASSPHRASE, make_home, use_pro_plan  # noqa: E402
 from bench.bench_local import make_sessions  # noqa: E402
-from bench.bench_server import SealingVault, new_account, push_batches  # noqa: E402
+from bench.bench_server import (  # noqa: E402
+    SealingVault,
+    new_account,
+    push_batches,
+    push_bodies,
+)
 from tapes_e2e import opening, sealing  # noqa: E402
 from tapes_e2e.client import ApiClient  # noqa: E402
 from tapes_e2e.demo import local_server  # noqa: E402
 from tapes_e2e.node import node_from_bytes  # noqa: E402
 from tapes_e2e.providers.local import LocalProvider  # noqa: E402
 from tapes_e2e.remote_sync import vault_runner  # noqa: E402
+from tapes_e2e.sealing import wire_bytes  # noqa: E402
 from tapes_e2e.store.rows import INSERT_SQL, node_to_row, pulled_row  # noqa: E402
 from tapes_e2e.store.syncstate import SyncState  # noqa: E402
 from tapes_e2e.sync.worker import run_sync  # noqa: E402
 from tapes_e2e.vaults import Trust  # noqa: E402
 
 
-def plain_seal_items(items, state, keys, author):  # type: ignore[no-untyped-def]
+def plain_seal_items(items, state, keys, author, packed=False):  # type: ignore[no-untyped-def]
     """Bench only, in place of ``sealing.seal_items``: the body itself where the ciphertext
     goes (base64 on the wire). Same framing, no compression, no crypto. Module-level, so
     worker processes can be sent it."""
@@ -84,7 +89,7 @@ def plain_seal_items(items, state, keys, author):  # type: ignore[no-untyped-def
         )
         for item in items
     ]
-    return [e.node_id for e in envelopes], [msgspec.json.encode(e.to_wire()) for e in envelopes]
+    return [e.node_id for e in envelopes], [wire_bytes(e, packed=packed) for e in envelopes]
 
 
 def plain_open_items(items, state, keys):  # type: ignore[no-untyped-def]
@@ -138,13 +143,15 @@ def noop_ms(home: Path, api: ApiClient, who: keymgmt.Identity, vault: str, tries
 def server_ingest_rate(url: str, database: Path, count: int) -> float:
     """The server's own ingest figure, on the same server in the same run: another account
     pushes ``count`` envelopes of the same size, sealed before the clock starts, in raw HTTP
-    batches of 1,000 (what bench_server.py's push measures): the ceiling of any client's push."""
+    batches of 1,000 in MessagePack, encoded before the clock starts (what bench_server.py's
+    push measures): the ceiling of any client's push."""
     with httpx.Client(base_url=url, timeout=120) as http:
         account = new_account(http, "ingest")
         use_pro_plan(database)
         envelopes = SealingVault(account.vault, account.identity, seed=7).sessions(count)
+        bodies = push_bodies(account.vault, envelopes, 1000)  # MessagePack, as the client sends
         start = time.perf_counter()
-        push_batches(http, account, account.vault, envelopes, 1000)
+        push_batches(http, account, bodies)
         return count / (time.perf_counter() - start)
 
 

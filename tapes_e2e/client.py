@@ -49,6 +49,7 @@ from tapes_e2e.errors import (
     RemoteError,
     ServerUnreachableError,
     StaleEpochError,
+    UnsupportedBodyError,
 )
 from tapes_e2e.protocol import (
     API_KEY_PREFIX,
@@ -117,10 +118,13 @@ _KEY_REFUSED = "the server refused the API key (revoked, or not for this server)
 _KEY_HINT = "create a new key with `tapes auth api-key create` and put it in the config"
 
 
-def encode_push(vault: str, envelopes: Sequence[Mapping[str, object] | msgspec.Raw]) -> bytes:
-    """The body of a push of ``envelopes`` to ``vault`` (each a wire dict, or its JSON already
-    encoded, as a worker process that sealed it sends it back)."""
-    return _encode({"vault": vault, "envelopes": envelopes})
+def encode_push(
+    vault: str, envelopes: Sequence[Mapping[str, object] | msgspec.Raw], *, packed: bool = False
+) -> bytes:
+    """The body of a push of ``envelopes`` to ``vault``: each a wire dict, or already encoded
+    (as a worker process that sealed it sends it back) in the body's form: JSON, or with
+    ``packed`` MessagePack (each envelope a packed ``keymgmt.PackedEnvelope``)."""
+    return (_encode_packed if packed else _encode)({"vault": vault, "envelopes": envelopes})
 
 
 def _utc_now() -> datetime:
@@ -283,6 +287,8 @@ _PUSHED = msgspec.json.Decoder(PushResult)
 _PAGE = msgspec.json.Decoder(PullPage)
 _PACKED_PAGE = msgspec.msgpack.Decoder(PackedPullPage)
 _PULL_ACCEPT = f"{MSGPACK}, application/json;q=0.5"
+_encode_packed = msgspec.msgpack.Encoder().encode
+_JSON = "application/json"
 _STATUS = msgspec.json.Decoder(SyncStatusOut)
 _NODE = msgspec.json.Decoder(NodeOut)
 _ANCESTRY = msgspec.json.Decoder(AncestryPage)
@@ -351,6 +357,7 @@ class ApiClient:
         self._timeout = timeout
         self._now = now
         self._lock = threading.Lock()
+        self._push_forms: frozenset[str] | None = None  # what the server's Accept-Post lists
 
     @property
     def api_url(self) -> str:
@@ -531,9 +538,35 @@ class ApiClient:
         """Push one batch of sealed envelopes (``keymgmt.Envelope.to_dict()``), parents first."""
         return self.push_encoded(encode_push(vault, envelopes))
 
-    def push_encoded(self, body: bytes) -> PushResult:
-        """Push a batch already encoded by :func:`encode_push` (on another thread, say)."""
-        return self._call("POST", "/api/v1/sync/push", _PUSHED, body=body)
+    def push_encoded(self, body: bytes, *, packed: bool = False) -> PushResult:
+        """Push a batch already encoded by :func:`encode_push` (on another thread, say), in
+        MessagePack if ``packed``. A server that refuses that form (415: it was replaced by an
+        older one) is not sent it again by this client; the refusal is an
+        :class:`UnsupportedBodyError`, for the caller to send the batch again in JSON."""
+        content_type = MSGPACK if packed else _JSON
+        response = self._authed("POST", "/api/v1/sync/push", body=body, content_type=content_type)
+        if response.status_code == 415 and packed:
+            with self._lock:
+                self._push_forms = frozenset({_JSON})
+        return self._decode(response, _PUSHED)
+
+    def takes_packed_push(self) -> bool:
+        """Whether the server takes a push in MessagePack: asked once (``OPTIONS`` on the push
+        route lists the forms in ``Accept-Post``) and remembered by this client. A server that
+        does not answer the question (an older one, an error) is sent JSON."""
+        forms = self._push_forms
+        if forms is None:
+            try:
+                answer = self._authed("OPTIONS", "/api/v1/sync/push")
+            except ServerUnreachableError:  # not remembered: the push itself will say so
+                return False
+            listed = answer.headers.get("accept-post", "") if answer.is_success else ""
+            forms = frozenset(
+                part.split(";", 1)[0].strip().lower() for part in listed.split(",")
+            ) - {""}
+            with self._lock:
+                self._push_forms = forms
+        return MSGPACK in forms
 
     def pull(self, vault: str, after: int = 0, limit: int = 500) -> AnyPullPage:
         """One page of envelopes with a sequence number above ``after``."""
@@ -808,18 +841,23 @@ class ApiClient:
         params: Mapping[str, str | int] | None = None,
         body: bytes | None = None,
         accept: str = "application/json",
+        content_type: str = "application/json",
     ) -> httpx.Response:
         """Send with the credential; on 401 refresh the session once and send once more."""
         token = self._credential()
-        response = self._send(method, path, params=params, body=body, token=token, accept=accept)
+        response = self._send(
+            method, path, params=params, body=body, token=token, accept=accept,
+            content_type=content_type,
+        )  # fmt: skip
         if response.status_code != 401:
             return response
         if self._api_key is not None:
             raise AuthError(_KEY_REFUSED, hint=_KEY_HINT)
         self._refresh_after(token)
         response = self._send(
-            method, path, params=params, body=body, token=self._credential(), accept=accept
-        )
+            method, path, params=params, body=body, token=self._credential(), accept=accept,
+            content_type=content_type,
+        )  # fmt: skip
         if response.status_code == 401:
             raise AuthError(_LOGIN_EXPIRED)
         return response
@@ -842,10 +880,11 @@ class ApiClient:
         body: bytes | None = None,
         token: str | None = None,
         accept: str = "application/json",
+        content_type: str = "application/json",
     ) -> httpx.Response:
         headers = {"Accept": accept}
         if body is not None:
-            headers["Content-Type"] = "application/json"
+            headers["Content-Type"] = content_type
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
         request = self._http.build_request(
@@ -876,6 +915,8 @@ class ApiClient:
         detail = detail or httpx.codes.get_reason_phrase(status) or "no explanation"
         if status == 401:
             raise AuthError(f"{_LOGIN_EXPIRED} ({detail})")
+        if status == 415:
+            raise UnsupportedBodyError(status, detail)
         raise PROBLEM_ERRORS.get(kind, RemoteError)(status, detail)
 
     def _decode(

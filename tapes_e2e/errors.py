@@ -62,6 +62,7 @@ __all__ = [
     "StoreError",
     "TapesError",
     "TeamError",
+    "UnsupportedBodyError",
 ]
 
 
@@ -201,6 +202,11 @@ class RemoteError(ServerError):
 class StaleEpochError(RemoteError):
     """409: the batch was sealed under a key epoch the vault has left (a removal this client
     had not seen); fetch and verify the chain, then seal again."""
+
+
+class UnsupportedBodyError(RemoteError):
+    """415: the server does not take a body in the form it was sent (MessagePack to a server
+    replaced by an older one); the client sends it again in JSON."""
 
 
 class ChainMovedError(RemoteError):

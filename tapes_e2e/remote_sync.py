@@ -20,7 +20,13 @@ import msgspec
 import keymgmt
 from tapes_e2e.account import fetch_vault_material
 from tapes_e2e.client import ApiClient, encode_push
-from tapes_e2e.errors import AuthError, ServerError, ServerUnreachableError, StaleEpochError
+from tapes_e2e.errors import (
+    AuthError,
+    ServerError,
+    ServerUnreachableError,
+    StaleEpochError,
+    UnsupportedBodyError,
+)
 from tapes_e2e.node import Node
 from tapes_e2e.opening import Opening, PageOpener
 from tapes_e2e.protocol import PushResult
@@ -147,6 +153,7 @@ class _Sealed:
     nodes: Sequence[Node]
     node_ids: list[str]
     body: bytes
+    packed: bool  # the body is MessagePack (the server said it takes it), else JSON
 
 
 class VaultPusher:
@@ -178,9 +185,12 @@ class VaultPusher:
         access, author = self.holder.access, self.holder.identity
         outside = {n.parent_hash for n in nodes if n.parent_hash} - {n.hash for n in nodes}
         known = self.holder.state.remote_ids(vault, outside) if outside else {}
-        ids, envelopes = self.sealer.seal(nodes, known, access.state, access.content_keys(), author)
-        body = encode_push(vault, [msgspec.Raw(envelope) for envelope in envelopes])
-        return _Sealed(access, nodes, ids, body)
+        packed = self.api.takes_packed_push()
+        ids, envelopes = self.sealer.seal(
+            nodes, known, access.state, access.content_keys(), author, packed=packed
+        )
+        body = encode_push(vault, [msgspec.Raw(envelope) for envelope in envelopes], packed=packed)
+        return _Sealed(access, nodes, ids, body, packed)
 
     def send(self, vault: str, prepared: _Sealed) -> PushReceipt:
         if self.hooks is not None:
@@ -188,9 +198,14 @@ class VaultPusher:
         if prepared.access is not self.holder.access:
             prepared = self.prepare(vault, prepared.nodes)
         try:
-            result = self.api.push_encoded(prepared.body)
+            result = self.api.push_encoded(prepared.body, packed=prepared.packed)
         except StaleEpochError:  # the vault is in another key epoch than the batch
             prepared = self._resealed(vault, prepared)
+            result = self._push_once(prepared)
+        except UnsupportedBodyError as exc:  # MessagePack to a server that no longer takes it
+            if not prepared.packed:
+                raise sync_failure(exc) from exc
+            prepared = self.prepare(vault, prepared.nodes)  # JSON now: the client remembers
             result = self._push_once(prepared)
         except ServerError as exc:
             raise sync_failure(exc) from exc
@@ -217,7 +232,7 @@ class VaultPusher:
     def _push_once(self, prepared: _Sealed) -> PushResult:
         """The resealed batch's push: a second refusal is an ordinary failure."""
         try:
-            return self.api.push_encoded(prepared.body)
+            return self.api.push_encoded(prepared.body, packed=prepared.packed)
         except ServerError as exc:
             raise sync_failure(exc) from exc
 

@@ -22,20 +22,26 @@ from tapes_e2e.envelopes import SealInput, seal_envelope, seal_input
 from tapes_e2e.node import Node
 from tapes_e2e.workpool import WorkerPool, slices
 
-__all__ = ["MIN_BATCH_FOR_WORKERS", "BatchSealer", "Sealed", "seal_items"]
+__all__ = ["MIN_BATCH_FOR_WORKERS", "BatchSealer", "Sealed", "seal_items", "wire_bytes"]
 
 MIN_BATCH_FOR_WORKERS = 256
 """A batch this large starts the workers (a full batch: more are likely to follow)."""
 
 Sealed = tuple[list[str], list[bytes]]
-"""The node ID of each item and its envelope's JSON, in order."""
+"""The node ID of each item and its envelope encoded for the wire (JSON, or packed), in order."""
 SealItems = Callable[
-    [Sequence[SealInput], keymgmt.VerifiedTeamState, keymgmt.TeamKeys, str], Sealed
+    [Sequence[SealInput], keymgmt.VerifiedTeamState, keymgmt.TeamKeys, str, bool], Sealed
 ]
 """:func:`seal_items` as a sealer takes it when it is made (a benchmark puts a stand-in with the
 cryptography off in its place): a module-level function, since workers receive it by name."""
 
 _encode = msgspec.json.Encoder().encode
+_encode_packed = msgspec.msgpack.Encoder().encode
+
+
+def wire_bytes(envelope: keymgmt.Envelope, *, packed: bool) -> bytes:
+    """``envelope`` as a push body embeds it: packed (MessagePack) or JSON."""
+    return _encode_packed(envelope.to_packed()) if packed else _encode(envelope.to_wire())
 
 
 def seal_items(
@@ -43,9 +49,10 @@ def seal_items(
     state: keymgmt.VerifiedTeamState,
     keys: keymgmt.TeamKeys,
     author: str,
+    packed: bool = False,
 ) -> Sealed:
     """Seal each item, encrypted, in the current epoch of ``state``, written by ``author`` (a
-    fingerprint)."""
+    fingerprint), and encode it for a push in MessagePack (``packed``) or JSON."""
     ids: list[str] = []
     envelopes: list[bytes] = []
     for item in items:
@@ -54,7 +61,7 @@ def seal_items(
             body=item.body, metadata=item.metadata, author=author,
         )  # fmt: skip
         ids.append(envelope.node_id)
-        envelopes.append(_encode(envelope.to_wire()))
+        envelopes.append(wire_bytes(envelope, packed=packed))
     return ids, envelopes
 
 
@@ -72,9 +79,11 @@ class BatchSealer:
         state: keymgmt.VerifiedTeamState,
         keys: keymgmt.TeamKeys,
         author: keymgmt.Identity,
+        *,
+        packed: bool = False,
     ) -> Sealed:
         """Seal ``nodes`` (a parent outside the batch named by ``parent_ids``, the ID the vault
-        holds it under) and encode each envelope."""
+        holds it under) and encode each envelope, packed for a MessagePack push or JSON."""
         if state.content_policy != "encrypted":  # signed with the identity key: only here
             envelopes = [
                 seal_envelope(
@@ -86,7 +95,7 @@ class BatchSealer:
                 )
                 for node in nodes
             ]
-            return [e.node_id for e in envelopes], [_encode(e.to_wire()) for e in envelopes]
+            return [e.node_id for e in envelopes], [wire_bytes(e, packed=packed) for e in envelopes]
         items = [
             seal_input(
                 node, state=state, keys=keys, parent_id=parent_ids.get(node.parent_hash or "")
@@ -97,7 +106,7 @@ class BatchSealer:
         if pool is not None and items:
             try:
                 parts = [
-                    pool.submit(self._seal, items[a:b], state, keys, author.fingerprint)
+                    pool.submit(self._seal, items[a:b], state, keys, author.fingerprint, packed)
                     for a, b in slices(len(items), self.pool.workers)
                 ]
                 results = [part.result() for part in parts]
@@ -110,4 +119,4 @@ class BatchSealer:
                     [node_id for ids, _ in results for node_id in ids],
                     [envelope for _, envelopes in results for envelope in envelopes],
                 )
-        return self._seal(items, state, keys, author.fingerprint)
+        return self._seal(items, state, keys, author.fingerprint, packed)

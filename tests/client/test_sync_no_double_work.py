@@ -77,9 +77,9 @@ def test_an_interrupted_sync_resumes_with_exact_counts_and_pulls_none_of_its_own
     sessions(tmp_path / "alice", 5, 4)  # 20 nodes: seven batches of three
     real, pushes = ApiClient.push_encoded, []
 
-    def answer_lost_on_the_third(self: ApiClient, body: bytes) -> Any:
+    def answer_lost_on_the_third(self: ApiClient, body: bytes, *, packed: bool = False) -> Any:
         pushes.append(body)
-        result = real(self, body)  # the server stores the batch ...
+        result = real(self, body, packed=packed)  # the server stores the batch ...
         if len(pushes) == 3:
             raise KeyboardInterrupt  # ... and Ctrl-C comes before its answer is recorded
         return result

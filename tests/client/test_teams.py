@@ -313,11 +313,11 @@ class PushSpy:
         self.calls, self.refuse, self._push = 0, refuse, api.push_encoded
         api.push_encoded = self  # type: ignore[method-assign]
 
-    def __call__(self, body: bytes) -> PushResult:
+    def __call__(self, body: bytes, *, packed: bool = False) -> PushResult:
         self.calls += 1
         if self.refuse is not None:
             raise self.refuse
-        return self._push(body)
+        return self._push(body, packed=packed)
 
 
 def _behind_the_removal(team: Team, tapes: Tapes, client: TestClient[Any]) -> keymgmt.TeamKeys:
