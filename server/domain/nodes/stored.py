@@ -3,9 +3,9 @@
 A push stores each envelope **packed** (:class:`keymgmt.PackedEnvelope` in MessagePack, ~0.72 of
 its JSON), converted once when it arrives (one pushed packed is encoded again by the server's own
 encoder, so the stored bytes do not depend on the form it came in): a node is pushed once and
-pulled by every device of every reader, so the conversion is paid at the cheap end. Rows stored before the binary wire hold
-the JSON the client sent. The first byte tells the two apart: JSON starts with ``{``, a packed
-envelope with a MessagePack array.
+pulled by every device of every reader, so the conversion is paid at the cheap end. Rows stored
+before the binary wire hold the JSON the client sent. The first byte tells the two apart: JSON
+starts with ``{``, a packed envelope with a MessagePack array.
 
 A pull answers in the form asked for (``Accept``), passing the stored bytes through where the
 forms agree and converting where they do not. Both conversions are exact: base64url is checked
