@@ -6,6 +6,7 @@ The burst itself (64 concurrent pushes through one worker process) is tests/e2e/
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,6 +20,7 @@ from sqlalchemy.orm import Session
 from server import deps
 from server.db.engine import make_engine
 from server.db.models import RateEvent
+from server.domain.nodes import controllers
 from tests.server.conftest import User, Vault
 
 HOLD = 4.0  # seconds another process holds the write lock in the thread-pool test
@@ -102,3 +104,34 @@ def test_writers_waiting_for_the_lock_hold_no_thread(
     pool.shutdown()
     assert read.status_code == 200
     assert answered_in < 1.5, f"a read waited {answered_in:.1f} s for a thread"
+
+
+def test_a_push_still_being_decoded_holds_no_write_queue(
+    client: TestClient[Any], alice: User, bob: User, sqlite_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """A member's push whose body is slow to decode (a big batch, a loaded machine) is decoded
+    before it queues for the database: another member's push is stored meanwhile. (Were the
+    write queue taken first, every writer of the process would wait for that decoding.)"""
+    started, release = threading.Event(), threading.Event()
+    real = controllers.decode_push
+
+    def slow_for_alice(body: bytes, form: str) -> Any:
+        if alice.vault.encode() in body:
+            started.set()
+            release.wait(30)
+        return real(body, form)
+
+    monkeypatch.setattr(controllers, "decode_push", slow_for_alice)
+    alices = {"vault": alice.vault, "envelopes": Vault(alice.vault, alice.identity).chain(2)}
+    bobs = {"vault": bob.vault, "envelopes": Vault(bob.vault, bob.identity).chain(2)}
+    with ThreadPoolExecutor(2) as pool:
+        slow = pool.submit(alice.post, "/api/v1/sync/push", alices)
+        try:
+            assert started.wait(10)
+            other = pool.submit(bob.post, "/api/v1/sync/push", bobs)
+            assert other.result(timeout=10).status_code == 200  # while Alice's is decoded
+            assert not slow.done()
+        finally:
+            release.set()
+        assert slow.result(timeout=10).status_code == 200
