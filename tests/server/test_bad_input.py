@@ -234,6 +234,26 @@ def test_without_valid_credentials_every_private_route_is_401_before_its_paramet
     assert "vault" in with_credentials.json()["detail"]
 
 
+def test_a_revoked_key_or_an_expired_token_is_401_before_the_parameters(
+    alice: User, client: TestClient[Any], clock: Clock
+) -> None:
+    """Real credentials that no longer hold — an API key revoked, an access token past its
+    expiry — are refused by the guard itself, before any parameter is read: 401, never the 400
+    that describes the route (the request's own second look at a key comes after parsing)."""
+    created = alice.post("/api/v1/api-keys/", {"vault": alice.vault, "permissions": ["pull"]})
+    assert created.status_code == 201
+    key = {"Authorization": f"Bearer {created.json()['api_key']}"}
+    assert client.get("/api/v1/sync/pull", headers=key).status_code == 400  # valid: told why
+    revoked = alice.delete(f"/api/v1/api-keys/{created.json()['info']['key_id']}")
+    assert revoked.status_code in (200, 204)
+    refused = client.get("/api/v1/sync/pull", headers=key)
+    assert (refused.status_code, refused.json()) == (401, CREDENTIALS)
+    assert client.get("/api/v1/sync/pull", headers=alice.headers).status_code == 400
+    clock.advance(seconds=901)  # the access token's lifetime is 900 s
+    expired = client.get("/api/v1/sync/pull", headers=alice.headers)
+    assert (expired.status_code, expired.json()) == (401, CREDENTIALS)
+
+
 @pytest.fixture
 def strict_client(database_url: str, tmp_path: Any) -> Any:
     """The app with 3 auth attempts a minute per address."""
