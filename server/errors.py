@@ -134,6 +134,14 @@ class NotConfigured(ApiError):
 
 
 PROBLEM_JSON = "application/problem+json"
+MAX_DETAIL = 300
+
+
+def _one_line(detail: str) -> str:
+    """A problem's detail as it is sent: one printable line, capped. Details quote what a caller
+    sent (msgspec and Litestar name an unknown field, whose name may hold a newline)."""
+    clean = "".join(c if c.isprintable() else "?" for c in detail)
+    return clean if len(clean) <= MAX_DETAIL else clean[: MAX_DETAIL - 1] + "…"
 
 
 def problem(error: ApiError) -> Response[dict[str, object]]:
@@ -142,6 +150,6 @@ def problem(error: ApiError) -> Response[dict[str, object]]:
         "type": error.problem,
         "title": error.title,
         "status": error.status,
-        "detail": error.detail,
+        "detail": _one_line(error.detail),
     }
     return Response(body, status_code=error.status, media_type=PROBLEM_JSON, headers=error.headers)

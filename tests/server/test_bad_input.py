@@ -234,6 +234,24 @@ def test_without_valid_credentials_every_private_route_is_401_before_its_paramet
     assert "vault" in with_credentials.json()["detail"]
 
 
+@pytest.mark.parametrize("name", ["a\nb", "a\r\nb", "a\u2028b", "x" * 5000])
+def test_an_unknown_field_name_cannot_break_any_detail_onto_two_lines(
+    alice: User, client: TestClient[Any], name: str
+) -> None:
+    """Litestar's and msgspec's messages name an unknown field, and its name is the caller's:
+    every problem's detail is one printable line, capped, on every route (it was the caller's
+    newline, verbatim, on each JSON route)."""
+    for path, body, headers in (
+        ("/auth/token/refresh", {"refresh_token": "r" * 43, name: 1}, {}),
+        ("/api/v1/teams", {"name": "team", name: 1}, alice.headers),
+    ):
+        response = client.post(path, json=body, headers=headers)
+        assert_problem(response)
+        detail = response.json()["detail"]
+        assert detail.isprintable(), (path, detail[:100])
+        assert len(detail) <= 300, path
+
+
 def test_a_revoked_key_or_an_expired_token_is_401_before_the_parameters(
     alice: User, client: TestClient[Any], clock: Clock
 ) -> None:

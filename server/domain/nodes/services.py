@@ -332,8 +332,8 @@ def _isoformat(stamp: object) -> str:
     PostgreSQL's driver hands over: the same string the ORM's datetime gave.
 
     SQLAlchemy stores ``YYYY-MM-DD HH:MM:SS.ffffff``; its ISO form differs only in the ``T`` and
-    in dropping a zero fraction, a string edit (~0.1 µs a row, where parsing it was ~0.6, a
-    tenth of a page's time on the server). Any other text is parsed."""
+    in dropping a zero fraction: a string edit (0.28 µs a row against 0.58 for parsing and
+    formatting it, measured beside a CI run). Any other text is parsed."""
     if isinstance(stamp, str) and len(stamp) == _STORED_LEN and stamp[10] == " ":
         return stamp[:10] + "T" + (stamp[11:19] if stamp.endswith(".000000") else stamp[11:])
     moment = datetime.fromisoformat(stamp) if isinstance(stamp, str) else cast(datetime, stamp)
