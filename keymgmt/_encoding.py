@@ -12,7 +12,7 @@ import re
 import struct
 import time
 from collections.abc import Callable
-from typing import Any, Final, TypeVar
+from typing import Annotated, Any, Final, TypeVar
 
 import msgspec
 import rfc8785
@@ -20,6 +20,7 @@ import rfc8785
 __all__ = [
     "HEX64_RE",
     "Clock",
+    "Uint",
     "b64d",
     "b64e",
     "canonical_json",
@@ -37,6 +38,10 @@ _B64_VALUE: Final = {
 _UNUSED_BITS: Final = (0, 0, 0b1111, 0b11)  # by len % 4: bits of the last character left over
 
 Clock = Callable[[], int]
+
+Uint = Annotated[int, msgspec.Meta(ge=0, le=_SAFE_INTEGER - 1)]
+"""An integer field of a signed body (a time, an epoch, a seqno): never negative, and exact in
+RFC 8785 JSON, whose numbers are IEEE doubles. Each one is packed with :func:`u64` somewhere."""
 
 
 def now_seconds() -> int:
@@ -121,6 +126,9 @@ def canonical_json(value: Any) -> bytes:
 
 
 def u64(n: int) -> bytes:
+    """``n`` as 8 big-endian bytes; ``ValueError`` (never ``struct.error``) if no u64 holds it."""
+    if not 0 <= n < 2**64:
+        raise ValueError(f"{n} is not an unsigned 64-bit integer")
     return struct.pack(">Q", n)
 
 

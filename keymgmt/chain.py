@@ -46,6 +46,7 @@ from keymgmt import _primitives as prim
 from keymgmt import labels
 from keymgmt._encoding import (
     HEX64_RE,
+    Uint,
     b64d,
     b64e,
     canonical_json,
@@ -123,12 +124,12 @@ class StatementBody(msgspec.Struct, forbid_unknown_fields=True, frozen=True, omi
 
     version: int
     team: str
-    seqno: int
+    seqno: Uint
     prev: str
-    time: int
+    time: Uint
     signer: str
     action: Action
-    epoch: int
+    epoch: Uint
     member: str | None = None
     member_keys: MemberKeys | None = None
     role: Role | None = None

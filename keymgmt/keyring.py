@@ -27,7 +27,7 @@ import msgspec
 
 from keymgmt import _primitives as prim
 from keymgmt import labels
-from keymgmt._encoding import b64d, b64e, canonical_json, decode_canonical, lp, u64
+from keymgmt._encoding import Uint, b64d, b64e, canonical_json, decode_canonical, lp, u64
 from keymgmt.chain import (
     Checkpoint,
     VerifiedTeamState,
@@ -58,8 +58,8 @@ KEY_BYTES: Final = 32
 class KeyringBody(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     version: int
     team: str
-    epoch: int
-    at_seqno: int
+    epoch: Uint
+    at_seqno: Uint
     at_hash: str
     sealer: str
     recipients: dict[str, str]

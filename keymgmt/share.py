@@ -22,6 +22,7 @@ from keymgmt import _primitives as prim
 from keymgmt import labels
 from keymgmt._encoding import (
     HEX64_RE,
+    Uint,
     b64d,
     b64e,
     canonical_json,
@@ -55,9 +56,9 @@ class ShareBody(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     team: str
     leaf_id: str
     sharer: str
-    time: int
-    expires_at: int | None
-    epoch: int
+    time: Uint
+    expires_at: Uint | None
+    epoch: Uint
     nonce: str
     text: str
 

@@ -88,6 +88,15 @@ def _forged_head(page: Page) -> None:
     page["head"]["signature"] = "A" * 86
 
 
+def _negative_ids(page: Page) -> None:
+    """An entry id no u64 holds, on the last entry and the head alike (the link still holds)."""
+    page["entries"][-1]["id"] = page["head"]["entry_id"] = -1
+
+
+def _huge_ids(page: Page) -> None:
+    page["entries"][-1]["id"] = page["head"]["entry_id"] = 2**64
+
+
 @pytest.mark.parametrize(
     ("mutate", "words"),
     [
@@ -96,6 +105,8 @@ def _forged_head(page: Page) -> None:
         (_edit_detail, "does not hold together"),
         (_truncate, "head it signed"),
         (_forged_head, "head it signed"),
+        (_negative_ids, "head it signed"),
+        (_huge_ids, "head it signed"),
     ],
 )
 def test_a_server_that_changes_its_log_is_caught(

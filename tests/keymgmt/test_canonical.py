@@ -27,7 +27,7 @@ from keymgmt import (
     verify_chain,
     verify_share,
 )
-from keymgmt._encoding import b64e
+from keymgmt._encoding import b64e, canonical_json
 from keymgmt.identity import Identity
 from tests.keymgmt.conftest import T0, Team
 
@@ -124,3 +124,31 @@ def test_whitespace_between_tokens_is_refused(team: Team, at: int, space: str) -
     )
     with pytest.raises(ChainFormatError):
         verify_chain(wires)
+
+
+def with_value(body: str, name: str, value: int) -> str:
+    """The body, still canonical, with ``name`` set to ``value``."""
+    return canonical_json({**json.loads(body), name: value}).decode()
+
+
+@pytest.mark.parametrize("name", ["seqno", "time", "epoch"])
+def test_a_statement_with_a_negative_integer_is_malformed(team: Team, name: str) -> None:
+    """Signed by the right key and canonical, so only the field's range can refuse it (each is
+    packed as a u64 somewhere, or compared with others that are)."""
+    wires = [s.to_dict() for s in team.statements]
+    last = wires[-1]
+    wires[-1] = resigned(
+        last, team.owner, labels.CHAIN_SIGNATURE, with_value(last["body"], name, -1)
+    )
+    with pytest.raises(ChainFormatError, match="malformed"):
+        verify_chain(wires)
+
+
+@pytest.mark.parametrize("name", ["epoch", "at_seqno"])
+def test_a_keyring_with_a_negative_integer_is_refused(team: Team, name: str) -> None:
+    wire = _keyring(team)
+    forged = resigned(
+        wire, team.owner, labels.KEYRING_SIGNATURE, with_value(wire["body"], name, -1)
+    )
+    with pytest.raises(IntegrityError):
+        open_keyring(forged, state=team.state, identity=team.member)

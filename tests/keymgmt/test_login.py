@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 from keymgmt import generate_identity, labels
-from keymgmt.login import LOGIN_LABEL, login_message, sign_login, verify_login
+from keymgmt.login import (
+    LOGIN_LABEL,
+    login_message,
+    rekey_message,
+    sign_login,
+    sign_rekey,
+    verify_login,
+    verify_rekey,
+)
 
 from .conftest import DetRng
 
@@ -28,3 +36,43 @@ def test_login_label_is_domain_separated() -> None:
     message = login_message(server="s", challenge_id="c", nonce=b"n", fingerprint="F")
     assert message.startswith(labels.LOGIN_CHALLENGE)
     assert labels.CHAIN_SIGNATURE != labels.LOGIN_CHALLENGE
+
+
+def test_a_rekey_verifies_only_with_both_signatures_over_its_own_hand_over() -> None:
+    old = generate_identity(rng=DetRng("rekey-old"))
+    new = generate_identity(rng=DetRng("rekey-new"))
+    stranger = generate_identity(rng=DetRng("rekey-stranger"))
+    where = {"server": "https://a.example", "user_id": "u1"}
+    old_sig, new_sig = sign_rekey(old, new, **where)
+    assert verify_rekey(
+        old.public, new.public, old_signature=old_sig, new_signature=new_sig, **where
+    )
+    # each key must sign; neither signature stands in for the other
+    assert not verify_rekey(
+        old.public, new.public, old_signature=new_sig, new_signature=new_sig, **where
+    )
+    assert not verify_rekey(
+        old.public, new.public, old_signature=old_sig, new_signature=old_sig, **where
+    )
+    # a hand-over to another key, at another server or for another account, is another message
+    assert not verify_rekey(
+        old.public, stranger.public, old_signature=old_sig, new_signature=new_sig, **where
+    )
+    for changes in ({"server": "https://b.example"}, {"user_id": "u2"}):
+        assert not verify_rekey(
+            old.public,
+            new.public,
+            old_signature=old_sig,
+            new_signature=new_sig,
+            **{**where, **changes},
+        )
+    # malformed input is False, never an exception
+    assert not verify_rekey(
+        old.public,
+        new.public,
+        server="\udc80",
+        user_id="u1",
+        old_signature=old_sig,
+        new_signature=b"",
+    )
+    assert rekey_message(server="s", user_id="u", old="A", new="B").startswith(labels.REKEY_ACCOUNT)

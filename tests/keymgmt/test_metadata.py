@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import re
 
 import pytest
 import rfc8785
 
-from keymgmt import PolicyError, metadata_digest, project_metadata
-from keymgmt.metadata import COARSE_FIELDS, FULL_FIELDS
+from keymgmt import PolicyError, check_clear_metadata, metadata_digest, project_metadata
+from keymgmt.metadata import COARSE_FIELDS, FULL_FIELDS, MAX_INT, MAX_STR
 
 ALL = {
     "model": "claude-sonnet-4",
@@ -116,3 +117,34 @@ def test_the_project_is_sent_in_clear_only_under_full() -> None:
     assert "project" not in project_metadata("coarse", fields)
     assert "total_duration_ns" not in project_metadata("coarse", fields)
     assert project_metadata("full", fields)["project"] == "acme-secret-repo"
+
+
+@pytest.mark.parametrize("policy", ["none", "coarse", "full"])
+def test_the_servers_check_takes_whatever_a_policy_produces(policy: str) -> None:
+    check_clear_metadata(project_metadata(policy, ALL))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("metadata", "names"),
+    [
+        ({"content": "CANARY"}, "'content'"),
+        ({"x" * 500: 1}, "'" + "x" * 64 + "'"),
+        ({"prompt_tokens": True}, "prompt_tokens"),
+        ({"total_duration_ns": -1}, "total_duration_ns"),
+        ({"completion_tokens": MAX_INT + 1}, "completion_tokens"),
+        ({"total_tokens": 1.0}, "total_tokens"),
+        ({"model": 7}, "model"),
+        ({"project": "p" * (MAX_STR + 1)}, "project"),
+        ({"provider": "a\x00b"}, "NUL"),
+        ({"role": "\udc80"}, "role"),
+        ({"created_at": "yesterday"}, "created_at"),
+        ({"created_at": 1}, "created_at"),
+    ],
+)
+def test_the_servers_check_refuses_what_no_policy_produces(
+    metadata: dict[str, object], names: str
+) -> None:
+    with pytest.raises(PolicyError, match=re.escape(names)) as raised:
+        check_clear_metadata(metadata)
+    assert "CANARY" not in str(raised.value)
+    assert len(str(raised.value)) < 200

@@ -18,7 +18,7 @@ from keymgmt import (
     remove_member,
     verify_share,
 )
-from keymgmt._encoding import canonical_json
+from keymgmt._encoding import b64e, canonical_json
 from keymgmt.share import UnverifiedShare, parse_share
 
 from .conftest import T0, Team
@@ -126,3 +126,22 @@ def test_share_text_fails_closed(team: Team) -> None:
 
     with pytest.raises(IntegrityError):
         open_share_text(replace(verified, body=tampered), keys=team.keys_for(team.member))
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"time": -1}, {"time": 2**64}, {"expires_at": -5}, {"epoch": -1}, {"epoch": 2**53}],
+)
+def test_a_share_its_member_signed_with_an_integer_out_of_range_is_malformed(
+    team: Team, changes: dict[str, int]
+) -> None:
+    """A hostile member signs a body no honest client makes: refused as malformed, never an
+    exception from deep inside (the text's associated data packs these as u64)."""
+    body = msgspec.structs.replace(share(team).body, **changes)
+    body_bytes = msgspec.json.encode(msgspec.to_builtins(body), order="sorted")
+    wire = {
+        "body": body_bytes.decode(),
+        "signature": b64e(team.member.sign(labels.SHARE_SIGNATURE + body_bytes)),
+    }
+    with pytest.raises(ShareError, match="malformed"):
+        verify_share(wire, state=team.state, now=T0 + 200)
