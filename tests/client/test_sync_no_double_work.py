@@ -17,10 +17,11 @@ from typing import Any
 import pytest
 
 from tapes_e2e import account, context
+from tapes_e2e.cli import output
 from tapes_e2e.client import ApiClient
 from tapes_e2e.context import Settings
 from tapes_e2e.locks import LockFile
-from tapes_e2e.protocol import PullPage
+from tapes_e2e.protocol import PackedPullPage, PullPage
 from tapes_e2e.providers.hybrid import HybridProvider
 from tapes_e2e.providers.local import LocalProvider
 from tapes_e2e.store.syncstate import sync_lock
@@ -45,7 +46,9 @@ def downloaded(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """How many envelopes each pull request brought back (the real request, counted)."""
     real, counts = ApiClient.pull_with_bytes, list[int]()
 
-    def counting(self: ApiClient, vault: str, after: int, limit: int) -> tuple[PullPage, bytes]:
+    def counting(
+        self: ApiClient, vault: str, after: int, limit: int
+    ) -> tuple[PullPage | PackedPullPage, bytes]:
         page, raw = real(self, vault, after, limit)
         counts.append(len(page.items))
         return page, raw
@@ -171,7 +174,7 @@ def _lock(home: Path) -> LockFile:
 
 
 def test_a_second_sync_of_one_store_says_who_holds_it_or_waits(
-    tapes: Tapes, tmp_path: Path, client: Any
+    tapes: Tapes, tmp_path: Path, client: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     home = tmp_path / "alice"
     ok(tapes("alice", "auth", "login", "--server", AUDIENCE, "--handle", "alice"))
@@ -194,10 +197,17 @@ def test_a_second_sync_of_one_store_says_who_holds_it_or_waits(
             held.set()
             release.wait(30)
 
+    said = output.note
+
+    def note(message: str) -> None:  # the other sync ends once this one says it waits
+        said(message)
+        if message.startswith("waiting for "):
+            release.set()
+
+    monkeypatch.setattr(output, "note", note)
     other = threading.Thread(target=the_other_sync)
     other.start()
     assert held.wait(30)
-    threading.Timer(0.5, release.set).start()  # it ends while the second one waits
     code, out, err = tapes("alice", "storage", "sync", "--wait", "--json")
     other.join(30)
     assert code == 0, err
