@@ -22,12 +22,20 @@ from msgspec import Meta
 
 from keymgmt.envelope import EnvelopeWire, PackedEnvelope
 
+MAX_SEQ = 2**62
+"""The largest sequence number, cursor or count the server hands out, and the largest ``after``
+it takes back. A client refuses an answer beyond it as malformed, so no answer can leave it
+holding a cursor that an honest server then refuses on every later sync."""
+
+Seq = Annotated[int, Meta(ge=0, le=MAX_SEQ)]
+
 __all__ = [
     "API_KEY_PREFIX",
     "GITHUB_LOGIN",
     "MAX_BATCH_BYTES",
     "MAX_BATCH_NODES",
     "MAX_PAGE_BYTES",
+    "MAX_SEQ",
     "MSGPACK",
     "PUSH_FORMS",
     "AncestryPage",
@@ -60,6 +68,7 @@ __all__ = [
     "ResealRequest",
     "ResealResult",
     "ResealStatus",
+    "Seq",
     "SessionInfo",
     "SessionPage",
     "SyncStatusOut",
@@ -231,8 +240,8 @@ class VaultOut(_Strict, frozen=True):
     kind: Literal["personal", "team"]
     role: str
     tier: str
-    head_seq: int
-    node_count: int
+    head_seq: Seq
+    node_count: Seq
     legal_hold: bool = False
 
 
@@ -260,8 +269,17 @@ class PushResult(_Strict, frozen=True):
 
     stored: list[str]
     existing: list[str]
-    head_seq: int
-    first_seq: int = 0
+    head_seq: Seq
+    first_seq: Seq = 0
+
+    def __post_init__(self) -> None:
+        # decoding an answer runs this too: numbers that do not fit what was stored are refused
+        # before a client records them as its own (its pull would then skip them)
+        if self.stored:
+            if self.first_seq < 1 or self.head_seq - self.first_seq + 1 != len(self.stored):
+                raise ValueError("the stored nodes' sequence numbers do not match their count")
+        elif self.first_seq:
+            raise ValueError("a sequence number is named for no stored node")
 
 
 class ResealItem(_Strict, frozen=True):
@@ -299,7 +317,7 @@ class NodeOut(_Strict, frozen=True, omit_defaults=True):
     under a later epoch): the path is followed through it, and the content links are checked
     by the caller as always."""
 
-    seq: int
+    seq: Seq
     uploaded_at: str
     envelope: EnvelopeWire
     renamed_from: Hex64 | None = None
@@ -324,7 +342,7 @@ class PullPage(_Strict, frozen=True):
 
     vault: str
     items: list[NodeOut]
-    cursor: int
+    cursor: Seq
     more: bool
     chain_seqno: int = -1
 
@@ -336,7 +354,7 @@ MSGPACK = "application/vnd.msgpack"
 class PackedNodeOut(_Strict, frozen=True):
     """:class:`NodeOut` on the binary wire: the envelope packed."""
 
-    seq: int
+    seq: Seq
     uploaded_at: str
     envelope: PackedEnvelope
 
@@ -347,7 +365,7 @@ class PackedPullPage(_Strict, frozen=True):
 
     vault: str
     items: list[PackedNodeOut]
-    cursor: int
+    cursor: Seq
     more: bool
     chain_seqno: int = -1
 
@@ -361,21 +379,21 @@ AnyPullPage = PullPage | PackedPullPage
 
 class SyncStatusOut(_Strict, frozen=True):
     vault: str
-    head_seq: int
-    node_count: int
-    after: int
-    pending_pull: int
+    head_seq: Seq
+    node_count: Seq
+    after: Seq
+    pending_pull: Seq
 
 
 class SessionInfo(_Strict, frozen=True):
     session_id: str
     vault: str
-    seq: int
+    seq: Seq
     uploaded_at: str
     metadata: dict[str, Any]
 
 
 class SessionPage(_Strict, frozen=True):
     items: list[SessionInfo]
-    cursor: int
+    cursor: Seq
     more: bool

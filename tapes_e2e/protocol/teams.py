@@ -17,6 +17,8 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
+from tapes_e2e.protocol import Seq
+
 __all__ = [
     "AuditEntryOut",
     "AuditPage",
@@ -245,7 +247,7 @@ class ShareOut(_Strict, frozen=True):
     session_id: str
     shared_by: str
     sharer: str
-    seq: int
+    seq: Seq
     shared_at: str
     expires_at: str | None
     statement: SignedWire
@@ -253,7 +255,7 @@ class ShareOut(_Strict, frozen=True):
 
 class SharePage(_Strict, frozen=True):
     items: list[ShareOut]
-    cursor: int
+    cursor: Seq
     more: bool
 
 
@@ -261,7 +263,7 @@ class SharePage(_Strict, frozen=True):
 
 
 class AuditEntryOut(_Strict, frozen=True):
-    id: int
+    id: Seq
     action: str
     subject: str
     actor_id: str | None
@@ -279,7 +281,7 @@ class AuditPage(_Strict, frozen=True):
     team_id: str
     chain_ok: bool
     entries: list[AuditEntryOut]
-    cursor: int
+    cursor: Seq
     more: bool
     head: SignedAuditHead | None = None
 
@@ -288,7 +290,7 @@ class SignedAuditHead(_Strict, frozen=True):
     """The team's audit log head as the server signs it: the last entry's id and hash, signed
     with the server's key (``keymgmt.audit``); ``entry_id`` 0 and an empty hash: no entry yet."""
 
-    entry_id: int
+    entry_id: Seq
     hash: str
     signature: Sig64
 

@@ -20,7 +20,7 @@ import pytest
 from litestar.testing import TestClient
 
 from tapes_e2e import context
-from tapes_e2e.protocol import MSGPACK
+from tapes_e2e.protocol import MAX_SEQ, MSGPACK
 from tests.client.conftest import Tapes
 from tests.client.test_sync_round_trip import hashes, record
 from tests.client.wire import answer_with, body_of, is_packed
@@ -280,3 +280,59 @@ def test_a_cursor_sent_back_to_the_start_never_moves_the_clients_back(
     assert _cursor(desktop) == honest  # never moved back
     assert sorted(hashes(desktop)) == synced  # the replayed nodes are stored once
     assert tapes("desktop", "verify")[0] == 0
+
+
+PUSH_ANSWERS: dict[str, Mutation] = {
+    "a head no server takes back": lambda a: a.update(head_seq=MAX_SEQ + 1),
+    "a run longer than the batch": lambda a: a.update(first_seq=1, head_seq=MAX_SEQ),
+    "a run shorter than the batch": lambda a: a.update(first_seq=a["head_seq"]),
+    "a run starting at 0": lambda a: a.update(first_seq=0),
+    "a negative head": lambda a: a.update(head_seq=-1),
+    "a run for nothing stored": lambda a: a.update(stored=[], existing=a["stored"]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PUSH_ANSWERS))
+def test_a_push_answer_whose_numbers_do_not_fit_is_refused_and_nothing_recorded(
+    tapes: Tapes, tmp_path: Path, client: TestClient[Any], monkeypatch: pytest.MonkeyPatch,
+    name: str,
+) -> None:  # fmt: skip
+    """The numbers of a push answer become the client's own runs, which its pull steps over, and
+    its cursor: a run that is not exactly the stored nodes would skip others' nodes for ever, a
+    number beyond what the server takes back (``after`` ≤ ``MAX_SEQ``) would make every later
+    pull a 400. Refused as malformed, nothing recorded; the next honest sync finishes."""
+    laptop = tmp_path / "laptop"
+    assert tapes("laptop", "auth", "login", "--server", AUDIENCE, "--handle", "alice")[0] == 0
+    recorded = record(laptop)
+    evil = hostile(client, "/api/v1/sync/push", PUSH_ANSWERS[name])
+    monkeypatch.setattr(context, "http_factory", lambda _url: evil)
+    code, _, err = tapes("laptop", "storage", "sync")
+    assert code == 1
+    assert "malformed" in err.splitlines()[0]
+    with sqlite3.connect(laptop / "tapes.sqlite") as db:
+        assert db.execute("SELECT count(*) FROM e2e_remote").fetchone() == (0,)
+    assert _cursor(laptop) == 0
+    monkeypatch.setattr(context, "http_factory", lambda _url: client)
+    code, out, err = tapes("laptop", "storage", "sync", "--json")
+    assert code == 0, err
+    assert json.loads(out)["pulled"] == 0  # its own nodes, now known as such, are not pulled
+    assert "0 to pull" in tapes("laptop", "storage", "status")[1]
+    assert len(recorded) == 5
+
+
+@pytest.mark.parametrize("cursor", [MAX_SEQ + 1, -1])
+def test_a_pull_cursor_no_server_takes_back_is_refused_and_not_kept(
+    synced: list[str], tapes: Tapes, tmp_path: Path, client: TestClient[Any],
+    monkeypatch: pytest.MonkeyPatch, cursor: int,
+) -> None:  # fmt: skip
+    desktop = tmp_path / "desktop"
+    evil = hostile(client, "/api/v1/sync/pull", lambda page: page.update(cursor=cursor))
+    monkeypatch.setattr(context, "http_factory", lambda _url: evil)
+    code, _, err = tapes("desktop", "storage", "sync")
+    assert code == 1
+    assert "malformed" in err.splitlines()[0]
+    assert hashes(desktop) == []
+    assert _cursor(desktop) == 0
+    monkeypatch.setattr(context, "http_factory", lambda _url: client)
+    assert tapes("desktop", "storage", "sync")[0] == 0
+    assert sorted(hashes(desktop)) == synced

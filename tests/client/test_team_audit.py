@@ -105,8 +105,8 @@ def _huge_ids(page: Page) -> None:
         (_edit_detail, "does not hold together"),
         (_truncate, "head it signed"),
         (_forged_head, "head it signed"),
-        (_negative_ids, "head it signed"),
-        (_huge_ids, "head it signed"),
+        (_negative_ids, "malformed"),
+        (_huge_ids, "malformed"),
     ],
 )
 def test_a_server_that_changes_its_log_is_caught(

@@ -85,6 +85,7 @@ from server.errors import (
 )
 from server.openapi import AfterSeqno, TeamPath, delete, get, post
 from server.signing import public_key, signing_seed
+from tapes_e2e.protocol import MAX_SEQ
 from tapes_e2e.protocol.teams import (
     AuditEntryOut,
     AuditPage,
@@ -313,7 +314,7 @@ class TeamController(Controller):
     @get("/{team_id:str}/audit", sync_to_thread=True)
     def audit_log(
         self, team_id: TeamPath, db: SessionDep, principal: PrincipalDep,
-        after: Annotated[int, Parameter(ge=0, le=2**62)] = 0, limit: Limit = 100,
+        after: Annotated[int, Parameter(ge=0, le=MAX_SEQ)] = 0, limit: Limit = 100,
     ) -> AuditPage:  # fmt: skip
         """The team's audit entries after ``after``, and whether this page's part of the hash
         chain verifies (its entries, their links, the link to the entry before the page and, on
