@@ -526,12 +526,6 @@ class ApiClient:
         """A vault's usage report (``from``, ``to``, ``tz``, ``group_by``: the API's text)."""
         return self._call("GET", f"/api/v1/teams/{_seg(vault)}/usage", _USAGE, params=query)
 
-    def usage_csv(self, vault: str, query: Mapping[str, str]) -> str:
-        """The same report as the server's CSV (spreadsheet-safe cells)."""
-        params = {**query, "format": "csv"}
-        path = f"/api/v1/teams/{_seg(vault)}/usage"
-        return self._check(self._authed("GET", path, params=params)).text
-
     # --- sync --------------------------------------------------------------------------------
 
     def push(self, vault: str, envelopes: Sequence[Mapping[str, object]]) -> PushResult:

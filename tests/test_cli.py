@@ -445,3 +445,38 @@ def test_counts_agree_with_their_nouns(tapes: TapesRunner, tmp_path: Path) -> No
     shown = tapes("storage", "status")
     assert "(1 session, 1 node)" in shown.out
     assert "checked 1 node, 0 damaged" in tapes("verify").err
+
+
+CONTROL = (
+    "\x1b]8;;https://evil.example\x1b\\click\x1b]8;;\x1b\\"  # a hidden link (OSC 8)
+    " \x1b[2J\x1b[H"  # clear the screen, cursor home
+    " \x1b]0;window title\x07"  # set the terminal's title
+    " safe\rEVIL"  # carriage return: overwrite what was shown
+    " \x9b31m"  # C1 CSI, an escape sequence in one character
+    " \u202egnp.exe"  # right-to-left override: reads "exe.png"
+)
+RAW = ("\x1b", "\x07", "\r", "\x9b", "\u202e")
+
+
+def test_control_characters_from_a_session_reach_no_terminal(
+    tapes: TapesRunner, tmp_path: Path
+) -> None:
+    """A prompt is data for the terminal too: an escape sequence in it (from a teammate's shared
+    session, a server's answer) could make a hidden link, clear the screen, set the title or
+    overwrite a line. Every listing, ``show`` and ``--json`` shows each control as an escape."""
+    nodes = chain([CONTROL, "ok"])
+    assert tapes("session", "import", str(write_jsonl(tmp_path / "n.jsonl", nodes))).code == 0
+    leaf = nodes[-1].hash
+    shown = [
+        tapes("session", "list"),
+        tapes("session", "list", "--json"),
+        tapes("session", "show", leaf, "--full"),
+        tapes("session", "show", leaf, "--json"),
+    ]
+    for result in shown:
+        assert result.code == 0, result.err
+        assert not any(raw in result.out for raw in RAW), repr(result.out)
+    assert "\\x1b]8;;https://evil.example" in shown[2].out
+    assert "safe\\x0dEVIL" in shown[2].out
+    assert "\\u202egnp.exe" in shown[2].out
+    assert json.loads(shown[3].out)  # still JSON, the controls escaped inside its strings

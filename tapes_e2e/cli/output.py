@@ -8,6 +8,7 @@ something to do about it, ``tapes: hint: …``.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -24,25 +25,69 @@ from tapes_e2e.errors import TapesError
 # The --json flag of every listing command.
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
 
-__all__ = ["JsonFlag", "Progress", "emit_json", "error", "note", "progress", "stdout", "table"]
+__all__ = [
+    "JsonFlag",
+    "Progress",
+    "emit_json",
+    "error",
+    "note",
+    "plain",
+    "progress",
+    "stdout",
+    "table",
+    "visible",
+]
 
-stdout = Console(highlight=False, soft_wrap=True)
-_stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+"""What a terminal acts on rather than shows: C0 controls but tab and newline (escape sequences,
+carriage return, backspace), DEL, C1 controls (0x9b is CSI on its own), and the bidirectional
+overrides and isolates that make text read in another order than it is stored."""
+_JSON_CONTROL = re.compile(r"[\x7f-\x9f\u202a-\u202e\u2066-\u2069]")  # json escapes C0 itself
+
+
+def visible(text: str) -> str:
+    """``text`` with every control character shown as an escape (``\\x1b``, ``\\u202e``):
+    a prompt, title or name that came from another person or the server cannot move the cursor,
+    clear the screen, set the window title, make a hidden link or reorder what is shown."""
+    return _CONTROL.sub(_escaped, text)
+
+
+def _escaped(found: re.Match[str]) -> str:
+    code = ord(found.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def plain(text: str, style: str = "") -> Text:
+    """``text`` as Rich shows it: never markup (``[/INST]``, ``[link=…]``), never control."""
+    return Text(visible(text), style=style)
+
+
+class _PlainConsole(Console):
+    """A Console that shows every string it is given as :func:`visible` text. Renderables (a
+    table) are built from :func:`plain` cells."""
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:
+        super().print(*(visible(o) if isinstance(o, str) else o for o in objects), **kwargs)
+
+
+stdout = _PlainConsole(highlight=False, soft_wrap=True)
+_stderr = _PlainConsole(stderr=True, highlight=False, soft_wrap=True)
 
 
 def emit_json(value: Any) -> None:
-    sys.stdout.write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
+    text = json.dumps(value, indent=2, ensure_ascii=False)  # C0 controls come out escaped
+    sys.stdout.write(_JSON_CONTROL.sub(lambda c: f"\\u{ord(c.group()):04x}", text) + "\n")
 
 
 def table(columns: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None = None) -> None:
     """A table on stdout. Every cell is plain text: cells carry prompts, titles and names that
     came from other people or the server, and a string such as ``[/INST]`` or ``[link=…]`` read
     as Rich markup crashes the command or becomes a live link."""
-    grid = Table(title=Text(title) if title else None, show_edge=False, header_style="bold")
+    grid = Table(title=plain(title) if title else None, show_edge=False, header_style="bold")
     for column in columns:
-        grid.add_column(Text(column), overflow="fold")
+        grid.add_column(plain(column), overflow="fold")
     for row in rows:
-        grid.add_row(*(Text(str(cell)) for cell in row))
+        grid.add_row(*(plain(str(cell)) for cell in row))
     stdout.print(grid)
 
 

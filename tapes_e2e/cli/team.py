@@ -24,6 +24,7 @@ from tapes_e2e.context import Settings, logged_in
 from tapes_e2e.errors import InterruptedWorkError, RemoteError, TeamError
 from tapes_e2e.identity import unlock
 from tapes_e2e.protocol.teams import MemberOut
+from tapes_e2e.protocol.usage import spreadsheet_cell
 from tapes_e2e.teams import audit, flows, reencrypt
 from tapes_e2e.teams.access import resolve_team, verify_team
 
@@ -508,7 +509,7 @@ def audit_log(
         writer = csv.writer(sys.stdout, lineterminator="\n")
         writer.writerow(("time", "source", "who", "event"))
         for line in lines:
-            writer.writerow([_cell(v) for v in line.to_json().values()])
+            writer.writerow([output.visible(spreadsheet_cell(v)) for v in line.to_json().values()])
     else:
         output.table(
             ("TIME", "SOURCE", "WHO", "EVENT"),
@@ -519,11 +520,6 @@ def audit_log(
             "verified: the signed chain and share statements, checked here; server: the "
             "server's own log, checked to be the one this machine read before"
         )
-
-
-def _cell(value: str) -> str:
-    """A CSV cell a spreadsheet shows as text, never runs as a formula."""
-    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
 
 
 @app.command("hold")

@@ -15,14 +15,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import msgspec
 import typer
 from rich.table import Table
-from rich.text import Text
 
 from tapes_e2e.cli import output
 from tapes_e2e.cli.usage_check import verify_usage
 from tapes_e2e.cli.usage_open import open_dashboard
 from tapes_e2e.context import Settings, chosen_vault, logged_in
 from tapes_e2e.errors import RemoteError, TeamError
-from tapes_e2e.protocol.usage import GROUP_KEYS, UsageFigures, UsageReport
+from tapes_e2e.protocol.usage import GROUP_KEYS, UsageFigures, UsageReport, to_csv
 from tapes_e2e.teams.access import resolve_team
 
 __all__ = ["usage"]
@@ -85,39 +84,40 @@ def render(report: UsageReport, per_day: UsageReport | None = None) -> None:
     """The report as a table with totals, bars per day, the unpriced bucket and the policy."""
     out = output.stdout
     span = f"{report.start} to {report.end} ({report.tz})"
-    out.print(Text(f"usage of {report.kind} vault {report.vault}, {span}"))
-    out.print(Text(_policy_line(report)))
+    out.print(output.plain(f"usage of {report.kind} vault {report.vault}, {span}"))
+    out.print(output.plain(_policy_line(report)))
     if report.time_basis != "created_at":
-        out.print(Text(f"nodes placed in time by: {report.time_basis}"))
+        out.print(output.plain(f"nodes placed in time by: {report.time_basis}"))
     grid = Table(show_edge=False, header_style="bold")
     columns = [*(k.upper() for k in report.group_by), "NODES", "SESSIONS", "PROMPT",
                "COMPLETION", "CACHE WRITE", "CACHE READ", "COST", "UNPRICED TOKENS"]  # fmt: skip
     by_day = report.group_by == ["day"]
     for name in [*columns, *(["TOKENS"] if by_day else [])]:
-        grid.add_column(Text(name), overflow="fold")
+        grid.add_column(output.plain(name), overflow="fold")
     tokens = [r.figures.prompt_tokens + r.figures.completion_tokens for r in report.rows]
     top = max(tokens, default=0)
     for row, used in zip(report.rows, tokens, strict=True):
         bar = ["█" * (round(24 * used / top) if top else 0)] if by_day else []
         cells = [*(row.group.get(k, "") for k in report.group_by), *_figures_cells(row.figures)]
-        grid.add_row(*(Text(c) for c in [*cells, *bar]))
+        grid.add_row(*(output.plain(c) for c in [*cells, *bar]))
     if report.totals is not None:
         label = ["TOTAL", *[""] * (len(report.group_by) - 1)] if report.group_by else []
         extra = [""] if by_day else []
-        grid.add_row(
-            *(Text(c, style="bold") for c in [*label, *_figures_cells(report.totals), *extra])
-        )
+        totals = [*label, *_figures_cells(report.totals), *extra]
+        grid.add_row(*(output.plain(c, style="bold") for c in totals))
     out.print(grid)
     if per_day is not None and per_day.rows:
         daily = [r.figures.prompt_tokens + r.figures.completion_tokens for r in per_day.rows]
         first, last = per_day.rows[0].group["day"], per_day.rows[-1].group["day"]
-        out.print(Text(f"tokens per day {first} {_spark(daily)} {last}"))
+        out.print(output.plain(f"tokens per day {first} {_spark(daily)} {last}"))
     if report.totals is not None:
         t = report.totals
-        out.print(Text(f"cost {_money(t.cost_usd)}, cache savings {_money(t.cache_savings_usd)} "
-                       f"(prices: {report.pricing})"))  # fmt: skip
+        out.print(output.plain(
+            f"cost {_money(t.cost_usd)}, cache savings {_money(t.cache_savings_usd)} "
+            f"(prices: {report.pricing})"
+        ))  # fmt: skip
     for item in report.unpriced:
-        out.print(Text(
+        out.print(output.plain(
             f"unpriced: {item.model or '(no model)'} ({item.provider or 'no provider'}): "
             f"{output.count(item.tokens, 'token')} in {output.count(item.nodes, 'node')}, "
             "no known price (not counted as $0)"
@@ -175,9 +175,6 @@ def usage(
     api, session = logged_in(settings, needs="tapes usage")
     vault = resolve_team(api, team) if team else chosen_vault(settings.config, session)
     try:
-        if as_csv:
-            sys.stdout.write(api.usage_csv(vault, query))
-            return
         report = api.usage(vault, query)
     except RemoteError as exc:
         if exc.status != 403:
@@ -188,6 +185,9 @@ def usage(
         ) from None
     if as_json:
         output.emit_json(msgspec.to_builtins(report))
+        return
+    if as_csv:  # written here from the checked report: never the server's text as it came
+        sys.stdout.write(output.visible(to_csv(report)))
         return
     per_day = None
     if report.group_by != ["day"]:

@@ -8,6 +8,8 @@ tokens go to ``unpriced``.
 
 from __future__ import annotations
 
+import csv
+import io
 from decimal import Decimal
 from typing import Literal
 
@@ -15,12 +17,15 @@ import msgspec
 
 __all__ = [
     "GROUP_KEYS",
+    "MAX_USD",
     "TOKEN_FIELDS",
     "GroupKey",
     "UnpricedModel",
     "UsageFigures",
     "UsageReport",
     "UsageRow",
+    "spreadsheet_cell",
+    "to_csv",
 ]
 
 GroupKey = Literal["member", "model", "provider", "agent", "project", "day", "hour"]
@@ -41,6 +46,10 @@ TOKEN_FIELDS = (
     "total_tokens",
 )
 """The token kinds Go tapes records, by their clear-metadata names."""
+
+
+MAX_USD = Decimal(10) ** 15
+"""Beyond any bill: an amount at or above it (either sign) is refused as malformed."""
 
 
 class _Strict(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -69,6 +78,14 @@ class UsageFigures(_Strict, frozen=True):
     cache_savings_usd: Decimal
     unpriced_tokens: int
     unpriced_nodes: int
+
+    def __post_init__(self) -> None:
+        # Run on decoding too: a server's "NaN" or "1e999999999" is no amount (rounding the
+        # latter raises, printing it whole spells a billion digits), so it is a malformed answer.
+        # Counts are left as they come: --verify reports a wrong one, negative or not.
+        for amount in (self.cost_usd, self.cache_savings_usd):
+            if not amount.is_finite() or amount.copy_abs() >= MAX_USD:
+                raise ValueError("an amount of money is not a finite number of dollars")
 
 
 class UsageRow(_Strict, frozen=True):
@@ -109,3 +126,31 @@ class UsageReport(_Strict, frozen=True):
     totals: UsageFigures | None = None
     unpriced: list[UnpricedModel] = msgspec.field(default_factory=list)
     pricing: str = ""
+
+
+# --- CSV (the API's format=csv, and what ``tapes usage --csv`` writes from the checked report) --
+
+_FIGURES = UsageFigures.__struct_fields__
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_cell(value: object) -> str:
+    """A cell a spreadsheet shows as text: one that would start a formula gets a ``'``."""
+    text = str(value)
+    return "'" + text if text.startswith(_FORMULA_START) else text
+
+
+def to_csv(report: UsageReport) -> str:
+    """The report's rows, then a ``total`` row, as CSV safe to open in a spreadsheet."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow([*report.group_by, *_FIGURES])
+    for row in report.rows:
+        values = [row.group.get(key, "") for key in report.group_by]
+        writer.writerow(
+            [spreadsheet_cell(v) for v in (*values, *(getattr(row.figures, f) for f in _FIGURES))]
+        )
+    if report.totals is not None:
+        label = ["total", *[""] * (len(report.group_by) - 1)] if report.group_by else []
+        writer.writerow([*label, *(spreadsheet_cell(getattr(report.totals, f)) for f in _FIGURES)])
+    return out.getvalue()

@@ -4,6 +4,8 @@ usage and cost; hostile model names print verbatim (Rich markup off)."""
 from __future__ import annotations
 
 import copy
+import csv
+import io
 import json
 import re
 from collections.abc import Callable
@@ -271,3 +273,46 @@ def test_verify_checks_a_team_from_below_and_never_blames_nodes_it_does_not_hold
     assert ("row", "claude-haiku-4-5", "completion_tokens", -1) in found
     assert ("row", "claude-sonnet-4-5-20250929", "nodes", -2) in found
     assert {m for _, m, *_ in found if m} == {"claude-haiku-4-5", "claude-sonnet-4-5-20250929"}
+
+
+@pytest.mark.parametrize("amount", ["1e999999999", "NaN", "-Infinity", "1e15"])
+@pytest.mark.parametrize("where", ["totals", "rows"])
+def test_an_amount_of_money_that_is_no_price_is_one_error(
+    tapes: Tapes, tmp_path: Path, client: TestClient[Any], monkeypatch: pytest.MonkeyPatch,
+    amount: str, where: str,
+) -> None:  # fmt: skip
+    """A hostile server's cost: an exponent no price has (``Decimal`` would refuse to round it,
+    or spell a billion digits), not a number at all, or beyond any bill (10^15 dollars)."""
+    ok(tapes("alice", "auth", "login", "--server", "http://testserver.local", "--handle", "alice"))
+    record_turns(tmp_path / "alice", "claude-sonnet-4-5-20250929", 2)
+    ok(tapes("alice", "storage", "sync"))
+
+    def priced(report: dict[str, Any]) -> None:
+        figures = report["totals"] if where == "totals" else report["rows"][0]["figures"]
+        figures["cost_usd"] = amount
+
+    monkeypatch.setattr(context, "http_factory", lambda _url: hostile(client, "/usage", priced))
+    for args in ((), ("--json",), ("--csv",), ("--verify",)):
+        one_error(tapes("alice", "usage", *args), "malformed")
+
+
+def test_the_csv_is_written_here_from_the_checked_report_and_safe_in_a_spreadsheet(
+    tapes: Tapes, tmp_path: Path, client: TestClient[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--csv`` was the server's text as it came: a hostile server could write any formula into
+    a manager's spreadsheet. The client now writes it from the report it decoded and checked,
+    each cell that would start a formula shown as text."""
+    ok(tapes("alice", "auth", "login", "--server", "http://testserver.local", "--handle", "alice"))
+    record_turns(tmp_path / "alice", "claude-sonnet-4-5-20250929", 2)
+    ok(tapes("alice", "storage", "sync"))
+    honest = ok(tapes("alice", "usage", "--by", "model", "--csv"))
+    assert honest.splitlines()[1].startswith("claude-sonnet-4-5-20250929,2,")
+    formula = '=HYPERLINK("https://evil.example","open")'
+
+    def injected(report: dict[str, Any]) -> None:
+        report["rows"][0]["group"]["model"] = formula
+
+    monkeypatch.setattr(context, "http_factory", lambda _url: hostile(client, "/usage", injected))
+    rows = list(csv.reader(io.StringIO(ok(tapes("alice", "usage", "--by", "model", "--csv")))))
+    assert rows[1][0] == "'" + formula
+    assert not any(cell.startswith("=") for row in rows for cell in row)

@@ -21,7 +21,7 @@ from server.domain.usage import services
 from server.domain.usage.pricing import Price, PriceBook, load_overrides
 from server.domain.usage.schemas import parse_query
 from server.openapi import get
-from tapes_e2e.protocol.usage import UsageReport
+from tapes_e2e.protocol.usage import UsageReport, to_csv
 
 __all__ = ["UsageController"]
 
@@ -67,7 +67,7 @@ class UsageController(Controller):
         if format == "csv":
             name = f"usage-{vault.id}.csv"
             return Response(
-                services.to_csv(report), media_type="text/csv; charset=utf-8",
+                to_csv(report), media_type="text/csv; charset=utf-8",
                 headers={"Content-Disposition": f'attachment; filename="{name}"'},
             )  # fmt: skip
         return Response(report)

@@ -1,5 +1,5 @@
 """Usage rules and SQL: kept at push (:func:`record`), read by :func:`report` for the API and
-the dashboard, written out by :func:`to_csv`.
+the dashboard, written out by :func:`tapes_e2e.protocol.usage.to_csv`.
 
 A report reads only ``usage_buckets``: sums kept at push per 15-minute bucket of when the work
 happened (see :mod:`server.domain.usage.buckets`), so its cost follows the number of distinct
@@ -11,8 +11,6 @@ Retention deletes envelopes, not usage: the counts are the history of work done.
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, tzinfo
@@ -36,7 +34,7 @@ from server.domain.usage.schemas import UsageQuery
 from server.errors import BadRequest
 from tapes_e2e.protocol.usage import UnpricedModel, UsageFigures, UsageReport, UsageRow
 
-__all__ = ["record", "report", "to_csv", "vault_policy"]
+__all__ = ["record", "report", "vault_policy"]
 
 _PER_DAY = 86_400 // BUCKET_SECONDS
 _PER_HOUR = 3_600 // BUCKET_SECONDS
@@ -297,29 +295,3 @@ def _basis(totals: _Sums, policy: str) -> str:
     if totals.upload_timed == 0:
         return "created_at"
     return "uploaded_at" if totals.upload_timed == nodes else "mixed"
-
-
-# --- CSV --------------------------------------------------------------------------------------
-
-_FIGURES = UsageFigures.__struct_fields__
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def _cell(value: object) -> str:
-    """A cell a spreadsheet shows as text: one that would start a formula gets a ``'``."""
-    text = str(value)
-    return "'" + text if text.startswith(_FORMULA_START) else text
-
-
-def to_csv(report: UsageReport) -> str:
-    """The report's rows, then a ``total`` row, as CSV safe to open in a spreadsheet."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow([*report.group_by, *_FIGURES])
-    for row in report.rows:
-        values = [row.group.get(key, "") for key in report.group_by]
-        writer.writerow([_cell(v) for v in (*values, *(getattr(row.figures, f) for f in _FIGURES))])
-    if report.totals is not None:
-        label = ["total", *[""] * (len(report.group_by) - 1)] if report.group_by else []
-        writer.writerow([*label, *(_cell(getattr(report.totals, f)) for f in _FIGURES)])
-    return out.getvalue()
