@@ -143,7 +143,7 @@ class LoginRequest(_Strict, frozen=True):
 class TokenPair(_Strict, frozen=True):
     access_token: str
     refresh_token: str
-    expires_in: int
+    expires_in: Annotated[int, Meta(ge=1, le=86_400)]  # a server takes 30 s to a day
     user_id: str
     fingerprint: str
     personal_vault: str

@@ -13,6 +13,7 @@ from litestar.testing import TestClient
 from tapes_e2e import context
 from tapes_e2e.cli import auth as auth_cli
 from tests.client.conftest import Tapes
+from tests.client.test_hostile_server import hostile
 from tests.github_standin import GithubStandIn
 from tests.server.conftest import AUDIENCE
 from tests.server.test_github import _app
@@ -164,3 +165,19 @@ def test_login_with_github_on_a_server_without_it_is_one_error(tapes: Tapes) -> 
     assert "logged in to" in out  # the key login itself went through
     assert "GitHub sign-in is not configured on this server" in err
     assert "TAPES_SERVER_GITHUB_CLIENT_ID" in err
+
+
+@pytest.mark.parametrize("expires_in", [10**12, 0, -60])
+def test_a_token_lifetime_no_server_gives_is_a_malformed_answer(
+    tapes: Tapes, tmp_path: Path, client: TestClient[Any], monkeypatch: pytest.MonkeyPatch,
+    expires_in: int,
+) -> None:  # fmt: skip
+    """A hostile server's ``expires_in``: 10^12 s overflowed the expiry date (exit 70,
+    "unexpected error"), 0 or less made every request refresh first. A server takes 30 s to a
+    day; the client refuses what no server gives, and keeps no half-made login."""
+    evil = hostile(client, "/auth/login", lambda pair: pair.update(expires_in=expires_in))
+    monkeypatch.setattr(context, "http_factory", lambda _url: evil)
+    code, _, err = tapes("a", "auth", "login", "--server", AUDIENCE, "--handle", "alice")
+    assert code == 1, err
+    assert "the server's answer to POST /auth/login is malformed" in err
+    assert not (tmp_path / "a" / "session.json").exists()
