@@ -904,7 +904,7 @@ class ApiClient:
         try:
             problem = _PROBLEM.decode(response.content)
             detail, kind = _printable(problem.detail), problem.type
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):  # RecursionError: nested past msgspec's depth
             detail, kind = "", "about:blank"
         detail = detail or httpx.codes.get_reason_phrase(status) or "no explanation"
         if status == 401:
@@ -921,7 +921,7 @@ class ApiClient:
         self._check(response)
         try:
             return decoder.decode(response.content)
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, RecursionError) as exc:  # an Any field nested too deeply
             what = f"{response.request.method} {response.request.url.path}"
             log.debug("malformed answer to %s: %s", what, exc)
             raise ProtocolError(f"the server's answer to {what} is malformed") from None

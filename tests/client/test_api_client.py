@@ -733,3 +733,26 @@ def test_refusals_are_told_apart_by_their_problem_type_never_by_text() -> None:
         answer(409, "about:blank").status("v_one")
     assert type(plain.value) is RemoteError
     assert set(PROBLEM_ERRORS) == set(Problem)  # every type the server sends is mapped
+
+
+DEEP = b"[" * 100_000 + b"]" * 100_000  # past msgspec's depth: RecursionError, not DecodeError
+
+
+@pytest.mark.parametrize("status", [200, 400])
+def test_an_answer_nested_past_any_depth_is_one_error(status: int) -> None:
+    """An audit entry's ``detail`` is any JSON: a hostile server nested it 100,000 deep and
+    ``tapes team audit`` exited 70 (RecursionError). So does a problem detail's unknown field."""
+    entry = b'{"id":1,"action":"a","subject":"s","actor_id":null,"prev_hash":null,"hash":"h",'
+    page = b'{"team_id":"t","chain_ok":true,"entries":[' + entry + b'"created_at":"x",'
+    body = page + b'"detail":{"x":' + DEEP + b'}}],"cursor":1,"more":false}'
+    if status == 400:
+        body = b'{"type":"about:blank","title":"Bad Request","status":400,"x":' + DEEP + b"}"
+    api = mock(lambda _request: httpx.Response(status, content=body))
+    with pytest.raises(ProtocolError if status == 200 else RemoteError) as info:
+        api.audit_page("t_team")
+    assert "\n" not in str(info.value)
+    if status == 200:
+        assert (
+            info.value.message
+            == "the server's answer to GET /api/v1/teams/t_team/audit is malformed"
+        )

@@ -97,6 +97,14 @@ def _huge_ids(page: Page) -> None:
     page["entries"][-1]["id"] = page["head"]["entry_id"] = 2**64
 
 
+def _no_time(page: Page) -> None:
+    page["entries"][0]["created_at"] = "yesterday"
+
+
+def _time_out_of_range(page: Page) -> None:
+    page["entries"][0]["created_at"] = "9999-12-31T23:59:59-14:00"
+
+
 @pytest.mark.parametrize(
     ("mutate", "words"),
     [
@@ -107,6 +115,8 @@ def _huge_ids(page: Page) -> None:
         (_forged_head, "head it signed"),
         (_negative_ids, "malformed"),
         (_huge_ids, "malformed"),
+        (_no_time, "does not hold together"),
+        (_time_out_of_range, "does not hold together"),
     ],
 )
 def test_a_server_that_changes_its_log_is_caught(
