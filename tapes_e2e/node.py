@@ -13,13 +13,14 @@ Field names and JSON tags follow Go tapes' ``merkle.Node``, ``merkle.Bucket``,
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, ParamSpec, TypeVar
 
 import msgspec
 
@@ -41,6 +42,24 @@ __all__ = [
 ]
 
 _T = TypeVar("_T")
+_P = ParamSpec("_P")
+
+
+def _within_depth(read: Callable[_P, _T]) -> Callable[_P, _T]:
+    """``read``, with a node nested deeper than Python's recursion limit (about 900 levels of
+    JSON; Go's own decoder stops at 10,000) refused as :class:`InvalidNodeError` instead of
+    escaping as ``RecursionError`` from the parser or from any walk of the value after it."""
+
+    @functools.wraps(read)
+    def bounded(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+        try:
+            return read(*args, **kwargs)
+        except RecursionError:
+            raise InvalidNodeError("the node's JSON nests too deeply to read") from None
+
+    return bounded
+
+
 _INT64 = 2**63
 _HASH_RE = re.compile(r"[0-9a-f]{64}")
 
@@ -444,6 +463,7 @@ def bucket_header(data: bytes) -> BucketHeader | None:
     )  # fmt: skip
 
 
+@_within_depth
 def bucket_from_bytes(data: bytes) -> Bucket:
     """A Bucket from JSON bytes (a stored ``nodes.bucket`` column, say), as Go would read it."""
     if not _gojson.may_hold_negative_zero(data):
@@ -457,6 +477,7 @@ def bucket_from_bytes(data: bytes) -> Bucket:
         raise InvalidNodeError(str(exc)) from exc
 
 
+@_within_depth
 def node_from_bytes(data: bytes) -> Node:
     """A Node from one line of Go's node JSON; its hash must match its content."""
     if not _gojson.may_hold_negative_zero(data):
@@ -545,6 +566,7 @@ def _usage_from_json(obj: Any) -> Usage | None:
     return Usage(**counts)
 
 
+@_within_depth
 def node_from_json(obj: Any, *, check_hash: bool = True) -> Node:
     """Build a Node from Go's node JSON (as ``Node.to_json`` or Go tapes writes it).
 

@@ -166,7 +166,7 @@ def _parse(data: bytes) -> _Proof:
         raise ProofError(f"the proof is larger than {MAX_PROOF_BYTES // 2**20} MiB")
     try:
         value = msgspec.json.decode(data)
-    except (msgspec.DecodeError, UnicodeDecodeError):
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):  # nested past any depth
         raise ProofError("the proof is not JSON in UTF-8 (truncated or damaged)") from None
     try:
         header = msgspec.convert(value, _Header)

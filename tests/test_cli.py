@@ -111,6 +111,11 @@ def test_children_before_parents_in_a_file_import_fine(tapes: TapesRunner, tmp_p
     assert json.loads(tapes("storage", "status", "--json").out)["nodes"] == 3
 
 
+def _nested(depth: int) -> str:
+    tool = '{"type": "tool_use", "tool_input": {"x": ' + "[" * depth + "]" * depth + "}}"
+    return '{"hash": "' + "ab" * 32 + '", "bucket": {"type": "message", "content": [' + tool + "]}}"
+
+
 @pytest.mark.parametrize(
     ("bad_line", "message"),
     [
@@ -118,6 +123,9 @@ def test_children_before_parents_in_a_file_import_fine(tapes: TapesRunner, tmp_p
         ('{"hash": "' + "0" * 64 + '", "bucket": {}}', "line 3: hash 000000000000… does not match"),
         ("[1, 2]", "line 3: a node must be a JSON object"),
         ('{"hash": "zz"}', "line 3: hash must be 64"),
+        *(  # a tool_input nested deeper than this reader follows (Go's own decoder stops at 10,000)
+            (_nested(depth), "line 3: the node's JSON nests too deeply") for depth in (900, 100_000)
+        ),
     ],
 )
 def test_a_bad_line_imports_nothing_and_is_named(

@@ -79,6 +79,8 @@ def test_a_truncated_proof_and_other_files_are_one_clear_error() -> None:
         (b"", "not JSON"),
         (b'{"nodes": []}\n', "not a tapes session proof"),
         (b"[1, 2]", "not a tapes session proof"),
+        (b"[" * 100_000 + b"]" * 100_000, "not JSON"),  # nested past any parser's depth
+        (b'{"format": "x", "nodes": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "not JSON"),
     ]:
         with pytest.raises(ProofError) as info:
             verify_proof(data)
