@@ -17,10 +17,12 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Parameter
 
 from server.errors import PROBLEM_JSON
+from tapes_e2e.protocol import MAX_SEQ
 
 __all__ = [
     "ERROR_RESPONSES",
     "UNSUPPORTED_BODY",
+    "After",
     "AfterSeqno",
     "Hex64Path",
     "Problem",
@@ -31,8 +33,10 @@ __all__ = [
     "post",
 ]
 
-# Parameters several areas' routes share: a team's id in a path, a chain cursor.
+# Parameters several areas' routes share: a team's id in a path, a chain cursor, a page's
+# cursor (a sequence number, share number or audit entry id; clients refuse any above MAX_SEQ).
 TeamPath = Annotated[str, Parameter(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+After = Annotated[int, Parameter(ge=0, le=MAX_SEQ)]
 AfterSeqno = Annotated[int, Parameter(ge=-1, le=2**31 - 1)]
 Hex64Path = Annotated[str, Parameter(pattern=r"^[0-9a-f]{64}$")]  # a keyed node id
 VaultQuery = Annotated[str, Parameter(pattern=r"^[A-Za-z0-9_-]{1,64}$", max_length=64)]

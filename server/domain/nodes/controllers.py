@@ -44,9 +44,16 @@ from server.deps import (
 from server.domain.nodes import reseal, services
 from server.domain.nodes.services import MAX_PAGE
 from server.errors import BadRequest, UnsupportedMediaType
-from server.openapi import ERROR_RESPONSES, UNSUPPORTED_BODY, Hex64Path, VaultQuery, get, post
+from server.openapi import (
+    ERROR_RESPONSES,
+    UNSUPPORTED_BODY,
+    After,
+    Hex64Path,
+    VaultQuery,
+    get,
+    post,
+)
 from tapes_e2e.protocol import (
-    MAX_SEQ,
     MSGPACK,
     PUSH_FORMS,
     AncestryPage,
@@ -65,7 +72,6 @@ from tapes_e2e.protocol import (
 
 __all__ = ["NodeController", "SyncController", "decode_push"]
 
-After = Annotated[int, Parameter(ge=0, le=MAX_SEQ)]
 _msgpack: Final = msgspec.msgpack.Encoder().encode
 _VARY: Final = {"Vary": "Accept"}  # a cache keeps the two forms of one page apart
 

@@ -30,8 +30,7 @@ from server.domain.shares.services import (
     team_shares,
     unshare_session,
 )
-from server.openapi import Hex64Path, VaultQuery, delete, get, post
-from tapes_e2e.protocol import MAX_SEQ
+from server.openapi import After, Hex64Path, VaultQuery, delete, get, post
 from tapes_e2e.protocol.teams import ShareCreate, ShareOut, SharePage
 
 __all__ = ["ShareController", "SharedController"]
@@ -75,7 +74,7 @@ class SharedController(Controller):
     @get("/teams/{team_id:str}/sessions", sync_to_thread=True)
     def team_sessions(
         self, team_id: VaultQuery, db: SessionDep, principal: PrincipalDep, now: NowDep,
-        after: Annotated[int, Parameter(ge=0, le=MAX_SEQ)] = 0,
+        after: After = 0,
         limit: Annotated[int, Parameter(ge=1, le=MAX_PAGE)] = 100,
     ) -> SharePage:  # fmt: skip
         """The sessions shared with one team (the RFC's ``SharedSessions``), by share sequence."""

@@ -83,9 +83,8 @@ from server.errors import (
     Forbidden,
     NotFound,
 )
-from server.openapi import AfterSeqno, TeamPath, delete, get, post
+from server.openapi import After, AfterSeqno, TeamPath, delete, get, post
 from server.signing import public_key, signing_seed
-from tapes_e2e.protocol import MAX_SEQ
 from tapes_e2e.protocol.teams import (
     AuditEntryOut,
     AuditPage,
@@ -314,7 +313,7 @@ class TeamController(Controller):
     @get("/{team_id:str}/audit", sync_to_thread=True)
     def audit_log(
         self, team_id: TeamPath, db: SessionDep, principal: PrincipalDep,
-        after: Annotated[int, Parameter(ge=0, le=MAX_SEQ)] = 0, limit: Limit = 100,
+        after: After = 0, limit: Limit = 100,
     ) -> AuditPage:  # fmt: skip
         """The team's audit entries after ``after``, and whether this page's part of the hash
         chain verifies (its entries, their links, the link to the entry before the page and, on
