@@ -4,7 +4,9 @@ Every response under ``/dashboard`` (pages, errors, static files) carries a stri
 Content-Security-Policy: scripts and styles only from this origin's files (no inline script
 or style anywhere, so htmx's own indicator style is turned off in its config), no framing, no
 plugins, forms posting only here. Jinja autoescapes every template, SVG included: every
-string a member can choose (a model name, a handle) is attacker-controlled.
+string a member can choose (a model name, a handle) is attacker-controlled. Every printed
+string shows its control characters as escapes first (``_shown``), and names sit in ``<bdi>``
+where they run into other text, so right-to-left script in one reorders nothing beside it.
 """
 
 from __future__ import annotations
@@ -22,9 +24,11 @@ from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.response import Template
 from litestar.template import TemplateConfig
 from litestar.types import ASGIApp, ExceptionHandlersMap, Message, Receive, Scope, Send
+from markupsafe import Markup
 
 from server.errors import ApiError
 from server.settings import Settings
+from tapes_e2e.protocol.text import visible
 
 __all__ = [
     "CSP",
@@ -100,10 +104,20 @@ def _money(value: Decimal | None) -> str:
     return "not priced" if value is None else f"${value:,.2f}"
 
 
+def _shown(value: Any) -> Any:
+    """Every value a template prints, before it is escaped: a string with its control
+    characters shown as escapes (a bidirectional override in a model name reorders nothing
+    around it). The output of a macro is this page's own markup, built of shown values."""
+    if isinstance(value, str) and not isinstance(value, Markup):
+        return visible(value)
+    return value
+
+
 def _environment() -> Environment:
     env = Environment(
         loader=FileSystemLoader(HERE / "templates"),
         autoescape=True,
+        finalize=_shown,
         undefined=StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,

@@ -23,6 +23,7 @@ from tapes_e2e.context import Settings, api_client, logged_in
 from tapes_e2e.errors import AuthError, ConfigError, RemoteError, ServerError, TapesError
 from tapes_e2e.identity import create_identity, identity_path, restore, save, unlock
 from tapes_e2e.protocol import GITHUB_LOGIN
+from tapes_e2e.protocol.text import is_name
 
 app = typer.Typer(
     help="Log in to a sync server, show the login, log out.",
@@ -368,6 +369,10 @@ def create_key(
     as_json: output.JsonFlag = False,
 ) -> None:
     """Create a key for one vault; it is shown once and stored only hashed on the server."""
+    if not is_name(name, 0, 100):
+        raise TapesError(
+            "a key's name is one line of up to 100 characters, with no control characters"
+        )
     settings = settings_of(ctx)
     api, _ = logged_in(settings)
     session = api.session

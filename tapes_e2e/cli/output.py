@@ -21,6 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from tapes_e2e.errors import TapesError
+from tapes_e2e.protocol.text import visible
 
 # The --json flag of every listing command.
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
@@ -38,23 +39,7 @@ __all__ = [
     "visible",
 ]
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
-"""What a terminal acts on rather than shows: C0 controls but tab and newline (escape sequences,
-carriage return, backspace), DEL, C1 controls (0x9b is CSI on its own), and the bidirectional
-overrides and isolates that make text read in another order than it is stored."""
 _JSON_CONTROL = re.compile(r"[\x7f-\x9f\u202a-\u202e\u2066-\u2069]")  # json escapes C0 itself
-
-
-def visible(text: str) -> str:
-    """``text`` with every control character shown as an escape (``\\x1b``, ``\\u202e``):
-    a prompt, title or name that came from another person or the server cannot move the cursor,
-    clear the screen, set the window title, make a hidden link or reorder what is shown."""
-    return _CONTROL.sub(_escaped, text)
-
-
-def _escaped(found: re.Match[str]) -> str:
-    code = ord(found.group())
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 def plain(text: str, style: str = "") -> Text:

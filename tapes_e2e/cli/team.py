@@ -21,9 +21,10 @@ from tapes_e2e.cli import auth, output
 from tapes_e2e.client import ApiClient
 from tapes_e2e.config import parse_duration, save_config, storage_table
 from tapes_e2e.context import Settings, logged_in
-from tapes_e2e.errors import InterruptedWorkError, RemoteError, TeamError
+from tapes_e2e.errors import InterruptedWorkError, RemoteError, TapesError, TeamError
 from tapes_e2e.identity import unlock
 from tapes_e2e.protocol.teams import MemberOut
+from tapes_e2e.protocol.text import is_name
 from tapes_e2e.protocol.usage import spreadsheet_cell
 from tapes_e2e.teams import audit, flows, reencrypt
 from tapes_e2e.teams.access import resolve_team, verify_team
@@ -76,8 +77,10 @@ def create(
         raise TeamError(f"--metadata {metadata!r}: expected none, coarse or full")
     if content not in ("encrypted", "omit"):
         raise TeamError(f"--content {content!r}: expected encrypted or omit")
-    if not name.strip() or len(name) > 200:
-        raise TeamError("a team name has 1 to 200 characters")
+    if not name.strip() or not is_name(name, 1, 200):
+        raise TapesError(
+            "a team name is one line of 1 to 200 characters, with no control characters"
+        )
     api, identity = connect(_settings(ctx))
     created = flows.create_team(
         api, identity, _settings(ctx).dotdir.path, name.strip(),

@@ -21,6 +21,7 @@ import msgspec
 from msgspec import Meta
 
 from keymgmt.envelope import EnvelopeWire, PackedEnvelope
+from tapes_e2e.protocol.text import DeviceName, KeyName
 
 MAX_SEQ = 2**62
 """The largest sequence number, cursor or count the server hands out, and the largest ``after``
@@ -100,8 +101,6 @@ B64 = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]*$", max_length=48 * 1024 * 10
 Key32 = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{43}$")]  # 32 bytes, unpadded base64url
 Sig64 = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{86}$")]  # 64 bytes, unpadded base64url
 Handle = Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9_.-]{1,38}$")]
-# A device's name as its user typed it (the hostname by default): printable, no control characters.
-DeviceName = Annotated[str, Meta(pattern=r"^[^\x00-\x1f\x7f]{1,64}$")]
 VaultId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 Fingerprint = Annotated[str, Meta(pattern=r"^[A-Z2-7]{4}(-[A-Z2-7]{4}){7}$")]
 Permission = Literal["push", "pull", "read-usage", "admin"]
@@ -200,7 +199,7 @@ class GithubUserOut(_Strict, frozen=True):
 class ApiKeyCreate(_Strict, frozen=True):
     vault: VaultId
     permissions: Annotated[list[Permission], Meta(min_length=1, max_length=4)]
-    name: Annotated[str, Meta(max_length=100)] = ""
+    name: KeyName = ""
 
 
 class ApiKeyInfo(_Strict, frozen=True):

@@ -18,6 +18,7 @@ import msgspec
 from msgspec import Meta
 
 from tapes_e2e.protocol import Seq
+from tapes_e2e.protocol.text import TeamName
 
 __all__ = [
     "AuditEntryOut",
@@ -87,7 +88,7 @@ class TeamCreate(_Strict, frozen=True):
     and the owner's keyring for epoch 1; the server generates nothing secret."""
 
     team_id: TeamId
-    name: Annotated[str, Meta(min_length=1, max_length=200)]
+    name: TeamName
     slug: Slug
     statement: SignedWire
     keyring: SignedWire

@@ -92,6 +92,23 @@ def test_api_keys_create_list_revoke(tapes: Tapes) -> None:
     assert made["info"]["permissions"] == ["push"]
 
 
+@pytest.mark.parametrize("name", ["ci\u202egnp.exe", "ci\x1b]0;x\x07", "ci\nprod", "n" * 201])
+def test_a_name_the_server_would_refuse_is_one_clear_line_and_nothing_made(
+    tapes: Tapes, client: TestClient[Any], name: str
+) -> None:
+    """A team's or key's name is one line without control characters (threat model T): the
+    CLI says so before it makes keys or sends anything, so no team is half made."""
+    assert tapes("n", "auth", "login", "--server", AUDIENCE, "--handle", "nia")[0] == 0
+    code, _, err = tapes("n", "auth", "api-key", "create", "-p", "pull", "--name", name)
+    assert (code, err.count("\n")) == (1, 1), err
+    assert err.startswith("tapes: error: a key's name is one line"), err
+    code, _, err = tapes("n", "team", "create", name)
+    assert (code, err.count("\n")) == (1, 1), err
+    assert err.startswith("tapes: error: a team name is one line"), err
+    assert json.loads(tapes("n", "auth", "api-key", "list", "--json")[1]) == []
+    assert json.loads(tapes("n", "team", "list", "--json")[1]) == []
+
+
 def test_configure_asks_the_server_before_saving_its_url(
     tapes: Tapes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -16,6 +16,7 @@ from markupsafe import escape
 
 import keymgmt
 from server.dashboard.web import CSP
+from tapes_e2e.protocol.text import visible
 from tests.server.conftest import Clock, User, Vault
 from tests.server.test_teams import TeamKit
 
@@ -94,7 +95,7 @@ def table(page: httpx.Response, table_id: str) -> dict[str, tuple[int, int]]:
     body = page.text.split(f'<table id="{table_id}">', 1)[1].split("</table>", 1)[0]
     rows = {}
     for row in re.findall(r"<tr>(.*?)</tr>", body, re.DOTALL)[1:]:
-        label = re.search(r'<th scope="row" class="name">(.*?)</th>', row, re.DOTALL)
+        label = re.search(r'<th scope="row" class="name"><bdi>(.*?)</bdi></th>', row, re.DOTALL)
         numbers = re.findall(r'data-value="(\d+)"', row)
         assert label, row
         assert len(numbers) == 2, row
@@ -355,6 +356,31 @@ def test_every_string_of_clear_metadata_is_escaped(client: TestClient[Any], cloc
     assert "<script" not in svg
     assert "<img" not in svg
     assert re.findall(r"<script\b", page.text) == ["<script"]  # htmx, and nothing else
+
+
+CONTROLLED = ("gpt\u202egnp.exe", "m\x1b]8;;https://evil.example\x1b\\x", "a\u2066b\u009bc\rd")
+
+
+def test_control_characters_of_clear_metadata_are_shown_and_names_isolated(
+    client: TestClient[Any], clock: Clock
+) -> None:
+    """A member's model, provider or harness name holding a bidirectional override, an escape
+    sequence, a C1 control or a carriage return reaches the page as visible escapes, never as
+    the character (threat model T), and each name sits in its own ``<bdi>``, so right-to-left
+    text in one cannot reorder the figures beside it."""
+    alice = User(client, "alice")
+    kit = TeamKit(alice, clock)
+    names = (*CONTROLLED, "\u05e9\u05dc\u05d5\u05dd")  # and honest right-to-left script
+    push_usage(alice, kit.vault(alice), [metadata(v, agent_name=v, total_tokens=3) for v in names])
+    assert sign_in_with_link(client, link_for(alice, kit.team_id)).status_code == 303
+    page = client.get(f"/dashboard?team={kit.team_id}")
+    assert page.status_code == 200
+    assert re.search("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]", page.text) is None
+    shown = {visible(v) for v in names}
+    assert table(page, "by-model").keys() == shown
+    assert table(page, "by-agent").keys() == shown
+    assert "gpt\\u202egnp.exe" in page.text
+    assert "\u05e9\u05dc\u05d5\u05dd" in page.text  # shown as it is
 
 
 def test_the_figures_equal_the_usage_apis(client: TestClient[Any], clock: Clock) -> None:

@@ -234,6 +234,29 @@ def test_create_team_refuses_what_does_not_verify(
     assert teams == [kit.team_id]
 
 
+CONTROL_NAMES = ("Acme\u202egnp.exe", "Acme\x1b]0;pwned\x07", "Acme\u009b2J", "Acme\nInc", "")
+
+
+@pytest.mark.parametrize("name", CONTROL_NAMES)
+def test_a_team_or_key_name_holding_control_characters_is_refused(
+    alice: User, clock: Clock, client: TestClient[Any], name: str
+) -> None:
+    """A name the server keeps to show other people (the team's, an API key's, a device's) is
+    one line of text: a bidirectional override, an escape sequence, a C1 control or a newline
+    in it is a 400 and nothing is stored (threat model T)."""
+    kit = TeamKit(alice, clock, create=False)
+    refused = alice.post("/api/v1/teams", kit.create_body(name=name))
+    assert refused.status_code == 400, refused.text
+    assert "name:" in refused.json()["detail"]
+    with db_session(client) as db:
+        assert db.scalars(select(Team.id).where(Team.kind == "team")).all() == []
+    if name:  # an API key may have no name
+        key = {"vault": alice.vault, "permissions": ["pull"], "name": name}
+        assert alice.post("/api/v1/api-keys/", key).status_code == 400
+    # the same names without their control characters are taken
+    assert alice.post("/api/v1/teams", kit.create_body(name="Acme \u05d0\u05d1")).status_code == 201
+
+
 def test_create_team_refuses_a_keyring_for_others(
     alice: User, bob: User, clock: Clock, client: TestClient[Any]
 ) -> None:
