@@ -85,6 +85,11 @@ def main() -> int:
     ]
     bodies = [sealed._unframe(p) for p in padded]
     nodes = [node_from_bytes(b) for b in bodies]
+
+    def check_ids() -> None:
+        for e, n in zip(envs, nodes, strict=True):
+            sealed._check_ids(e, keys, n.hash, n.parent_hash)
+
     steps = [
         ("decode the page (MessagePack, packed)", lambda: _PACKED_PAGE.decode(raw)),
         ("the records (Envelope.from_packed)", lambda: [sealed.Envelope.parse(p) for p in packed]),
@@ -100,13 +105,7 @@ def main() -> int:
         ),
         ("unpad and zstd", lambda: [sealed._unframe(p) for p in padded]),
         ("parse the node, recompute its hash", lambda: [node_from_bytes(b) for b in bodies]),
-        (
-            "keyed node and parent IDs",
-            lambda: [
-                sealed._check_ids(e, keys, n.hash, n.parent_hash)
-                for e, n in zip(envs, nodes, strict=True)
-            ],
-        ),
+        ("keyed node and parent IDs", check_ids),
         (
             "clear metadata against the node",
             lambda: [

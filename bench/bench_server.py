@@ -710,14 +710,14 @@ def run_client(base_url: str, client: Client, barrier: threading.Barrier) -> Non
         barrier.wait()
         for account, body in bodies:
             for attempt in range(MAX_ATTEMPTS):
-                start = time.perf_counter()
+                sent = time.perf_counter()
                 try:
                     response = http.post("/api/v1/sync/push", content=body, headers=account.headers)
                     status = response.status_code
                 except httpx.TransportError as exc:
                     status, response = -1, None
                     client.failures.append(type(exc).__name__)
-                client.latencies.append(time.perf_counter() - start)
+                client.latencies.append(time.perf_counter() - sent)
                 client.statuses[status] += 1
                 if status == 200:
                     break
@@ -1275,7 +1275,7 @@ def print_report(report: dict[str, Any], count: int) -> list[bool]:
     """The table, then the details of any errors; whether each goal was met."""
     rows = [["figure", "ours", "baseline", "ratio", "goal", "result"]]
     goals: list[bool] = []
-    sections = [
+    sections: list[tuple[str, str, Callable[[dict[str, Any]], tuple[list[Any], list[bool]]]]] = [
         ("sqlite_server", "push / pull on SQLite", lambda r: push_pull_rows(r, count)),
         (
             "postgres_push",

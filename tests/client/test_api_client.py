@@ -693,7 +693,7 @@ def test_ancestry_pages_are_followed_and_a_hostile_walk_is_refused() -> None:
     """Pages continue at ``next``; a page that does not follow the parent links, or a ``next``
     that leads back to a node already given, is a ProtocolError instead of an endless walk."""
     a, b, c = "a" * 64, "b" * 64, "c" * 64
-    honest = {
+    honest: dict[str, dict[str, Any]] = {
         c: {"items": [_item(c, b)], "next": b},
         b: {"items": [_item(b, a), _item(a, None)], "next": None},
     }
@@ -709,7 +709,7 @@ def test_ancestry_pages_are_followed_and_a_hostile_walk_is_refused() -> None:
     looping = {c: {"items": [_item(c, b)], "next": b}, b: {"items": [_item(b, c)], "next": c}}
     spliced = {c: {"items": [_item(c, b), _item(a, None)], "next": None}}
     wrong_next = {c: {"items": [_item(c, b)], "next": a}}
-    empty = {c: {"items": [], "next": None}}
+    empty: dict[str, dict[str, Any]] = {c: {"items": [], "next": None}}
     for pages in (looping, spliced, wrong_next, empty):
         with pytest.raises(ProtocolError, match="parent links"):
             mock(serve(pages)).ancestry(c)
