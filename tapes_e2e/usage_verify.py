@@ -36,7 +36,7 @@ import keymgmt
 from keymgmt.chain import MetadataPolicy
 from tapes_e2e.envelopes import clear_fields
 from tapes_e2e.node import Node
-from tapes_e2e.protocol.usage import UsageFigures, UsageReport
+from tapes_e2e.protocol.usage import CAPPED_KEYS, OTHER, GroupKey, UsageFigures, UsageReport
 
 __all__ = [
     "CHECKABLE_GROUPS",
@@ -47,6 +47,7 @@ __all__ = [
     "Recomputed",
     "check_frame",
     "compare",
+    "folded_keys",
     "frame_for",
     "recompute",
 ]
@@ -219,6 +220,29 @@ def _normal(text: str) -> str:
         return text
 
 
+def folded_keys(report: UsageReport) -> list[GroupKey]:
+    """The groupings by a member's names under which the report counts some as ``(other)``:
+    the vault names more than the server itemizes. Which names those are is the server's
+    record (the first it was sent), so those figures are compared summed over that grouping."""
+    return [
+        key
+        for key in report.group_by
+        if key in CAPPED_KEYS and any(row.group.get(key) == OTHER for row in report.rows)
+    ]
+
+
+def _summed(
+    groups: Iterable[tuple[Group, Mapping[str, int]]], kept: list[int]
+) -> dict[Group, dict[str, int]]:
+    """The figures summed per group of the positions ``kept`` (every row of a group counted)."""
+    out: dict[Group, dict[str, int]] = {}
+    for group, figures in groups:
+        sums = out.setdefault(tuple(group[i] for i in kept), dict.fromkeys(CHECKED, 0))
+        for name in CHECKED:
+            sums[name] += figures[name]
+    return out
+
+
 def _figures(figures: UsageFigures) -> dict[str, int]:
     return {name: int(getattr(figures, name)) for name in CHECKED}
 
@@ -233,22 +257,26 @@ def compare(
     """Every figure of every row, and of the totals, where the server and this machine
     disagree: with ``exact``, any difference (a row on one side only differs in each of its
     non-zero figures); without, a server figure below this machine's. A group the report lists
-    more than once differs in its number of ``rows`` (its figures are summed)."""
-    keys = report.group_by
-    server: dict[Group, dict[str, int]] = {}
-    listed: Counter[Group] = Counter()
-    for row in report.rows:
-        group = tuple(row.group.get(key, "") for key in keys)
-        listed[group] += 1
-        sums = server.setdefault(group, dict.fromkeys(CHECKED, 0))
-        for name, value in _figures(row.figures).items():
-            sums[name] += value
+    more than once differs in its number of ``rows`` (its figures are summed). Groupings under
+    which the report counts names as ``(other)`` (:func:`folded_keys`) are compared summed."""
+    rows = [
+        (tuple(row.group.get(key, "") for key in report.group_by), _figures(row.figures))
+        for row in report.rows
+    ]
+    listed = Counter(group for group, _ in rows)
+    found = [
+        Difference("row", dict(zip(report.group_by, group, strict=True)), "rows", times, 1)
+        for group, times in sorted(listed.items())
+        if times > 1
+    ]
+    folded = folded_keys(report)
+    kept = [i for i, key in enumerate(report.group_by) if key not in folded]
+    keys = [report.group_by[i] for i in kept]
+    local = _summed(local.items(), kept)
+    server = _summed(rows, kept)
     zero = dict.fromkeys(CHECKED, 0)
-    found: list[Difference] = []
     for group in sorted(set(server) | set(local)):
         labels = dict(zip(keys, group, strict=True))
-        if listed[group] > 1:
-            found.append(Difference("row", labels, "rows", listed[group], 1))
         theirs, ours = server.get(group, zero), local.get(group, zero)
         found += [
             Difference("row", labels, name, theirs[name], ours[name])

@@ -21,7 +21,12 @@ from server.domain.usage.pricing import PriceBook
 from server.domain.usage.schemas import UsageQuery
 from tapes_e2e.protocol.usage import GroupKey, UsageFigures, UsageReport
 
-__all__ = ["load"]
+__all__ = ["SHOWN", "UNPRICED_SHOWN", "load"]
+
+SHOWN = 50
+"""Rows of a breakdown shown one by one; the rest are one row of their sums."""
+UNPRICED_SHOWN = 20
+"""Unpriced models named in the note above the chart; the rest are counted."""
 
 
 def _cost(figures: UsageFigures) -> Decimal | None:
@@ -47,11 +52,32 @@ def _bucket(label: str | None, figures: UsageFigures, detail: str | None = None)
 
 
 def _ranked(report: UsageReport, *keys: GroupKey) -> list[Bucket]:
-    found = [
-        _bucket(row.group.get(keys[0]), row.figures, row.group.get(keys[1]) if keys[1:] else None)
-        for row in report.rows
-    ]
-    return sorted(found, key=lambda b: (-b.total_tokens, -b.nodes, b.label or ""))
+    """The report's groups, the largest first: the first :data:`SHOWN`, then one row of the
+    rest's sums. A page stays short however many models, harnesses or projects a vault names
+    (each kind is capped per vault too: ``server.domain.usage.labels``); the usage API and its
+    CSV list every group."""
+    found = sorted(
+        (
+            _bucket(
+                row.group.get(keys[0]), row.figures, row.group.get(keys[1]) if keys[1:] else None
+            )
+            for row in report.rows
+        ),
+        key=lambda b: (-b.total_tokens, -b.nodes, b.label or ""),
+    )
+    if len(found) <= SHOWN:
+        return found
+    rest = Bucket(more=len(found) - SHOWN)
+    for b in found[SHOWN:]:
+        rest.nodes += b.nodes
+        rest.prompt_tokens += b.prompt_tokens
+        rest.completion_tokens += b.completion_tokens
+        rest.cache_creation_tokens += b.cache_creation_tokens
+        rest.cache_read_tokens += b.cache_read_tokens
+        rest.total_tokens += b.total_tokens
+        if b.cost is not None:
+            rest.cost = (rest.cost or Decimal(0)) + b.cost
+    return [*found[:SHOWN], rest]
 
 
 def load(db: Session, team: TeamChoice, span: Range, prices: PriceBook) -> Figures:
@@ -72,13 +98,15 @@ def load(db: Session, team: TeamChoice, span: Range, prices: PriceBook) -> Figur
     policy = Policy(daily.metadata_policy, daily.content_policy)
     unpriced = Bucket(label="unpriced", nodes=totals.unpriced_nodes)
     unpriced.total_tokens = totals.unpriced_tokens
+    unpriced_models = sorted({m.model for m in daily.unpriced if m.model})
     return Figures(
         team=team,
         range=span,
         policy=policy,
         totals=_bucket("all", totals),
         unpriced=unpriced,
-        unpriced_models=sorted({m.model for m in daily.unpriced if m.model}),
+        unpriced_models=unpriced_models[:UNPRICED_SHOWN],
+        unpriced_more=max(len(unpriced_models) - UNPRICED_SHOWN, 0),
         by_day=[_point(day, per_day.get(day.isoformat())) for day in days],
         by_member=_ranked(run("member"), "member"),
         by_model=_ranked(run("model", "provider"), "model", "provider"),

@@ -40,7 +40,8 @@ class TeamChoice:
 @dataclass(slots=True)
 class Bucket:
     """Nodes, tokens and cost of one group (a member, a model, a harness, a project, or all).
-    ``label`` is ``None`` when the metadata did not say (or the policy does not send it)."""
+    ``label`` is ``None`` when the metadata did not say (or the policy does not send it).
+    ``more`` > 0: the sums of that many smaller groups, not shown one by one."""
 
     label: str | None = None
     detail: str | None = None  # the provider, beside a model
@@ -51,6 +52,7 @@ class Bucket:
     cache_read_tokens: int = 0
     total_tokens: int = 0
     cost: Decimal | None = None
+    more: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +96,7 @@ class Figures:
     policy: Policy
     totals: Bucket
     unpriced: Bucket
-    unpriced_models: list[str]
+    unpriced_models: list[str]  # the first UNPRICED_SHOWN, by name
     by_day: list[DayPoint]
     by_member: list[Bucket] = field(default_factory=list)
     by_model: list[Bucket] = field(default_factory=list)
@@ -105,3 +107,4 @@ class Figures:
     # Whether a price source was consulted (genai-prices and the override file, in
     # server.dashboard.data).
     priced: bool = False
+    unpriced_more: int = 0  # unpriced models beyond those listed

@@ -54,6 +54,7 @@ __all__ = [
     "Team",
     "TeamMember",
     "UsageBucket",
+    "UsageLabel",
     "User",
 ]
 
@@ -210,6 +211,20 @@ class UsageBucket(Base):
     cache_read_input_tokens: Mapped[int] = mapped_column(Count)
     total_tokens: Mapped[int] = mapped_column(Count)
     base_input_tokens: Mapped[int] = mapped_column(Count)
+
+
+class UsageLabel(Base):
+    """A model (with its provider), harness or project that a vault's usage itemizes, by hash
+    of its text (``server.domain.usage.labels``). Each kind is capped per vault, so a member who
+    names a million models cannot make every usage report a million rows long: the names past
+    the cap are counted under ``(other)``."""
+
+    __tablename__ = "usage_labels"
+    vault_id: Mapped[str] = mapped_column(
+        ForeignKey("teams.id", ondelete="CASCADE"), primary_key=True
+    )
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    label: Mapped[str] = mapped_column(String(32), primary_key=True)
 
 
 class NodeAlias(Base):

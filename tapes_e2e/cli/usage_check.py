@@ -27,7 +27,7 @@ from tapes_e2e.cli import auth, output
 from tapes_e2e.context import Connection, Settings, chosen_vault, connect
 from tapes_e2e.envelopes import past_policies
 from tapes_e2e.errors import RemoteError, TeamError
-from tapes_e2e.protocol.usage import UsageReport
+from tapes_e2e.protocol.usage import OTHER, UsageReport
 from tapes_e2e.store.syncstate import SyncState
 from tapes_e2e.teams.access import resolve_team, verify_team
 from tapes_e2e.usage_verify import (
@@ -38,6 +38,7 @@ from tapes_e2e.usage_verify import (
     Recomputed,
     check_frame,
     compare,
+    folded_keys,
     frame_for,
     recompute,
 )
@@ -129,6 +130,13 @@ def verify_usage(
     mine = _recount(settings, linked, frame, exact=exact)
     differences = check_frame(report, frame) + compare(report, mine.rows, exact=exact)
     notes = _notes(state, mine, exact=exact)
+    if folded := folded_keys(report):
+        names = " and ".join(folded)
+        notes.append(
+            f"the vault names more than the server itemizes, which counts the rest as "
+            f"{OTHER!r}: the figures were compared summed over {names} (which names it counts "
+            "so is the server's record)"
+        )
     _show(report, frame, differences, notes, exact=exact, as_json=as_json)
     if differences:
         raise typer.Exit(1)

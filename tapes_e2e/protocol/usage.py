@@ -16,8 +16,10 @@ from typing import Literal
 import msgspec
 
 __all__ = [
+    "CAPPED_KEYS",
     "GROUP_KEYS",
     "MAX_USD",
+    "OTHER",
     "TOKEN_FIELDS",
     "GroupKey",
     "UnpricedModel",
@@ -38,6 +40,10 @@ GROUP_KEYS: tuple[GroupKey, ...] = (
     "day",
     "hour",
 )
+CAPPED_KEYS: frozenset[GroupKey] = frozenset({"model", "provider", "agent", "project"})
+"""The groupings by a name a member chooses: a vault itemizes a bounded number of each (the
+server's ``server.domain.usage.labels``) and counts the rest under :data:`OTHER`."""
+OTHER = "(other)"
 TOKEN_FIELDS = (
     "prompt_tokens",
     "completion_tokens",

@@ -19,8 +19,10 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from server.db.models import UsageBucket
+from server.domain.usage import labels
 from tapes_e2e import context
 from tapes_e2e.node import Node, Usage
+from tapes_e2e.protocol.usage import OTHER
 from tapes_e2e.providers.local import LocalProvider
 from tests.client.conftest import Tapes
 from tests.client.test_hostile_server import hostile
@@ -163,6 +165,31 @@ def test_verify_finds_every_figure_a_server_altered(
     assert {(d["figure"], d["server"], d["local"]) for d in dropped} >= {("nodes", 0, 2)}
     invented = [d for d in rows if d["group"]["model"] == "ghost-model"]
     assert {(d["figure"], d["server"], d["local"]) for d in invented} >= {("nodes", 3, 0)}
+
+
+def test_verify_compares_names_past_the_vaults_cap_summed_and_still_finds_an_inflation(
+    tapes: Tapes, tmp_path: Path, client: TestClient[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A vault that names more models than the server itemizes (threat model B30) has some
+    counted under ``(other)``; which ones is the server's record. The check compares those
+    figures summed over the model (here: per day), says so, and still finds a row inflated."""
+    monkeypatch.setitem(labels.CAPS, "model", 1)
+    ok(tapes("alice", "auth", "login", "--server", "http://testserver.local", "--handle", "alice"))
+    record_turns(tmp_path / "alice", "claude-sonnet-4-5-20250929", 3)
+    record_turns(tmp_path / "alice", "gpt-4o", 2)
+    ok(tapes("alice", "storage", "sync"))
+    vault = json.loads((tmp_path / "alice" / "session.json").read_text())["personal_vault"]
+    assert {b.model for b in _buckets(client, vault)} == {"claude-sonnet-4-5-20250929", OTHER}
+    code, result, err = _verify(tapes, "alice")  # by day and model
+    assert (code, result["verified"], result["differences"]) == (0, True, []), err
+    assert any("summed over model" in note for note in result["not_checked"]), result
+    other = next(b for b in _buckets(client, vault) if b.model == OTHER)
+    _add(client, other, completion_tokens=7)
+    code, result, _ = _verify(tapes, "alice")
+    assert code == 1
+    assert [(d["where"], d["figure"], d["server"] - d["local"]) for d in result["differences"]] == [
+        ("row", "completion_tokens", 7), ("totals", "completion_tokens", 7),
+    ]  # fmt: skip
 
 
 def test_verify_reads_the_report_as_an_answer_to_the_question_asked(

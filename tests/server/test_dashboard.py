@@ -15,6 +15,7 @@ from litestar.testing import TestClient
 from markupsafe import escape
 
 import keymgmt
+from server.dashboard import data
 from server.dashboard.web import CSP
 from tapes_e2e.protocol.text import visible
 from tests.server.conftest import Clock, User, Vault
@@ -381,6 +382,33 @@ def test_control_characters_of_clear_metadata_are_shown_and_names_isolated(
     assert table(page, "by-agent").keys() == shown
     assert "gpt\\u202egnp.exe" in page.text
     assert "\u05e9\u05dc\u05d5\u05dd" in page.text  # shown as it is
+
+
+def test_a_long_breakdown_shows_its_largest_rows_and_one_row_of_the_rest(
+    client: TestClient[Any], clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """However many models a vault names, a breakdown shows the largest ``SHOWN`` and one row
+    of the others' sums, and the unpriced note names ``UNPRICED_SHOWN`` models and counts the
+    rest: a member's flood of names cannot make the manager's page as long as the vault."""
+    monkeypatch.setattr(data, "SHOWN", 2)
+    monkeypatch.setattr(data, "UNPRICED_SHOWN", 1)
+    alice = User(client, "alice")
+    kit = TeamKit(alice, clock)
+    rows = [metadata(f"m{i}", prompt_tokens=10 * i, total_tokens=10 * i) for i in range(1, 6)]
+    push_usage(alice, kit.vault(alice), rows)
+    assert sign_in_with_link(client, link_for(alice, kit.team_id)).status_code == 303
+    page = client.get(f"/dashboard?team={kit.team_id}")
+    assert page.status_code == 200
+    body = page.text.split('<table id="by-model">', 1)[1].split("</table>", 1)[0]
+    assert re.findall(r"<bdi>(m\d)</bdi></th>", body) == ["m5", "m4"]
+    rest = re.search(
+        r"and (\d+) more</span></th>.*?data-value=\"(\d+)\".*?data-value=\"(\d+)\"", body, re.DOTALL
+    )
+    assert rest is not None, body
+    assert tuple(map(int, rest.groups())) == (3, 3, 60)  # m3, m2, m1: 3 nodes, 30+20+10 tokens
+    assert shown(page, "total-tokens") == 150
+    assert re.search(r'id="unpriced-more">and 4 more<', page.text), page.text
+    assert re.findall(r'<bdi class="tag">(m\d)</bdi>', page.text) == ["m1"]
 
 
 def test_the_figures_equal_the_usage_apis(client: TestClient[Any], clock: Clock) -> None:

@@ -11,6 +11,8 @@ import keymgmt
 from server.db.engine import make_engine
 from server.db.migrate import current_revision, head_revision, upgrade
 from server.db.models import JsonType
+from server.domain.usage.buckets import COUNTERS
+from server.domain.usage.labels import label_of
 
 NOW = datetime.now(UTC)
 _users = sa.table(
@@ -164,4 +166,37 @@ def test_0004_backfills_usage_on_the_day_the_work_happened(database_url: str) ->
         (int(worked.timestamp()) // 900, 0, 2, 1, 10, 4, 12),
         (int(NOW.timestamp()) // 900, 1, 1, 1, 0, 0, 0),
     ]
+    engine.dispose()
+
+
+def test_0013_keeps_every_label_the_usage_named_itemized(database_url: str) -> None:
+    """Every model (with its provider), harness and project that the usage held before the
+    upgrade is a label of its vault after it, so a vault past a cap keeps them itemized."""
+    engine = make_engine(database_url)
+    upgrade(engine, "0012")
+    buckets = sa.table("usage_buckets", *(sa.column(c) for c in (
+        "vault_id", "bucket", "dims", "member_id", "model", "provider", "agent", "project",
+        "by_upload", *COUNTERS,
+    )))  # fmt: skip
+    named = [("m1", "p", "claude-code", "web"), ("m1", "q", "", ""), ("", "", "", "")]
+    with engine.begin() as conn:
+        alice = _user(conn, "alice")
+        _team(conn, "t_named", "alice", _chain(alice, "t_named"))
+        for index, (model, provider, agent, project) in enumerate(named):
+            conn.execute(
+                sa.insert(buckets).values(
+                    vault_id="t_named", bucket=index, dims=f"{index:032x}", member_id="alice",
+                    model=model, provider=provider, agent=agent, project=project,
+                    by_upload=False, **dict.fromkeys(COUNTERS, 1),
+                )
+            )  # fmt: skip
+    upgrade(engine)
+    with engine.connect() as conn:
+        stored = set(conn.execute(sa.text("SELECT vault_id, kind, label FROM usage_labels")).all())
+    assert stored == {
+        ("t_named", "model", label_of("model", ("m1", "p"))),
+        ("t_named", "model", label_of("model", ("m1", "q"))),
+        ("t_named", "agent", label_of("agent", ("claude-code",))),
+        ("t_named", "project", label_of("project", ("web",))),
+    }
     engine.dispose()

@@ -20,6 +20,7 @@ from litestar.testing import TestClient
 from server.app import create_app
 from server.db.engine import make_engine
 from server.db.migrate import upgrade
+from server.domain.usage import labels
 from server.settings import Settings
 from tests.server.conftest import AUDIENCE, Clock, User, Vault
 from tests.server.test_teams import TeamKit
@@ -173,6 +174,48 @@ def test_an_unknown_model_is_unpriced_never_zero(client: TestClient[Any], alice:
     assert (report["totals"]["unpriced_tokens"], Decimal(report["totals"]["cost_usd"])) == (
         55, Decimal("2.50"),
     )  # fmt: skip
+
+
+def test_a_vault_itemizes_a_bounded_number_of_models_and_counts_the_rest_as_other(
+    alice: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A member who names a new model (or harness) in every node cannot make every report, CSV
+    and dashboard page as long as the vault: past its kind's cap a label is counted, in full,
+    under ``(other)`` (threat model B16). The first labels named stay itemized for good."""
+    monkeypatch.setitem(labels.CAPS, "model", 3)
+    monkeypatch.setitem(labels.CAPS, "agent", 2)
+    pusher = Pusher(alice, Vault(alice.vault, alice.identity))
+    pusher.push(*[
+        {"model": f"m{i}", "provider": "p", "agent_name": f"a{i}", "prompt_tokens": 10 + i,
+         "total_tokens": 10 + i}
+        for i in range(5)
+    ])  # fmt: skip
+    pusher.push(
+        {"model": "m0", "provider": "p", "agent_name": "a1", "total_tokens": 100},
+        {"model": "m9", "provider": "p", "total_tokens": 1000},
+        {"model": "m1", "provider": "q", "total_tokens": 2000},  # another provider: a new label
+        {"total_tokens": 7},  # nothing named: never capped
+    )
+
+    def rows(group_by: str) -> dict[Any, tuple[int, int]]:
+        report = usage(alice, alice.vault, f"group_by={group_by}")
+        return {
+            tuple(r["group"].values()): (r["figures"]["nodes"], r["figures"]["total_tokens"])
+            for r in report["rows"]
+        }
+
+    assert rows("model") == {
+        ("m0",): (2, 110), ("m1",): (1, 11), ("m2",): (1, 12), (labels.OTHER,): (4, 3027),
+        ("",): (1, 7),
+    }  # fmt: skip
+    assert rows("agent") == {
+        ("a0",): (1, 10), ("a1",): (2, 111), (labels.OTHER,): (3, 39), ("",): (3, 3007),
+    }  # fmt: skip
+    report = usage(alice, alice.vault, "group_by=model")
+    assert (report["totals"]["nodes"], report["totals"]["total_tokens"]) == (9, 3167)
+    assert {(u["model"], u["provider"]) for u in report["unpriced"]} == {
+        ("m0", "p"), ("m1", "p"), ("m2", "p"), (labels.OTHER, labels.OTHER),
+    }  # fmt: skip
 
 
 @pytest.mark.parametrize(

@@ -22,6 +22,7 @@ from sqlalchemy import ColumnElement, case, func, literal, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from server.db.models import ChainStatement, Team, UsageBucket, User
+from server.domain.usage import labels
 from server.domain.usage.buckets import (
     BUCKET_SECONDS,
     COUNTERS,
@@ -52,7 +53,7 @@ def record(
 
     One executemany straight to the driver, as the push's own insert: SQLAlchemy's compilation
     of an upsert cost more than the upsert."""
-    sums = contributions(nodes)
+    sums = labels.admit(db, vault_id, contributions(nodes))
     if not sums:
         return
     rows = [
