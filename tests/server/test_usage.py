@@ -20,7 +20,7 @@ from litestar.testing import TestClient
 from server.app import create_app
 from server.db.engine import make_engine
 from server.db.migrate import upgrade
-from server.domain.usage import labels
+from server.domain.usage import labels, services
 from server.settings import Settings
 from tests.server.conftest import AUDIENCE, Clock, User, Vault
 from tests.server.test_teams import TeamKit
@@ -216,6 +216,25 @@ def test_a_vault_itemizes_a_bounded_number_of_models_and_counts_the_rest_as_othe
     assert {(u["model"], u["provider"]) for u in report["unpriced"]} == {
         ("m0", "p"), ("m1", "p"), ("m2", "p"), (labels.OTHER, labels.OTHER),
     }  # fmt: skip
+
+
+def test_a_report_longer_than_the_row_limit_is_one_clear_refusal(
+    alice: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """However fine the grouping asked, a report reads at most ``MAX_REPORT_ROWS`` rows: past
+    it the answer is a 400 saying how to narrow it, never a report as long as the vault."""
+    monkeypatch.setattr(services, "MAX_REPORT_ROWS", 2)
+    Pusher(alice, Vault(alice.vault, alice.identity)).push(
+        *[{"model": f"m{i}", "provider": "p", "total_tokens": 1} for i in range(3)]
+    )
+    assert len(usage(alice, alice.vault, "group_by=member")["rows"]) == 1  # read: 3 rows
+    refused = alice.get(f"/api/v1/teams/{alice.vault}/usage?group_by=model")
+    assert refused.status_code == 400
+    assert refused.json()["detail"] == (
+        "this report would have more than 2 rows: group by fewer keys or ask for a shorter range"
+    )
+    monkeypatch.setattr(services, "_READ_PER_ROW", 1)  # 3 rows read for 1 answered: too many
+    assert alice.get(f"/api/v1/teams/{alice.vault}/usage?group_by=member").status_code == 400
 
 
 @pytest.mark.parametrize(

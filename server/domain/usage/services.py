@@ -35,7 +35,24 @@ from server.domain.usage.schemas import UsageQuery
 from server.errors import BadRequest
 from tapes_e2e.protocol.usage import UnpricedModel, UsageFigures, UsageReport, UsageRow
 
-__all__ = ["record", "report", "vault_policy"]
+__all__ = ["MAX_REPORT_ROWS", "record", "report", "vault_policy"]
+
+MAX_REPORT_ROWS = 100_000
+"""The most rows one report answers: a grouping by hour, model, harness and project over two
+years could otherwise be as long as the vault (threat model B30). Past it the request is a 400
+that says how to narrow it. A grouping by one key is always shorter (the labels of each kind
+are capped per vault, ``labels.CAPS``; days and hours by the range)."""
+_READ_PER_ROW = 10
+"""Rows of ``usage_buckets`` read per row answered, at most (each group is read per model and
+provider, to price it), so that a report's memory is bounded too."""
+
+
+def _too_long() -> BadRequest:
+    return BadRequest(
+        f"this report would have more than {MAX_REPORT_ROWS:,} rows: group by fewer keys "
+        "or ask for a shorter range"
+    )
+
 
 _PER_DAY = 86_400 // BUCKET_SECONDS
 _PER_HOUR = 3_600 // BUCKET_SECONDS
@@ -233,7 +250,10 @@ def report(db: Session, vault: Team, query: UsageQuery, prices: PriceBook) -> Us
         select(*keys, *sums, upload_timed)
         .where(b.vault_id == vault.id, b.bucket >= start, b.bucket < end)
         .group_by(*keys)
+        .limit(MAX_REPORT_ROWS * _READ_PER_ROW + 1)
     ).all()
+    if len(rows) > MAX_REPORT_ROWS * _READ_PER_ROW:
+        raise _too_long()
     width = len(query.group_by)
     members = (
         _handles(db, {r[query.group_by.index("member")] for r in rows})
@@ -258,6 +278,8 @@ def report(db: Session, vault: Team, query: UsageQuery, prices: PriceBook) -> Us
             entry = unpriced.setdefault((model, provider), [0, 0])
             entry[0] += counts[0]
             entry[1] += sums_of.unpriced_tokens - before
+    if len(groups) > MAX_REPORT_ROWS:
+        raise _too_long()
     totals = _Sums()
     for sums_of in groups.values():
         totals.merge(sums_of)
