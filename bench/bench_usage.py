@@ -23,6 +23,7 @@ Figures, each the median of 5 runs, on SQLite (a file, WAL) and a throwaway Post
 from __future__ import annotations
 
 import argparse
+import functools
 import random
 import sqlite3
 import statistics
@@ -106,7 +107,7 @@ def fill(engine: Engine, count: int, now: datetime) -> tuple[float, float]:
 
     def flush() -> None:
         nonlocal inserting, recording
-        rows = [
+        rows: list[tuple[object, ...]] = [
             (
                 VAULT,
                 node_id,
@@ -207,7 +208,7 @@ def bench(engine: Engine, label: str, count: int) -> list[str]:
         result = report(query)
         if result.totals is None or result.totals.nodes != count:
             raise RuntimeError(f"the report counts {result.totals} nodes, not {count}")
-        ours = median_ms(lambda q=query: report(q))
+        ours = median_ms(functools.partial(report, query))
         base = median_ms(raw_sql(engine, by))
         verdict = "PASS" if ours < GOAL_MS else "MISS"
         lines.append(

@@ -29,6 +29,7 @@ import tempfile
 import threading
 import time
 from multiprocessing import Event, Process, Queue
+from multiprocessing.synchronize import Event as EventType
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -44,7 +45,7 @@ POLL = 0.1
 OUT = REPO / "bench" / "out"
 
 
-def _writer(path: str, writes: int, stamps: Queue, go: Event) -> None:  # type: ignore[type-arg]
+def _writer(path: str, writes: int, stamps: Queue[float], go: EventType) -> None:
     import sqlite3
 
     db = sqlite3.connect(path, timeout=30, isolation_level=None)
@@ -100,7 +101,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=REPO / "bench") as tmp:
         path = Path(tmp) / "tapes.sqlite"
         LocalProvider(path).close()
-        stamps: Queue = Queue()  # type: ignore[type-arg]
+        stamps: Queue[float] = Queue()
         go = Event()
         writer = Process(target=_writer, args=(str(path), args.writes, stamps, go))
         writer.start()

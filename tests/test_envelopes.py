@@ -231,8 +231,9 @@ def test_a_stored_bucket_the_fast_reader_would_not_take_is_decoded_in_full(
 @st.composite
 def _nanos(draw: st.DrawFn) -> int:
     """Nanoseconds with 0 to 9 significant fraction digits, each length equally likely."""
-    digits = draw(st.integers(min_value=0, max_value=9))
-    return draw(st.integers(min_value=0, max_value=10**digits - 1)) * 10 ** (9 - digits)
+    digits: int = draw(st.integers(min_value=0, max_value=9))
+    nanos: int = draw(st.integers(min_value=0, max_value=10**digits - 1))
+    return nanos * int(10 ** (9 - digits))
 
 
 @given(

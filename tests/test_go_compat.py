@@ -329,7 +329,7 @@ def test_our_writes_leave_gos_schema_and_encodings(go_db: GoDatabase) -> None:
         for t, n, tbl, sql in after
         if tbl in {"nodes", "facets"} and not n.startswith("sqlite_autoindex")
     ]
-    assert sorted(sql for _, _, sql in go_objects) == sorted(GO_SCHEMA)
+    assert sorted(str(sql) for _, _, sql in go_objects) == sorted(GO_SCHEMA)
     conn = raw(go_db.path)
     assert [r[1] for r in conn.execute("PRAGMA table_info(nodes)")] == NODE_COLUMNS
 

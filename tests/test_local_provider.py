@@ -171,7 +171,7 @@ def test_wal_and_connection_settings(store: LocalProvider) -> None:
     assert store.journal_mode() == "wal"
     with store.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
-        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 5000
+        assert int(conn.exec_driver_sql("PRAGMA busy_timeout").scalar() or 0) >= 5000
         assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL: durable commits
 
 

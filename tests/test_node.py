@@ -89,7 +89,8 @@ def test_chain_cases_link_by_real_parent_hashes() -> None:
 
 # --- properties -------------------------------------------------------------------------------
 
-json_scalars = st.none() | st.booleans() | st.floats(allow_nan=False, allow_infinity=False)
+json_scalars: st.SearchStrategy[Any] = st.none() | st.booleans()
+json_scalars |= st.floats(allow_nan=False, allow_infinity=False)
 json_scalars |= st.integers(min_value=-(2**63), max_value=2**63) | st.text(max_size=8)
 json_values = st.recursive(
     json_scalars,

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import typer
 
 import keymgmt
 from keymgmt import _oskeyring
@@ -137,7 +138,7 @@ def test_login_on_a_machine_without_a_key_offers_to_import_one(
         ["import", str(kit), "kit passphrase on paper", "desk passphrase", "desk passphrase"]
     )
     monkeypatch.setattr(auth, "_interactive", lambda: True)
-    monkeypatch.setattr(auth.typer, "prompt", lambda *_a, **_k: next(answers))
+    monkeypatch.setattr(typer, "prompt", lambda *_a, **_k: next(answers))
     code, out, err = tapes("desktop", "auth", "login", "--server", AUDIENCE)
     assert code == 0, err
     assert "logged in to http://testserver.local as alice" in out

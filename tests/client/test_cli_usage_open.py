@@ -20,7 +20,12 @@ def test_usage_open_prints_a_link_that_signs_a_browser_in(
 ) -> None:
     assert tapes("a", "auth", "login", "--server", AUDIENCE, "--handle", "alice")[0] == 0
     opened: list[str] = []
-    monkeypatch.setattr(webbrowser, "open", lambda url: opened.append(url) or True)
+
+    def open_in_browser(url: str) -> bool:
+        opened.append(url)
+        return True
+
+    monkeypatch.setattr(webbrowser, "open", open_in_browser)
     code, out, err = tapes("a", "usage", "--open")
     assert code == 0, err
     url = out.strip()

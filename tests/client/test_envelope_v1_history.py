@@ -10,6 +10,7 @@ import msgspec
 import pytest
 
 import keymgmt
+from keymgmt.envelope import EnvelopeWire, PackedEnvelope
 from server.domain.nodes import services as server_nodes
 from tapes_e2e.envelopes import clear_fields, node_body
 from tapes_e2e.node import Node
@@ -42,7 +43,7 @@ def test_version_1_history_is_pulled_opened_and_continued(
            for n in history]  # fmt: skip
     real_check = server_nodes.check_envelope
 
-    def as_before_the_upgrade(vault: str, env: server_nodes.EnvelopeWire) -> None:
+    def as_before_the_upgrade(vault: str, env: EnvelopeWire | PackedEnvelope) -> None:
         real_check(vault, msgspec.structs.replace(env, version=2, at_seqno=0, at_hash="0" * 64))
 
     with monkeypatch.context() as patch:  # the server then stored version 1

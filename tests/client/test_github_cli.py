@@ -90,7 +90,9 @@ def test_github_binding_waits_out_a_rate_limit_and_stops_at_ctrl_c(
     tapes: Tapes, monkeypatch: pytest.MonkeyPatch, github: GithubStandIn
 ) -> None:
     ok(tapes("a", "auth", "login", "--server", AUDIENCE, "--handle", "al"))
-    real_poll, refused, waits = ApiClient.github_poll, [], []
+    real_poll = ApiClient.github_poll
+    refused: list[Any] = []
+    waits: list[Any] = []
 
     def busy_once(api: ApiClient, bind_id: str) -> Any:
         if not refused:  # the first poll: others logging in from this address

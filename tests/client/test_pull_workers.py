@@ -78,14 +78,14 @@ def test_a_pull_opens_its_pages_in_worker_processes_and_stores_the_same_nodes(
     ok(tapes("laptop", "storage", "sync"))
     # The workers start with the first page that says more; the pages fetched once they are up
     # are opened there. Slow the pull a little so that they are up before it ends.
-    real_store = worker.SyncState.store_pulled
+    real_store = SyncState.store_pulled
 
     def slow_store(self: Any, *args: Any, **kwargs: Any) -> int:
         time.sleep(0.05)
         return real_store(self, *args, **kwargs)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(worker.SyncState, "store_pulled", slow_store)
+        patch.setattr(SyncState, "store_pulled", slow_store)
         ok(tapes("desktop", "storage", "sync"))
     in_workers = [taken for taken in workers if taken.parts]
     assert in_workers, "no page was opened in a worker process"

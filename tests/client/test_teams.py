@@ -393,7 +393,7 @@ def test_the_cloud_provider_and_share_follow_a_removal_they_missed(
     assert provider.access.state.epoch == 2
     # share: the team opened just before a removal lands (a race), then pushed
     opened = iter([stale])
-    real_open = sharing.open_team
+    real_open = sharing.open_team  # type: ignore[attr-defined]
     monkeypatch.setattr(sharing, "open_team", lambda *args: next(opened, None) or real_open(*args))
     shared = chain(["shared after the removal"])
     sharing.share_session(api_for(alice, client), identity, alice, team.id, shared)
@@ -555,7 +555,7 @@ def test_the_hybrid_and_cloud_providers_share_through_the_team_provider_protocol
 
 def test_a_provider_opened_without_a_login_refuses_to_share(tmp_path: Path) -> None:
     with LocalProvider(tmp_path / "t.sqlite") as store:
-        runner = SyncRunner(SyncState(store), "v", lambda *_: [], lambda *_: None)  # type: ignore[arg-type,return-value]
+        runner = SyncRunner(SyncState(store), "v", lambda *_: [], lambda *_: None)  # type: ignore[arg-type]
         hybrid = HybridProvider(store, runner, background=False)
         with pytest.raises(ConfigError, match="cannot share sessions"):
             hybrid.share_session("0" * 64, "t_team", ShareOptions())

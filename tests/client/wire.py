@@ -16,7 +16,7 @@ __all__ = ["answer_with", "body_of", "is_packed", "json_twin"]
 
 
 def is_packed(answer: httpx.Response) -> bool:
-    return answer.headers.get("content-type", "").partition(";")[0].strip() == MSGPACK
+    return str(answer.headers.get("content-type", "")).partition(";")[0].strip() == MSGPACK
 
 
 def body_of(answer: httpx.Response) -> Any:

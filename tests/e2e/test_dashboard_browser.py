@@ -16,7 +16,7 @@ import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -78,7 +78,8 @@ class World:
         self.server = server
         self.http = server.client()
         clock = Clock()
-        self.alice, self.bob, self.dave = (User(self.http, n) for n in ("alice", "bob", "dave"))
+        http = cast(Any, self.http)  # an httpx client to a live server: TestClient's interface
+        self.alice, self.bob, self.dave = (User(http, n) for n in ("alice", "bob", "dave"))
         self.acme = TeamKit(self.alice, clock)
         assert self.acme.add(self.bob).status_code == 200
         assert self.acme.add(self.dave, "viewer").status_code == 200

@@ -111,7 +111,7 @@ def test_the_watcher_pushes_what_another_process_writes_and_outlives_the_server(
 ) -> None:  # fmt: skip
     home, process = watcher
     _until(lambda: _server_nodes(live_server) == 1, timeout=60)  # its first round
-    _until(lambda: int(_status(home).get("rounds", 0)) >= 1, timeout=30)
+    _until(lambda: int(str(_status(home).get("rounds", 0))) >= 1, timeout=30)
     # Go tapes writes two turns: they reach the server without waiting for sync_interval (1 h)
     first = _write_like_go(home / "tapes.sqlite", ["a new turn", "its answer"])
     assert len(first) == 2

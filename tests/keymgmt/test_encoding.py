@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import rfc8785
 from hypothesis import given
 from hypothesis import strategies as st
 
 from keymgmt import canonical_json
 
-texts = st.text(st.characters(exclude_categories=("Cs",)), max_size=10)
+texts = st.text(st.characters(exclude_categories=["Cs"]), max_size=10)
 values = st.recursive(
     st.none()
     | st.booleans()
@@ -21,7 +23,7 @@ values = st.recursive(
 
 
 @given(values)
-def test_canonical_json_equals_rfc8785(value: object) -> None:
+def test_canonical_json_equals_rfc8785(value: Any) -> None:
     try:
         expected = rfc8785.dumps(value)
     except rfc8785.IntegerDomainError:

@@ -67,9 +67,10 @@ def key_for(user: User, vault: str, permissions: tuple[str, ...] = ("read-usage"
 
 def sign_in_with_key(client: Any, key: str) -> httpx.Response:
     form = client.get("/dashboard/sign-in")
-    return client.post(
+    signed: httpx.Response = client.post(
         "/dashboard/sign-in", data={"csrf": csrf_of(form), "api_key": key}, follow_redirects=False
     )
+    return signed
 
 
 def link_for(user: User, team: str | None = None) -> str:
@@ -82,7 +83,8 @@ def sign_in_with_link(client: Any, url: str) -> httpx.Response:
     path = httpx.URL(url).path
     page = client.get(path)
     assert page.status_code == 200, page.text
-    return client.post(path, data={"csrf": csrf_of(page)}, follow_redirects=False)
+    signed: httpx.Response = client.post(path, data={"csrf": csrf_of(page)}, follow_redirects=False)
+    return signed
 
 
 def shown(page: httpx.Response, element: str) -> int:

@@ -28,7 +28,7 @@ def github() -> Iterator[GithubStandIn]:
 
 
 def _app(url: str, clock: Clock, github: GithubStandIn | None, rate: int = 1000) -> TestClient[Any]:
-    extra = (
+    extra: dict[str, Any] = (
         {"github_client_id": CLIENT_ID, "github_client_secret": CLIENT_SECRET,
          "github_url": github.url, "github_api_url": github.url}
         if github is not None else {}

@@ -93,7 +93,7 @@ def test_0002_backfills_each_vaults_epoch_from_its_chain_head(database_url: str)
     assert current_revision(engine) == "0002"
     with engine.connect() as conn:
         rows = conn.execute(sa.text("SELECT id, epoch FROM teams")).all()
-    epochs = dict(rows)
+    epochs: dict[str, int] = dict(rows)
     assert epochs == {"t_rotated_twice": 3, "t_rotated": 2, "t_genesis_only": 1, "p_alice": 1}
     engine.dispose()
 
@@ -125,7 +125,9 @@ def test_0003_backfills_each_vaults_stored_bytes(database_url: str) -> None:
     upgrade(engine)
     assert current_revision(engine) == head_revision(engine)
     with engine.connect() as conn:
-        rows = dict(conn.execute(sa.text("SELECT id, bytes_stored FROM teams")).all())
+        rows: dict[str, int] = dict(
+            conn.execute(sa.text("SELECT id, bytes_stored FROM teams")).all()
+        )
     assert (rows["t_full"], rows["t_empty"]) == (32_100, 0)
     engine.dispose()
 

@@ -103,8 +103,8 @@ class TwoStepPuller:
 
 
 def runner_for(
-    provider: LocalProvider, server: FakeServer, pusher: TwoStepPusher | PushFn,
-    puller: TwoStepPuller | PullFn,
+    provider: LocalProvider, server: FakeServer,
+    pusher: TwoStepPusher | SendingAheadPusher | PushFn, puller: TwoStepPuller | PullFn,
 ) -> SyncRunner:  # fmt: skip
     return SyncRunner(
         SyncState(provider),

@@ -340,7 +340,7 @@ def child_main(argv: list[str]) -> None:
             sys.stdin.readline()
         return ids
 
-    original = syncstate_module.insert_rows
+    original = syncstate_module.insert_rows  # type: ignore[attr-defined]
 
     def insert_nodes(raw: sqlite3.Connection, rows: Any) -> int:
         calls["store"] += 1
@@ -352,7 +352,7 @@ def child_main(argv: list[str]) -> None:
         sys.stdin.readline()
         return original(raw, rows[len(rows) // 2 :])
 
-    syncstate_module.insert_rows = insert_nodes  # type: ignore[assignment]
+    syncstate_module.insert_rows = insert_nodes  # type: ignore[attr-defined]
     with LocalProvider(db) as provider:
         runner = SyncRunner(
             SyncState(provider), VAULT, push, server.pull, batch_size=size_n, page_size=size_n
