@@ -36,7 +36,7 @@ import keymgmt
 from keymgmt.chain import MetadataPolicy
 from tapes_e2e.envelopes import clear_fields
 from tapes_e2e.node import Node
-from tapes_e2e.protocol.usage import CAPPED_KEYS, OTHER, GroupKey, UsageFigures, UsageReport
+from tapes_e2e.protocol.usage import UsageFigures, UsageReport
 
 __all__ = [
     "CHECKABLE_GROUPS",
@@ -47,7 +47,6 @@ __all__ = [
     "Recomputed",
     "check_frame",
     "compare",
-    "folded_keys",
     "frame_for",
     "recompute",
 ]
@@ -220,17 +219,6 @@ def _normal(text: str) -> str:
         return text
 
 
-def folded_keys(report: UsageReport) -> list[GroupKey]:
-    """The groupings by a member's names under which the report counts some as ``(other)``:
-    the vault names more than the server itemizes. Which names those are is the server's
-    record (the first it was sent), so those figures are compared summed over that grouping."""
-    return [
-        key
-        for key in report.group_by
-        if key in CAPPED_KEYS and any(row.group.get(key) == OTHER for row in report.rows)
-    ]
-
-
 def _summed(
     groups: Iterable[tuple[Group, Mapping[str, int]]], kept: list[int]
 ) -> dict[Group, dict[str, int]]:
@@ -258,7 +246,8 @@ def compare(
     disagree: with ``exact``, any difference (a row on one side only differs in each of its
     non-zero figures); without, a server figure below this machine's. A group the report lists
     more than once differs in its number of ``rows`` (its figures are summed). Groupings under
-    which the report counts names as ``(other)`` (:func:`folded_keys`) are compared summed."""
+    which the report counts names as ``(other)`` (``UsageReport.folded_keys``) are compared
+    summed."""
     rows = [
         (tuple(row.group.get(key, "") for key in report.group_by), _figures(row.figures))
         for row in report.rows
@@ -269,7 +258,7 @@ def compare(
         for group, times in sorted(listed.items())
         if times > 1
     ]
-    folded = folded_keys(report)
+    folded = report.folded_keys()
     kept = [i for i, key in enumerate(report.group_by) if key not in folded]
     keys = [report.group_by[i] for i in kept]
     local = _summed(local.items(), kept)

@@ -21,7 +21,7 @@ from tapes_e2e.cli.usage_check import verify_usage
 from tapes_e2e.cli.usage_open import open_dashboard
 from tapes_e2e.context import Settings, chosen_vault, logged_in
 from tapes_e2e.errors import RemoteError, TeamError
-from tapes_e2e.protocol.usage import GROUP_KEYS, UsageFigures, UsageReport, to_csv
+from tapes_e2e.protocol.usage import GROUP_KEYS, OTHER, UsageFigures, UsageReport, to_csv
 from tapes_e2e.teams.access import resolve_team
 
 __all__ = ["usage"]
@@ -115,6 +115,11 @@ def render(report: UsageReport, per_day: UsageReport | None = None) -> None:
         out.print(output.plain(
             f"cost {_money(t.cost_usd)}, cache savings {_money(t.cache_savings_usd)} "
             f"(prices: {report.pricing})"
+        ))  # fmt: skip
+    for key in report.folded_keys():
+        out.print(output.plain(
+            f"{OTHER}: this vault names more {key}s than the server itemizes; the rest are "
+            f'counted there (docs/teams.md, "How many names")'
         ))  # fmt: skip
     for item in report.unpriced:
         out.print(output.plain(

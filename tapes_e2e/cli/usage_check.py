@@ -38,7 +38,6 @@ from tapes_e2e.usage_verify import (
     Recomputed,
     check_frame,
     compare,
-    folded_keys,
     frame_for,
     recompute,
 )
@@ -130,7 +129,7 @@ def verify_usage(
     mine = _recount(settings, linked, frame, exact=exact)
     differences = check_frame(report, frame) + compare(report, mine.rows, exact=exact)
     notes = _notes(state, mine, exact=exact)
-    if folded := folded_keys(report):
+    if folded := report.folded_keys():
         names = " and ".join(folded)
         notes.append(
             f"the vault names more than the server itemizes, which counts the rest as "

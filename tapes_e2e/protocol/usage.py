@@ -133,6 +133,16 @@ class UsageReport(_Strict, frozen=True):
     unpriced: list[UnpricedModel] = msgspec.field(default_factory=list)
     pricing: str = ""
 
+    def folded_keys(self) -> list[str]:
+        """The groupings by a member's names under which this report counts some as
+        :data:`OTHER`: the vault names more than the server itemizes (which ones it folded is
+        the server's record: the names it was sent first are itemized)."""
+        return [
+            key
+            for key in self.group_by
+            if key in CAPPED_KEYS and any(row.group.get(key) == OTHER for row in self.rows)
+        ]
+
 
 # --- CSV (the API's format=csv, and what ``tapes usage --csv`` writes from the checked report) --
 
