@@ -99,6 +99,16 @@ def load(db: Session, team: TeamChoice, span: Range, prices: PriceBook) -> Figur
     unpriced = Bucket(label="unpriced", nodes=totals.unpriced_nodes)
     unpriced.total_tokens = totals.unpriced_tokens
     unpriced_models = sorted({m.model for m in daily.unpriced if m.model})
+    by_model, by_agent = run("model", "provider"), run("agent")
+    by_project = run("project") if policy.metadata == "full" else None
+    folded = [
+        words
+        for kind, words, report in (
+            ("model", "models", by_model), ("agent", "harnesses", by_agent),
+            ("project", "projects", by_project),
+        )
+        if report is not None and kind in report.folded_keys()
+    ]  # fmt: skip
     return Figures(
         team=team,
         range=span,
@@ -107,11 +117,12 @@ def load(db: Session, team: TeamChoice, span: Range, prices: PriceBook) -> Figur
         unpriced=unpriced,
         unpriced_models=unpriced_models[:UNPRICED_SHOWN],
         unpriced_more=max(len(unpriced_models) - UNPRICED_SHOWN, 0),
+        folded=folded,
         by_day=[_point(day, per_day.get(day.isoformat())) for day in days],
         by_member=_ranked(run("member"), "member"),
-        by_model=_ranked(run("model", "provider"), "model", "provider"),
-        by_agent=_ranked(run("agent"), "agent"),
-        by_project=_ranked(run("project"), "project") if policy.metadata == "full" else [],
+        by_model=_ranked(by_model, "model", "provider"),
+        by_agent=_ranked(by_agent, "agent"),
+        by_project=_ranked(by_project, "project") if by_project else [],
         upload_dated_nodes=totals.upload_timed_nodes,
         priced=True,
     )

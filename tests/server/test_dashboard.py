@@ -17,6 +17,7 @@ from markupsafe import escape
 import keymgmt
 from server.dashboard import data
 from server.dashboard.web import CSP
+from server.domain.usage import labels
 from tapes_e2e.protocol.text import visible
 from tests.server.conftest import Clock, User, Vault
 from tests.server.test_teams import TeamKit
@@ -411,6 +412,25 @@ def test_a_long_breakdown_shows_its_largest_rows_and_one_row_of_the_rest(
     assert shown(page, "total-tokens") == 150
     assert re.search(r'id="unpriced-more">and 4 more<', page.text), page.text
     assert re.findall(r'<bdi class="tag">(m\d)</bdi>', page.text) == ["m1"]
+
+
+def test_names_past_the_teams_cap_are_said_to_be_counted_as_other(
+    client: TestClient[Any], clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A team whose members named more models than the server itemizes shows ``(other)`` as a
+    row and says why, once; a team within the caps says nothing of it."""
+    alice = User(client, "alice")
+    kit = TeamKit(alice, clock)
+    push_usage(alice, kit.vault(alice), [metadata("m1", total_tokens=1)])
+    assert sign_in_with_link(client, link_for(alice, kit.team_id)).status_code == 303
+    assert 'id="folded"' not in client.get(f"/dashboard?team={kit.team_id}").text
+    monkeypatch.setitem(labels.CAPS, "model", 1)
+    push_usage(alice, kit.vault(alice), [metadata(f"m{i}", total_tokens=i) for i in (2, 3)])
+    page = client.get(f"/dashboard?team={kit.team_id}")
+    assert table(page, "by-model") == {"m1": (1, 1), labels.OTHER: (2, 5)}
+    note = re.search(r'id="folded">([^<]*)<', page.text)
+    assert note is not None, page.text
+    assert note.group(1).startswith("This team named more models than the server itemizes")
 
 
 def test_the_figures_equal_the_usage_apis(client: TestClient[Any], clock: Clock) -> None:
