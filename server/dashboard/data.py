@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from server.dashboard.figures import Bucket, DayPoint, Figures, Policy, Range, TeamChoice
 from server.db.models import Team
-from server.domain.usage import services
+from server.domain.usage import labels, services
 from server.domain.usage.pricing import PriceBook
 from server.domain.usage.schemas import UsageQuery
 from tapes_e2e.protocol.usage import GroupKey, UsageFigures, UsageReport
@@ -27,6 +27,7 @@ SHOWN = 50
 """Rows of a breakdown shown one by one; the rest are one row of their sums."""
 UNPRICED_SHOWN = 20
 """Unpriced models named in the note above the chart; the rest are counted."""
+_NAMES: dict[labels.Kind, str] = {"model": "models", "agent": "harnesses", "project": "projects"}
 
 
 def _cost(figures: UsageFigures) -> Decimal | None:
@@ -101,14 +102,14 @@ def load(db: Session, team: TeamChoice, span: Range, prices: PriceBook) -> Figur
     unpriced_models = sorted({m.model for m in daily.unpriced if m.model})
     by_model, by_agent = run("model", "provider"), run("agent")
     by_project = run("project") if policy.metadata == "full" else None
+    named: dict[labels.Kind, UsageReport | None] = {
+        "model": by_model, "agent": by_agent, "project": by_project,
+    }  # fmt: skip
     folded = [
-        words
-        for kind, words, report in (
-            ("model", "models", by_model), ("agent", "harnesses", by_agent),
-            ("project", "projects", by_project),
-        )
+        f"{labels.CAPS[kind]:,} {_NAMES[kind]}"
+        for kind, report in named.items()
         if report is not None and kind in report.folded_keys()
-    ]  # fmt: skip
+    ]
     return Figures(
         team=team,
         range=span,

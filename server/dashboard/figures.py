@@ -108,6 +108,6 @@ class Figures:
     # server.dashboard.data).
     priced: bool = False
     unpriced_more: int = 0  # unpriced models beyond those listed
-    # The kinds of names ("models", "harnesses", "projects") of which this vault named more than
-    # the server itemizes: the rest are counted as "(other)" (server.domain.usage.labels).
+    # The caps this vault passed ("1,000 models"): it named more than the server itemizes, and
+    # the rest are counted as "(other)" (server.domain.usage.labels).
     folded: list[str] = field(default_factory=list)

@@ -8,7 +8,6 @@ something to do about it, ``tapes: hint: …``.
 from __future__ import annotations
 
 import json
-import re
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -21,7 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from tapes_e2e.errors import TapesError
-from tapes_e2e.protocol.text import visible
+from tapes_e2e.protocol.text import JSON_UNESCAPED, visible
 
 # The --json flag of every listing command.
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
@@ -38,8 +37,6 @@ __all__ = [
     "table",
     "visible",
 ]
-
-_JSON_CONTROL = re.compile(r"[\x7f-\x9f\u202a-\u202e\u2066-\u2069]")  # json escapes C0 itself
 
 
 def plain(text: str, style: str = "") -> Text:
@@ -61,7 +58,7 @@ _stderr = _PlainConsole(stderr=True, highlight=False, soft_wrap=True)
 
 def emit_json(value: Any) -> None:
     text = json.dumps(value, indent=2, ensure_ascii=False)  # C0 controls come out escaped
-    sys.stdout.write(_JSON_CONTROL.sub(lambda c: f"\\u{ord(c.group()):04x}", text) + "\n")
+    sys.stdout.write(JSON_UNESCAPED.sub(lambda c: f"\\u{ord(c.group()):04x}", text) + "\n")
 
 
 def table(columns: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None = None) -> None:

@@ -116,10 +116,10 @@ def render(report: UsageReport, per_day: UsageReport | None = None) -> None:
             f"cost {_money(t.cost_usd)}, cache savings {_money(t.cache_savings_usd)} "
             f"(prices: {report.pricing})"
         ))  # fmt: skip
-    for key in report.folded_keys():
+    if folded := report.folded_keys():
         out.print(output.plain(
-            f"{OTHER}: this vault names more {key}s than the server itemizes; the rest are "
-            f'counted there (docs/teams.md, "How many names")'
+            f"{OTHER}: this vault names more than the server itemizes by "
+            f'{" and ".join(folded)}; the rest are counted there (docs/teams.md, "How many names")'
         ))  # fmt: skip
     for item in report.unpriced:
         out.print(output.plain(

@@ -13,14 +13,19 @@ from typing import Annotated
 
 from msgspec import Meta
 
-__all__ = ["CONTROL", "DeviceName", "KeyName", "TeamName", "is_name", "visible"]
+__all__ = ["CONTROL", "JSON_UNESCAPED", "DeviceName", "KeyName", "TeamName", "is_name", "visible"]
 
-_CONTROLS = r"\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069"
+_C1_AND_BIDI = r"\x7f-\x9f\u202a-\u202e\u2066-\u2069"
+_CONTROLS = r"\x00-\x08\x0b-\x1f" + _C1_AND_BIDI
 CONTROL = re.compile(f"[{_CONTROLS}]")
 """What a terminal or a text layout acts on rather than shows: C0 controls but tab and newline
 (escape sequences, carriage return, backspace), DEL, C1 controls (0x9b is CSI on its own), and
 the bidirectional overrides and isolates that make text read in another order than it is
 stored."""
+
+
+JSON_UNESCAPED = re.compile(f"[{_C1_AND_BIDI}]")
+"""The :data:`CONTROL` characters that JSON leaves as they are (it escapes C0 itself)."""
 
 
 def visible(text: str) -> str:
@@ -37,12 +42,13 @@ def _escaped(found: re.Match[str]) -> str:
 
 
 _NAME_CHARS = f"\t\n{_CONTROLS}"  # tab and newline too: a name is one line
+_NOT_IN_NAME = re.compile(f"[{_NAME_CHARS}]")
 
 
 def is_name(text: str, shortest: int, longest: int) -> bool:
     """Whether the server takes ``text`` as a name of ``shortest`` to ``longest`` characters
     (the types below): the CLI says what is wrong before anything is made or sent."""
-    return shortest <= len(text) <= longest and re.search(f"[{_NAME_CHARS}]", text) is None
+    return shortest <= len(text) <= longest and _NOT_IN_NAME.search(text) is None
 
 
 def _name(shortest: int, longest: int) -> Meta:

@@ -181,7 +181,7 @@ def test_verify_compares_names_past_the_vaults_cap_summed_and_still_finds_an_inf
     vault = json.loads((tmp_path / "alice" / "session.json").read_text())["personal_vault"]
     assert {b.model for b in _buckets(client, vault)} == {"claude-sonnet-4-5-20250929", OTHER}
     shown = ok(tapes("alice", "usage", "--by", "model"))
-    assert "(other): this vault names more models than the server itemizes" in shown
+    assert "(other): this vault names more than the server itemizes by model;" in shown
     assert "than the server itemizes" not in ok(tapes("alice", "usage", "--by", "day"))
     code, result, err = _verify(tapes, "alice")  # by day and model
     assert (code, result["verified"], result["differences"]) == (0, True, []), err

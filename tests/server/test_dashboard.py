@@ -430,7 +430,7 @@ def test_names_past_the_teams_cap_are_said_to_be_counted_as_other(
     assert table(page, "by-model") == {"m1": (1, 1), labels.OTHER: (2, 5)}
     note = re.search(r'id="folded">([^<]*)<', page.text)
     assert note is not None, page.text
-    assert note.group(1).startswith("This team named more models than the server itemizes")
+    assert note.group(1).startswith("This team named more than 1 models: the server itemizes")
 
 
 def test_the_figures_equal_the_usage_apis(client: TestClient[Any], clock: Clock) -> None:

@@ -5,8 +5,9 @@ Clear metadata is the member's to choose: a member (or a stolen API key with ``p
 a new model in every node. Every usage report, the CSV and each dashboard page would then be as
 long as the vault, and the server would price each name (genai-prices matches every one). So
 each vault itemizes at most :data:`CAPS` of each kind, the first ones its pushes named; nodes
-that name another after that are still counted, in full, under :data:`OTHER`. Honest teams use
-tens of models and harnesses and hundreds of projects.
+that name another after that are still counted, in full, under :data:`OTHER` (the model and
+its provider both; the constant is the protocol's, ``tapes_e2e.protocol.usage.OTHER``). Honest
+teams use tens of models and harnesses and hundreds of projects.
 
 The names are kept by hash (``usage_labels``): up to 512 characters each, too long together for
 an index entry, and the aggregate already holds the text.
@@ -38,10 +39,6 @@ CAPS: Final[dict[Kind, int]] = {"model": 1_000, "agent": 1_000, "project": 10_00
 provider (one price each)."""
 
 _encode = msgspec.json.Encoder().encode
-
-
-# OTHER (tapes_e2e.protocol.usage) is what a label past its kind's cap is counted under: the
-# model and its provider both.
 
 
 def _values(kind: Kind, key: Key) -> tuple[str, ...]:
